@@ -1,0 +1,13 @@
+//! The wasmkube apiserver: the Kubernetes REST API over a revisioned [`Store`].
+//!
+//! Request flow: TLS (`serve`) -> authentication (`authn`) -> axum router (`routes`)
+//! -> generic handlers (`handlers`) keyed by the [`registry::Registry`] -> object storage
+//! (`storage`) -> the store. Watches stream from the store's watch (`watch`).
+//! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
+//! from the same registry.
+
+pub mod error;
+pub mod registry;
+pub mod validation;
+
+pub use wasmkube_store::Store;
