@@ -1,0 +1,498 @@
+//! The test harness: a real `wasmkube server` process on a free loopback port with a temporary
+//! data directory, plus the clients the tests drive it with (the real `kubectl` with the
+//! generated kubeconfig, and kube-rs clients built from the same kubeconfig).
+//!
+//! Tests read like stories: `TestCluster::builder().history_max_events(20).start().await?`,
+//! then `cluster.kubectl_ok(&["get", "ns"])`, `cluster.client()`, `cluster.kill9()`,
+//! `cluster.restart()`. The server's stdout and stderr go to `server.log` in the data directory;
+//! its tail is printed when a test panics while the cluster is alive, and attached to start-up
+//! errors. Nothing here sleeps for a fixed time: every wait is a poll with a deadline.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
+/// machine may be compiling something else at the same time.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one `kubectl` invocation may take before the test gives up on it.
+const KUBECTL_DEADLINE: Duration = Duration::from_secs(90);
+/// How long a SIGTERM'd server may take to exit.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+/// The pause between two polls of a condition.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Options for a [`TestCluster`] before it starts.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TestClusterBuilder {
+    history_max_events: Option<u64>,
+    history_max_age_secs: Option<u64>,
+}
+
+impl TestClusterBuilder {
+    /// Keep at most `n` watch events in the store's history (forces compaction in tests).
+    pub(crate) fn history_max_events(mut self, n: u64) -> Self {
+        self.history_max_events = Some(n);
+        self
+    }
+
+    /// Keep watch history for at most `secs` seconds.
+    #[allow(dead_code)]
+    pub(crate) fn history_max_age_secs(mut self, secs: u64) -> Self {
+        self.history_max_age_secs = Some(secs);
+        self
+    }
+
+    /// Spawn the server and wait until `/readyz` answers 200.
+    pub(crate) async fn start(self) -> Result<TestCluster> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("wasmkube-e2e-")
+            .tempdir()
+            .context("creating the temporary data directory")?;
+        let port = free_port()?;
+        let mut extra_args = Vec::new();
+        if let Some(n) = self.history_max_events {
+            extra_args.push("--history-max-events".to_owned());
+            extra_args.push(n.to_string());
+        }
+        if let Some(secs) = self.history_max_age_secs {
+            extra_args.push("--history-max-age".to_owned());
+            extra_args.push(secs.to_string());
+        }
+        let mut cluster = TestCluster {
+            data_dir,
+            port,
+            extra_args,
+            child: None,
+        };
+        cluster.spawn_and_wait_ready().await?;
+        Ok(cluster)
+    }
+}
+
+/// The captured result of one `kubectl` run.
+#[derive(Debug, Clone)]
+pub(crate) struct KubectlOutput {
+    /// The exit status of kubectl.
+    pub(crate) status: ExitStatus,
+    /// Everything kubectl wrote to stdout.
+    pub(crate) stdout: String,
+    /// Everything kubectl wrote to stderr.
+    pub(crate) stderr: String,
+}
+
+/// A running `wasmkube server` on a free port with its own temporary data directory.
+///
+/// Dropping it kills the server (SIGKILL) and removes the data directory.
+pub(crate) struct TestCluster {
+    data_dir: tempfile::TempDir,
+    port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestCluster {
+    /// Start describing a cluster.
+    pub(crate) fn builder() -> TestClusterBuilder {
+        TestClusterBuilder::default()
+    }
+
+    /// The server's data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The kubeconfig the server wrote on first start.
+    pub(crate) fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig.yaml")
+    }
+
+    /// Where the server's stdout and stderr go.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.data_dir().join("server.log")
+    }
+
+    /// The port the server listens on.
+    #[allow(dead_code)]
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The last `lines` lines of the server log.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        match std::fs::read_to_string(self.log_path()) {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                let start = all.len().saturating_sub(lines);
+                all[start..].join("\n")
+            }
+            Err(e) => format!("(no server log: {e})"),
+        }
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening the server log")?;
+        let log_err = log
+            .try_clone()
+            .context("duplicating the server log handle")?;
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra_args)
+            .env_remove("WASMKUBE_DATA_DIR")
+            .env_remove("WASMKUBE_BIND")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning `wasmkube server`")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn spawn_and_wait_ready(&mut self) -> Result<()> {
+        self.spawn()?;
+        let deadline = Instant::now() + READY_DEADLINE;
+        let mut last_error = String::from("the kubeconfig was not written yet");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().context("polling the server process")?
+            {
+                bail!(
+                    "`wasmkube server` exited during start-up with {status}; log tail:\n{}",
+                    self.log_tail(60)
+                );
+            }
+            if self.kubeconfig_path().exists() {
+                match self.readyz().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_error = format!("{e:#}"),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "`wasmkube server` did not become ready within {READY_DEADLINE:?} \
+                     (last error: {last_error}); log tail:\n{}",
+                    self.log_tail(60)
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn readyz(&self) -> Result<()> {
+        let client = self.client().await?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .context("building the /readyz request")?;
+        client.request_text(request).await.context("GET /readyz")?;
+        Ok(())
+    }
+
+    /// The kube-rs configuration from the generated kubeconfig (admin client certificate).
+    pub(crate) async fn kube_config(&self) -> Result<kube::Config> {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())
+            .context("reading the generated kubeconfig")?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .context("loading the generated kubeconfig")
+    }
+
+    /// A fresh kube-rs client authenticated as admin (its own connection pool).
+    pub(crate) async fn client(&self) -> Result<kube::Client> {
+        let config = self.kube_config().await?;
+        kube::Client::try_from(config).context("building a kube client")
+    }
+
+    /// A kube-rs client that trusts the cluster CA but presents no credentials at all.
+    pub(crate) async fn client_without_credentials(&self) -> Result<kube::Client> {
+        let mut config = self.kube_config().await?;
+        config.auth_info = kube::config::AuthInfo::default();
+        kube::Client::try_from(config).context("building an anonymous kube client")
+    }
+
+    /// A kube-rs client that trusts the cluster CA and sends `Authorization: Bearer <token>`.
+    pub(crate) async fn client_with_bearer_token(&self, token: &str) -> Result<kube::Client> {
+        let mut config = self.kube_config().await?;
+        config.auth_info = kube::config::AuthInfo::default();
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        config.headers.push((http::header::AUTHORIZATION, value));
+        kube::Client::try_from(config).context("building a bearer-token kube client")
+    }
+
+    /// A `kubectl` command pointed at this cluster, with its own discovery cache.
+    pub(crate) fn kubectl_command(&self, args: &[&str]) -> Command {
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
+        let mut cmd = Command::new(kubectl);
+        cmd.env_remove("KUBECONFIG")
+            .arg(format!("--kubeconfig={}", self.kubeconfig_path().display()))
+            .arg(format!(
+                "--cache-dir={}",
+                self.data_dir().join("kubectl-cache").display()
+            ))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Run `kubectl args...`, optionally feeding `stdin`, and capture its output.
+    pub(crate) async fn kubectl_with_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<KubectlOutput> {
+        let mut cmd = self.kubectl_command(args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().context("spawning kubectl")?;
+        if let Some(input) = stdin {
+            let mut pipe = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("kubectl has no stdin pipe"))?;
+            pipe.write_all(input.as_bytes())
+                .await
+                .context("writing kubectl's stdin")?;
+            drop(pipe);
+        }
+        let output = tokio::time::timeout(KUBECTL_DEADLINE, child.wait_with_output())
+            .await
+            .map_err(|_| anyhow!("kubectl {args:?} did not finish within {KUBECTL_DEADLINE:?}"))?
+            .context("waiting for kubectl")?;
+        Ok(KubectlOutput {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    /// Run `kubectl args...` and capture its output, whatever its exit status.
+    pub(crate) async fn kubectl(&self, args: &[&str]) -> Result<KubectlOutput> {
+        self.kubectl_with_stdin(args, None).await
+    }
+
+    /// Run `kubectl args...`, require success, return stdout.
+    pub(crate) async fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args).await?;
+        self.require_success(args, out)
+    }
+
+    /// Run `kubectl args...` with `stdin` (for `apply -f -`), require success, return stdout.
+    pub(crate) async fn kubectl_ok_stdin(&self, args: &[&str], stdin: &str) -> Result<String> {
+        let out = self.kubectl_with_stdin(args, Some(stdin)).await?;
+        self.require_success(args, out)
+    }
+
+    /// Run `kubectl args...`, require failure, return stderr.
+    pub(crate) async fn kubectl_fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args).await?;
+        if out.status.success() {
+            bail!(
+                "kubectl {args:?} succeeded but was expected to fail; stdout:\n{}",
+                out.stdout
+            );
+        }
+        Ok(out.stderr)
+    }
+
+    /// Run `kubectl args... -o json` and parse the output.
+    pub(crate) async fn kubectl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["-o", "json"]);
+        let stdout = self.kubectl_ok(&full).await?;
+        serde_json::from_str(&stdout)
+            .with_context(|| format!("kubectl {full:?} printed invalid JSON:\n{stdout}"))
+    }
+
+    fn require_success(&self, args: &[&str], out: KubectlOutput) -> Result<String> {
+        if !out.status.success() {
+            bail!(
+                "kubectl {args:?} failed with {}; stderr:\n{}\nstdout:\n{}\nserver log tail:\n{}",
+                out.status,
+                out.stderr,
+                out.stdout,
+                self.log_tail(30)
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Kill the server with SIGKILL (no chance to flush anything) and reap it.
+    pub(crate) async fn kill9(&mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("the server is not running"))?;
+        child.start_kill().context("sending SIGKILL")?;
+        tokio::time::timeout(SHUTDOWN_DEADLINE, child.wait())
+            .await
+            .map_err(|_| anyhow!("the server did not die after SIGKILL"))?
+            .context("reaping the killed server")?;
+        Ok(())
+    }
+
+    /// Stop the server with SIGTERM and wait for it to exit; returns its exit status.
+    pub(crate) async fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("the server is not running"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server already exited"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed with {status}");
+        }
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, child.wait()).await {
+            Ok(status) => status.context("waiting for the server to exit"),
+            Err(_) => {
+                let _ = child.start_kill();
+                bail!(
+                    "the server did not exit within {SHUTDOWN_DEADLINE:?} after SIGTERM; log tail:\n{}",
+                    self.log_tail(30)
+                )
+            }
+        }
+    }
+
+    /// Start the server again on the same data directory and port; wait until it is ready.
+    pub(crate) async fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("restart() needs a stopped server: call kill9() or terminate() first");
+        }
+        self.spawn_and_wait_ready().await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- wasmkube server log tail ({}) ----\n{}\n---- end of server log ----",
+                self.log_path().display(),
+                self.log_tail(80)
+            );
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
+}
+
+/// Poll `check` until it returns `Ok(Some(value))` or `deadline` passes; the last error or
+/// `None` is reported in the failure.
+pub(crate) async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        let last = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => String::from("condition not met"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= until {
+            bail!("{what}: not reached within {deadline:?} (last: {last})");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Raw HTTPS access for status-code level checks, through a kube client's TLS and auth.
+pub(crate) mod raw {
+    use anyhow::{Context, Result};
+    use http_body_util::BodyExt;
+
+    /// A response as the tests look at it.
+    #[derive(Debug)]
+    pub(crate) struct RawResponse {
+        /// The HTTP status code.
+        pub(crate) status: u16,
+        /// The body, as text.
+        pub(crate) body: String,
+    }
+
+    impl RawResponse {
+        /// The body as JSON (e.g. a `metav1.Status`).
+        pub(crate) fn json(&self) -> Result<serde_json::Value> {
+            serde_json::from_str(&self.body)
+                .with_context(|| format!("the body is not JSON: {}", self.body))
+        }
+    }
+
+    /// Send `method path` with an optional body and content type; never fails on 4xx/5xx.
+    pub(crate) async fn send(
+        client: &kube::Client,
+        method: http::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<RawResponse> {
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(ct) = content_type {
+            builder = builder.header(http::header::CONTENT_TYPE, ct);
+        }
+        let request = builder
+            .body(kube::client::Body::from(body))
+            .context("building the request")?;
+        let response = client
+            .send(request)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("reading the body of {method} {path}"))?
+            .to_bytes();
+        Ok(RawResponse {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    /// `GET path`.
+    pub(crate) async fn get(client: &kube::Client, path: &str) -> Result<RawResponse> {
+        send(client, http::Method::GET, path, None, Vec::new()).await
+    }
+}

@@ -1,0 +1,14 @@
+//! End-to-end acceptance tests of `wasmkube server`: one test binary that starts real server
+//! processes (each test its own, on a free loopback port with a temporary data directory) and
+//! drives them with the real `kubectl` and with kube-rs, exactly as users and components do.
+//!
+//! These tests are the specification of the apiserver's observable behaviour; where they assert
+//! a detail (a reason, a status code, the columns of a table) it is what a real Kubernetes
+//! apiserver does.
+
+mod api_kubectl;
+mod bad_input;
+mod durability;
+mod harness;
+mod kube_client;
+mod kubectl;
