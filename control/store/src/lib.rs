@@ -54,7 +54,10 @@ impl fmt::Debug for KeyValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A key was created (`prev` is `None`) or updated (`prev` is the value before).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A key was deleted at `revision`; `prev` is its last value.
     Delete { revision: Revision, prev: KeyValue },
 }
@@ -114,13 +117,23 @@ pub enum StoreError {
     NotFound { key: String },
     /// A compare-and-swap failed: the key's mod revision is not the expected one.
     #[error("key {key} was modified: expected mod revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     /// The requested revision is older than the oldest retained history.
     #[error("revision {requested} has been compacted; the oldest available is {compacted}")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the store's current revision.
     #[error("revision {requested} is in the future; the current revision is {current}")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// A watcher fell too far behind and its events were compacted away.
     #[error("watcher fell behind: events after revision {revision} were compacted")]
     WatcherTooSlow { revision: Revision },
@@ -159,10 +172,19 @@ pub trait Store: Send + Sync + 'static {
     /// Creates `key`; fails with `AlreadyExists` if present.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
     /// Replaces `key` if its mod revision is `expected_mod_revision`.
-    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision) -> Result<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_mod_revision: Revision,
+    ) -> Result<KeyValue>;
     /// Deletes `key` (if `expected_mod_revision` is set, only when it matches).
     /// Returns the deleted value and the revision of the deletion.
-    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<(KeyValue, Revision)>;
+    async fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<Revision>,
+    ) -> Result<(KeyValue, Revision)>;
     /// Watches `prefix` for every event with revision > `after`.
     /// `after` older than the compacted revision fails with `Compacted`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Box<dyn Watch>>;

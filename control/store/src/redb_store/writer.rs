@@ -1,0 +1,451 @@
+//! The single writer thread: group commit of every mutation.
+//!
+//! Clients send [`Request`]s over a channel and await a oneshot reply. The writer
+//! blocks for the first request, drains whatever else is already queued (up to
+//! [`MAX_BATCH`]), and applies the whole batch in ONE redb write transaction: each
+//! request gets its own precondition check against the state as left by the requests
+//! before it (create-if-absent, compare-and-swap on the mod revision, delete), and
+//! each successful one the next revision and an entry in the `events` log. One
+//! `commit` (one fsync, `Durability::Immediate`) then makes the batch durable; only
+//! after it returns does the writer publish the events to the ring, advance the
+//! published revision, wake watchers and reply. A failed precondition fails only its
+//! own request; a storage failure fails the whole batch (nothing of it was committed).
+//!
+//! While clients wait for an fsync the next batch accumulates in the channel, so the
+//! batch size adapts to the load: one request per commit when idle, dozens under
+//! concurrency, which is what turns a few hundred fsyncs per second into thousands of
+//! durable writes per second.
+//!
+//! Compaction also runs here, so it never races a write: `compact(rev)` only moves the
+//! durable compacted mark; the history policy (max events, max age) moves it at most
+//! once per [`MAINTENANCE_INTERVAL`]; and log entries at or below the mark are purged
+//! in chunks of [`PURGE_CHUNK`], piggybacked on write batches or in idle transactions.
+//! Readers never look below the mark (they read it in the same snapshot), so a
+//! half-purged log is invisible.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{Durability, ReadableTable, Table};
+use tokio::sync::oneshot;
+
+use super::tables::{self, EVENTS, KV, META};
+use super::{Shared, codec};
+use crate::{Event, KeyValue, Result, Revision, StoreError};
+
+/// The most requests applied in one transaction.
+const MAX_BATCH: usize = 1024;
+/// How often the history policy is evaluated.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// The most log entries purged in one transaction.
+const PURGE_CHUNK: Revision = 4096;
+/// The most log entries whose age one maintenance pass looks at.
+const AGE_SCAN_LIMIT: usize = 16_384;
+
+type AnyError = Box<dyn StdError + Send + Sync>;
+
+/// A mutation asked of the writer.
+#[derive(Debug)]
+pub(super) enum WriteOp {
+    /// Create `key`; fails if present.
+    Create { key: String, value: Bytes },
+    /// Replace `key` if its mod revision is `expected`.
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Revision,
+    },
+    /// Delete `key` (if `expected` is set, only when it matches).
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    /// Move the compacted mark to `revision`.
+    Compact { revision: Revision },
+}
+
+/// What a successful [`WriteOp`] did.
+#[derive(Debug)]
+pub(super) enum WriteOutcome {
+    /// The key's new value.
+    Put(KeyValue),
+    /// The deleted value and the revision of the deletion.
+    Deleted(KeyValue, Revision),
+    /// The compacted mark is at least the requested revision.
+    Compacted,
+}
+
+/// One request and where to send its result.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub(super) op: WriteOp,
+    pub(super) reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+/// The history bounds enforced by the writer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HistoryPolicy {
+    pub(super) max_events: usize,
+    pub(super) max_age: Duration,
+}
+
+/// The writer's own view of the durable counters (it is the only one changing them).
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    requests: Receiver<Request>,
+    policy: HistoryPolicy,
+    current: Revision,
+    compacted: Revision,
+    /// Every log entry at or below this revision is physically gone.
+    purged_through: Revision,
+    last_timestamp_ms: u64,
+    next_maintenance: Instant,
+}
+
+/// The effects of one batch, applied to the writer's state after a successful commit.
+struct Applied {
+    replies: Vec<Result<WriteOutcome>>,
+    events: Vec<Arc<Event>>,
+    current: Revision,
+    compacted: Revision,
+    purged_through: Revision,
+    timestamp_ms: u64,
+}
+
+impl Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        requests: Receiver<Request>,
+        policy: HistoryPolicy,
+        boot: tables::Bootstrap,
+    ) -> Self {
+        let purged_through = match boot.first_event {
+            Some(first) => first - 1,
+            None => boot.compacted.max(boot.current),
+        };
+        Self {
+            shared,
+            requests,
+            policy,
+            current: boot.current,
+            compacted: boot.compacted,
+            purged_through,
+            last_timestamp_ms: boot.last_timestamp_ms,
+            next_maintenance: Instant::now(),
+        }
+    }
+
+    /// Serves requests until every sender is gone, then tells watchers the store closed.
+    pub(super) fn run(mut self) {
+        loop {
+            let wait = if self.purged_through < self.compacted {
+                Duration::ZERO
+            } else {
+                self.next_maintenance
+                    .saturating_duration_since(Instant::now())
+            };
+            let mut batch = Vec::new();
+            match self.requests.recv_timeout(wait) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match self.requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let maintenance = Instant::now() >= self.next_maintenance;
+            if maintenance {
+                self.next_maintenance = Instant::now() + MAINTENANCE_INTERVAL;
+            }
+            if batch.is_empty() && !maintenance && self.purged_through >= self.compacted {
+                continue;
+            }
+            self.run_batch(batch, maintenance);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.notify.send_modify(|_| {});
+        tracing::debug!(revision = self.current, "store writer stopped");
+    }
+
+    fn run_batch(&mut self, batch: Vec<Request>, maintenance: bool) {
+        let size = batch.len();
+        match self.apply(&batch, maintenance) {
+            Ok(applied) => self.publish(batch, applied),
+            Err(error) => {
+                tracing::error!(error = %error, batch = size, "store write batch failed");
+                let error = BatchFailed(Arc::from(error));
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Backend(Box::new(error.clone()))));
+                }
+            }
+        }
+    }
+
+    /// Applies a batch (and due maintenance) in one transaction and commits it.
+    fn apply(&self, batch: &[Request], maintenance: bool) -> Result<Applied, AnyError> {
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut applied = Applied {
+            replies: Vec::with_capacity(batch.len()),
+            events: Vec::new(),
+            current: self.current,
+            compacted: self.compacted,
+            purged_through: self.purged_through,
+            timestamp_ms: self.timestamp_now(),
+        };
+        {
+            let mut kv = txn.open_table(KV)?;
+            let mut events = txn.open_table(EVENTS)?;
+            for request in batch {
+                let reply = apply_op(&mut kv, &mut events, &request.op, &mut applied)?;
+                applied.replies.push(reply);
+            }
+            if maintenance {
+                let target = self.policy_target(&events, applied.current, applied.compacted)?;
+                applied.compacted = applied.compacted.max(target);
+            }
+            if applied.purged_through < applied.compacted {
+                let upper = applied.compacted.min(applied.purged_through + PURGE_CHUNK);
+                events.retain_in(..=upper, |_, _| false)?;
+                applied.purged_through = upper;
+            }
+        }
+        let dirty = applied.current != self.current
+            || applied.compacted != self.compacted
+            || applied.purged_through != self.purged_through;
+        if dirty {
+            {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(tables::META_CURRENT_REVISION, applied.current)?;
+                meta.insert(tables::META_COMPACTED_REVISION, applied.compacted)?;
+            }
+            txn.commit()?;
+        } else {
+            // Only failed preconditions (or nothing): they were decided on durable state.
+            txn.abort()?;
+        }
+        Ok(applied)
+    }
+
+    /// The compacted revision the history policy asks for (never below `compacted`).
+    fn policy_target(
+        &self,
+        events: &Table<'_, i64, &'static [u8]>,
+        current: Revision,
+        compacted: Revision,
+    ) -> Result<Revision, AnyError> {
+        let max_events = Revision::try_from(self.policy.max_events).unwrap_or(Revision::MAX);
+        let by_count = current.saturating_sub(max_events);
+        let max_age_ms = u64::try_from(self.policy.max_age.as_millis()).unwrap_or(u64::MAX);
+        let cutoff_ms = wall_clock_ms().saturating_sub(max_age_ms);
+        let mut by_age = compacted;
+        for entry in events.range(compacted + 1..)?.take(AGE_SCAN_LIMIT) {
+            let (revision, bytes) = entry?;
+            if codec::event_timestamp_ms(bytes.value())? >= cutoff_ms {
+                break;
+            }
+            by_age = revision.value();
+        }
+        Ok(compacted.max(by_count).max(by_age))
+    }
+
+    /// Makes a committed batch visible: counters, ring, watchers, then the replies.
+    fn publish(&mut self, batch: Vec<Request>, applied: Applied) {
+        let compaction_moved = applied.compacted != self.compacted;
+        self.current = applied.current;
+        self.compacted = applied.compacted;
+        self.purged_through = applied.purged_through;
+        self.last_timestamp_ms = applied.timestamp_ms;
+        self.shared
+            .compacted
+            .store(self.compacted, Ordering::Release);
+        if !applied.events.is_empty() || compaction_moved {
+            {
+                let mut ring = self.shared.ring_write();
+                for event in applied.events {
+                    ring.push(event);
+                }
+                ring.trim_through(self.compacted);
+            }
+            self.shared.current.store(self.current, Ordering::Release);
+            self.shared.notify.send_replace(self.current);
+        }
+        if compaction_moved {
+            tracing::debug!(compacted = self.compacted, "store history compacted");
+        }
+        for (request, reply) in batch.into_iter().zip(applied.replies) {
+            // A client that stopped waiting still got its write; nothing to do.
+            let _ = request.reply.send(reply);
+        }
+    }
+
+    /// Event timestamps never go backwards, so age-based compaction is a prefix of the log.
+    fn timestamp_now(&self) -> u64 {
+        wall_clock_ms().max(self.last_timestamp_ms)
+    }
+}
+
+/// Applies one request inside the batch's transaction. The outer error aborts the
+/// batch (storage failure); the inner one is the request's own outcome.
+fn apply_op(
+    kv: &mut Table<'_, &'static str, &'static [u8]>,
+    events: &mut Table<'_, i64, &'static [u8]>,
+    op: &WriteOp,
+    applied: &mut Applied,
+) -> Result<Result<WriteOutcome>, AnyError> {
+    match op {
+        WriteOp::Create { key, value } => {
+            if kv.get(key.as_str())?.is_some() {
+                return Ok(Err(StoreError::AlreadyExists { key: key.clone() }));
+            }
+            let revision = applied.current + 1;
+            let new = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: revision,
+                mod_revision: revision,
+            };
+            kv.insert(key.as_str(), codec::encode_kv(&new).as_slice())?;
+            record(
+                events,
+                applied,
+                Event::Put {
+                    kv: new.clone(),
+                    prev: None,
+                },
+            )?;
+            Ok(Ok(WriteOutcome::Put(new)))
+        }
+        WriteOp::Update {
+            key,
+            value,
+            expected,
+        } => {
+            let prev = match load(kv, key)? {
+                None => return Ok(Err(StoreError::NotFound { key: key.clone() })),
+                Some(prev) if prev.mod_revision != *expected => {
+                    return Ok(Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        actual: prev.mod_revision,
+                    }));
+                }
+                Some(prev) => prev,
+            };
+            let revision = applied.current + 1;
+            let new = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: prev.create_revision,
+                mod_revision: revision,
+            };
+            kv.insert(key.as_str(), codec::encode_kv(&new).as_slice())?;
+            record(
+                events,
+                applied,
+                Event::Put {
+                    kv: new.clone(),
+                    prev: Some(prev),
+                },
+            )?;
+            Ok(Ok(WriteOutcome::Put(new)))
+        }
+        WriteOp::Delete { key, expected } => {
+            let prev = match load(kv, key)? {
+                None => return Ok(Err(StoreError::NotFound { key: key.clone() })),
+                Some(prev) => prev,
+            };
+            if let Some(expected) = expected
+                && prev.mod_revision != *expected
+            {
+                return Ok(Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *expected,
+                    actual: prev.mod_revision,
+                }));
+            }
+            let revision = applied.current + 1;
+            kv.remove(key.as_str())?;
+            record(
+                events,
+                applied,
+                Event::Delete {
+                    revision,
+                    prev: prev.clone(),
+                },
+            )?;
+            Ok(Ok(WriteOutcome::Deleted(prev, revision)))
+        }
+        WriteOp::Compact { revision } => {
+            if *revision > applied.current {
+                return Ok(Err(StoreError::FutureRevision {
+                    requested: *revision,
+                    current: applied.current,
+                }));
+            }
+            applied.compacted = applied.compacted.max(*revision);
+            Ok(Ok(WriteOutcome::Compacted))
+        }
+    }
+}
+
+/// The current value of `key` as seen by the batch's transaction.
+fn load(
+    kv: &Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<KeyValue>, AnyError> {
+    match kv.get(key)? {
+        Some(bytes) => Ok(Some(codec::decode_kv(key, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Appends `event` (whose revision is `applied.current + 1`) to the log.
+fn record(
+    events: &mut Table<'_, i64, &'static [u8]>,
+    applied: &mut Applied,
+    event: Event,
+) -> Result<(), AnyError> {
+    let revision = event.revision();
+    events.insert(
+        revision,
+        codec::encode_event(&event, applied.timestamp_ms).as_slice(),
+    )?;
+    applied.current = revision;
+    applied.events.push(Arc::new(event));
+    Ok(())
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The error every request of a failed batch gets (the batch shares one cause).
+#[derive(Clone, Debug)]
+struct BatchFailed(Arc<dyn StdError + Send + Sync>);
+
+impl fmt::Display for BatchFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "write transaction failed: {}", self.0)
+    }
+}
+
+impl StdError for BatchFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
