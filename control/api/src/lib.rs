@@ -1,1 +1,19 @@
-//! placeholder
+//! wasmkube-api: pure, I/O-free helpers shared by the control plane.
+//!
+//! - [`selector`]: label selectors and field selectors, parsed and matched as
+//!   `k8s.io/apimachinery` does (used by list/watch in the apiserver and by controllers).
+//! - [`validate`]: name, label, key and port checks with Kubernetes' error messages.
+//! - [`field`]: field paths and field errors rendered as Kubernetes renders them.
+//! - [`quantity`]: resource quantities (`100m`, `128Mi`), used by validation and the
+//!   scheduler.
+//!
+//! Types of the Kubernetes API themselves come from `k8s-openapi`.
+
+pub mod field;
+pub mod quantity;
+pub mod selector;
+pub mod validate;
+
+pub use field::{FieldError, FieldPath};
+pub use quantity::{Quantity, QuantityError, QuantityFormat, parse_quantity};
+pub use selector::{FieldSelector, LabelSelector, SelectorError};
