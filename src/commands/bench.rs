@@ -160,7 +160,7 @@ impl BenchCommand {
             if self.skip_store {
                 report.store_note = Some("skipped (--skip-store)".to_owned());
             } else {
-                match store::run_levels(&self.clients, creates).await {
+                match self.measure_store(creates).await {
                     Ok(rows) => report.creates.extend(rows),
                     Err(e) => report.store_note = Some(format!("not measured: {e:#}")),
                 }
@@ -187,6 +187,22 @@ impl BenchCommand {
             }
         }
         Ok(report)
+    }
+}
+
+impl BenchCommand {
+    /// The raw store rows: the same levels, in-process, against a fresh redb store.
+    async fn measure_store(&self, creates: usize) -> anyhow::Result<Vec<report::CreateResult>> {
+        let (_dir, store) = store::open_temp()?;
+        let mut rows = Vec::with_capacity(self.clients.len());
+        for &clients in &self.clients {
+            let clients = usize::try_from(clients).context("--clients is too large")?;
+            let bar = progress_bar(self.creates, format!("store creates, {clients} clients"));
+            let row = store::run_level(&store, clients, creates, &bar).await;
+            bar.finish_and_clear();
+            rows.push(row?);
+        }
+        Ok(rows)
     }
 }
 
