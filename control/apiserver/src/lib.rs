@@ -6,8 +6,11 @@
 //! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
 //! from the same registry.
 
+pub mod discovery;
 pub mod error;
+pub mod openapi;
 pub mod registry;
+pub mod table;
 pub mod validation;
 
 pub use wasmkube_store::Store;

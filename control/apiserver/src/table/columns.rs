@@ -1,0 +1,476 @@
+//! Column definitions per kind, as Kubernetes' `pkg/printers/internalversion` declares them.
+//!
+//! Descriptions that Kubernetes takes from the API types' Swagger docs are read from the
+//! k8s-openapi schemas (same text), once, on first use.
+
+use std::sync::OnceLock;
+
+use k8s_openapi::api::{apps, batch, coordination, core};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{Value, json};
+
+/// One `meta.k8s.io/v1` TableColumnDefinition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnDefinition {
+    /// Human-readable name, e.g. `Name`; kubectl upper-cases it.
+    pub name: &'static str,
+    /// OpenAPI type of the cells: `string`, `integer`, `boolean`, ...
+    pub ty: &'static str,
+    /// OpenAPI format, `name` for the column that holds the object's name.
+    pub format: &'static str,
+    /// What the column shows.
+    pub description: String,
+    /// 0 = always shown; 1 = only with `-o wide`.
+    pub priority: i32,
+}
+
+impl ColumnDefinition {
+    /// The JSON form of the definition.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "type": self.ty,
+            "format": self.format,
+            "description": self.description,
+            "priority": self.priority,
+        })
+    }
+}
+
+/// The description of `field` in `T`'s schema (the Go type's Swagger doc), or `""`.
+fn doc<T: JsonSchema>(field: &str) -> String {
+    let mut generator = SchemaGenerator::default();
+    let schema = T::json_schema(&mut generator);
+    schema
+        .get("properties")
+        .and_then(|p| p.get(field))
+        .and_then(|f| f.get("description"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn col(name: &'static str, ty: &'static str, description: String) -> ColumnDefinition {
+    ColumnDefinition {
+        name,
+        ty,
+        format: "",
+        description,
+        priority: 0,
+    }
+}
+
+fn wide(mut c: ColumnDefinition) -> ColumnDefinition {
+    c.priority = 1;
+    c
+}
+
+fn text(s: &str) -> String {
+    s.to_string()
+}
+
+fn name_col() -> ColumnDefinition {
+    ColumnDefinition {
+        format: "name",
+        ..col("Name", "string", doc::<ObjectMeta>("name"))
+    }
+}
+
+fn age_col() -> ColumnDefinition {
+    col("Age", "string", doc::<ObjectMeta>("creationTimestamp"))
+}
+
+/// The wide CONTAINERS, IMAGES and SELECTOR columns of the workload kinds.
+fn template_cols(selector_doc: String) -> [ColumnDefinition; 3] {
+    [
+        wide(col(
+            "Containers",
+            "string",
+            text("Names of each container in the template."),
+        )),
+        wide(col(
+            "Images",
+            "string",
+            text("Images referenced by each container in the template."),
+        )),
+        wide(col("Selector", "string", selector_doc)),
+    ]
+}
+
+fn pod() -> Vec<ColumnDefinition> {
+    vec![
+        name_col(),
+        col(
+            "Ready",
+            "string",
+            text("The aggregate readiness state of this pod for accepting traffic."),
+        ),
+        col(
+            "Status",
+            "string",
+            text("The aggregate status of the containers in this pod."),
+        ),
+        col(
+            "Restarts",
+            "string",
+            text(
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+        ),
+        age_col(),
+        wide(col("IP", "string", doc::<core::v1::PodStatus>("podIP"))),
+        wide(col("Node", "string", doc::<core::v1::PodSpec>("nodeName"))),
+        wide(col(
+            "Nominated Node",
+            "string",
+            doc::<core::v1::PodStatus>("nominatedNodeName"),
+        )),
+        wide(col(
+            "Readiness Gates",
+            "string",
+            doc::<core::v1::PodSpec>("readinessGates"),
+        )),
+    ]
+}
+
+fn node() -> Vec<ColumnDefinition> {
+    use core::v1::{NodeStatus, NodeSystemInfo};
+    vec![
+        name_col(),
+        col("Status", "string", text("The status of the node")),
+        col("Roles", "string", text("The roles of the node")),
+        age_col(),
+        col("Version", "string", doc::<NodeSystemInfo>("kubeletVersion")),
+        wide(col("Internal-IP", "string", doc::<NodeStatus>("addresses"))),
+        wide(col("External-IP", "string", doc::<NodeStatus>("addresses"))),
+        wide(col("OS-Image", "string", doc::<NodeSystemInfo>("osImage"))),
+        wide(col(
+            "Kernel-Version",
+            "string",
+            doc::<NodeSystemInfo>("kernelVersion"),
+        )),
+        wide(col(
+            "Container-Runtime",
+            "string",
+            doc::<NodeSystemInfo>("containerRuntimeVersion"),
+        )),
+    ]
+}
+
+fn deployment() -> Vec<ColumnDefinition> {
+    use apps::v1::{DeploymentSpec, DeploymentStatus};
+    let mut cols = vec![
+        name_col(),
+        col(
+            "Ready",
+            "string",
+            text("Number of the pod with ready state"),
+        ),
+        col(
+            "Up-to-date",
+            "string",
+            doc::<DeploymentStatus>("updatedReplicas"),
+        ),
+        col(
+            "Available",
+            "string",
+            doc::<DeploymentStatus>("availableReplicas"),
+        ),
+        age_col(),
+    ];
+    cols.extend(template_cols(doc::<DeploymentSpec>("selector")));
+    cols
+}
+
+fn replica_set() -> Vec<ColumnDefinition> {
+    use apps::v1::{ReplicaSetSpec, ReplicaSetStatus};
+    let mut cols = vec![
+        name_col(),
+        col("Desired", "integer", doc::<ReplicaSetSpec>("replicas")),
+        col("Current", "integer", doc::<ReplicaSetStatus>("replicas")),
+        col("Ready", "integer", doc::<ReplicaSetStatus>("readyReplicas")),
+        age_col(),
+    ];
+    cols.extend(template_cols(doc::<ReplicaSetSpec>("selector")));
+    cols
+}
+
+fn daemon_set() -> Vec<ColumnDefinition> {
+    use apps::v1::{DaemonSetSpec, DaemonSetStatus};
+    let mut cols = vec![
+        name_col(),
+        col(
+            "Desired",
+            "integer",
+            doc::<DaemonSetStatus>("desiredNumberScheduled"),
+        ),
+        col(
+            "Current",
+            "integer",
+            doc::<DaemonSetStatus>("currentNumberScheduled"),
+        ),
+        col("Ready", "integer", doc::<DaemonSetStatus>("numberReady")),
+        col(
+            "Up-to-date",
+            "integer",
+            doc::<DaemonSetStatus>("updatedNumberScheduled"),
+        ),
+        col(
+            "Available",
+            "integer",
+            doc::<DaemonSetStatus>("numberAvailable"),
+        ),
+        col(
+            "Node Selector",
+            "string",
+            doc::<core::v1::PodSpec>("nodeSelector"),
+        ),
+        age_col(),
+    ];
+    cols.extend(template_cols(doc::<DaemonSetSpec>("selector")));
+    cols
+}
+
+fn job() -> Vec<ColumnDefinition> {
+    use batch::v1::{JobSpec, JobStatus};
+    let mut cols = vec![
+        name_col(),
+        col("Status", "string", text("Status of the job.")),
+        col("Completions", "string", doc::<JobStatus>("succeeded")),
+        col(
+            "Duration",
+            "string",
+            text("Time required to complete the job."),
+        ),
+        age_col(),
+    ];
+    cols.extend(template_cols(doc::<JobSpec>("selector")));
+    cols
+}
+
+fn service() -> Vec<ColumnDefinition> {
+    use core::v1::ServiceSpec;
+    vec![
+        name_col(),
+        col("Type", "string", doc::<ServiceSpec>("type")),
+        col("Cluster-IP", "string", doc::<ServiceSpec>("clusterIP")),
+        col("External-IP", "string", doc::<ServiceSpec>("externalIPs")),
+        col("Port(s)", "string", doc::<ServiceSpec>("ports")),
+        age_col(),
+        wide(col("Selector", "string", doc::<ServiceSpec>("selector"))),
+    ]
+}
+
+fn event() -> Vec<ColumnDefinition> {
+    use core::v1::{Event, ObjectReference};
+    vec![
+        col("Last Seen", "string", doc::<Event>("lastTimestamp")),
+        col("Type", "string", doc::<Event>("type")),
+        col("Reason", "string", doc::<Event>("reason")),
+        col("Object", "string", doc::<Event>("involvedObject")),
+        wide(col(
+            "Subobject",
+            "string",
+            doc::<ObjectReference>("fieldPath"),
+        )),
+        wide(col("Source", "string", doc::<Event>("source"))),
+        col("Message", "string", doc::<Event>("message")),
+        wide(col("First Seen", "string", doc::<Event>("firstTimestamp"))),
+        wide(col("Count", "string", doc::<Event>("count"))),
+        wide(name_col()),
+    ]
+}
+
+fn simple(extra: Vec<ColumnDefinition>) -> Vec<ColumnDefinition> {
+    let mut cols = vec![name_col()];
+    cols.extend(extra);
+    cols.push(age_col());
+    cols
+}
+
+/// Which printer a kind uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Printer {
+    Pod,
+    Node,
+    Namespace,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    Job,
+    Service,
+    Endpoints,
+    Event,
+    ConfigMap,
+    Secret,
+    ServiceAccount,
+    Lease,
+    RuntimeClass,
+    /// NAME and AGE only.
+    Default,
+}
+
+const ALL: [Printer; 16] = [
+    Printer::Pod,
+    Printer::Node,
+    Printer::Namespace,
+    Printer::Deployment,
+    Printer::ReplicaSet,
+    Printer::DaemonSet,
+    Printer::Job,
+    Printer::Service,
+    Printer::Endpoints,
+    Printer::Event,
+    Printer::ConfigMap,
+    Printer::Secret,
+    Printer::ServiceAccount,
+    Printer::Lease,
+    Printer::RuntimeClass,
+    Printer::Default,
+];
+
+impl Printer {
+    /// The printer for a group and kind.
+    pub(crate) fn for_kind(group: &str, kind: &str) -> Printer {
+        match (group, kind) {
+            ("", "Pod") => Printer::Pod,
+            ("", "Node") => Printer::Node,
+            ("", "Namespace") => Printer::Namespace,
+            ("apps", "Deployment") => Printer::Deployment,
+            ("apps", "ReplicaSet") => Printer::ReplicaSet,
+            ("apps", "DaemonSet") => Printer::DaemonSet,
+            ("batch", "Job") => Printer::Job,
+            ("", "Service") => Printer::Service,
+            ("", "Endpoints") => Printer::Endpoints,
+            ("", "Event") => Printer::Event,
+            ("", "ConfigMap") => Printer::ConfigMap,
+            ("", "Secret") => Printer::Secret,
+            ("", "ServiceAccount") => Printer::ServiceAccount,
+            ("coordination.k8s.io", "Lease") => Printer::Lease,
+            ("node.k8s.io", "RuntimeClass") => Printer::RuntimeClass,
+            _ => Printer::Default,
+        }
+    }
+
+    fn build(self) -> Vec<ColumnDefinition> {
+        use core::v1::{ConfigMap, Endpoints, Secret, ServiceAccount};
+        match self {
+            Printer::Pod => pod(),
+            Printer::Node => node(),
+            Printer::Namespace => simple(vec![col(
+                "Status",
+                "string",
+                text("The status of the namespace"),
+            )]),
+            Printer::Deployment => deployment(),
+            Printer::ReplicaSet => replica_set(),
+            Printer::DaemonSet => daemon_set(),
+            Printer::Job => job(),
+            Printer::Service => service(),
+            Printer::Endpoints => simple(vec![col(
+                "Endpoints",
+                "string",
+                doc::<Endpoints>("subsets"),
+            )]),
+            Printer::Event => event(),
+            Printer::ConfigMap => simple(vec![col("Data", "string", doc::<ConfigMap>("data"))]),
+            Printer::Secret => simple(vec![
+                col("Type", "string", doc::<Secret>("type")),
+                col("Data", "string", doc::<Secret>("data")),
+            ]),
+            Printer::ServiceAccount => simple(vec![col(
+                "Secrets",
+                "string",
+                doc::<ServiceAccount>("secrets"),
+            )]),
+            Printer::Lease => simple(vec![col(
+                "Holder",
+                "string",
+                doc::<coordination::v1::LeaseSpec>("holderIdentity"),
+            )]),
+            // Kubernetes looks the handler's description up on ObjectMeta, finding nothing.
+            Printer::RuntimeClass => simple(vec![col("Handler", "string", String::new())]),
+            Printer::Default => simple(Vec::new()),
+        }
+    }
+
+    /// This printer's columns, built once per process.
+    pub(crate) fn columns(self) -> &'static [ColumnDefinition] {
+        static TABLES: OnceLock<Vec<Vec<ColumnDefinition>>> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| ALL.iter().map(|p| p.build()).collect());
+        let index = ALL.iter().position(|p| *p == self).unwrap_or(ALL.len() - 1);
+        tables.get(index).map_or(&[], Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(p: Printer) -> Vec<&'static str> {
+        p.columns().iter().map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn pod_columns_are_kubernetes_columns_with_wide_ones_at_priority_one() {
+        assert_eq!(
+            names(Printer::Pod),
+            [
+                "Name",
+                "Ready",
+                "Status",
+                "Restarts",
+                "Age",
+                "IP",
+                "Node",
+                "Nominated Node",
+                "Readiness Gates"
+            ]
+        );
+        let priorities: Vec<i32> = Printer::Pod.columns().iter().map(|c| c.priority).collect();
+        assert_eq!(priorities, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(Printer::Pod.columns()[0].format, "name");
+    }
+
+    #[test]
+    fn descriptions_come_from_the_api_types_docs() {
+        let age = &Printer::Namespace.columns()[2];
+        assert!(
+            age.description
+                .starts_with("CreationTimestamp is a timestamp")
+        );
+        let name = &Printer::Namespace.columns()[0];
+        assert!(
+            name.description
+                .starts_with("Name must be unique within a namespace.")
+        );
+    }
+
+    #[test]
+    fn events_put_last_seen_first_and_name_last_as_a_wide_column() {
+        assert_eq!(
+            names(Printer::Event),
+            [
+                "Last Seen",
+                "Type",
+                "Reason",
+                "Object",
+                "Subobject",
+                "Source",
+                "Message",
+                "First Seen",
+                "Count",
+                "Name"
+            ]
+        );
+        let name = &Printer::Event.columns()[9];
+        assert_eq!((name.priority, name.format), (1, "name"));
+    }
+
+    #[test]
+    fn unknown_kinds_get_name_and_age() {
+        assert_eq!(Printer::for_kind("example.com", "Widget"), Printer::Default);
+        assert_eq!(names(Printer::Default), ["Name", "Age"]);
+    }
+}
