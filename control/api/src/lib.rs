@@ -10,6 +10,7 @@
 //! Types of the Kubernetes API themselves come from `k8s-openapi`.
 
 pub mod field;
+pub mod patch;
 pub mod quantity;
 pub mod selector;
 pub mod validate;
