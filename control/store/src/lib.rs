@@ -87,7 +87,7 @@ pub struct ListOptions {
     pub prefix: String,
     /// Continue after this key (exclusive); used for paging.
     pub start_after: Option<String>,
-    /// At most this many items; `None` for all.
+    /// At most this many items; `None` (or `Some(0)`, as Kubernetes' `limit=0`) for all.
     pub limit: Option<usize>,
     /// Read the state as it was at this revision; `None` for the latest.
     /// Must be >= the compacted revision and <= the current revision.
@@ -186,12 +186,15 @@ pub trait Store: Send + Sync + 'static {
         expected_mod_revision: Option<Revision>,
     ) -> Result<(KeyValue, Revision)>;
     /// Watches `prefix` for every event with revision > `after`.
-    /// `after` older than the compacted revision fails with `Compacted`.
+    /// `after` older than the compacted revision fails with `Compacted`; an `after`
+    /// beyond the current revision is allowed (the watch waits for it).
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Box<dyn Watch>>;
     /// The revision of the last committed write.
     fn current_revision(&self) -> Revision;
     /// The oldest revision whose successors are all retained (watch/list-at-revision floor).
     fn compacted_revision(&self) -> Revision;
     /// Discards history up to and including `revision` (never the latest values).
+    /// A revision at or below the compacted one is a no-op; beyond the current one,
+    /// `FutureRevision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
