@@ -135,6 +135,11 @@ impl BenchCommand {
             url: target.url(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             creates_per_level: creates,
+            server_idle_rss_kib: target.server_memory().map(|m| m.rss_kib),
+            binary_bytes: std::env::current_exe()
+                .and_then(std::fs::metadata)
+                .map(|m| m.len())
+                .ok(),
             ..Report::default()
         };
         let admin = target.new_client()?;
@@ -186,6 +191,7 @@ impl BenchCommand {
                 delete_namespace(&admin, &namespace).await;
             }
         }
+        report.server_peak_rss_kib = target.server_memory().map(|m| m.peak_rss_kib);
         Ok(report)
     }
 }

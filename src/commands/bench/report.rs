@@ -164,6 +164,12 @@ pub(crate) struct Report {
     pub(crate) store_note: Option<String>,
     /// The watch benchmark, when it ran.
     pub(crate) watch: Option<WatchResult>,
+    /// Resident memory of the server the bench started, just after it was ready.
+    pub(crate) server_idle_rss_kib: Option<u64>,
+    /// Peak resident memory of the server the bench started, at the end of the run.
+    pub(crate) server_peak_rss_kib: Option<u64>,
+    /// Size of the `wasmkube` binary, in bytes.
+    pub(crate) binary_bytes: Option<u64>,
 }
 
 impl Report {
@@ -178,6 +184,9 @@ impl Report {
             "creates": self.creates.iter().map(CreateResult::to_json).collect::<Vec<_>>(),
             "store_note": self.store_note,
             "watch": self.watch.as_ref().map(WatchResult::to_json),
+            "server_idle_rss_kib": self.server_idle_rss_kib,
+            "server_peak_rss_kib": self.server_peak_rss_kib,
+            "binary_bytes": self.binary_bytes,
         })
     }
 
@@ -187,6 +196,18 @@ impl Report {
         let _ = writeln!(out, "wasmkube bench {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "target: {} at {}", self.target, self.url);
         let _ = writeln!(out, "machine: {} logical CPUs", self.cpus);
+        let mib = |v: Option<u64>, unit: f64| {
+            v.map_or_else(|| "-".to_owned(), |v| format!("{:.1} MiB", v as f64 / unit))
+        };
+        if self.server_idle_rss_kib.is_some() || self.binary_bytes.is_some() {
+            let _ = writeln!(
+                out,
+                "server: RSS {} when ready, peak {}; binary {}",
+                mib(self.server_idle_rss_kib, 1024.0),
+                mib(self.server_peak_rss_kib, 1024.0),
+                mib(self.binary_bytes, 1024.0 * 1024.0)
+            );
+        }
         if !self.creates.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -295,6 +316,9 @@ mod tests {
                 delivery: LatencySummary::of(&histogram),
                 write: LatencySummary::of(&histogram),
             }),
+            server_idle_rss_kib: Some(30 * 1024),
+            server_peak_rss_kib: Some(60 * 1024),
+            binary_bytes: Some(20 * 1024 * 1024),
         }
     }
 
@@ -356,6 +380,15 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 1, "{table}");
         assert!(rows[0].contains("200"), "{table}");
+    }
+
+    #[test]
+    fn the_table_shows_server_memory_and_binary_size_in_mib() {
+        let table = sample_report().to_table();
+        assert!(
+            table.contains("RSS 30.0 MiB when ready, peak 60.0 MiB; binary 20.0 MiB"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -80,11 +80,44 @@ impl Target {
         self.server.is_some()
     }
 
+    /// The memory of the server the bench started, from `/proc`; `None` for `--kubeconfig`
+    /// or where `/proc` cannot tell.
+    pub(crate) fn server_memory(&self) -> Option<ServerMemory> {
+        let pid = self.server.as_ref()?.pid?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        ServerMemory::parse(&status)
+    }
+
     /// Stops the server the bench started (SIGTERM, then wait); nothing for `--kubeconfig`.
     pub(crate) async fn shutdown(self) {
         if let Some(server) = self.server {
             server.stop().await;
         }
+    }
+}
+
+/// Resident memory of the server process, in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ServerMemory {
+    /// Resident set size now (`VmRSS`).
+    pub(crate) rss_kib: u64,
+    /// Peak resident set size since the start (`VmHWM`).
+    pub(crate) peak_rss_kib: u64,
+}
+
+impl ServerMemory {
+    /// Reads `VmRSS` and `VmHWM` from the text of `/proc/<pid>/status`.
+    fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some(Self {
+            rss_kib: field("VmRSS:")?,
+            peak_rss_kib: field("VmHWM:")?,
+        })
     }
 }
 
@@ -251,6 +284,20 @@ mod tests {
         assert_ne!(port, 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .expect("the port is free after the probe is dropped");
+    }
+
+    #[test]
+    fn server_memory_is_read_from_proc_status_lines() {
+        let status = "Name:\twasmkube\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nThreads:\t4\n";
+        let memory = ServerMemory::parse(status).expect("parses");
+        assert_eq!(
+            memory,
+            ServerMemory {
+                rss_kib: 40960,
+                peak_rss_kib: 51200
+            }
+        );
+        assert_eq!(ServerMemory::parse("Name:\tx\n"), None);
     }
 
     #[tokio::test]
