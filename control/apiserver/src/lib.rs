@@ -6,10 +6,13 @@
 //! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
 //! from the same registry.
 
+pub mod authn;
 pub mod discovery;
 pub mod error;
 pub mod openapi;
+pub mod pki;
 pub mod registry;
+pub mod serve;
 pub mod table;
 pub mod validation;
 
