@@ -591,3 +591,31 @@ fn json_patch_from_kubectl_patch_type_json_edits_a_container_image() {
     .unwrap();
     assert_eq!(containers(&out)[0]["image"], "nginx:1.27");
 }
+
+#[test]
+fn kubectl_apply_replacing_a_container_keeps_an_injected_sidecar_where_kubernetes_puts_it() {
+    // Live: `injected` was added by someone else (server-only). The new config swaps `old`
+    // for `new`. Kubernetes lands the server-only container between the kept and the new one.
+    let live = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "app", "image": "app:1"},
+        {"name": "old", "image": "old:1"},
+        {"name": "injected", "image": "mesh:1"}
+    ]}});
+    let out = smp(
+        "",
+        "Pod",
+        &live,
+        json!({"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "new"}],
+            "containers": [{"image": "new:1", "name": "new"}, {"$patch": "delete", "name": "old"}]
+        }}),
+    );
+    assert_eq!(
+        out["spec"]["containers"],
+        json!([
+            {"name": "app", "image": "app:1"},
+            {"name": "injected", "image": "mesh:1"},
+            {"name": "new", "image": "new:1"}
+        ])
+    );
+}

@@ -397,13 +397,18 @@ fn apply_set_element_orders(
             identity,
             &name,
         )?;
-        let merged = match (&live, patched) {
-            (Some(live), None) => live.clone(),
-            (None, Some(patched)) => fresh_list(patched, field.ty)?,
-            (Some(live), Some(patched)) => merge_list_field(live.clone(), patched, field, &name)?,
+        let (merged, server_order) = match (live, patched) {
+            (Some(live), None) => (live.clone(), live),
+            (None, Some(patched)) => (fresh_list(patched, field.ty)?, Vec::new()),
+            (Some(live), Some(patched)) => {
+                let server_order = match (field.strategy, field.merge_key) {
+                    (Strategy::Merge, Some(key)) => live_order_after_merge(&live, &patched, key),
+                    _ => live.clone(),
+                };
+                (merge_list_field(live, patched, field, &name)?, server_order)
+            }
             (None, None) => continue,
         };
-        let server_order = live.unwrap_or_default();
         let (patch_items, server_only) = order::partition(merged, &order_list, identity)?;
         let ordered = order::normalize(
             patch_items,
@@ -415,6 +420,50 @@ fn apply_set_element_orders(
         original.insert(name, Value::Array(ordered));
     }
     Ok(())
+}
+
+/// The live order Kubernetes interleaves server-only elements against after merging a list
+/// of objects under `$setElementOrder`.
+///
+/// Kubernetes' Go code removes `$patch: delete` elements and appends new elements in place in
+/// the live slice, so the live order it then consults is the live list without the deleted
+/// elements, followed by as many of the newly added elements as elements were deleted. This
+/// decides where server-only elements land, so it is reproduced.
+fn live_order_after_merge(live: &[Value], patch: &[Value], key: &str) -> Vec<Value> {
+    let mut remaining: Vec<&Value> = live.iter().collect();
+    let mut deleted = 0;
+    let mut replaced = false;
+    for element in patch {
+        match element.get(DIRECTIVE).and_then(Value::as_str) {
+            Some("delete") => {
+                if let Some(doomed) = element.get(key) {
+                    let before = remaining.len();
+                    remaining.retain(|e| e.get(key) != Some(doomed));
+                    deleted += before - remaining.len();
+                }
+            }
+            Some("replace") => replaced = true,
+            _ => {}
+        }
+    }
+    if !replaced {
+        let mut added: Vec<&Value> = Vec::new();
+        for element in patch {
+            let directive = element.get(DIRECTIVE).and_then(Value::as_str);
+            if matches!(directive, Some("delete" | "replace")) {
+                continue;
+            }
+            let Some(value) = element.get(key) else {
+                continue;
+            };
+            let known = |list: &[&Value]| list.iter().any(|e| e.get(key) == Some(value));
+            if !known(&remaining) && !known(&added) {
+                added.push(element);
+            }
+        }
+        remaining.extend(added.into_iter().take(deleted));
+    }
+    remaining.into_iter().cloned().collect()
 }
 
 #[cfg(test)]
