@@ -142,6 +142,8 @@ impl Writer {
 
     /// Serves requests until every sender is gone, then tells watchers the store closed.
     pub(super) fn run(mut self) {
+        // Set even if the writer panics, so watchers end instead of waiting forever.
+        let _closed = CloseOnDrop(Arc::clone(&self.shared));
         loop {
             let wait = if self.purged_through < self.compacted {
                 Duration::ZERO
@@ -170,8 +172,6 @@ impl Writer {
             }
             self.run_batch(batch, maintenance);
         }
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.notify.send_modify(|_| {});
         tracing::debug!(revision = self.current, "store writer stopped");
     }
 
@@ -432,6 +432,16 @@ fn wall_clock_ms() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+/// Marks the store closed and wakes every watcher when the writer stops.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.notify.send_modify(|_| {});
+    }
 }
 
 /// The error every request of a failed batch gets (the batch shares one cause).
