@@ -235,3 +235,59 @@ impl Page {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn item(key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Bytes::new(),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    #[test]
+    fn a_page_reports_more_only_when_an_item_is_left_out() {
+        let mut page = Page::new(Some(2));
+        assert!(page.push(item("/a")).is_continue());
+        assert!(page.push(item("/b")).is_continue());
+        let full = Page {
+            more: false,
+            ..page
+        };
+        assert!(!full.finish(3).more);
+
+        let mut page = Page::new(Some(2));
+        let _ = page.push(item("/a"));
+        let _ = page.push(item("/b"));
+        assert!(page.push(item("/c")).is_break());
+        let result = page.finish(3);
+        assert_eq!(
+            (result.items.len(), result.more, result.revision),
+            (2, true, 3)
+        );
+    }
+
+    #[test]
+    fn a_limit_of_zero_means_no_limit() {
+        let mut page = Page::new(Some(0));
+        for key in ["/a", "/b", "/c"] {
+            assert!(page.push(item(key)).is_continue());
+        }
+        assert_eq!(page.finish(1).items.len(), 3);
+    }
+
+    #[test]
+    fn a_hole_in_the_revision_log_is_a_backend_error() {
+        assert!(check_contiguous(5, 5).is_ok());
+        assert!(matches!(
+            check_contiguous(7, 5),
+            Err(StoreError::Backend(_))
+        ));
+    }
+}

@@ -104,3 +104,38 @@ pub(crate) fn read_counters(meta: &impl ReadableTable<&'static str, i64>) -> Res
         compacted: get(META_COMPACTED_REVISION)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_of_a_new_file_starts_at_revision_zero_with_no_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let boot = bootstrap(&db).unwrap();
+        assert_eq!(
+            (boot.current, boot.compacted, boot.first_event),
+            (0, 0, None)
+        );
+        // Bootstrapping again (a reopen) finds the same, initialised tables.
+        assert_eq!(bootstrap(&db).unwrap().current, 0);
+    }
+
+    #[test]
+    fn a_database_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_FORMAT_VERSION, FORMAT_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+        let err = bootstrap(&db).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported store format version"),
+            "{err}"
+        );
+    }
+}
