@@ -256,11 +256,7 @@ mod tests {
         let mut page = Page::new(Some(2));
         assert!(page.push(item("/a")).is_continue());
         assert!(page.push(item("/b")).is_continue());
-        let full = Page {
-            more: false,
-            ..page
-        };
-        assert!(!full.finish(3).more);
+        assert!(!page.finish(3).more);
 
         let mut page = Page::new(Some(2));
         let _ = page.push(item("/a"));
