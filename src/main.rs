@@ -1,1 +1,50 @@
-fn main() {}
+//! `wasmkube`: one binary for the whole cluster, k3s-style.
+//!
+//! Each subcommand is a struct with an `execute()`; the work lives in the libraries.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// A Kubernetes-architecture orchestrator for WebAssembly workloads.
+#[derive(Parser, Debug)]
+#[command(name = "wasmkube", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a complete single-node cluster: apiserver on an embedded store.
+    Server(commands::server::ServerCommand),
+    /// Measure the apiserver: durable creates/s and watch delivery latency.
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(cmd) => cmd.execute().await,
+            Command::Bench(cmd) => cmd.execute().await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The subresources: `/status`, `/scale` (autoscaling/v1 Scale), `/binding` and `/log`.
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::read::read_object;
+use super::write::{
+    Part, apply_patch, apply_update, check_body_name, check_fields, decode_patch, updated_response,
+    with_warnings,
+};
+use super::{Request, json_response};
+use crate::error::{ApiError, ApiResult};
+use crate::object;
+use crate::request;
+
+/// `PUT …/status`: replaces `.status` only.
+pub async fn update_status(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let mut new = request::decode_body(&req.headers, &body)?;
+    super::write::check_kind(req.rt, &mut new)?;
+    let warnings = check_fields(req, &new)?;
+    check_body_name(req, name, &new)?;
+    let precondition = object::resource_version(&new)?;
+    let dry_run = req.query.dry_run()?;
+    let updated = apply_update(req, name, Part::Status, precondition, dry_run, &mut |_| {
+        Ok(new.clone())
+    })
+    .await?;
+    Ok(with_warnings(updated_response(req, updated), &warnings))
+}
+
+/// `PATCH …/status`: the patch applies to the whole object; only `.status` is kept.
+pub async fn patch_status(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let patch = decode_patch(req, &body)?;
+    let dry_run = req.query.dry_run()?;
+    let rt = req.rt;
+    let updated = apply_update(req, name, Part::Status, None, dry_run, &mut |current| {
+        apply_patch(req, (rt.group, rt.kind), current, &patch)
+    })
+    .await?;
+    Ok(updated_response(req, updated))
+}
+
+/// The autoscaling/v1 Scale view of an object.
+fn scale_of(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let pick = |f: &str| meta.get(f).cloned().unwrap_or(Value::Null);
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(selector_string)
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": pick("name"),
+            "namespace": pick("namespace"),
+            "uid": pick("uid"),
+            "resourceVersion": pick("resourceVersion"),
+            "creationTimestamp": pick("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// A `metav1.LabelSelector` in query-string form (`a=b,c in (d)`).
+pub fn selector_string(sel: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => parts.push(format!("{key} in ({})", values.join(","))),
+                "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+                "Exists" => parts.push(key.to_string()),
+                "DoesNotExist" => parts.push(format!("!{key}")),
+                _ => {}
+            }
+        }
+    }
+    parts.join(",")
+}
+
+/// `GET …/scale`.
+pub async fn get_scale(req: &Request<'_>, name: &str) -> ApiResult<Response> {
+    let (obj, _) = read_object(req, name).await?;
+    Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+}
+
+fn replicas_from_scale(scale: &Value) -> ApiResult<i64> {
+    let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+    match replicas.as_i64() {
+        Some(r) if r >= 0 => Ok(r),
+        _ => Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            object::name(scale),
+            &[crate::validation::Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                field: "spec.replicas".into(),
+            }],
+        )),
+    }
+}
+
+async fn write_scale(
+    req: &Request<'_>,
+    name: &str,
+    precondition: Option<i64>,
+    to_scale: &(dyn Fn(&Value) -> ApiResult<Value> + Sync),
+) -> ApiResult<Response> {
+    let dry_run = req.query.dry_run()?;
+    let updated = apply_update(
+        req,
+        name,
+        Part::Main,
+        precondition,
+        dry_run,
+        &mut |current| {
+            let scale = to_scale(&scale_of(current))?;
+            let replicas = replicas_from_scale(&scale)?;
+            let mut new = current.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            object::meta_mut(&mut new).remove("resourceVersion");
+            Ok(new)
+        },
+    )
+    .await?;
+    Ok(json_response(StatusCode::OK, &scale_of(&updated.object)))
+}
+
+/// `PUT …/scale`.
+pub async fn update_scale(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let scale = request::decode_body(&req.headers, &body)?;
+    let precondition = object::resource_version(&scale)?;
+    write_scale(req, name, precondition, &|_| Ok(scale.clone())).await
+}
+
+/// `PATCH …/scale` (what `kubectl scale` sends).
+pub async fn patch_scale(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let patch = decode_patch(req, &body)?;
+    write_scale(req, name, None, &|current| {
+        apply_patch(req, ("autoscaling", "Scale"), current, &patch)
+    })
+    .await
+}
+
+/// `POST pods/{name}/binding`: assigns the pod to a node, once.
+pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let binding = request::decode_body(&req.headers, &body)?;
+    if let Some(bname) = object::meta_str(&binding, "name") {
+        if !bname.is_empty() && bname != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the binding ({bname}) does not match the pod name on the URL ({name})"
+            )));
+        }
+    }
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            &[crate::validation::Cause {
+                reason: "FieldValueRequired",
+                message: "Required value".into(),
+                field: "target.name".into(),
+            }],
+        ));
+    }
+    let precondition_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let rt = req.rt;
+    apply_update(
+        req,
+        name,
+        Part::Main,
+        None,
+        req.query.dry_run()?,
+        &mut |current| {
+            if let Some(uid) = &precondition_uid {
+                if object::meta_str(current, "uid") != Some(uid.as_str()) {
+                    return Err(ApiError::conflict(
+                        rt.group,
+                        rt.plural,
+                        name,
+                        "the pod's UID does not match the binding",
+                    ));
+                }
+            }
+            if object::is_deleting(current) {
+                return Err(ApiError::conflict(
+                    rt.group,
+                    rt.plural,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            match current.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(existing) if !existing.is_empty() => {
+                    return Err(ApiError::conflict(
+                        rt.group,
+                        rt.plural,
+                        name,
+                        &format!("pod {name} is already assigned to node \"{existing}\""),
+                    ));
+                }
+                _ => {}
+            }
+            let mut new = current.clone();
+            new["spec"]["nodeName"] = json!(node);
+            object::meta_mut(&mut new).remove("resourceVersion");
+            Ok(new)
+        },
+    )
+    .await?;
+    // The PodScheduled condition is status; set it through the status path.
+    let now = object::now_rfc3339();
+    let _ = apply_update(req, name, Part::Status, None, false, &mut |current| {
+        let mut new = current.clone();
+        let mut conditions: Vec<Value> = new
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
+        new["status"]["conditions"] = json!(conditions);
+        object::meta_mut(&mut new).remove("resourceVersion");
+        Ok(new)
+    })
+    .await;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(json_response(StatusCode::CREATED, &status))
+}
+
+/// `GET pods/{name}/log`: served by the node agent that runs the pod.
+pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
+    let (pod, _) = read_object(req, name).await?;
+    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        Some(node) if !node.is_empty() => Err(ApiError::unavailable(format!(
+            "cannot fetch logs of pod {name}: no node agent is connected for node {node:?}"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned; its containers have not started, so there are no logs yet"
+        ))),
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP surface: health, version, discovery, OpenAPI, and every resource path.
+//!
+//! Resource paths (`/api/...`, `/apis/...`) are parsed by `request::parse_path` rather
+//! than by router patterns, because Kubernetes paths are ambiguous to a pattern router
+//! (`/api/v1/namespaces/{name}` vs `/api/v1/namespaces/{ns}/{plural}`).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::handlers::{self, json_response};
+use crate::request::{self, ApiPath, MAX_BODY_BYTES, Query};
+use crate::state::AppState;
+
+/// Media type of aggregated discovery (kubectl asks for it first).
+const DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// The apiserver's router (authentication is layered on by the caller).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .fallback(api)
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: bootstrapping").into_response()
+    }
+}
+
+async fn version() -> Response {
+    json_response(StatusCode::OK, &crate::discovery::version_info())
+}
+
+async fn openapi_index(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, state.inner.openapi.index())
+}
+
+async fn openapi_document(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+    match state.inner.openapi.document(&path) {
+        Some(doc) => (
+            StatusCode::OK,
+            [
+                (
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, immutable"),
+                ),
+            ],
+            Body::from(doc.json.clone()),
+        )
+            .into_response(),
+        None => ApiError::no_route(format!("no OpenAPI v3 document for {path}")).into_response(),
+    }
+}
+
+fn wants_aggregated(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList"))
+}
+
+/// Every `/api` and `/apis` request, and the 404 for anything else.
+async fn api(State(state): State<AppState>, request: Request) -> Response {
+    match serve_api(state, request).await {
+        Ok(resp) => resp,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    if !(path == "/api"
+        || path.starts_with("/api/")
+        || path == "/apis"
+        || path.starts_with("/apis/"))
+    {
+        return Err(ApiError::no_route(format!(
+            "the server could not find the requested resource ({path})"
+        )));
+    }
+    if !state.is_ready() {
+        return Err(ApiError::unavailable(
+            "the apiserver is starting; try again in a moment",
+        ));
+    }
+    let registry = state.registry();
+    let parsed = request::parse_path(registry, &path)?;
+    let target = match parsed {
+        ApiPath::Root { legacy } => {
+            only_get(&parts.method)?;
+            if wants_aggregated(&parts.headers) {
+                let doc = crate::discovery::aggregated_v2(registry, legacy);
+                return Ok(with_content_type(
+                    json_response(StatusCode::OK, &doc),
+                    DISCOVERY_V2,
+                ));
+            }
+            let doc = if legacy {
+                crate::discovery::api_versions(&server_address(&parts.headers))
+            } else {
+                crate::discovery::api_group_list(registry)
+            };
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ApiPath::Group { group } => {
+            only_get(&parts.method)?;
+            let doc = crate::discovery::api_group(registry, &group).unwrap_or(Value::Null);
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ApiPath::GroupVersion { group, version } => {
+            only_get(&parts.method)?;
+            let doc = crate::discovery::api_resource_list(registry, &group, &version)
+                .unwrap_or(Value::Null);
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ApiPath::Resource(target) => target,
+    };
+    if let Some(len) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+    }
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let query = Query::parse(parts.uri.query());
+    handlers::dispatch(&state, parts.method, target, query, parts.headers, body).await
+}
+
+/// The address the client reached us at, for `serverAddressByClientCIDRs`.
+fn server_address(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:6443")
+        .to_string()
+}
+
+fn too_large() -> ApiError {
+    ApiError::too_large(format!(
+        "the request body is larger than the limit of {MAX_BODY_BYTES} bytes (3 MiB)"
+    ))
+}
+
+fn only_get(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on discovery documents; use GET"
+        )))
+    }
+}
+
+fn with_content_type(mut resp: Response, ct: &'static str) -> Response {
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp
+}

@@ -1,0 +1,127 @@
+//! Assembling and running the apiserver: store, PKI, kubeconfig, router, TLS listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+
+/// Everything `wasmkube server` configures.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Store, certificates, tokens and kubeconfig live here.
+    pub data_dir: PathBuf,
+    /// The HTTPS listen address.
+    pub bind: SocketAddr,
+    /// Extra subject alternative names for the serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Watch history kept: at most this many events...
+    pub history_max_events: usize,
+    /// ...and no older than this.
+    pub history_max_age: Duration,
+}
+
+/// Errors that stop the apiserver from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created or used.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store cannot be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] wasmkube_store::StoreError),
+    /// Certificates or tokens cannot be created or loaded.
+    #[error("cannot set up TLS: {0}")]
+    Pki(#[source] crate::pki::PkiError),
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source} (is another server running? choose another --bind)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started apiserver.
+pub struct Running {
+    /// Where the admin kubeconfig was written.
+    pub kubeconfig: PathBuf,
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// The HTTPS URL of the apiserver.
+    pub url: String,
+    /// Finishes when the server has stopped.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the store, prepares TLS and identity, bootstraps and starts serving.
+/// The server stops when `shutdown` resolves.
+pub async fn start(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
+        history_max_events: config.history_max_events,
+        history_max_age: config.history_max_age,
+        ..wasmkube_store::StoreConfig::new(config.data_dir.join("store.redb"))
+    })
+    .map_err(StartError::Store)?;
+    let store: Arc<dyn wasmkube_store::Store> = store;
+
+    let mut sans = config.extra_sans.clone();
+    sans.push(config.bind.ip().to_string());
+    let pki = crate::pki::Pki::load_or_create(&config.data_dir, &sans).map_err(StartError::Pki)?;
+
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
+    let kubeconfig =
+        crate::pki::write_kubeconfig(&config.data_dir, &url, &pki).map_err(StartError::Pki)?;
+
+    let state = AppState::new(store);
+    crate::namespace::bootstrap(&state)
+        .await
+        .map_err(StartError::Store)?;
+    state.set_ready();
+
+    let authn = crate::authn::Authn::new(pki.token_authenticator());
+    let app = crate::authn::require_authentication(crate::routes::router(state.clone()), authn)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let tls = pki.server_config();
+    let task = tokio::spawn(crate::serve::serve_tls(listener, tls, app, shutdown));
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "apiserver serving");
+    Ok(Running {
+        kubeconfig,
+        addr,
+        url,
+        task,
+    })
+}

@@ -1,0 +1,63 @@
+//! Shared state of the apiserver's handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmkube_store::Store;
+
+use crate::openapi::OpenApi;
+use crate::registry::Registry;
+
+/// Everything a request handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+/// The shared parts behind [`AppState`].
+pub struct Inner {
+    pub registry: Registry,
+    pub store: Arc<dyn Store>,
+    pub openapi: OpenApi,
+    /// Set once bootstrap finished and the server accepts API requests.
+    pub ready: AtomicBool,
+    /// Whether a garbage collector runs, so Orphan/Foreground deletions may wait on it.
+    pub garbage_collector: AtomicBool,
+}
+
+impl AppState {
+    /// State over a store with the built-in registry.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let registry = Registry::builtin();
+        let openapi = OpenApi::new(&registry);
+        AppState {
+            inner: Arc::new(Inner {
+                registry,
+                store,
+                openapi,
+                ready: AtomicBool::new(false),
+                garbage_collector: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    pub fn has_garbage_collector(&self) -> bool {
+        self.inner.garbage_collector.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,4 @@
+//! The subcommands of the CLI, one file each.
+
+pub(crate) mod bench;
+pub(crate) mod server;
