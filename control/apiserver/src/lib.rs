@@ -9,11 +9,22 @@
 pub mod authn;
 pub mod discovery;
 pub mod error;
+pub mod filter;
+pub mod handlers;
+pub mod namespace;
+pub mod object;
 pub mod openapi;
 pub mod pki;
 pub mod registry;
+pub mod request;
+pub mod routes;
 pub mod serve;
+pub mod server;
+pub mod state;
 pub mod table;
+pub mod typed;
 pub mod validation;
+pub mod watch;
 
+pub use server::{Config, Running, StartError, start};
 pub use wasmkube_store::Store;
