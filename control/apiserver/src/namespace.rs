@@ -19,7 +19,10 @@ pub const BUILTIN: &[&str] = &["default", "kube-system", "kube-public", "kube-no
 
 /// Creates the built-in namespaces that do not exist yet and resumes the emptying of
 /// namespaces that were terminating when the server stopped.
-pub async fn bootstrap(state: &AppState) -> Result<(), wasmkube_store::StoreError> {
+pub async fn bootstrap(
+    state: &AppState,
+    apiserver: std::net::SocketAddr,
+) -> Result<(), wasmkube_store::StoreError> {
     let Some(rt) = state.registry().by_kind("", "Namespace") else {
         return Ok(());
     };
@@ -44,6 +47,7 @@ pub async fn bootstrap(state: &AppState) -> Result<(), wasmkube_store::StoreErro
             Err(e) => return Err(e),
         }
     }
+    bootstrap_kubernetes_service(state, apiserver).await?;
     let all = state
         .store()
         .list(ListOptions {
@@ -147,4 +151,78 @@ async fn finalize_once(
         Err(wasmkube_store::StoreError::Conflict { .. }) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Creates the `kubernetes` service (10.43.0.1:443) and its endpoints in `default`.
+async fn bootstrap_kubernetes_service(
+    state: &AppState,
+    apiserver: std::net::SocketAddr,
+) -> Result<(), wasmkube_store::StoreError> {
+    use wasmkube_store::StoreError;
+    let ip = if apiserver.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        apiserver.ip().to_string()
+    };
+    let (mut svc, mut endpoints) = crate::services::kubernetes_service(&ip, apiserver.port());
+    let to_backend = |e: crate::error::ApiError| StoreError::Backend(e.message.into());
+    if let Some(rt) = state.registry().by_kind("", "Service") {
+        let key = rt.key(Some("default"), "kubernetes");
+        if state.store().get(&key).await?.is_none() {
+            let alloc = format!(
+                "/registry/allocations/serviceips/{}",
+                crate::services::KUBERNETES_SERVICE_IP
+            );
+            match state
+                .store()
+                .create(&alloc, bytes::Bytes::from_static(b"default/kubernetes"))
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            crate::handlers::write::prepare_create(rt, &mut svc);
+            svc["status"] = json!({"loadBalancer": {}});
+            match state
+                .store()
+                .create(&key, object::encode(&svc).map_err(to_backend)?)
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(rt) = state.registry().by_kind("", "Endpoints") {
+        let key = rt.key(Some("default"), "kubernetes");
+        match state.store().get(&key).await? {
+            Some(kv) => {
+                // The apiserver may have moved (another --bind): point the endpoints at it.
+                let mut current = object::decode(&kv).map_err(to_backend)?;
+                if current.get("subsets") != endpoints.get("subsets") {
+                    current["subsets"] = endpoints["subsets"].clone();
+                    let _ = state
+                        .store()
+                        .update(
+                            &key,
+                            object::encode(&current).map_err(to_backend)?,
+                            kv.mod_revision,
+                        )
+                        .await;
+                }
+            }
+            None => {
+                crate::handlers::write::prepare_create(rt, &mut endpoints);
+                match state
+                    .store()
+                    .create(&key, object::encode(&endpoints).map_err(to_backend)?)
+                    .await
+                {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
 }

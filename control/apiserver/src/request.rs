@@ -77,7 +77,6 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> ApiResult<ApiPath<'
     }
     // `namespaces/{ns}/{plural}...` unless it is the namespace object's own subresource.
     let namespaced_form = rest[0] == "namespaces"
-        && group.is_empty()
         && rest.len() >= 3
         && !matches!(rest[2].as_str(), "status" | "finalize");
     let (namespace, plural, name, sub) = if namespaced_form {
@@ -205,9 +204,12 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
             ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
         })?
     } else if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
-        )));
+        crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::DecodeError::Schema(_) => ApiError::internal(e.to_string()),
+            _ => ApiError::bad_request(format!(
+                "the request body is not valid Kubernetes protobuf: {e}"
+            )),
+        })?
     } else {
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the request body is not valid JSON: {e}"))

@@ -107,7 +107,7 @@ pub async fn start(
         crate::pki::write_kubeconfig(&config.data_dir, &url, &pki).map_err(StartError::Pki)?;
 
     let state = AppState::new(store);
-    crate::namespace::bootstrap(&state)
+    crate::namespace::bootstrap(&state, addr)
         .await
         .map_err(StartError::Store)?;
     state.set_ready();

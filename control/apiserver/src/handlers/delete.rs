@@ -234,6 +234,7 @@ pub async fn delete_object(
         }
         match store.delete(&key, Some(rev)).await {
             Ok((_, deleted_at)) => {
+                crate::services::on_deleted(req.state, rt, &current).await;
                 let mut gone = current;
                 meta_mut(&mut gone).insert("resourceVersion".into(), json!(deleted_at.to_string()));
                 return Ok(Deleted::Gone(gone));

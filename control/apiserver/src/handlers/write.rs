@@ -195,6 +195,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
         }
     }
     prepare_create(rt, &mut obj);
+    normalize(rt, &mut obj);
     (rt.default)(&mut obj);
     validate(rt, &obj, None)?;
     if let Some(ns) = req.store_namespace() {
@@ -208,18 +209,49 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
         ));
     }
     let key = rt.key(req.store_namespace(), &name);
-    let kv = req
-        .state
-        .store()
-        .create(&key, object::encode(&obj)?)
-        .await
-        .map_err(|e| store_error(rt, &name, e))?;
+    let allocations = if rt.group.is_empty() && rt.kind == "Service" {
+        crate::services::allocate(req.state, &mut obj).await?
+    } else {
+        Vec::new()
+    };
+    let kv = match req.state.store().create(&key, object::encode(&obj)?).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            if !allocations.is_empty() {
+                crate::services::release(req.state, &obj).await;
+            }
+            return Err(store_error(rt, &name, e));
+        }
+    };
     let created = object::decode(&kv)?;
     tracing::debug!(kind = rt.kind, name = %name, rv = kv.mod_revision, "created");
     Ok(with_warnings(
         object_response(req, StatusCode::CREATED, created),
         &warnings,
     ))
+}
+
+/// Conversions the Kubernetes apiserver applies to every write of a kind, before
+/// defaulting: a Secret's write-only `stringData` is merged into `data`.
+pub fn normalize(rt: &ResourceType, obj: &mut Value) {
+    if rt.group.is_empty() && rt.kind == "Secret" {
+        use base64::Engine;
+        let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+            return;
+        };
+        if let Value::Object(entries) = string_data {
+            if !obj.get("data").is_some_and(Value::is_object) {
+                obj["data"] = json!({});
+            }
+            for (k, v) in entries {
+                let text = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+        }
+    }
 }
 
 /// Server-managed metadata of a new object.
@@ -429,6 +461,10 @@ pub async fn apply_update(
         }
         merge_server_fields(rt, part, &current, &mut new);
         if part == Part::Main {
+            normalize(rt, &mut new);
+            if rt.group.is_empty() && rt.kind == "Service" {
+                crate::services::carry_over(&current, &mut new);
+            }
             (rt.default)(&mut new);
         }
         validate(rt, &new, Some(&current))?;
@@ -455,6 +491,7 @@ pub async fn apply_update(
         {
             return match store.delete(&key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
+                    crate::services::on_deleted(req.state, rt, &new).await;
                     meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                     Ok(Updated {
                         object: new,
