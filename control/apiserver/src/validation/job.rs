@@ -128,6 +128,9 @@ pub fn validate_job(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     ));
     errs.extend(generated_selector_errors(obj, spec, &path));
     if let Some(old) = old {
+        // Compared with defaults applied, as Kubernetes defaults objects read from storage.
+        let mut old = old.clone();
+        default_job(&mut old);
         let old_spec = old.get("spec").unwrap_or(&Value::Null);
         errs.extend(immutable(
             spec.get("selector"),

@@ -12,6 +12,7 @@ use wasmkube_api::validate::{
 
 use super::container::containers_errors;
 use super::metadata::{label_errors, label_key_errors};
+use super::pod_defaults::default_pod;
 use super::{Cause, causes, get_i64, get_list, get_str};
 
 /// The fields a pod update may change, as Kubernetes lists them in its error.
@@ -52,11 +53,15 @@ const VOLUME_SOURCES: &[&str] = &[
     "image",
 ];
 
-/// Validates a Pod; with `old`, also the update rules.
+/// Validates a Pod; with `old`, also the update rules. The old pod is compared with its
+/// defaults applied (as Kubernetes defaults objects read from storage), so a pod stored
+/// before a default existed can still be updated.
 pub fn validate_pod(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let mut errs = pod_spec_errors(spec, &FieldPath::new("spec"), true);
     if let Some(old) = old {
+        let mut old = old.clone();
+        default_pod(&mut old);
         errs.extend(pod_update_errors(
             spec,
             old.get("spec").unwrap_or(&Value::Null),
@@ -490,6 +495,13 @@ mod tests {
         json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec})
     }
 
+    /// A pod as the handlers validate it on update: defaulted.
+    fn live(spec: Value) -> Value {
+        let mut p = pod(spec);
+        default_pod(&mut p);
+        p
+    }
+
     fn spec() -> Value {
         json!({
             "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
@@ -508,8 +520,8 @@ mod tests {
 
     #[test]
     fn a_valid_pod_passes_create_and_an_identical_update() {
-        assert_eq!(validate_pod(&pod(spec()), None), vec![]);
-        assert_eq!(validate_pod(&pod(spec()), Some(&pod(spec()))), vec![]);
+        assert_eq!(validate_pod(&live(spec()), None), vec![]);
+        assert_eq!(validate_pod(&live(spec()), Some(&live(spec()))), vec![]);
     }
 
     #[test]
@@ -656,7 +668,7 @@ mod tests {
 
     #[test]
     fn pod_updates_may_change_images_deadline_and_add_tolerations() {
-        let old = pod(spec());
+        let old = live(spec());
         let mut new_spec = spec();
         new_spec["containers"][0]["image"] = json!("reg/app:2");
         new_spec["activeDeadlineSeconds"] = json!(100);
@@ -664,15 +676,15 @@ mod tests {
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
             {"key": "extra", "operator": "Exists"}
         ]);
-        assert_eq!(validate_pod(&pod(new_spec), Some(&old)), vec![]);
+        assert_eq!(validate_pod(&live(new_spec), Some(&old)), vec![]);
     }
 
     #[test]
     fn pod_updates_may_not_change_other_fields() {
-        let old = pod(spec());
+        let old = live(spec());
         let mut new_spec = spec();
         new_spec["containers"][0]["ports"] = json!([{"containerPort": 80, "protocol": "TCP"}]);
-        let c = validate_pod(&pod(new_spec), Some(&old));
+        let c = validate_pod(&live(new_spec), Some(&old));
         assert_eq!(fields(&c), vec!["spec"]);
         assert_eq!(c[0].reason, "FieldValueForbidden");
         assert!(c[0].message.starts_with(
@@ -683,14 +695,16 @@ mod tests {
 
     #[test]
     fn pod_updates_may_not_add_containers_or_remove_tolerations() {
-        let old = pod(spec());
+        let old = live(spec());
         let mut two = spec();
         two["containers"] = json!([spec()["containers"][0], {"name": "b", "image": "b", "imagePullPolicy": "Always", "terminationMessagePolicy": "File"}]);
         assert_eq!(
-            summary(&validate_pod(&pod(two), Some(&old))),
+            summary(&validate_pod(&live(two), Some(&old))),
             vec!["spec.containers: Forbidden: pod updates may not add or remove containers"]
         );
-        let c = validate_pod(&pod(with(spec(), json!({"tolerations": []}))), Some(&old));
+        let custom = json!({"key": "custom", "operator": "Exists"});
+        let with_custom = live(with(spec(), json!({"tolerations": [custom]})));
+        let c = validate_pod(&live(spec()), Some(&with_custom));
         assert_eq!(
             summary(&c),
             vec![
@@ -701,9 +715,9 @@ mod tests {
 
     #[test]
     fn active_deadline_may_only_shrink() {
-        let old = pod(with(spec(), json!({"activeDeadlineSeconds": 10})));
+        let old = live(with(spec(), json!({"activeDeadlineSeconds": 10})));
         let c = validate_pod(
-            &pod(with(spec(), json!({"activeDeadlineSeconds": 20}))),
+            &live(with(spec(), json!({"activeDeadlineSeconds": 20}))),
             Some(&old),
         );
         assert_eq!(
@@ -712,7 +726,7 @@ mod tests {
                 "spec.activeDeadlineSeconds: Invalid value: 20: must be less than or equal to previous value"
             ]
         );
-        let c = validate_pod(&pod(spec()), Some(&old));
+        let c = validate_pod(&live(spec()), Some(&old));
         assert_eq!(
             summary(&c),
             vec![
@@ -722,23 +736,34 @@ mod tests {
     }
 
     #[test]
+    fn pods_stored_without_newer_defaults_can_still_be_updated() {
+        let mut stored = pod(spec());
+        let mut current = stored.clone();
+        default_pod(&mut current);
+        if let Some(s) = stored["spec"].as_object_mut() {
+            s.remove("schedulerName");
+        }
+        assert_eq!(validate_pod(&current, Some(&stored)), vec![]);
+    }
+
+    #[test]
     fn a_first_node_assignment_is_accepted_but_a_move_is_not() {
-        let old = pod(spec());
-        let bound = pod(with(spec(), json!({"nodeName": "n1"})));
+        let old = live(spec());
+        let bound = live(with(spec(), json!({"nodeName": "n1"})));
         assert_eq!(validate_pod(&bound, Some(&old)), vec![]);
-        let moved = pod(with(spec(), json!({"nodeName": "n2"})));
+        let moved = live(with(spec(), json!({"nodeName": "n2"})));
         assert_eq!(fields(&validate_pod(&moved, Some(&bound))), vec!["spec"]);
     }
 
     #[test]
     fn scheduling_gates_may_only_be_removed() {
-        let old = pod(with(
+        let old = live(with(
             spec(),
             json!({"schedulingGates": [{"name": "example.com/a"}]}),
         ));
-        assert_eq!(validate_pod(&pod(spec()), Some(&old)), vec![]);
+        assert_eq!(validate_pod(&live(spec()), Some(&old)), vec![]);
         let c = validate_pod(
-            &pod(with(
+            &live(with(
                 spec(),
                 json!({"schedulingGates": [{"name": "example.com/b"}]}),
             )),
