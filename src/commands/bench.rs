@@ -148,10 +148,11 @@ impl BenchCommand {
         if !self.skip_creates {
             let namespace = format!("wasmkube-bench-creates-{suffix}");
             create_namespace(&admin, &namespace).await?;
-            for &clients in &self.clients {
+            for (level, &clients) in self.clients.iter().enumerate() {
                 let clients = usize::try_from(clients).context("--clients is too large")?;
                 let bar = progress_bar(self.creates, format!("creates, {clients} clients"));
-                let row = creates::run_level(target, &namespace, clients, creates, &bar).await;
+                let row =
+                    creates::run_level(target, &namespace, level, clients, creates, &bar).await;
                 bar.finish_and_clear();
                 let row = row?;
                 if row.creates == 0 {
@@ -201,10 +202,10 @@ impl BenchCommand {
     async fn measure_store(&self, creates: usize) -> anyhow::Result<Vec<report::CreateResult>> {
         let (_dir, store) = store::open_temp()?;
         let mut rows = Vec::with_capacity(self.clients.len());
-        for &clients in &self.clients {
+        for (level, &clients) in self.clients.iter().enumerate() {
             let clients = usize::try_from(clients).context("--clients is too large")?;
             let bar = progress_bar(self.creates, format!("store creates, {clients} clients"));
-            let row = store::run_level(&store, clients, creates, &bar).await;
+            let row = store::run_level(&store, level, clients, creates, &bar).await;
             bar.finish_and_clear();
             rows.push(row?);
         }

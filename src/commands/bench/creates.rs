@@ -54,6 +54,7 @@ struct ClientTally {
 pub(crate) async fn run_level(
     target: &Target,
     namespace: &str,
+    level: usize,
     clients: usize,
     creates: usize,
     progress: &ProgressBar,
@@ -87,7 +88,7 @@ pub(crate) async fn run_level(
                     if index >= creates {
                         break;
                     }
-                    let object = bench_config_map(format!("c{clients}-{index}"));
+                    let object = bench_config_map(format!("l{level}-c{clients}-{index}"));
                     let sent = Instant::now();
                     match api.create(&params, &object).await {
                         Ok(_) => {

@@ -32,6 +32,7 @@ pub(crate) fn open_temp() -> anyhow::Result<(tempfile::TempDir, Arc<RedbStore>)>
 /// `clients` concurrent tasks create `creates` keys in total, one at a time each.
 pub(crate) async fn run_level(
     store: &Arc<RedbStore>,
+    level: usize,
     clients: usize,
     creates: usize,
     progress: &ProgressBar,
@@ -48,7 +49,7 @@ pub(crate) async fn run_level(
                     if index >= creates {
                         break;
                     }
-                    let name = format!("c{clients}-{index}");
+                    let name = format!("l{level}-c{clients}-{index}");
                     let mut object = bench_config_map(name.clone());
                     object.metadata.namespace = Some("bench".to_owned());
                     let value = Bytes::from(serde_json::to_vec(&object)?);
@@ -89,11 +90,15 @@ mod tests {
     #[tokio::test]
     async fn a_store_level_creates_every_key_once() {
         let (_dir, store) = open_temp().expect("store");
-        let row = run_level(&store, 4, 40, &ProgressBar::hidden())
+        let row = run_level(&store, 0, 4, 20, &ProgressBar::hidden())
             .await
             .expect("level runs");
-        assert_eq!(row.creates, 40);
+        assert_eq!(row.creates, 20);
         assert_eq!(row.clients, 4);
+        let again = run_level(&store, 1, 4, 20, &ProgressBar::hidden())
+            .await
+            .expect("the same concurrency again uses new keys");
+        assert_eq!(again.creates, 20);
         let listed = store
             .list(wasmkube_store::ListOptions {
                 prefix: "/registry/configmaps/bench/".to_owned(),
