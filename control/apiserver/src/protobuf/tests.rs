@@ -745,3 +745,111 @@ fn real_kubectl_bodies_decode_to_kubectls_own_json() {
         assert_eq!(decode(body).unwrap(), expected);
     }
 }
+
+#[test]
+fn node_status_quantity_maps_and_condition_times() {
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    let quantity = |q: &str| Quantity { string: s(q) };
+    let node = core::Node {
+        metadata: gogo_meta("n1", ""),
+        spec: Some(core::NodeSpec {
+            pod_cidr: s(""),
+            unschedulable: Some(false),
+            ..Default::default()
+        }),
+        status: Some(core::NodeStatus {
+            capacity: [
+                ("cpu".to_string(), quantity("4")),
+                ("memory".to_string(), quantity("8Gi")),
+            ]
+            .into_iter()
+            .collect(),
+            conditions: vec![core::NodeCondition {
+                r#type: s("Ready"),
+                status: s("True"),
+                last_heartbeat_time: Some(meta::Time {
+                    seconds: Some(1_704_164_645),
+                    nanos: Some(0),
+                }),
+                last_transition_time: zero_time(),
+                reason: s("KubeletReady"),
+                message: s(""),
+            }],
+            addresses: vec![core::NodeAddress {
+                r#type: s("InternalIP"),
+                address: s("10.0.0.1"),
+            }],
+            ..Default::default()
+        }),
+    };
+    let v = decode(&envelope("v1", "Node", &node)).unwrap();
+    assert_eq!(v["spec"], json!({}));
+    assert_eq!(
+        v["status"]["capacity"],
+        json!({"cpu": "4", "memory": "8Gi"})
+    );
+    assert_eq!(
+        v["status"]["conditions"],
+        json!([{
+            "type": "Ready",
+            "status": "True",
+            "lastHeartbeatTime": "2024-01-02T03:04:05Z",
+            "reason": "KubeletReady",
+        }])
+    );
+    assert_eq!(
+        v["status"]["addresses"],
+        json!([{"type": "InternalIP", "address": "10.0.0.1"}])
+    );
+}
+
+#[test]
+fn event_drops_unset_times_and_keeps_counts() {
+    let event = core::Event {
+        metadata: gogo_meta("p.17a", "default"),
+        involved_object: Some(core::ObjectReference {
+            kind: s("Pod"),
+            namespace: s("default"),
+            name: s("p"),
+            uid: s(""),
+            api_version: s("v1"),
+            resource_version: s(""),
+            field_path: s(""),
+        }),
+        reason: s("Scheduled"),
+        message: s("assigned"),
+        source: Some(core::EventSource {
+            component: s("scheduler"),
+            host: s(""),
+        }),
+        first_timestamp: zero_time(),
+        last_timestamp: zero_time(),
+        count: Some(1),
+        r#type: s("Normal"),
+        event_time: Some(meta::MicroTime {
+            seconds: Some(1_704_164_645),
+            nanos: Some(5_000),
+        }),
+        reporting_component: s(""),
+        reporting_instance: s(""),
+        ..Default::default()
+    };
+    let v = decode(&envelope("v1", "Event", &event)).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "p.17a", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p", "apiVersion": "v1"},
+            "reason": "Scheduled",
+            "message": "assigned",
+            "source": {"component": "scheduler"},
+            "count": 1,
+            "type": "Normal",
+            "eventTime": "2024-01-02T03:04:05.000005Z",
+            "reportingComponent": "",
+            "reportingInstance": "",
+        })
+    );
+}
