@@ -148,6 +148,20 @@ impl BenchCommand {
         if !self.skip_creates {
             let namespace = format!("wasmkube-bench-creates-{suffix}");
             create_namespace(&admin, &namespace).await?;
+            // The raw store runs right after the API at each level, so that both rows of a
+            // level see the same machine noise.
+            let mut raw_store = if self.skip_store {
+                report.store_note = Some("skipped (--skip-store)".to_owned());
+                None
+            } else {
+                match store::open_temp() {
+                    Ok(opened) => Some(opened),
+                    Err(e) => {
+                        report.store_note = Some(format!("not measured: {e:#}"));
+                        None
+                    }
+                }
+            };
             for (level, &clients) in self.clients.iter().enumerate() {
                 let clients = usize::try_from(clients).context("--clients is too large")?;
                 let bar = progress_bar(self.creates, format!("creates, {clients} clients"));
@@ -159,17 +173,22 @@ impl BenchCommand {
                     bail!("every create failed at {clients} clients");
                 }
                 report.creates.push(row);
+                if let Some((_dir, store)) = &raw_store {
+                    let bar =
+                        progress_bar(self.creates, format!("store creates, {clients} clients"));
+                    let row = store::run_level(store, level, clients, creates, &bar).await;
+                    bar.finish_and_clear();
+                    match row {
+                        Ok(row) => report.creates.push(row),
+                        Err(e) => {
+                            report.store_note = Some(format!("failed: {e:#}"));
+                            raw_store = None;
+                        }
+                    }
+                }
             }
             if !target.owns_server() {
                 delete_namespace(&admin, &namespace).await;
-            }
-            if self.skip_store {
-                report.store_note = Some("skipped (--skip-store)".to_owned());
-            } else {
-                match self.measure_store(creates).await {
-                    Ok(rows) => report.creates.extend(rows),
-                    Err(e) => report.store_note = Some(format!("not measured: {e:#}")),
-                }
             }
         }
 
@@ -194,22 +213,6 @@ impl BenchCommand {
         }
         report.server_peak_rss_kib = target.server_memory().map(|m| m.peak_rss_kib);
         Ok(report)
-    }
-}
-
-impl BenchCommand {
-    /// The raw store rows: the same levels, in-process, against a fresh redb store.
-    async fn measure_store(&self, creates: usize) -> anyhow::Result<Vec<report::CreateResult>> {
-        let (_dir, store) = store::open_temp()?;
-        let mut rows = Vec::with_capacity(self.clients.len());
-        for (level, &clients) in self.clients.iter().enumerate() {
-            let clients = usize::try_from(clients).context("--clients is too large")?;
-            let bar = progress_bar(self.creates, format!("store creates, {clients} clients"));
-            let row = store::run_level(&store, level, clients, creates, &bar).await;
-            bar.finish_and_clear();
-            rows.push(row?);
-        }
-        Ok(rows)
     }
 }
 

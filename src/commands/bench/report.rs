@@ -183,11 +183,35 @@ impl Report {
             "creates_per_level": self.creates_per_level,
             "creates": self.creates.iter().map(CreateResult::to_json).collect::<Vec<_>>(),
             "store_note": self.store_note,
+            "api_to_store_ratios": self
+                .api_to_store_ratios()
+                .iter()
+                .map(|(clients, ratio)| json!({ "clients": clients, "ratio": ratio }))
+                .collect::<Vec<_>>(),
             "watch": self.watch.as_ref().map(WatchResult::to_json),
             "server_idle_rss_kib": self.server_idle_rss_kib,
             "server_peak_rss_kib": self.server_peak_rss_kib,
             "binary_bytes": self.binary_bytes,
         })
+    }
+
+    /// For each API row with a raw store row of the same level (the next store row with the
+    /// same client count): `(clients, api creates/s / store creates/s)`.
+    pub(crate) fn api_to_store_ratios(&self) -> Vec<(usize, f64)> {
+        let mut used = vec![false; self.creates.len()];
+        let mut ratios = Vec::new();
+        for api in self.creates.iter().filter(|row| row.path == "https api") {
+            let store = self.creates.iter().enumerate().find(|(i, row)| {
+                !used[*i] && row.path == "redb store" && row.clients == api.clients
+            });
+            if let Some((i, store)) = store
+                && store.per_second() > 0.0
+            {
+                used[i] = true;
+                ratios.push((api.clients, api.per_second() / store.per_second()));
+            }
+        }
+        ratios
     }
 
     /// The report as a table for a terminal.
@@ -220,7 +244,10 @@ impl Report {
                 "  {:<11} {:>7} {:>11} {:>9} {:>9} {:>9} {:>7}",
                 "path", "clients", "creates/s", "p50 ms", "p99 ms", "max ms", "errors"
             );
-            for row in &self.creates {
+            // Grouped by path (API rows first), each group in run order.
+            let mut rows: Vec<&CreateResult> = self.creates.iter().collect();
+            rows.sort_by_key(|row| row.path != "https api");
+            for row in rows {
                 let _ = writeln!(
                     out,
                     "  {:<11} {:>7} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
@@ -233,6 +260,18 @@ impl Report {
                     row.errors
                 );
             }
+        }
+        let ratios = self.api_to_store_ratios();
+        if !ratios.is_empty() {
+            let ratios: Vec<String> = ratios
+                .iter()
+                .map(|(clients, ratio)| format!("{clients} clients {ratio:.2}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  creates/s of the API relative to the raw store: {}",
+                ratios.join(", ")
+            );
         }
         if let Some(note) = &self.store_note {
             let _ = writeln!(out, "  (redb store row: {note})");
@@ -380,6 +419,42 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 1, "{table}");
         assert!(rows[0].contains("200"), "{table}");
+    }
+
+    #[test]
+    fn the_api_is_compared_with_the_store_row_of_the_same_level() {
+        let mut report = sample_report();
+        let api = report.creates[0].clone();
+        let store = CreateResult {
+            path: "redb store",
+            elapsed: Duration::from_millis(250),
+            ..api.clone()
+        };
+        report.creates = vec![
+            api.clone(),
+            store.clone(),
+            CreateResult { clients: 64, ..api },
+        ];
+        assert_eq!(report.api_to_store_ratios(), vec![(8, 0.5)]);
+        let table = report.to_table();
+        assert!(
+            table.contains("relative to the raw store: 8 clients 0.50"),
+            "{table}"
+        );
+        let first_store_line = table
+            .lines()
+            .position(|l| l.contains("redb store"))
+            .expect("store row");
+        let last_api_line = table
+            .lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.contains("https api"))
+            .expect("api row");
+        assert!(
+            last_api_line < first_store_line,
+            "API rows come first:\n{table}"
+        );
     }
 
     #[test]
