@@ -156,6 +156,7 @@ impl TestCluster {
             .env_remove("WASMKUBE_DATA_DIR")
             .env_remove("WASMKUBE_BIND")
             .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

@@ -81,7 +81,7 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: p-x
-  labels: {app: x, tier: front}
+  labels: {app: "x", tier: front}
 spec:
   containers:
   - {name: main, image: ghcr.io/wasmkube/hello:1.0}
@@ -90,7 +90,7 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: p-y
-  labels: {app: y, tier: back}
+  labels: {app: "y", tier: back}
 spec:
   containers:
   - {name: main, image: ghcr.io/wasmkube/hello:1.0}
@@ -99,7 +99,7 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: p-z
-  labels: {app: z}
+  labels: {app: "z"}
 spec:
   containers:
   - {name: main, image: ghcr.io/wasmkube/hello:1.0}
