@@ -72,7 +72,8 @@ pub struct ResourceType {
     /// Field selector paths supported beyond `metadata.name` and `metadata.namespace`.
     pub field_selectors: &'static [&'static str],
     pub name_rule: NameRule,
-    /// Whether `.spec` changes bump `metadata.generation` (kinds with a spec).
+    /// Whether the kind tracks `metadata.generation` (bumped on `.spec` changes), as
+    /// Kubernetes does for workloads (not for pods, services, namespaces, nodes, leases).
     pub has_spec: bool,
     pub default: DefaultFn,
     pub validate: ValidateFn,
@@ -95,7 +96,11 @@ impl ResourceType {
 
     /// The store key prefix of this kind: `/registry/{group}/{plural}/`.
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -134,7 +139,9 @@ impl Registry {
 
     /// Looks a kind up by group and kind name.
     pub fn by_kind(&self, group: &str, kind: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.kind == kind)
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind)
     }
 
     /// The distinct (group, version) pairs served, core first.
@@ -217,32 +224,77 @@ fn builtin() -> Vec<ResourceType> {
             field_selectors: &["status.phase"],
             validate: validation::validate_namespace,
             default: validation::default_namespace,
-            ..rt("", "v1", "Namespace", "namespaces", &["ns"], false, &[Status], true)
+            ..rt(
+                "",
+                "v1",
+                "Namespace",
+                "namespaces",
+                &["ns"],
+                false,
+                &[Status],
+                false,
+            )
         },
         ResourceType {
             categories: ALL,
             field_selectors: POD_FIELDS,
             validate: validation::validate_pod,
             default: validation::default_pod,
-            ..rt("", "v1", "Pod", "pods", &["po"], true, &[Status, Binding, Log], true)
+            ..rt(
+                "",
+                "v1",
+                "Pod",
+                "pods",
+                &["po"],
+                true,
+                &[Status, Binding, Log],
+                false,
+            )
         },
         ResourceType {
             name_rule: NameRule::Subdomain,
             field_selectors: &["spec.unschedulable"],
             validate: validation::validate_node,
-            ..rt("", "v1", "Node", "nodes", &["no"], false, &[Status], true)
+            ..rt("", "v1", "Node", "nodes", &["no"], false, &[Status], false)
         },
         ResourceType {
             categories: ALL,
             name_rule: NameRule::Rfc1035Label,
             validate: validation::validate_service,
             default: validation::default_service,
-            ..rt("", "v1", "Service", "services", &["svc"], true, &[Status], true)
+            ..rt(
+                "",
+                "v1",
+                "Service",
+                "services",
+                &["svc"],
+                true,
+                &[Status],
+                false,
+            )
         },
-        rt("", "v1", "Endpoints", "endpoints", &["ep"], true, &[], false),
+        rt(
+            "",
+            "v1",
+            "Endpoints",
+            "endpoints",
+            &["ep"],
+            true,
+            &[],
+            false,
+        ),
         ResourceType {
             validate: validation::validate_data_keys,
-            ..rt("", "v1", "ConfigMap", "configmaps", &["cm"], true, &[], false)
+            ..rt(
+                "",
+                "v1",
+                "ConfigMap",
+                "configmaps",
+                &["cm"],
+                true,
+                &[],
+                false,
+            )
         },
         ResourceType {
             field_selectors: &["type"],
@@ -256,25 +308,61 @@ fn builtin() -> Vec<ResourceType> {
             validate: validation::validate_event,
             ..rt("", "v1", "Event", "events", &["ev"], true, &[], false)
         },
-        rt("", "v1", "ServiceAccount", "serviceaccounts", &["sa"], true, &[], false),
+        rt(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            &["sa"],
+            true,
+            &[],
+            false,
+        ),
         ResourceType {
             categories: ALL,
             validate: validation::validate_deployment,
             default: validation::default_deployment,
-            ..rt("apps", "v1", "Deployment", "deployments", &["deploy"], true, &[Status, Scale], true)
+            ..rt(
+                "apps",
+                "v1",
+                "Deployment",
+                "deployments",
+                &["deploy"],
+                true,
+                &[Status, Scale],
+                true,
+            )
         },
         ResourceType {
             categories: ALL,
             field_selectors: &["status.replicas"],
             validate: validation::validate_replicaset,
             default: validation::default_replicaset,
-            ..rt("apps", "v1", "ReplicaSet", "replicasets", &["rs"], true, &[Status, Scale], true)
+            ..rt(
+                "apps",
+                "v1",
+                "ReplicaSet",
+                "replicasets",
+                &["rs"],
+                true,
+                &[Status, Scale],
+                true,
+            )
         },
         ResourceType {
             categories: ALL,
             validate: validation::validate_daemonset,
             default: validation::default_daemonset,
-            ..rt("apps", "v1", "DaemonSet", "daemonsets", &["ds"], true, &[Status], true)
+            ..rt(
+                "apps",
+                "v1",
+                "DaemonSet",
+                "daemonsets",
+                &["ds"],
+                true,
+                &[Status],
+                true,
+            )
         },
         ResourceType {
             categories: ALL,
@@ -283,10 +371,28 @@ fn builtin() -> Vec<ResourceType> {
             default: validation::default_job,
             ..rt("batch", "v1", "Job", "jobs", &[], true, &[Status], true)
         },
-        rt("coordination.k8s.io", "v1", "Lease", "leases", &[], true, &[], true),
+        rt(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            &[],
+            true,
+            &[],
+            false,
+        ),
         ResourceType {
             validate: validation::validate_runtimeclass,
-            ..rt("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", &[], false, &[], false)
+            ..rt(
+                "node.k8s.io",
+                "v1",
+                "RuntimeClass",
+                "runtimeclasses",
+                &[],
+                false,
+                &[],
+                false,
+            )
         },
     ]
 }

@@ -40,6 +40,9 @@ pub enum StartError {
     /// Certificates or tokens cannot be created or loaded.
     #[error("cannot set up TLS: {0}")]
     Pki(#[source] crate::pki::PkiError),
+    /// The client certificate for node agents cannot be loaded.
+    #[error("cannot set up the node agent client: {0}")]
+    NodeClient(String),
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source} (is another server running? choose another --bind)")]
     Bind {
@@ -107,6 +110,17 @@ pub async fn start(
         crate::pki::write_kubeconfig(&config.data_dir, &url, &pki).map_err(StartError::Pki)?;
 
     let state = AppState::new(store);
+    match pki
+        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
+        .map_err(StartError::Pki)
+        .and_then(|(cert, key)| {
+            crate::node_proxy::NodeClient::new(&cert, &key).map_err(StartError::NodeClient)
+        }) {
+        Ok(client) => {
+            let _ = state.inner.node_client.set(client);
+        }
+        Err(e) => return Err(e),
+    }
     crate::namespace::bootstrap(&state, addr)
         .await
         .map_err(StartError::Store)?;

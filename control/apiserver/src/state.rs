@@ -23,6 +23,8 @@ pub struct Inner {
     pub ready: AtomicBool,
     /// Whether a garbage collector runs, so Orphan/Foreground deletions may wait on it.
     pub garbage_collector: AtomicBool,
+    /// The client for node agents (`pods/log`), once the server's certificate is issued.
+    pub node_client: std::sync::OnceLock<crate::node_proxy::NodeClient>,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
                 openapi,
                 ready: AtomicBool::new(false),
                 garbage_collector: AtomicBool::new(false),
+                node_client: std::sync::OnceLock::new(),
             }),
         }
     }

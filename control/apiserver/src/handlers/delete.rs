@@ -39,11 +39,7 @@ impl DeleteOptions {
             opts.propagation_policy = Some("Orphan".into());
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let v: Value = serde_json::from_slice(body)
-                .or_else(|_| serde_yaml_ng::from_slice(body))
-                .map_err(|e| {
-                    ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
-                })?;
+            let v: Value = crate::request::decode_body(&req.headers, body)?;
             if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
                 opts.grace_period_seconds = Some(g.as_i64().ok_or_else(|| {
                     ApiError::bad_request("gracePeriodSeconds must be an integer")
@@ -135,6 +131,14 @@ pub async fn delete_object(
     let rt = req.rt;
     let key = rt.key(req.store_namespace(), name);
     let store = req.state.store();
+    if rt.group.is_empty()
+        && rt.kind == "Namespace"
+        && matches!(name, "default" | "kube-system" | "kube-public")
+    {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
     for _ in 0..16 {
         let (current, rev) = read_object(req, name).await?;
         if let Some(uid) = &opts.precondition_uid {

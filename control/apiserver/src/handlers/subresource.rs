@@ -259,15 +259,124 @@ pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Respo
     Ok(json_response(StatusCode::CREATED, &status))
 }
 
-/// `GET pods/{name}/log`: served by the node agent that runs the pod.
+/// `GET pods/{name}/log`: proxied to the node agent that runs the pod.
 pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
     let (pod, _) = read_object(req, name).await?;
-    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-        Some(node) if !node.is_empty() => Err(ApiError::unavailable(format!(
-            "cannot fetch logs of pod {name}: no node agent is connected for node {node:?}"
-        ))),
-        _ => Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned; its containers have not started, so there are no logs yet"
-        ))),
+    let containers: Vec<String> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|list| {
+            pod.pointer(&format!("/spec/{list}"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let regular: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let container = match req.query.get("container") {
+        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if regular.len() == 1 => regular[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                regular.join(" ")
+            )));
+        }
+    };
+    let Some(node) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled to a node yet"
+        )));
+    };
+    for (param, what) in [
+        ("tailLines", "tailLines"),
+        ("sinceSeconds", "sinceSeconds"),
+        ("limitBytes", "limitBytes"),
+    ] {
+        if let Some(v) = req.query.int(param)? {
+            if v < 0 || (param != "tailLines" && v == 0) {
+                return Err(ApiError::bad_request(format!(
+                    "{what} must be a positive integer (got {v})"
+                )));
+            }
+        }
     }
+    let nodes = req
+        .state
+        .registry()
+        .by_kind("", "Node")
+        .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
+    let node_obj = match req.state.store().get(&nodes.key(None, node)).await {
+        Ok(Some(kv)) => object::decode(&kv)?,
+        Ok(None) => return Err(ApiError::not_found("", "nodes", node)),
+        Err(e) => return Err(super::store_error(nodes, node, e)),
+    };
+    let address = node_obj
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
+                .or_else(|| a.first())
+        })
+        .and_then(|x| x.get("address").and_then(Value::as_str))
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = node_obj
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "node {node} has no agent endpoint (status.daemonEndpoints.kubeletEndpoint.Port)"
+            ))
+        })?;
+    let mut query = Vec::new();
+    for key in [
+        "follow",
+        "previous",
+        "timestamps",
+        "tailLines",
+        "sinceSeconds",
+        "sinceTime",
+        "limitBytes",
+    ] {
+        if let Some(v) = req.query.get(key) {
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            query.push(format!("{key}={encoded}"));
+        }
+    }
+    let ns = req.store_namespace().unwrap_or("default");
+    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    let client = req
+        .state
+        .inner
+        .node_client
+        .get()
+        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
+    client.get(&address, port, &path).await
 }

@@ -195,6 +195,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
         }
     }
     prepare_create(rt, &mut obj);
+    prune_nulls(&mut obj);
     normalize(rt, &mut obj);
     (rt.default)(&mut obj);
     validate(rt, &obj, None)?;
@@ -251,6 +252,19 @@ pub fn normalize(rt: &ResourceType, obj: &mut Value) {
                 obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
             }
         }
+    }
+}
+
+/// Removes `null` members of objects, recursively: the Kubernetes apiserver decodes into
+/// typed structs, so a `"creationTimestamp": null` a client sends is never stored.
+pub fn prune_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(prune_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_nulls),
+        _ => {}
     }
 }
 
@@ -460,6 +474,7 @@ pub async fn apply_update(
             }
         }
         merge_server_fields(rt, part, &current, &mut new);
+        prune_nulls(&mut new);
         if part == Part::Main {
             normalize(rt, &mut new);
             if rt.group.is_empty() && rt.kind == "Service" {
