@@ -1,0 +1,546 @@
+//! Pod networking: every pod gets its own IP, and the agent serves the pod's ports on it.
+//!
+//! # The model
+//! Wasm pods run inside the agent's process, so a pod needs no network namespace, veth or
+//! bridge: its IP is an address on this machine that the agent binds the pod's listeners on
+//! (a wasi:http pod's `containerPort`s are served by [`serve_http`] at `podIP:containerPort`)
+//! and that probes and clients connect to. On one machine that address is a loopback one:
+//! Linux routes all of `127.0.0.0/8` to `lo`, so every `127.x.y.z` is bindable with no setup.
+//! Node number `n` (1-254, one per agent on the machine) owns `127.n.0.0/16`
+//! ([`PodIpAllocator::new`]), so several agents on one machine never hand out the same IP and
+//! the first octets of a pod IP tell which node runs it. `127.0.0.0/16` (with `127.0.0.1`)
+//! stays the host's.
+//!
+//! # Several machines
+//! The same model becomes a routed pod CIDR per node, as in Kubernetes' own (kubenet-style)
+//! networking: each Node gets a `spec.podCIDR` (e.g. `10.244.n.0/24`, assigned by the control
+//! plane or configured), [`PodIpAllocator::with_cidr`] allocates from it, the agent adds each
+//! pod IP as a `/32` on a local dummy interface (`ip addr add 10.244.3.17/32 dev wasmkube0`)
+//! before binding it, and the machines route each other's pod CIDRs (static routes, BGP, or a
+//! VXLAN overlay when they share no L2 segment). A pod IP then reaches the agent that serves
+//! it from any machine. Nothing above this module changes: the lifecycle asks for an IP and
+//! binds listeners on it.
+//!
+//! # Restarts
+//! The allocator is in memory. After an agent restart, [`PodIpAllocator::restore`] re-registers
+//! each surviving pod's `status.podIP`, so a pod keeps its IP and a new pod never gets it.
+//! Allocation is deterministic-first (a hash of the pod UID picks the first candidate), so a
+//! pod whose status was never written tends to get the same IP again.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+/// Why a pod IP cannot be had or a port cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The node index is outside 1-254.
+    #[error("node index {0} is out of range (1-254): node n owns 127.n.0.0/16")]
+    NodeIndex(u8),
+    /// The pod CIDR is not usable.
+    #[error("{base}/{prefix} is not a usable pod CIDR (prefix 8-30)")]
+    Cidr {
+        /// The network address.
+        base: Ipv4Addr,
+        /// The prefix length.
+        prefix: u8,
+    },
+    /// Every address of the node's range is in use.
+    #[error("no pod IP is free in {cidr} ({used} in use)")]
+    Exhausted {
+        /// The node's pod CIDR.
+        cidr: String,
+        /// How many addresses are allocated.
+        used: usize,
+    },
+    /// An address to restore is outside the node's range or belongs to another pod.
+    #[error("pod IP {ip} cannot be restored for pod {uid}: {reason}")]
+    Restore {
+        /// The address.
+        ip: IpAddr,
+        /// The pod.
+        uid: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The address cannot be bound on this machine.
+    #[error(
+        "cannot bind {addr}: {source}{}",
+        if source.kind() == std::io::ErrorKind::AddrNotAvailable {
+            " (this system routes only 127.0.0.1 to loopback; add the address, e.g. on macOS \
+             `sudo ifconfig lo0 alias <ip>`)"
+        } else {
+            ""
+        }
+    )]
+    Bind {
+        /// The address and port.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Hands out pod IPs from this node's range, one per pod UID.
+#[derive(Debug)]
+pub struct PodIpAllocator {
+    base: u32,
+    prefix: u8,
+    inner: Mutex<Allocations>,
+}
+
+#[derive(Debug, Default)]
+struct Allocations {
+    by_uid: HashMap<String, Ipv4Addr>,
+    by_ip: HashMap<Ipv4Addr, String>,
+}
+
+impl PodIpAllocator {
+    /// The allocator of node number `node_index` (1-254) on a single machine: `127.<n>.0.0/16`.
+    pub fn new(node_index: u8) -> Result<PodIpAllocator, NetworkError> {
+        if node_index == 0 || node_index == 255 {
+            return Err(NetworkError::NodeIndex(node_index));
+        }
+        PodIpAllocator::with_cidr(Ipv4Addr::new(127, node_index, 0, 0), 16)
+    }
+
+    /// An allocator over an arbitrary pod CIDR (a node's routed `spec.podCIDR`). Its network
+    /// and broadcast addresses are never handed out.
+    pub fn with_cidr(base: Ipv4Addr, prefix: u8) -> Result<PodIpAllocator, NetworkError> {
+        if !(8..=30).contains(&prefix) {
+            return Err(NetworkError::Cidr { base, prefix });
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(PodIpAllocator {
+            base: u32::from(base) & mask,
+            prefix,
+            inner: Mutex::new(Allocations::default()),
+        })
+    }
+
+    /// The node's pod CIDR, e.g. `127.1.0.0/16` (what `node.spec.podCIDR` would say).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    /// Whether `ip` is an assignable address of this node's range.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let offset = u32::from(ip).wrapping_sub(self.base);
+        offset > 0 && offset < self.size() - 1
+    }
+
+    /// The IP of pod `pod_uid`: the one it already has, else a free one (the first candidate
+    /// derived from the UID, then the next free ones in order).
+    pub fn allocate(&self, pod_uid: &str) -> Result<Ipv4Addr, NetworkError> {
+        let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ip) = a.by_uid.get(pod_uid) {
+            return Ok(*ip);
+        }
+        let hosts = self.size() - 2;
+        let hash = Sha256::digest(pod_uid.as_bytes());
+        let first = u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]) % hosts;
+        for i in 0..hosts {
+            let ip = Ipv4Addr::from(self.base + 1 + (first + i) % hosts);
+            if !a.by_ip.contains_key(&ip) {
+                a.by_ip.insert(ip, pod_uid.to_string());
+                a.by_uid.insert(pod_uid.to_string(), ip);
+                return Ok(ip);
+            }
+        }
+        Err(NetworkError::Exhausted {
+            cidr: self.cidr(),
+            used: a.by_ip.len(),
+        })
+    }
+
+    /// Re-registers pod `pod_uid`'s IP from its `status.podIP` (after an agent restart).
+    /// Restoring the same pair again is fine; an address outside the range or held by
+    /// another pod is an error (allocate a fresh one then).
+    pub fn restore(&self, pod_uid: &str, ip: IpAddr) -> Result<(), NetworkError> {
+        let error = |reason: &str| NetworkError::Restore {
+            ip,
+            uid: pod_uid.to_string(),
+            reason: reason.to_string(),
+        };
+        let IpAddr::V4(v4) = ip else {
+            return Err(error("it is not an IPv4 address"));
+        };
+        if !self.contains(v4) {
+            return Err(error(&format!(
+                "it is not in this node's range {}",
+                self.cidr()
+            )));
+        }
+        let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match (a.by_ip.get(&v4), a.by_uid.get(pod_uid)) {
+            (Some(owner), _) if owner != pod_uid => Err(error("another pod has it")),
+            (_, Some(current)) if *current != v4 => Err(error("the pod already has another IP")),
+            _ => {
+                a.by_ip.insert(v4, pod_uid.to_string());
+                a.by_uid.insert(pod_uid.to_string(), v4);
+                Ok(())
+            }
+        }
+    }
+
+    /// The pod's current IP, if it has one.
+    pub fn get(&self, pod_uid: &str) -> Option<Ipv4Addr> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uid
+            .get(pod_uid)
+            .copied()
+    }
+
+    /// Frees the pod's IP (when the pod is gone). Unknown UIDs are ignored.
+    pub fn release(&self, pod_uid: &str) {
+        let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ip) = a.by_uid.remove(pod_uid) {
+            a.by_ip.remove(&ip);
+        }
+    }
+
+    /// How many IPs are allocated.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uid
+            .len()
+    }
+
+    /// Whether no IP is allocated.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Checks that `ip` can be bound on this machine (binds an ephemeral port and lets it go).
+pub fn check_bindable(ip: IpAddr) -> Result<(), NetworkError> {
+    let addr = SocketAddr::new(ip, 0);
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| NetworkError::Bind { addr, source })
+}
+
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every in-flight request finished within the deadline.
+    Graceful,
+    /// The deadline passed; this many connections were cut.
+    Forced {
+        /// Connections still open at the deadline.
+        aborted: usize,
+    },
+}
+
+/// A running HTTP server of one pod port; [`ServerHandle::shutdown`] stops it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<Duration>>,
+    done: oneshot::Receiver<ShutdownOutcome>,
+}
+
+impl ServerHandle {
+    /// The address served (the actual port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting at once, lets in-flight requests finish for up to `grace` (idle
+    /// keep-alive connections close right away), then cuts what is left.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(grace);
+        }
+        (&mut self.done).await.unwrap_or(ShutdownOutcome::Graceful)
+    }
+}
+
+/// The error a pod's HTTP service may return.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on `addr` until the returned
+/// handle is shut down (or dropped, which stops it with no grace).
+pub async fn serve_http<S, B>(addr: SocketAddr, service: S) -> Result<ServerHandle, NetworkError>
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| NetworkError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| NetworkError::Bind { addr, source })?;
+    let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = accept_loop(listener, service, stop_rx).await;
+        let _ = done_tx.send(outcome);
+    });
+    Ok(ServerHandle {
+        addr: local,
+        stop: Some(stop_tx),
+        done: done_rx,
+    })
+}
+
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    service: S,
+    mut stop: oneshot::Receiver<Duration>,
+) -> ShutdownOutcome
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut connections: JoinSet<()> = JoinSet::new();
+    let grace = loop {
+        tokio::select! {
+            stopping = &mut stop => break stopping.unwrap_or(Duration::ZERO),
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the others.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service.clone()),
+                    )
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    };
+    drop(listener);
+    let all_closed = async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    };
+    let finished = tokio::time::timeout(grace, all_closed).await;
+    match finished {
+        Ok(()) => ShutdownOutcome::Graceful,
+        Err(_) => {
+            let aborted = connections.len();
+            connections.abort_all();
+            ShutdownOutcome::Forced { aborted }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::{Notify, mpsc};
+
+    use super::*;
+
+    type Response = http::Response<Full<Bytes>>;
+
+    /// Sends one HTTP/1.1 request over a fresh connection and returns the raw response.
+    async fn get(addr: SocketAddr) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /hi HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[test]
+    fn pod_ips_are_unique_in_the_node_range_and_deterministic_first() {
+        let pool = PodIpAllocator::new(3).expect("pool");
+        assert_eq!(pool.cidr(), "127.3.0.0/16");
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let ip = pool.allocate(&format!("uid-{i}")).expect("allocate");
+            assert!(pool.contains(ip), "{ip}");
+            assert_eq!(ip.octets()[..2], [127, 3]);
+            assert!(seen.insert(ip), "{ip} handed out twice");
+        }
+        assert_eq!(
+            pool.allocate("uid-7").expect("again"),
+            pool.get("uid-7").expect("has")
+        );
+        let fresh = PodIpAllocator::new(3).expect("pool");
+        assert_eq!(
+            fresh.allocate("uid-0").expect("a"),
+            pool.get("uid-0").expect("b")
+        );
+        assert!(matches!(
+            PodIpAllocator::new(0),
+            Err(NetworkError::NodeIndex(0))
+        ));
+    }
+
+    #[test]
+    fn released_ips_are_reused_and_a_small_range_runs_out() {
+        let pool = PodIpAllocator::with_cidr(Ipv4Addr::new(10, 244, 1, 0), 30).expect("pool");
+        let a = pool.allocate("a").expect("a");
+        let b = pool.allocate("b").expect("b");
+        assert_ne!(a, b);
+        assert!(matches!(
+            pool.allocate("c"),
+            Err(NetworkError::Exhausted { used: 2, .. })
+        ));
+        pool.release("a");
+        assert_eq!(pool.allocate("c").expect("c"), a);
+        assert!(!pool.contains(Ipv4Addr::new(10, 244, 1, 0)));
+        assert!(!pool.contains(Ipv4Addr::new(10, 244, 1, 3)));
+    }
+
+    #[test]
+    fn restoring_status_ips_keeps_them_and_rejects_conflicts() {
+        let pool = PodIpAllocator::new(1).expect("pool");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 1, 9, 9));
+        pool.restore("old-pod", ip).expect("restore");
+        pool.restore("old-pod", ip).expect("idempotent");
+        assert_eq!(pool.get("old-pod"), Some(Ipv4Addr::new(127, 1, 9, 9)));
+        assert!(pool.restore("other", ip).is_err());
+        assert!(
+            pool.restore("x", IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1)))
+                .is_err()
+        );
+        for i in 0..500 {
+            assert_ne!(IpAddr::V4(pool.allocate(&format!("n{i}")).expect("ip")), ip);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_is_served_on_the_pod_ip() {
+        let pool = PodIpAllocator::new(7).expect("pool");
+        let ip = IpAddr::V4(pool.allocate("pod-a").expect("ip"));
+        check_bindable(ip).expect("127/8 is loopback on Linux");
+        let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::from(format!(
+                "hello from {}",
+                req.uri().path()
+            )))))
+        });
+        let server = serve_http(SocketAddr::new(ip, 0), service)
+            .await
+            .expect("serve");
+        assert_eq!(server.local_addr().ip(), ip);
+        let response = get(server.local_addr()).await.expect("request");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("hello from /hi"), "{response}");
+        assert_eq!(
+            server.shutdown(Duration::from_secs(5)).await,
+            ShutdownOutcome::Graceful
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_new_connections_and_lets_in_flight_requests_finish() {
+        let release = Arc::new(Notify::new());
+        let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+        let service = {
+            let release = release.clone();
+            tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                let release = release.clone();
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    release.notified().await;
+                    Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::from("done"))))
+                }
+            })
+        };
+        let server = serve_http(SocketAddr::from(([127, 4, 0, 9], 0)), service)
+            .await
+            .expect("serve");
+        let addr = server.local_addr();
+        let in_flight = tokio::spawn(get(addr));
+        started.recv().await.expect("request reached the service");
+        let stopping = tokio::spawn(server.shutdown(Duration::from_secs(30)));
+
+        // Poll until the listener is gone: new connections are refused.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "still accepting");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.notify_one();
+        let response = in_flight.await.expect("join").expect("response");
+        assert!(response.ends_with("done"), "{response}");
+        assert_eq!(stopping.await.expect("join"), ShutdownOutcome::Graceful);
+    }
+
+    #[tokio::test]
+    async fn shutdown_cuts_requests_still_running_at_the_deadline() {
+        let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+        let service = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+            let started_tx = started_tx.clone();
+            async move {
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await;
+                Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::new())))
+            }
+        });
+        let server = serve_http(SocketAddr::from(([127, 4, 0, 10], 0)), service)
+            .await
+            .expect("serve");
+        let in_flight = tokio::spawn(get(server.local_addr()));
+        started.recv().await.expect("request reached the service");
+        let outcome = server.shutdown(Duration::from_millis(50)).await;
+        assert_eq!(outcome, ShutdownOutcome::Forced { aborted: 1 });
+        let response = in_flight.await.expect("join").unwrap_or_default();
+        assert!(!response.contains("200"), "{response}");
+    }
+}
