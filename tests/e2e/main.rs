@@ -7,8 +7,10 @@
 //! apiserver does.
 
 mod api_kubectl;
+mod api_semantics;
 mod bad_input;
 mod durability;
 mod harness;
 mod kube_client;
 mod kubectl;
+mod tables;
