@@ -364,7 +364,7 @@ impl Framework {
                 ties = 1;
             } else if total == self.totals[best] {
                 ties += 1;
-                if next_random(&mut self.rng) % ties == 0 {
+                if next_random(&mut self.rng).is_multiple_of(ties) {
                     best = k;
                 }
             }

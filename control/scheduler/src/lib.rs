@@ -1,15 +1,86 @@
 //! wasmkube-scheduler: assigns pending pods to nodes, like kube-scheduler.
 //!
+//! [`run`] watches pods, nodes and RuntimeClasses, and for every pending pod of its
+//! `schedulerName` picks a node with the plugins of [`plugins::default_framework`], then binds
+//! the pod through `pods/binding`. Pods that fit nowhere get `PodScheduled=False` with
+//! kube-scheduler's message and a `FailedScheduling` event, and are retried when the cluster
+//! changes. With several replicas, a Lease ([`leader`]) makes exactly one of them schedule.
+//!
+//! Modules:
 //! - [`snapshot`]: the cluster as the scheduler sees it (nodes, pods per node, assumed pods).
 //! - [`framework`]: filter and score plugin traits and the scheduling cycle.
 //! - [`plugins`]: NodeResourcesFit, NodeName, NodeUnschedulable, NodeAffinity (with
 //!   nodeSelector), TaintToleration, RuntimeClass and the balanced-allocation score.
 //! - [`resources`]: pod requests and node allocatable as integers.
+//! - [`queue`]: the active / backoff / unschedulable queues.
+//! - [`leader`]: Lease-based leader election, reusable by other components.
+//! - [`events`], `binding`: what the scheduler writes back.
 
+mod binding;
+pub mod config;
+pub mod events;
 pub mod framework;
+pub mod leader;
+pub mod metrics;
 pub mod plugins;
+pub mod queue;
 pub mod resources;
+mod scheduler;
 pub mod snapshot;
 
 #[cfg(test)]
 mod testing;
+
+use std::future::Future;
+
+use tokio::sync::watch;
+
+pub use config::{SchedulerConfig, SchedulerError};
+pub use leader::{LeaderElectionConfig, LeaderElectionError, LeaderElector};
+pub use metrics::{Metrics, MetricsSnapshot};
+
+/// Runs the scheduler until `shutdown` resolves, then releases its Lease (if it led).
+///
+/// Watch failures are retried with backoff and never end the scheduler; only an invalid
+/// configuration does.
+pub async fn run(
+    client: kube::Client,
+    config: SchedulerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SchedulerError> {
+    config.validate()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (leading, elector, _always) = match &config.leader_election {
+        Some(le) => {
+            let elector = LeaderElector::new(client.clone(), le.clone())?;
+            let leading = elector.subscribe();
+            let mut stop = stop_rx.clone();
+            let task = tokio::spawn(elector.run(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }));
+            (leading, Some(task), None)
+        }
+        None => {
+            let (tx, rx) = watch::channel(true);
+            (rx, None, Some(tx))
+        }
+    };
+    let (events, watches) = scheduler::spawn_watches(&client);
+    tracing::info!(
+        scheduler = %config.scheduler_name,
+        identity = %config.identity,
+        leader_election = config.leader_election.is_some(),
+        "scheduler starting"
+    );
+    scheduler::Scheduler::new(client, config)
+        .run(events, leading, shutdown)
+        .await;
+    for task in &watches {
+        task.abort();
+    }
+    let _ = stop_tx.send(true);
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    Ok(())
+}

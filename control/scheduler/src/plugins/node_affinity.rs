@@ -47,10 +47,10 @@ impl FilterPlugin for NodeAffinity {
             return Ok(());
         };
         let labels = labels_of(node);
-        if let Some(selector) = &spec.node_selector {
-            if !labels_match(selector, labels) {
-                return Err(Unschedulable::unresolvable(REASON));
-            }
+        if let Some(selector) = &spec.node_selector
+            && !labels_match(selector, labels)
+        {
+            return Err(Unschedulable::unresolvable(REASON));
         }
         let required = node_affinity(spec).and_then(|a| {
             a.required_during_scheduling_ignored_during_execution

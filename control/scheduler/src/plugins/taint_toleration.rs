@@ -13,15 +13,15 @@ use crate::snapshot::{NodeInfo, PodInfo};
 /// Whether `toleration` tolerates `taint` (`Toleration.ToleratesTaint`): an empty effect or
 /// key matches any; `Exists` ignores the value, `Equal` (or no operator) compares it.
 pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
+    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect
+    {
+        return false;
     }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty()) {
-        if key != taint.key {
-            return false;
-        }
+    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
+        && key != taint.key
+    {
+        return false;
     }
     match toleration.operator.as_deref().unwrap_or("") {
         "" | "Equal" => {
