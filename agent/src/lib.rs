@@ -1,0 +1,307 @@
+//! `wasmkube-agent`: the node agent, our kubelet. It registers its Node, watches the pods bound
+//! to it and runs their wasm containers through `wasmkube-runtime`.
+//!
+//! # Pieces
+//! - [`node`]: the Node object (registration, status every minute or on change) and its Lease
+//!   in `kube-node-lease` (renewed every 10 s).
+//! - [`pod`]: one watch of this node's pods and one worker per pod driving the pod's
+//!   [`pod::lifecycle`] (a pure state machine): init containers, restarts with
+//!   CrashLoopBackOff, graceful deletion; [`status`] writes `pods/status` when it changes.
+//! - [`runtime`]: the [`runtime::ContainerRuntime`] seam and its wasmtime implementation.
+//! - [`logs`]: CRI-format log files and the HTTPS server behind `kubectl logs`.
+//! - [`events`]: `core/v1` Events with repeat aggregation.
+//! - [`images`], [`volumes`], [`probes`], [`network`]: the image store, volumes, probes and
+//!   pod IPs.
+//!
+//! # Files
+//! Everything lives under `<data-dir>/agent/`: `images/` (the image store), `pods/<uid>/`
+//! (volumes and `<container>/<restartCount>.log`), `wasm-cache/` (compiled code).
+//!
+//! # Restarts and outages
+//! Wasm instances run inside the agent's process, so they end with it. After a restart the
+//! agent lists its pods, takes each over from its last status ([`pod::lifecycle::PodLifecycle::adopt`])
+//! and starts again what was running (counted as a restart, exit code 137 in `lastState`),
+//! so nothing runs twice. While the apiserver is unreachable, running pods keep running; the
+//! watch, status writes, lease and events retry with back-off.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Taint;
+use tokio::sync::watch;
+
+pub mod events;
+pub mod images;
+pub mod logs;
+pub mod network;
+pub mod node;
+pub mod pod;
+pub mod probes;
+pub mod runtime;
+pub mod status;
+pub mod volumes;
+
+pub use logs::server::{LogServerConfig, ServerTls};
+pub use node::{Capacity, RUNTIME_LABEL_WASMTIME};
+
+/// The kubelet's port, the default of the log server.
+pub const DEFAULT_LOG_PORT: u16 = 10250;
+
+/// Settings of an agent.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The Node's name (the host name by default in the CLI).
+    pub node_name: String,
+    /// The data directory; the agent keeps its files under `<data_dir>/agent/`.
+    pub data_dir: PathBuf,
+    /// The apiserver.
+    pub client: kube::Client,
+    /// This node's number on the machine (1-254): pod IPs are `127.<node_index>.x.y`.
+    pub node_index: u8,
+    /// Extra node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node is registered with.
+    pub taints: Vec<Taint>,
+    /// Capacity; `None` = the machine's CPUs, memory and disk, 110 pods.
+    pub capacity: Option<Capacity>,
+    /// The node's address (InternalIP, the pods' hostIP).
+    pub node_ip: IpAddr,
+    /// The log server (`bind` port is the node's `kubeletEndpoint` port).
+    pub log_server: LogServerConfig,
+    /// A wasm runtime to share (one per process); `None` = the agent makes its own.
+    pub runtime: Option<wasmkube_runtime::Runtime>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node_name", &self.node_name)
+            .field("data_dir", &self.data_dir)
+            .field("node_index", &self.node_index)
+            .field("labels", &self.labels)
+            .field("capacity", &self.capacity)
+            .field("node_ip", &self.node_ip)
+            .field("log_server", &self.log_server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConfig {
+    /// Defaults: node index 1, no extra labels or taints, the machine's capacity, node IP
+    /// 127.0.0.1, log server on 0.0.0.0:10250 with a self-signed certificate and no clients
+    /// allowed until a CA or token is configured.
+    pub fn new(
+        node_name: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        client: kube::Client,
+    ) -> Self {
+        let node_name = node_name.into();
+        AgentConfig {
+            node_name: node_name.clone(),
+            data_dir: data_dir.into(),
+            client,
+            node_index: 1,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            capacity: None,
+            node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            log_server: LogServerConfig {
+                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LOG_PORT),
+                tls: None,
+                client_ca_pem: None,
+                bearer_tokens: Vec::new(),
+                names: vec![node_name],
+            },
+            runtime: None,
+        }
+    }
+
+    /// `<data_dir>/agent`.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data directory cannot be used.
+    #[error("cannot use {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The wasm runtime cannot be created.
+    #[error("cannot start the wasm runtime: {0}")]
+    Runtime(#[from] wasmkube_runtime::RuntimeError),
+    /// The image store cannot be opened.
+    #[error("cannot open the image store: {0}")]
+    Images(#[from] images::ImageError),
+    /// The log server cannot start.
+    #[error(transparent)]
+    LogServer(#[from] logs::server::LogServerError),
+    /// The node index is out of range.
+    #[error("node index {0} is out of range (1-254)")]
+    NodeIndex(u8),
+    /// Pod networking cannot be set up.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// The node's name.
+    pub node_name: String,
+    /// Where the log server listens.
+    pub log_addr: SocketAddr,
+    /// The log server's certificate (PEM).
+    pub log_cert_pem: String,
+    /// Ends when the agent has stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the agent; it runs until `shutdown` resolves. Registration with an unreachable
+/// apiserver is retried in the background, so this returns once local setup is done.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    if config.node_index == 0 || config.node_index == 255 {
+        return Err(AgentError::NodeIndex(config.node_index));
+    }
+    let agent_dir = config.agent_dir();
+    let pods_dir = agent_dir.join("pods");
+    for dir in [&agent_dir, &pods_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let runtime = match config.runtime.clone() {
+        Some(r) => r,
+        None => wasmkube_runtime::Runtime::new(wasmkube_runtime::RuntimeConfig::new(
+            agent_dir.join("wasm-cache"),
+        ))?,
+    };
+    let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
+
+    let network = pod::sandbox::Network::new(config.node_index)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let log_registry = logs::LogRegistry::new();
+    let log_server = logs::server::start(
+        config.log_server.clone(),
+        log_registry.clone(),
+        pods_dir.clone(),
+        stopped(),
+    )
+    .await?;
+
+    let mut info = node::info::MachineInfo::detect(&agent_dir);
+    info.hostname = config.node_name.clone();
+    let capacity = config
+        .capacity
+        .unwrap_or_else(|| Capacity::of_machine(&info));
+    let settings = node::NodeSettings {
+        name: config.node_name.clone(),
+        labels: config.labels.clone(),
+        taints: config.taints.clone(),
+        capacity,
+        address: config.node_ip,
+        log_port: log_server.addr.port(),
+        data_dir: agent_dir.clone(),
+    };
+    let ctx = Arc::new(pod::PodContext {
+        client: config.client.clone(),
+        node_name: config.node_name.clone(),
+        host_ip: config.node_ip,
+        runtime: Arc::new(runtime::wasm::WasmRuntime::new(runtime)),
+        images,
+        events: events::EventRecorder::start(config.client.clone(), config.node_name.clone()),
+        logs: log_registry,
+        pods_dir,
+        allocatable: capacity.allocatable(),
+        network,
+    });
+    let client = config.client.clone();
+    let node_name = config.node_name.clone();
+    let task = tokio::spawn(async move {
+        let registration = register_until_done(&client, &settings, &info, stopped());
+        let Some(status) = registration.await else {
+            return;
+        };
+        let lease = tokio::spawn(node::lease::run(
+            client.clone(),
+            node_name.clone(),
+            stopped(),
+        ));
+        let node_status = tokio::spawn(node::run_status(
+            client.clone(),
+            settings,
+            info,
+            Some(status),
+            stopped(),
+        ));
+        pod::run(ctx, stopped()).await;
+        let _ = lease.await;
+        let _ = node_status.await;
+        let _ = log_server.task.await;
+    });
+    let supervisor = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+    });
+    Ok(RunningAgent {
+        node_name: config.node_name,
+        log_addr: log_server.addr,
+        log_cert_pem: log_server.cert_pem,
+        task: supervisor,
+    })
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let running = start(config, shutdown).await?;
+    let _ = running.task.await;
+    Ok(())
+}
+
+/// Registers the node, retrying with back-off until it works or `stopped` resolves.
+async fn register_until_done(
+    client: &kube::Client,
+    settings: &node::NodeSettings,
+    info: &node::info::MachineInfo,
+    stopped: impl Future<Output = ()>,
+) -> Option<k8s_openapi::api::core::v1::NodeStatus> {
+    tokio::pin!(stopped);
+    let mut retry = Duration::from_millis(200);
+    loop {
+        match node::register(client, settings, info).await {
+            Ok(status) => return Some(status),
+            Err(e) => {
+                tracing::warn!(error = %e, node = %settings.name, "registering the node failed; retrying")
+            }
+        }
+        tokio::select! {
+            () = &mut stopped => return None,
+            () = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(Duration::from_secs(10));
+    }
+}

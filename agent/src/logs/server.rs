@@ -1,0 +1,354 @@
+//! The agent's HTTPS server: `/containerLogs/{namespace}/{pod}/{container}` like the
+//! kubelet's, for the apiserver's `pods/log` proxy, and `/healthz`.
+//!
+//! Query parameters: `follow`, `tailLines`, `sinceSeconds`, `sinceTime`, `previous`,
+//! `timestamps`, `limitBytes`. Errors are plain text with the kubelet's status codes and
+//! messages (the apiserver passes them on).
+//!
+//! Who may read logs: a client presenting a certificate signed by the cluster CA (the
+//! apiserver presents one when it proxies), or a request with one of the configured bearer
+//! tokens. The serving certificate is the one given (issued by the cluster CA, so the
+//! apiserver can verify it), or a self-signed one made at start when none is given.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{LogOptions, LogRegistry, container_dir, instances};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The serving certificate and key (PEM).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// Certificate chain, leaf first.
+    pub cert_pem: String,
+    /// Private key (PKCS#8 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+/// Settings of the log server.
+#[derive(Clone, Debug)]
+pub struct LogServerConfig {
+    /// Listen address (`0.0.0.0:10250` like the kubelet, or `127.0.0.1:0` in tests).
+    pub bind: SocketAddr,
+    /// Serving certificate; `None` = a self-signed one is made at start.
+    pub tls: Option<ServerTls>,
+    /// Client certificates signed by this CA (PEM) are let in.
+    pub client_ca_pem: Option<String>,
+    /// Bearer tokens that are let in.
+    pub bearer_tokens: Vec<String>,
+    /// Extra names for a self-signed certificate (the node name, its addresses).
+    pub names: Vec<String>,
+}
+
+/// Why the log server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogServerError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate, key or CA is unusable.
+    #[error("log server TLS: {0}")]
+    Tls(String),
+}
+
+/// A running log server.
+#[derive(Debug)]
+pub struct LogServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The serving certificate (PEM), for clients that pin it.
+    pub cert_pem: String,
+    /// Ends when the server stops.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Ctx {
+    registry: LogRegistry,
+    pods_dir: PathBuf,
+    tokens: Vec<String>,
+}
+
+/// Starts serving; stops when `shutdown` resolves.
+pub async fn start(
+    config: LogServerConfig,
+    registry: LogRegistry,
+    pods_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<LogServer, LogServerError> {
+    let tls = match config.tls.clone() {
+        Some(tls) => tls,
+        None => self_signed(&config.names)?,
+    };
+    let server_config = server_config(&tls, config.client_ca_pem.as_deref())?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| LogServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| LogServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let ctx = Arc::new(Ctx {
+        registry,
+        pods_dir,
+        tokens: config.bearer_tokens.clone(),
+    });
+    let acceptor = TlsAcceptor::from(server_config);
+    let task = tokio::spawn(accept_loop(listener, acceptor, ctx, shutdown));
+    tracing::info!(%addr, "log server listening");
+    Ok(LogServer {
+        addr,
+        cert_pem: tls.cert_pem,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ctx: Arc<Ctx>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let ctx = Arc::clone(&ctx);
+                connections.spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let service = hyper::service::service_fn(move |req| {
+                        let ctx = Arc::clone(&ctx);
+                        async move { Ok::<_, Infallible>(handle(&ctx, has_cert, req).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        }
+    }
+    connections.abort_all();
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut body = message.into();
+    body.push('\n');
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn authorized(ctx: &Ctx, has_cert: bool, req: &Request<Incoming>) -> bool {
+    if has_cert {
+        return true;
+    }
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    token.is_some_and(|t| !t.is_empty() && ctx.tokens.iter().any(|k| k == t))
+}
+
+async fn handle(ctx: &Ctx, has_cert: bool, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok");
+    }
+    if !authorized(ctx, has_cert, &req) {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    if req.method() != http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let Some(rest) = path.strip_prefix("/containerLogs/") else {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    };
+    let parts: Vec<String> = rest
+        .split('/')
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let [namespace, pod, container] = parts.as_slice() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected /containerLogs/{namespace}/{pod}/{container}",
+        );
+    };
+    let opts = match LogOptions::from_query(req.uri().query().unwrap_or(""), jiff::Timestamp::now())
+    {
+        Ok(o) => o,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    container_logs(ctx, namespace, pod, container, opts)
+}
+
+fn container_logs(
+    ctx: &Ctx,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    opts: LogOptions,
+) -> Response<Body> {
+    let Some(uid) = ctx.registry.pod_uid(namespace, pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod \"{pod}\" in namespace \"{namespace}\" not found on this node"),
+        );
+    };
+    if !ctx.registry.has_container(namespace, pod, container) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not valid for pod {pod}"),
+        );
+    }
+    let dir = container_dir(&ctx.pods_dir, &uid, container);
+    let found = instances(&dir);
+    let instance = if opts.previous {
+        match found.len() {
+            n if n >= 2 => found[n - 2],
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                    ),
+                );
+            }
+        }
+    } else {
+        match found.last() {
+            Some(n) => *n,
+            None => {
+                let why = ctx
+                    .registry
+                    .waiting_reason(namespace, pod, container)
+                    .unwrap_or_else(|| "ContainerCreating".into());
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "container \"{container}\" in pod \"{pod}\" is waiting to start: {why}"
+                    ),
+                );
+            }
+        }
+    };
+    let path = dir.join(format!("{instance}.log"));
+    let stream = super::follow(&ctx.registry, path, 0, opts, 0).map_ok(Frame::data);
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// The rustls configuration: the serving certificate, and client certificates from the CA
+/// accepted but not required (bearer tokens are the other way in).
+fn server_config(
+    tls: &ServerTls,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<rustls::ServerConfig>, LogServerError> {
+    let err = |e: &dyn std::fmt::Display| LogServerError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| err(&e))?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?;
+    let builder = match client_ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| err(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| err(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A self-signed serving certificate for `names` (plus localhost and 127.0.0.1).
+fn self_signed(names: &[String]) -> Result<ServerTls, LogServerError> {
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    sans.extend(names.iter().filter(|n| !n.is_empty()).cloned());
+    sans.sort();
+    sans.dedup();
+    let certified =
+        rcgen::generate_simple_self_signed(sans).map_err(|e| LogServerError::Tls(e.to_string()))?;
+    Ok(ServerTls {
+        cert_pem: certified.cert.pem(),
+        key_pem: certified.signing_key.serialize_pem(),
+    })
+}

@@ -1,0 +1,489 @@
+//! The agent's Node: registration, status and heartbeat.
+//!
+//! On start the agent creates its Node (labels, taints, then status) or, when it exists,
+//! updates the labels it owns and the status. [`run_status`] then refreshes the status every
+//! [`STATUS_CHECK`], posting it when something besides heartbeat times changed or every
+//! [`STATUS_REPORT`]; [`lease::run`] renews the Lease in `kube-node-lease` every 10 s, the
+//! heartbeat the node lifecycle controller watches. Both keep retrying through apiserver
+//! outages.
+//!
+//! The status carries capacity and allocatable (cpu, memory, pods, ephemeral-storage;
+//! allocatable memory is capacity minus the kubelet's default 100Mi hard eviction
+//! threshold), addresses (InternalIP and Hostname), nodeInfo, the conditions Ready,
+//! MemoryPressure, DiskPressure and PIDPressure with the kubelet's reasons and messages, and
+//! `daemonEndpoints.kubeletEndpoint.port`, the agent's log server.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+
+pub mod info;
+pub mod lease;
+
+use info::{CONTAINER_RUNTIME_VERSION, KUBELET_VERSION, MachineInfo};
+
+/// How often the node status is recomputed.
+pub const STATUS_CHECK: Duration = Duration::from_secs(10);
+/// The status is posted at least this often, even unchanged.
+pub const STATUS_REPORT: Duration = Duration::from_secs(60);
+/// The label saying this node runs wasm with wasmtime.
+pub const RUNTIME_LABEL_WASMTIME: &str = "wasmkube.io/runtime.wasmtime";
+/// Default pods per node, as the kubelet's `--max-pods`.
+pub const DEFAULT_MAX_PODS: i64 = 110;
+/// The kubelet's default `memory.available` hard eviction threshold.
+const EVICTION_MEMORY: i64 = 100 * 1024 * 1024;
+/// The kubelet's default `nodefs.available` hard eviction threshold, percent.
+const EVICTION_DISK_PERCENT: i64 = 10;
+
+/// Resources the node offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// CPU in millicores.
+    pub cpu_millis: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+    /// Most pods.
+    pub pods: i64,
+    /// Disk of the data directory, bytes.
+    pub ephemeral_storage_bytes: i64,
+}
+
+impl Capacity {
+    /// The machine's real CPUs, memory and disk, with [`DEFAULT_MAX_PODS`].
+    pub fn of_machine(info: &MachineInfo) -> Capacity {
+        Capacity {
+            cpu_millis: info.cpus * 1000,
+            memory_bytes: info.memory_bytes,
+            pods: DEFAULT_MAX_PODS,
+            ephemeral_storage_bytes: info.disk_bytes,
+        }
+    }
+
+    /// Allocatable: capacity minus the hard eviction thresholds.
+    pub fn allocatable(&self) -> Capacity {
+        Capacity {
+            memory_bytes: (self.memory_bytes - EVICTION_MEMORY).max(0),
+            ephemeral_storage_bytes: self.ephemeral_storage_bytes
+                - self.ephemeral_storage_bytes * EVICTION_DISK_PERCENT / 100,
+            ..*self
+        }
+    }
+
+    fn quantities(&self) -> BTreeMap<String, Quantity> {
+        let cpu = if self.cpu_millis % 1000 == 0 {
+            (self.cpu_millis / 1000).to_string()
+        } else {
+            format!("{}m", self.cpu_millis)
+        };
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu)),
+            (
+                "memory".to_string(),
+                Quantity(format!("{}Ki", self.memory_bytes / 1024)),
+            ),
+            ("pods".to_string(), Quantity(self.pods.to_string())),
+            (
+                "ephemeral-storage".to_string(),
+                Quantity(format!("{}Ki", self.ephemeral_storage_bytes / 1024)),
+            ),
+        ])
+    }
+}
+
+/// What the agent says about its node.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Node name.
+    pub name: String,
+    /// Labels besides the well-known ones.
+    pub labels: BTreeMap<String, String>,
+    /// Taints set when the node is created.
+    pub taints: Vec<Taint>,
+    /// Capacity.
+    pub capacity: Capacity,
+    /// The InternalIP address.
+    pub address: IpAddr,
+    /// The log server's port.
+    pub log_port: u16,
+    /// Where disk pressure is measured.
+    pub data_dir: PathBuf,
+}
+
+impl NodeSettings {
+    /// All labels: the well-known ones, the runtime label, then the configured ones.
+    pub fn all_labels(&self, info: &MachineInfo) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), self.name.clone()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ("kubernetes.io/arch".to_string(), info.architecture.clone()),
+            ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+            (
+                "beta.kubernetes.io/arch".to_string(),
+                info.architecture.clone(),
+            ),
+            (
+                "node.kubernetes.io/instance-type".to_string(),
+                "wasmkube".to_string(),
+            ),
+            (RUNTIME_LABEL_WASMTIME.to_string(), "true".to_string()),
+        ]);
+        labels.extend(self.labels.clone());
+        labels
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    previous: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeCondition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let before = previous
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let transition = match before {
+        Some(b) if b.status == status && b.last_transition_time.is_some() => {
+            b.last_transition_time.clone()
+        }
+        _ => Some(Time(now)),
+    };
+    NodeCondition {
+        type_: type_.to_string(),
+        status,
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: transition,
+    }
+}
+
+/// The node status now. `previous` (the status last posted) keeps transition times.
+pub fn node_status(
+    settings: &NodeSettings,
+    info: &MachineInfo,
+    previous: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let memory_pressure =
+        info.memory_available_bytes > 0 && info.memory_available_bytes < EVICTION_MEMORY;
+    let disk_pressure = info.disk_bytes > 0
+        && info.disk_available_bytes * 100 < info.disk_bytes * EVICTION_DISK_PERCENT;
+    let conditions = vec![
+        if memory_pressure {
+            condition(
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+                previous,
+                now,
+            )
+        } else {
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                previous,
+                now,
+            )
+        },
+        if disk_pressure {
+            condition(
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+                previous,
+                now,
+            )
+        } else {
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                previous,
+                now,
+            )
+        },
+        condition(
+            "PIDPressure",
+            false,
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+            previous,
+            now,
+        ),
+        condition(
+            "Ready",
+            true,
+            "KubeletReady",
+            "kubelet is posting ready status",
+            previous,
+            now,
+        ),
+    ];
+    NodeStatus {
+        capacity: Some(settings.capacity.quantities()),
+        allocatable: Some(settings.capacity.allocatable().quantities()),
+        conditions: Some(conditions),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: settings.address.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: settings.name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(settings.log_port),
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: info.architecture.clone(),
+            boot_id: info.boot_id.clone(),
+            container_runtime_version: CONTAINER_RUNTIME_VERSION.into(),
+            kernel_version: info.kernel_version.clone(),
+            kube_proxy_version: String::new(),
+            kubelet_version: KUBELET_VERSION.into(),
+            machine_id: info.machine_id.clone(),
+            operating_system: "linux".into(),
+            os_image: info.os_image.clone(),
+            system_uuid: info.machine_id.clone(),
+            swap: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The status with heartbeat times removed, to tell whether anything changed.
+fn without_heartbeats(status: &NodeStatus) -> NodeStatus {
+    let mut s = status.clone();
+    for c in s.conditions.iter_mut().flatten() {
+        c.last_heartbeat_time = None;
+    }
+    s
+}
+
+/// Creates the node, or updates the labels the agent owns on an existing one, then posts its
+/// status. Returns the posted status.
+pub async fn register(
+    client: &kube::Client,
+    settings: &NodeSettings,
+    info: &MachineInfo,
+) -> Result<NodeStatus, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let labels = settings.all_labels(info);
+    let existing = nodes.get_opt(&settings.name).await?;
+    let previous = match existing {
+        None => {
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(settings.name.clone()),
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        "node.alpha.kubernetes.io/ttl".to_string(),
+                        "0".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                spec: Some(NodeSpec {
+                    taints: (!settings.taints.is_empty()).then(|| settings.taints.clone()),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => tracing::info!(node = %settings.name, "registered the node"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+            None
+        }
+        Some(node) => {
+            let patch = serde_json::json!({"metadata": {"labels": labels}});
+            nodes
+                .patch(
+                    &settings.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            node.status
+        }
+    };
+    let status = node_status(settings, info, previous.as_ref(), Timestamp::now());
+    post_status(&nodes, &settings.name, &status).await?;
+    Ok(status)
+}
+
+async fn post_status(
+    nodes: &Api<Node>,
+    name: &str,
+    status: &NodeStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({ "status": status });
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Keeps the node status fresh until `shutdown` resolves: recomputed every
+/// [`STATUS_CHECK`], posted on change or every [`STATUS_REPORT`]; errors are retried at the
+/// next check. If the node object disappears, it is registered again.
+pub async fn run_status(
+    client: kube::Client,
+    settings: NodeSettings,
+    mut info: MachineInfo,
+    mut last: Option<NodeStatus>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut last_post = Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(STATUS_CHECK) => {}
+        }
+        info.refresh(&settings.data_dir);
+        let status = node_status(&settings, &info, last.as_ref(), Timestamp::now());
+        let changed = last
+            .as_ref()
+            .is_none_or(|l| without_heartbeats(l) != without_heartbeats(&status));
+        if !changed && last_post.elapsed() < STATUS_REPORT {
+            continue;
+        }
+        match post_status(&nodes, &settings.name, &status).await {
+            Ok(()) => {
+                last = Some(status);
+                last_post = Instant::now();
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::warn!(node = %settings.name, "the node object is gone; registering again");
+                if let Ok(s) = register(&client, &settings, &info).await {
+                    last = Some(s);
+                    last_post = Instant::now();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "posting the node status failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> NodeSettings {
+        NodeSettings {
+            name: "n1".into(),
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            taints: Vec::new(),
+            capacity: Capacity {
+                cpu_millis: 2000,
+                memory_bytes: 4 << 30,
+                pods: 110,
+                ephemeral_storage_bytes: 100 << 30,
+            },
+            address: "127.0.0.1".parse().unwrap(),
+            log_port: 10250,
+            data_dir: PathBuf::from("/tmp"),
+        }
+    }
+
+    fn info() -> MachineInfo {
+        MachineInfo {
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            memory_available_bytes: 2 << 30,
+            disk_bytes: 100 << 30,
+            disk_available_bytes: 50 << 30,
+            os_image: "Debian".into(),
+            kernel_version: "6.1".into(),
+            machine_id: "m".into(),
+            boot_id: "b".into(),
+            architecture: "amd64".into(),
+            hostname: "h".into(),
+        }
+    }
+
+    #[test]
+    fn status_reports_capacity_allocatable_and_kubelet_conditions() {
+        let s = node_status(&settings(), &info(), None, Timestamp::now());
+        let cap = s.capacity.unwrap();
+        assert_eq!(cap["cpu"].0, "2");
+        assert_eq!(cap["memory"].0, "4194304Ki");
+        assert_eq!(cap["pods"].0, "110");
+        let alloc = s.allocatable.unwrap();
+        assert_eq!(alloc["memory"].0, format!("{}Ki", (4 << 20) - 100 * 1024));
+        let conds = s.conditions.unwrap();
+        let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("kubelet is posting ready status")
+        );
+        let mem = conds.iter().find(|c| c.type_ == "MemoryPressure").unwrap();
+        assert_eq!(mem.reason.as_deref(), Some("KubeletHasSufficientMemory"));
+        assert_eq!(
+            s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            10250
+        );
+        assert_eq!(s.node_info.unwrap().kubelet_version, KUBELET_VERSION);
+    }
+
+    #[test]
+    fn transition_times_stay_while_conditions_hold() {
+        let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2024-01-01T00:01:00Z".parse().unwrap();
+        let first = node_status(&settings(), &info(), None, t0);
+        let second = node_status(&settings(), &info(), Some(&first), t1);
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap()
+        };
+        assert_eq!(ready(&second).last_transition_time, Some(Time(t0)));
+        assert_eq!(ready(&second).last_heartbeat_time, Some(Time(t1)));
+        assert_eq!(without_heartbeats(&first), without_heartbeats(&second));
+        let mut low = info();
+        low.memory_available_bytes = 10 << 20;
+        let third = node_status(&settings(), &low, Some(&second), t1);
+        assert_ne!(without_heartbeats(&second), without_heartbeats(&third));
+    }
+
+    #[test]
+    fn labels_include_well_known_and_runtime_labels() {
+        let labels = settings().all_labels(&info());
+        assert_eq!(labels["kubernetes.io/hostname"], "n1");
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["kubernetes.io/arch"], "amd64");
+        assert_eq!(labels[RUNTIME_LABEL_WASMTIME], "true");
+        assert_eq!(labels["zone"], "a");
+    }
+}

@@ -1,0 +1,214 @@
+//! The pods bound to this node: one watch, one worker task per pod.
+//!
+//! [`run`] watches pods with `fieldSelector=spec.nodeName=<node>` (kube-runtime's watcher,
+//! with its back-off: an apiserver outage only pauses the watch; running pods keep running).
+//! Each pod UID gets a [`worker`] that drives the pod's [`lifecycle`] and owns everything of
+//! that pod (its instances, IP, volumes, probes, status writes). The manager only routes the
+//! latest pod object to the worker, and tells it when the object is gone. After a re-list
+//! (the watch restarted, or the agent itself restarted) pods missing from the list are gone.
+//!
+//! ```text
+//! watcher ──Apply/Delete──▶ manager ──watch::Sender<PodMessage>──▶ worker (per pod UID)
+//!                                                                   ├─ lifecycle (pure)
+//!                                                                   ├─ runtime: start/stop
+//!                                                                   ├─ probes
+//!                                                                   └─ StatusWriter ─▶ pods/status
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::events::EventRecorder;
+use crate::images::ImageStore;
+use crate::logs::LogRegistry;
+use crate::node::Capacity;
+use crate::runtime::ContainerRuntime;
+
+pub mod backoff;
+pub mod env;
+pub mod lifecycle;
+pub mod probing;
+pub mod sandbox;
+pub mod start;
+pub mod worker;
+
+/// What every pod worker shares.
+pub struct PodContext {
+    /// The apiserver.
+    pub client: kube::Client,
+    /// This node.
+    pub node_name: String,
+    /// The node's IP (`status.hostIP`).
+    pub host_ip: IpAddr,
+    /// Runs containers.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// The node's images.
+    pub images: ImageStore,
+    /// Events.
+    pub events: EventRecorder,
+    /// Log files and pod names for the log server.
+    pub logs: LogRegistry,
+    /// `<agent-dir>/pods`: per-pod volumes and logs.
+    pub pods_dir: PathBuf,
+    /// Allocatable resources (defaults of `resourceFieldRef` without limits).
+    pub allocatable: Capacity,
+    /// Pod IPs.
+    pub network: sandbox::Network,
+}
+
+impl std::fmt::Debug for PodContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodContext")
+            .field("node_name", &self.node_name)
+            .field("pods_dir", &self.pods_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the manager tells a worker.
+#[derive(Debug, Clone)]
+pub enum PodMessage {
+    /// The latest object.
+    Update(Arc<Pod>),
+    /// The object is gone from the API: stop everything now.
+    Gone,
+}
+
+struct WorkerHandle {
+    tx: watch::Sender<PodMessage>,
+    task: JoinHandle<()>,
+}
+
+/// Watches this node's pods and runs a worker per pod until `shutdown` resolves.
+pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let mut stream = std::pin::pin!(watcher::watcher(pods, config).default_backoff());
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    // UIDs whose worker finished (the pod was deleted): late events must not revive them.
+    let mut retired: HashSet<String> = HashSet::new();
+    let mut listing: Option<Vec<Pod>> = None;
+    let mut first_listing = true;
+    tokio::pin!(shutdown);
+    loop {
+        let event = tokio::select! {
+            () = &mut shutdown => break,
+            event = stream.next() => event,
+        };
+        workers.retain(|uid, w| {
+            let done = w.task.is_finished();
+            if done {
+                retired.insert(uid.clone());
+            }
+            !done
+        });
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "watching pods failed; retrying");
+                continue;
+            }
+            None => break,
+        };
+        match event {
+            Event::Init => listing = Some(Vec::new()),
+            Event::InitApply(pod) => match listing.as_mut() {
+                Some(list) => list.push(pod),
+                None => dispatch(&ctx, &mut workers, &retired, pod),
+            },
+            Event::InitDone => {
+                if let Some(list) = listing.take() {
+                    // Pods keep the IPs their status shows: register them all before any
+                    // worker allocates one for a new pod.
+                    for pod in &list {
+                        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+                        if let (Some(uid), Some(Ok(ip))) =
+                            (pod.metadata.uid.as_deref(), ip.map(str::parse))
+                        {
+                            ctx.network.restore(uid, ip);
+                        }
+                    }
+                    let seen: HashSet<String> =
+                        list.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                    for pod in list {
+                        dispatch(&ctx, &mut workers, &retired, pod);
+                    }
+                    if first_listing {
+                        first_listing = false;
+                        remove_stale_pod_dirs(&ctx.pods_dir, &seen).await;
+                    }
+                    retired.retain(|uid| seen.contains(uid));
+                    for (uid, w) in &workers {
+                        if !seen.contains(uid) {
+                            w.tx.send_replace(PodMessage::Gone);
+                        }
+                    }
+                }
+            }
+            Event::Apply(pod) => dispatch(&ctx, &mut workers, &retired, pod),
+            Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid.as_ref() {
+                    retired.remove(uid);
+                    if let Some(w) = workers.get(uid) {
+                        w.tx.send_replace(PodMessage::Gone);
+                    }
+                }
+            }
+        }
+    }
+    // The agent is stopping: instances end with the process. Workers are dropped; their pods
+    // are adopted again by the next start.
+    for (_, w) in workers {
+        w.task.abort();
+    }
+}
+
+/// Sends the pod to its worker, starting one for a new UID.
+fn dispatch(
+    ctx: &Arc<PodContext>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    retired: &HashSet<String>,
+    pod: Pod,
+) {
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    if retired.contains(&uid) {
+        return;
+    }
+    let pod = Arc::new(pod);
+    if let Some(w) = workers.get(&uid) {
+        w.tx.send_replace(PodMessage::Update(pod));
+        return;
+    }
+    let (tx, rx) = watch::channel(PodMessage::Update(Arc::clone(&pod)));
+    let task = tokio::spawn(worker::run(Arc::clone(ctx), pod, rx));
+    workers.insert(uid, WorkerHandle { tx, task });
+}
+
+/// Removes the directories of pods that are no longer bound to this node (deleted while the
+/// agent was down).
+async fn remove_stale_pod_dirs(pods_dir: &std::path::Path, current: &HashSet<String>) {
+    let Ok(mut entries) = tokio::fs::read_dir(pods_dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !current.contains(&name) {
+            tracing::info!(uid = %name, "removing the files of a pod that is gone");
+            if let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
+                tracing::warn!(error = %e, uid = %name, "removing a stale pod directory failed");
+            }
+        }
+    }
+}

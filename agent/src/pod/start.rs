@@ -1,0 +1,225 @@
+//! Starting one instance of a container: image, environment, command line, log file, limits,
+//! ports, then the runtime — with the kubelet's events along the way (`Pulled`, `Created`,
+//! `Started`, `Failed`).
+//!
+//! Runs as its own future (compiling a large module takes a while), so the pod worker keeps
+//! serving other containers and deletion meanwhile.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use wasmkube_api::quantity::Quantity;
+
+use super::PodContext;
+use super::env::{self, Environment, PodFacts};
+use crate::events::EventType;
+use crate::images::{PullPolicy, ResolvedImage};
+use crate::logs::{ContainerLog, Stream};
+use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
+
+/// The port an HTTP handler is served on when its container declares none.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// What a start needs.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// The container.
+    pub container: Container,
+    /// Whether it is an init container (for event field paths).
+    pub init: bool,
+    /// The instance number (restart count).
+    pub restart_count: u32,
+    /// The pod's IP.
+    pub pod_ip: Option<IpAddr>,
+    /// Its volume mounts.
+    pub mounts: Vec<Mount>,
+}
+
+/// A started instance.
+#[derive(Debug)]
+pub struct Started {
+    /// The running instance.
+    pub running: RunningContainer,
+    /// The image it runs.
+    pub image: ResolvedImage,
+}
+
+/// Why a start did not produce a running instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFailed {
+    /// The image cannot be resolved.
+    Image(String),
+    /// Environment or configuration error.
+    Config(String),
+    /// The runtime failed on its own.
+    Runtime(String),
+    /// The workload cannot run (invalid module, port in use): an instance that ended with
+    /// `StartError`.
+    Workload(String),
+}
+
+/// Starts one instance of `req.container`.
+pub async fn start_container(
+    ctx: Arc<PodContext>,
+    req: StartRequest,
+) -> Result<Started, StartFailed> {
+    let c = &req.container;
+    let pod = &req.pod;
+    let event = |type_: EventType, reason: &str, message: String| {
+        ctx.events
+            .pod(pod, Some((&c.name, req.init)), type_, reason, message);
+    };
+    let image_ref = c.image.clone().unwrap_or_default();
+    let policy = PullPolicy::for_container(c.image_pull_policy.as_deref(), &image_ref);
+    let image = match ctx.images.ensure(&image_ref, policy, None).await {
+        Ok(image) => image,
+        Err(e) => {
+            let message = e.to_string();
+            event(
+                EventType::Warning,
+                "Failed",
+                format!("Failed to pull image \"{image_ref}\": {message}"),
+            );
+            event(
+                EventType::Warning,
+                "Failed",
+                format!("Error: {}", e.reason()),
+            );
+            return Err(StartFailed::Image(message));
+        }
+    };
+    event(
+        EventType::Normal,
+        "Pulled",
+        format!("Container image \"{image_ref}\" already present on machine"),
+    );
+
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let config_error = |message: String| {
+        event(EventType::Warning, "Failed", format!("Error: {message}"));
+        StartFailed::Config(message)
+    };
+    let sources = env::fetch_sources(&ctx.client, &namespace, c)
+        .await
+        .map_err(|e| config_error(e.to_string()))?;
+    let facts = PodFacts {
+        pod,
+        pod_ip: req.pod_ip.map(|ip| ip.to_string()),
+        host_ip: ctx.host_ip.to_string(),
+        node_cpu_millis: ctx.allocatable.cpu_millis,
+        node_memory_bytes: ctx.allocatable.memory_bytes,
+    };
+    let container_env =
+        env::resolve_env(c, &facts, &sources).map_err(|e| config_error(e.to_string()))?;
+    // The image's Env comes first; the container's overrides it.
+    let mut environment = Environment::default();
+    for (k, v) in &image.env {
+        environment.set(k, v.clone());
+    }
+    for (k, v) in container_env.into_vec() {
+        environment.set(&k, v);
+    }
+    let command: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .map(|s| environment.expand(s))
+        .collect();
+    let args: Vec<String> = c
+        .args
+        .iter()
+        .flatten()
+        .map(|s| environment.expand(s))
+        .collect();
+    let mut argv = image.argv(&command, &args);
+    // A wasm image has no program to choose: when no word of the line names one (no command,
+    // no entrypoint, and the image's Cmd is replaced by args or absent), argv[0] is the
+    // container's name.
+    let unnamed = command.is_empty()
+        && image.entrypoint.is_empty()
+        && (!args.is_empty() || image.cmd.is_empty());
+    if unnamed {
+        argv.insert(0, c.name.clone());
+    }
+
+    let log = ContainerLog::create(
+        &ctx.logs,
+        &ctx.pods_dir,
+        pod.metadata.uid.as_deref().unwrap_or_default(),
+        &c.name,
+        req.restart_count,
+    )
+    .map_err(|e| StartFailed::Runtime(format!("cannot create the log file: {e}")))?;
+
+    let limits = Limits {
+        memory_bytes: c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| Quantity::parse(&q.0).ok())
+            .and_then(|q| u64::try_from(q.value()).ok()),
+        cpu_millis: None,
+    };
+    let listen = match req.pod_ip {
+        Some(ip) => {
+            let ports: Vec<SocketAddr> = c
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+                .filter_map(|p| u16::try_from(p.container_port).ok())
+                .map(|port| SocketAddr::new(ip, port))
+                .collect();
+            if ports.is_empty() {
+                vec![SocketAddr::new(ip, DEFAULT_HTTP_PORT)]
+            } else {
+                ports
+            }
+        }
+        None => Vec::new(),
+    };
+    let spec = ContainerSpec {
+        id: format!(
+            "{namespace}/{}/{}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            c.name
+        ),
+        image: image.clone(),
+        args: argv,
+        env: environment.into_vec(),
+        mounts: req.mounts.clone(),
+        log: log.clone(),
+        limits,
+        listen,
+    };
+    event(
+        EventType::Normal,
+        "Created",
+        format!("Created container: {}", c.name),
+    );
+    match ctx.runtime.start(spec).await {
+        Ok(running) => {
+            event(
+                EventType::Normal,
+                "Started",
+                format!("Started container {}", c.name),
+            );
+            Ok(Started { running, image })
+        }
+        Err(StartError::Workload(message)) => {
+            log.note(Stream::Stderr, &format!("failed to start: {message}"));
+            log.close();
+            event(EventType::Warning, "Failed", format!("Error: {message}"));
+            Err(StartFailed::Workload(message))
+        }
+        Err(StartError::Internal(message)) => {
+            log.close();
+            event(EventType::Warning, "Failed", format!("Error: {message}"));
+            Err(StartFailed::Runtime(message))
+        }
+    }
+}

@@ -1,0 +1,771 @@
+//! The worker of one pod: the imperative shell around its [`PodLifecycle`].
+//!
+//! Each turn of the loop: notice deletion and `activeDeadlineSeconds`, make sure the sandbox
+//! (IP, volumes) is ready, ask the lifecycle what to start or stop, act, publish the status;
+//! then wait for the next thing to happen — a new version of the pod, a start finishing, an
+//! instance ending, a probe result, a timer. Starts run as futures beside the loop, so a slow
+//! compilation never delays a deletion.
+//!
+//! Graceful deletion: once `deletionTimestamp` is set, Ready turns False, nothing starts any
+//! more, every instance is asked to stop with the pod's grace period (HTTP handlers stop
+//! accepting and drain; processes stop at once, see [`crate::runtime::wasm`]) and is cut at
+//! the deadline. When nothing runs, the final status is written and the agent confirms the
+//! deletion (`gracePeriodSeconds=0`, precondition on the UID), which removes the object.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Preconditions};
+use tokio::sync::{mpsc, watch};
+
+use super::lifecycle::{ContainerState, Phase, PodLifecycle, PodStage, StartFailure, Termination};
+use super::probing::{ProbeKind, ProbeReport, ProbeRunner};
+use super::sandbox::Volumes;
+use super::start::{StartFailed, StartRequest, Started, start_container};
+use super::{PodContext, PodMessage};
+use crate::events::EventType;
+use crate::runtime::{Outcome, StopHandle};
+use crate::status::{StatusInputs, StatusWriter, build};
+
+/// Retry interval of volume preparation.
+const VOLUME_RETRY: Duration = Duration::from_secs(10);
+/// How long the final status may take to be written before the deletion is confirmed anyway.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(5);
+/// The default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: i64 = 30;
+
+/// A running instance.
+struct Instance {
+    generation: u64,
+    stopper: Box<dyn StopHandle>,
+    started_at: Timestamp,
+    probes: Option<ProbeRunner>,
+    stop_requested: bool,
+}
+
+/// Something that finished beside the loop.
+enum Done {
+    Started {
+        index: usize,
+        generation: u64,
+        result: Result<Started, StartFailed>,
+    },
+    Exited {
+        index: usize,
+        generation: u64,
+        outcome: Outcome,
+    },
+}
+
+struct Worker {
+    ctx: Arc<PodContext>,
+    pod: Arc<Pod>,
+    rx: watch::Receiver<PodMessage>,
+    uid: String,
+    name: String,
+    namespace: String,
+    lc: PodLifecycle,
+    instances: HashMap<usize, Instance>,
+    starting: HashMap<usize, u64>,
+    pending: FuturesUnordered<BoxFuture<'static, Done>>,
+    generation: u64,
+    writer: StatusWriter,
+    probe_tx: mpsc::Sender<ProbeReport>,
+    probe_rx: mpsc::Receiver<ProbeReport>,
+    pod_ip: Option<IpAddr>,
+    volumes: Option<Volumes>,
+    volume_retry_at: Option<Instant>,
+    start_time: Timestamp,
+    terminating: bool,
+    grace_deadline: Option<Instant>,
+    deadline_exceeded: bool,
+    wake_at: Option<Instant>,
+}
+
+/// Runs the worker of `pod` until the pod is gone.
+pub async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver<PodMessage>) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let span = tracing::info_span!("pod", pod = %format!("{namespace}/{name}"), %uid);
+    let writer = StatusWriter::start(ctx.client.clone(), &namespace, &name, &uid);
+    let (probe_tx, probe_rx) = mpsc::channel(64);
+    let mut lc = PodLifecycle::new(&pod);
+    if let Some(status) = &pod.status {
+        lc.adopt(status, Instant::now());
+    }
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or_else(Timestamp::now, |t| t.0);
+    let worker = Worker {
+        ctx,
+        pod,
+        rx,
+        uid,
+        name,
+        namespace,
+        lc,
+        instances: HashMap::new(),
+        starting: HashMap::new(),
+        pending: FuturesUnordered::new(),
+        generation: 0,
+        writer,
+        probe_tx,
+        probe_rx,
+        pod_ip: None,
+        volumes: None,
+        volume_retry_at: None,
+        start_time,
+        terminating: false,
+        grace_deadline: None,
+        deadline_exceeded: false,
+        wake_at: None,
+    };
+    tracing::Instrument::instrument(worker.run(), span).await;
+}
+
+impl Worker {
+    fn container(&self, index: usize) -> Option<(&Container, bool)> {
+        let spec = self.pod.spec.as_ref()?;
+        let init = spec.init_containers.as_deref().unwrap_or_default();
+        if index < init.len() {
+            init.get(index).map(|c| (c, true))
+        } else {
+            spec.containers.get(index - init.len()).map(|c| (c, false))
+        }
+    }
+
+    fn event(&self, index: Option<usize>, type_: EventType, reason: &str, message: String) {
+        let container = index
+            .and_then(|i| self.container(i))
+            .map(|(c, init)| (c.name.as_str(), init));
+        self.ctx
+            .events
+            .pod(&self.pod, container, type_, reason, message);
+    }
+
+    async fn run(mut self) {
+        let names: Vec<String> = self.lc.containers.iter().map(|c| c.name.clone()).collect();
+        self.ctx
+            .logs
+            .add_pod(&self.namespace, &self.name, &self.uid, names);
+        tracing::info!("pod worker started");
+        loop {
+            let now = Instant::now();
+            self.wake_at = None;
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                self.begin_termination(now);
+            }
+            self.check_active_deadline(now);
+            self.enforce_grace_deadline(now);
+            let finished = matches!(self.lc.stage, PodStage::Finished(_));
+            if !self.terminating && !finished {
+                self.ensure_sandbox(now).await;
+            }
+            if self.sandbox_ready() || self.terminating || finished {
+                self.act(now);
+            }
+            self.publish();
+            if self.terminating
+                && self.pod.metadata.deletion_timestamp.is_some()
+                && matches!(self.lc.stage, PodStage::Finished(_))
+                && self.instances.is_empty()
+                && self.starting.is_empty()
+            {
+                self.confirm_deletion().await;
+                return;
+            }
+            if !self.wait().await {
+                self.gone().await;
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next thing to happen. Returns false when the pod is gone.
+    async fn wait(&mut self) -> bool {
+        let wake = self.wake_at;
+        let sleep = async move {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = self.rx.changed() => {
+                if changed.is_err() {
+                    // The manager stopped (the agent is shutting down).
+                    return false;
+                }
+                let message = self.rx.borrow_and_update().clone();
+                match message {
+                    PodMessage::Update(pod) => {
+                        self.pod = pod;
+                        true
+                    }
+                    PodMessage::Gone => false,
+                }
+            }
+            Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                self.on_done(done);
+                true
+            }
+            Some(report) = self.probe_rx.recv() => {
+                self.on_probe(report);
+                true
+            }
+            () = sleep => true,
+        }
+    }
+
+    fn wake(&mut self, at: Instant) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    fn sandbox_ready(&self) -> bool {
+        self.pod_ip.is_some() && self.volumes.is_some()
+    }
+
+    /// Allocates the pod's IP and prepares its volumes (retried until they work).
+    async fn ensure_sandbox(&mut self, now: Instant) {
+        if self.pod_ip.is_none() {
+            let preferred = self
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok());
+            match self.ctx.network.allocate(&self.uid, preferred) {
+                Ok(ip) => self.pod_ip = Some(ip),
+                Err(e) => {
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {e}"),
+                    );
+                    let at = now + VOLUME_RETRY;
+                    self.wake(at);
+                }
+            }
+        }
+        if self.volumes.is_some() {
+            return;
+        }
+        if let Some(at) = self.volume_retry_at
+            && at > now
+        {
+            self.wake(at);
+            return;
+        }
+        let dir = self.ctx.pods_dir.join(&self.uid);
+        match Volumes::prepare(&self.ctx.client, &self.pod, &dir).await {
+            Ok(v) => {
+                self.volumes = Some(v);
+                self.volume_retry_at = None;
+            }
+            Err(message) => {
+                self.event(None, EventType::Warning, "FailedMount", message);
+                let at = now + VOLUME_RETRY;
+                self.volume_retry_at = Some(at);
+                self.wake(at);
+            }
+        }
+    }
+
+    /// Starts, stops and records back-offs as the lifecycle plans.
+    fn act(&mut self, now: Instant) {
+        let plan = self.lc.plan(now, &self.name, &self.namespace, &self.uid);
+        if self.deadline_exceeded
+            && let PodStage::Finished(_) = self.lc.stage
+        {
+            self.lc.stage = PodStage::Finished(Phase::Failed);
+        }
+        for i in plan.start {
+            self.start(i, now);
+        }
+        for (i, _) in &plan.backing_off {
+            let name = self.lc.containers[*i].name.clone();
+            self.event(
+                Some(*i),
+                EventType::Warning,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {name} in pod {}_{}({})",
+                    self.name, self.namespace, self.uid
+                ),
+            );
+        }
+        for i in plan.stop {
+            let grace = self.grace_period();
+            self.stop(i, grace, "Stopping container");
+        }
+        if let Some(at) = plan.wake_at {
+            self.wake(at);
+        }
+        for c in &self.lc.containers {
+            let reason = match &c.state {
+                ContainerState::Waiting { reason, .. } => Some(reason.as_str()),
+                ContainerState::Creating => Some("ContainerCreating"),
+                _ => None,
+            };
+            self.ctx
+                .logs
+                .set_waiting(&self.namespace, &self.name, &c.name, reason);
+        }
+    }
+
+    fn start(&mut self, index: usize, now: Instant) {
+        let Some((container, init)) = self.container(index).map(|(c, i)| (c.clone(), i)) else {
+            return;
+        };
+        if let Err(e) = self.lc.begin_start(index, now) {
+            tracing::warn!(error = %e, "refused start");
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.starting.insert(index, generation);
+        let mounts = self
+            .volumes
+            .as_ref()
+            .map(|v| v.mounts_for(&container))
+            .unwrap_or_default();
+        let req = StartRequest {
+            pod: Arc::clone(&self.pod),
+            container,
+            init,
+            restart_count: self.lc.containers[index].restart_count,
+            pod_ip: self.pod_ip,
+            mounts,
+        };
+        let ctx = Arc::clone(&self.ctx);
+        self.pending.push(
+            async move {
+                let result = start_container(ctx, req).await;
+                Done::Started {
+                    index,
+                    generation,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = Instant::now();
+        match done {
+            Done::Started {
+                index,
+                generation,
+                result,
+            } => {
+                if self.starting.get(&index) != Some(&generation) {
+                    if let Ok(started) = result {
+                        started.running.stopper.stop(Duration::ZERO);
+                    }
+                    return;
+                }
+                self.starting.remove(&index);
+                match result {
+                    Ok(started) => self.on_started(index, generation, started),
+                    Err(failed) => {
+                        let outcome = match failed {
+                            StartFailed::Image(m) => Err(StartFailure::Image(m)),
+                            StartFailed::Config(m) => Err(StartFailure::Config(m)),
+                            StartFailed::Runtime(m) => Err(StartFailure::Runtime(m)),
+                            StartFailed::Workload(m) => Ok(Termination {
+                                exit_code: 128,
+                                reason: "StartError".into(),
+                                message: Some(m),
+                                started_at: None,
+                                finished_at: Timestamp::now(),
+                            }),
+                        };
+                        let r = match outcome {
+                            Err(f) => self.lc.start_failed(index, f, now),
+                            Ok(t) => self.lc.exited(index, t, now),
+                        };
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "start failure not recorded");
+                        }
+                    }
+                }
+            }
+            Done::Exited {
+                index,
+                generation,
+                outcome,
+            } => {
+                let Some(instance) = self.instances.get(&index) else {
+                    return;
+                };
+                if instance.generation != generation {
+                    return;
+                }
+                let Some(instance) = self.instances.remove(&index) else {
+                    return;
+                };
+                let termination = Termination::from_outcome(
+                    &outcome,
+                    Some(instance.started_at),
+                    Timestamp::now(),
+                );
+                tracing::info!(
+                    container = %self.lc.containers[index].name,
+                    outcome = %outcome_text(&outcome),
+                    "container ended"
+                );
+                if let Err(e) = self.lc.exited(index, termination, now) {
+                    tracing::warn!(error = %e, "exit not recorded");
+                }
+            }
+        }
+    }
+
+    fn on_started(&mut self, index: usize, generation: u64, started: Started) {
+        let Started { running, image } = started;
+        let started_at = Timestamp::now();
+        if let Err(e) = self.lc.started(index, started_at, image.digest.clone()) {
+            tracing::warn!(error = %e, "start not recorded");
+            running.stopper.stop(Duration::ZERO);
+            return;
+        }
+        let probes = self.container(index).and_then(|(c, _)| {
+            ProbeRunner::start(c, self.pod_ip, index, generation, self.probe_tx.clone())
+        });
+        let (has_readiness, has_startup) = self
+            .container(index)
+            .map(|(c, _)| (c.readiness_probe.is_some(), c.startup_probe.is_some()))
+            .unwrap_or((false, false));
+        if !has_startup {
+            self.lc.set_started(index, true);
+        }
+        if !has_readiness && !has_startup {
+            self.lc.set_ready(index, true);
+        }
+        let outcome = running.outcome;
+        self.pending.push(
+            async move {
+                let outcome = outcome.await;
+                Done::Exited {
+                    index,
+                    generation,
+                    outcome,
+                }
+            }
+            .boxed(),
+        );
+        self.instances.insert(
+            index,
+            Instance {
+                generation,
+                stopper: running.stopper,
+                started_at,
+                probes,
+                stop_requested: false,
+            },
+        );
+        if self.terminating {
+            let grace = self.remaining_grace(Instant::now());
+            self.stop(index, grace, "Stopping container");
+        }
+    }
+
+    fn on_probe(&mut self, report: ProbeReport) {
+        let Some(instance) = self.instances.get(&report.index) else {
+            return;
+        };
+        if instance.generation != report.generation || instance.stop_requested {
+            return;
+        }
+        let index = report.index;
+        let name = self.lc.containers[index].name.clone();
+        if !report.success
+            && let Some(message) = &report.message
+        {
+            self.event(
+                Some(index),
+                EventType::Warning,
+                "Unhealthy",
+                format!("{} probe failed: {message}", report.kind.title()),
+            );
+        }
+        match report.kind {
+            ProbeKind::Readiness => {
+                let started = self.lc.containers[index].started != Some(false);
+                self.lc
+                    .set_ready(index, report.success && started && !self.terminating);
+            }
+            ProbeKind::Startup => {
+                if report.success {
+                    self.lc.set_started(index, true);
+                    let has_readiness = self
+                        .container(index)
+                        .is_some_and(|(c, _)| c.readiness_probe.is_some());
+                    if !has_readiness {
+                        self.lc.set_ready(index, !self.terminating);
+                    }
+                } else if report.failed_threshold {
+                    let grace = self.grace_period();
+                    self.stop(
+                        index,
+                        grace,
+                        &format!("Container {name} failed startup probe, will be restarted; stopping container"),
+                    );
+                }
+            }
+            ProbeKind::Liveness => {
+                if !report.success && report.failed_threshold {
+                    let grace = self.grace_period();
+                    self.stop(
+                        index,
+                        grace,
+                        &format!("Container {name} failed liveness probe, will be restarted; stopping container"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Asks instance `index` to stop, with a `Killing` event.
+    fn stop(&mut self, index: usize, grace: Duration, why: &str) {
+        let Some(instance) = self.instances.get_mut(&index) else {
+            return;
+        };
+        if instance.stop_requested {
+            return;
+        }
+        instance.stop_requested = true;
+        if let Some(p) = instance.probes.take() {
+            p.stop();
+        }
+        instance.stopper.stop(grace);
+        let name = self.lc.containers[index].name.clone();
+        let message = if why == "Stopping container" {
+            format!("Stopping container {name}")
+        } else {
+            why.to_string()
+        };
+        self.event(Some(index), EventType::Normal, "Killing", message);
+    }
+
+    /// The grace period of the pod: `deletionGracePeriodSeconds` once deleted, else
+    /// `terminationGracePeriodSeconds` (default 30 s).
+    fn grace_period(&self) -> Duration {
+        let secs = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(DEFAULT_GRACE)
+            .max(0);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+
+    fn remaining_grace(&self, now: Instant) -> Duration {
+        self.grace_deadline
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
+    }
+
+    /// Deletion was requested: stop everything within the grace period.
+    fn begin_termination(&mut self, now: Instant) {
+        let grace = self.grace_period();
+        let deadline = now + grace;
+        if self.terminating {
+            // A second delete may shorten the grace period.
+            if self.grace_deadline.is_some_and(|d| deadline < d) {
+                self.grace_deadline = Some(deadline);
+            }
+            return;
+        }
+        self.terminating = true;
+        self.grace_deadline = Some(deadline);
+        tracing::info!(grace_seconds = grace.as_secs(), "pod deletion requested");
+        for i in self.lc.terminate() {
+            self.stop(i, grace, "Stopping container");
+        }
+    }
+
+    /// Cuts whatever still runs once the grace period is over.
+    fn enforce_grace_deadline(&mut self, now: Instant) {
+        let Some(deadline) = self.grace_deadline else {
+            return;
+        };
+        if deadline > now {
+            self.wake(deadline);
+            return;
+        }
+        for instance in self.instances.values() {
+            instance.stopper.stop(Duration::ZERO);
+        }
+    }
+
+    /// `activeDeadlineSeconds`: a pod active longer than that is stopped and fails.
+    fn check_active_deadline(&mut self, now: Instant) {
+        if self.terminating || self.deadline_exceeded {
+            return;
+        }
+        if matches!(self.lc.stage, PodStage::Finished(_)) {
+            return;
+        }
+        let Some(limit) = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+        else {
+            return;
+        };
+        let end = self
+            .start_time
+            .checked_add(jiff::SignedDuration::from_secs(limit))
+            .unwrap_or(Timestamp::MAX);
+        let left = end.duration_since(Timestamp::now());
+        if left.is_positive() {
+            self.wake(now + left.unsigned_abs());
+            return;
+        }
+        self.deadline_exceeded = true;
+        self.event(
+            None,
+            EventType::Normal,
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline".into(),
+        );
+        let grace = self.grace_period();
+        self.grace_deadline = Some(now + grace);
+        for i in self.lc.terminate() {
+            self.stop(i, grace, "Stopping container");
+        }
+    }
+
+    fn publish(&self) {
+        let reason = self.deadline_exceeded.then(|| {
+            (
+                "DeadlineExceeded".to_string(),
+                "Pod was active on the node longer than the specified deadline".to_string(),
+            )
+        });
+        let inputs = StatusInputs {
+            pod: &self.pod,
+            pod_ip: self.pod_ip.map(|ip| ip.to_string()),
+            host_ip: self.ctx.host_ip.to_string(),
+            start_time: self.start_time,
+            sandbox_ready: self.sandbox_ready(),
+            runtime_scheme: self.ctx.runtime.scheme(),
+            reason,
+        };
+        self.writer
+            .publish(build(&self.lc, &inputs, Timestamp::now()));
+    }
+
+    /// Everything stopped after a deletion: write the final status, confirm the deletion and
+    /// clean up.
+    async fn confirm_deletion(mut self) {
+        self.writer.flush(FINAL_STATUS_WAIT).await;
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let mut retry = Duration::from_millis(200);
+        loop {
+            match pods.delete(&self.name, &params).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "confirming the pod deletion failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        changed = self.rx.changed() => {
+                            if changed.is_err() || matches!(*self.rx.borrow(), PodMessage::Gone) {
+                                break;
+                            }
+                        }
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!("pod deleted");
+        self.cleanup().await;
+    }
+
+    /// The object is gone (or the agent stops): stop every instance now and clean up.
+    async fn gone(mut self) {
+        for instance in self.instances.values() {
+            instance.stopper.stop(Duration::ZERO);
+        }
+        for instance in self.instances.values_mut() {
+            if let Some(p) = instance.probes.take() {
+                p.stop();
+            }
+        }
+        // Let the instances end (a stopped guest ends at its next epoch tick) before the pod's
+        // files go; starts in flight are stopped as they finish.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.instances.is_empty() || !self.starting.is_empty() {
+            let next = tokio::time::timeout_at(deadline, self.pending.next()).await;
+            match next {
+                Ok(Some(Done::Exited { index, .. })) => {
+                    self.instances.remove(&index);
+                }
+                Ok(Some(Done::Started { index, result, .. })) => {
+                    self.starting.remove(&index);
+                    if let Ok(started) = result {
+                        started.running.stopper.stop(Duration::ZERO);
+                        let _ = tokio::time::timeout_at(deadline, started.running.outcome).await;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tracing::info!("pod gone; stopped");
+        self.cleanup().await;
+    }
+
+    async fn cleanup(self) {
+        self.ctx.network.release(&self.uid);
+        self.ctx
+            .logs
+            .remove_pod(&self.namespace, &self.name, &self.uid);
+        let dir = self.ctx.pods_dir.join(&self.uid);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "removing the pod directory failed");
+        }
+    }
+}
+
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Exited(code) => format!("exited with code {code}"),
+        Outcome::Trapped { message } => format!("trapped: {message}"),
+        Outcome::OutOfMemory => "out of memory".into(),
+        Outcome::Stopped => "stopped".into(),
+        Outcome::CpuTimeExceeded => "CPU time limit exceeded".into(),
+        Outcome::StartFailed { message } => format!("failed to start: {message}"),
+    }
+}
