@@ -157,8 +157,8 @@ impl PodIpAllocator {
         let first = u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]) % hosts;
         for i in 0..hosts {
             let ip = Ipv4Addr::from(self.base + 1 + (first + i) % hosts);
-            if !a.by_ip.contains_key(&ip) {
-                a.by_ip.insert(ip, pod_uid.to_string());
+            if let std::collections::hash_map::Entry::Vacant(free) = a.by_ip.entry(ip) {
+                free.insert(pod_uid.to_string());
                 a.by_uid.insert(pod_uid.to_string(), ip);
                 return Ok(ip);
             }
