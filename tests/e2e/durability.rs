@@ -153,6 +153,11 @@ async fn acknowledged_creates_survive_kill_9_and_restarts() -> Result<()> {
         );
     }
     assert!(after_crash.len() >= acked.len());
+    eprintln!(
+        "kill -9 after {} acknowledged creates; {} objects after the restart",
+        acked.len(),
+        after_crash.len()
+    );
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "durability");
     let sample = api.get("cm-0000").await?;
     assert_eq!(
