@@ -103,6 +103,7 @@ pub(crate) struct BenchCommand {
 impl BenchCommand {
     /// Runs the benchmarks, prints the report and stops the server it started.
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
+        target::raise_open_files_limit();
         let target = match &self.kubeconfig {
             Some(path) => Target::from_kubeconfig(path).await?,
             None => {

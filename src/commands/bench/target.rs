@@ -267,6 +267,22 @@ async fn readyz(kubeconfig: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises this process's soft limit of open files to its hard limit (the server the bench
+/// starts inherits it): every benchmark client and watch holds a socket of its own.
+pub(crate) fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            ..limit
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("warning: cannot raise the open files limit: {e}");
+        }
+    }
+}
+
 /// A loopback port nothing listens on right now (the OS picks it).
 fn free_loopback_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
