@@ -41,8 +41,12 @@ static void sleep_ms(unsigned long ms) {
     nanosleep(&t, NULL);
 }
 
-static unsigned long memory_bytes(void) {
-    return (unsigned long)__builtin_wasm_memory_size(0) * WASM_PAGE;
+/* Every block is chained from here, so the allocations stay reachable and the compiler cannot
+ * drop the malloc/memset pairs as dead stores. */
+static void *volatile held_blocks;
+
+static unsigned long long memory_bytes(void) {
+    return (unsigned long long)__builtin_wasm_memory_size(0) * WASM_PAGE;
 }
 
 /* Keeps growing linear memory directly; only returns if a grow is refused without a trap. */
@@ -50,14 +54,17 @@ static void grow_directly(unsigned long interval_ms) {
     for (;;) {
         size_t previous = __builtin_wasm_memory_grow(0, 1);
         if (previous == (size_t)-1) {
-            fprintf(stderr, "memhog: memory.grow refused at %lu MiB of linear memory\n",
+            fprintf(stderr, "memhog: memory.grow refused at %llu MiB of linear memory\n",
                     memory_bytes() / MIB);
             return;
         }
         /* Touch the new page so it is really backed. */
-        memset((void *)(previous * WASM_PAGE), 0x5a, WASM_PAGE);
+        volatile char *page = (volatile char *)(previous * WASM_PAGE);
+        for (unsigned long i = 0; i < WASM_PAGE; i += 4096) {
+            page[i] = 0x5a;
+        }
         if ((previous + 1) % (MIB / WASM_PAGE) == 0) {
-            printf("memhog: linear memory %lu MiB (memory.grow)\n", memory_bytes() / MIB);
+            printf("memhog: linear memory %llu MiB (memory.grow)\n", memory_bytes() / MIB);
             fflush(stdout);
             sleep_ms(interval_ms / 4);
         }
@@ -92,8 +99,10 @@ int main(int argc, char **argv) {
             abort();
         }
         memset(block, 0xa5, step_mib * MIB);
+        *(void **)block = held_blocks;
+        held_blocks = block;
         held_mib += step_mib;
-        printf("memhog: holding %lu MiB (linear memory %lu MiB)\n", held_mib,
+        printf("memhog: holding %lu MiB (linear memory %llu MiB)\n", held_mib,
                memory_bytes() / MIB);
         fflush(stdout);
         sleep_ms(interval_ms);
