@@ -166,10 +166,15 @@ pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
             }
         }
     }
-    // The agent is stopping: instances end with the process. Workers are dropped; their pods
-    // are adopted again by the next start.
-    for (_, w) in workers {
-        w.task.abort();
+    // The agent is stopping: each worker stops its instances (they would end with the
+    // process anyway) and leaves its pod's files and status for the next start to adopt.
+    let tasks: Vec<JoinHandle<()>> = workers.into_values().map(|w| w.task).collect();
+    let stopping = futures::future::join_all(tasks);
+    if tokio::time::timeout(std::time::Duration::from_secs(15), stopping)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some pod workers did not stop in time");
     }
 }
 

@@ -51,6 +51,16 @@ struct Instance {
     stop_requested: bool,
 }
 
+/// What the worker does after waiting.
+enum Next {
+    /// Keep going.
+    Continue,
+    /// The pod object is gone: stop and clean up.
+    Gone,
+    /// The agent stops: stop the instances, keep the files.
+    Shutdown,
+}
+
 /// Something that finished beside the loop.
 enum Done {
     Started {
@@ -185,15 +195,26 @@ impl Worker {
                 self.confirm_deletion().await;
                 return;
             }
-            if !self.wait().await {
-                self.gone().await;
-                return;
+            match self.wait().await {
+                Next::Continue => {}
+                Next::Gone => {
+                    self.stop_all().await;
+                    tracing::info!("pod gone; stopped");
+                    self.cleanup().await;
+                    return;
+                }
+                Next::Shutdown => {
+                    // The agent stops: instances end with it; the pod's files and status stay
+                    // for the next start to take over.
+                    self.stop_all().await;
+                    return;
+                }
             }
         }
     }
 
-    /// Waits for the next thing to happen. Returns false when the pod is gone.
-    async fn wait(&mut self) -> bool {
+    /// Waits for the next thing to happen.
+    async fn wait(&mut self) -> Next {
         let wake = self.wake_at;
         let sleep = async move {
             match wake {
@@ -204,27 +225,27 @@ impl Worker {
         tokio::select! {
             changed = self.rx.changed() => {
                 if changed.is_err() {
-                    // The manager stopped (the agent is shutting down).
-                    return false;
+                    // The manager stopped: the agent is shutting down.
+                    return Next::Shutdown;
                 }
                 let message = self.rx.borrow_and_update().clone();
                 match message {
                     PodMessage::Update(pod) => {
                         self.pod = pod;
-                        true
+                        Next::Continue
                     }
-                    PodMessage::Gone => false,
+                    PodMessage::Gone => Next::Gone,
                 }
             }
             Some(done) = self.pending.next(), if !self.pending.is_empty() => {
                 self.on_done(done);
-                true
+                Next::Continue
             }
             Some(report) = self.probe_rx.recv() => {
                 self.on_probe(report);
-                true
+                Next::Continue
             }
-            () = sleep => true,
+            () = sleep => Next::Continue,
         }
     }
 
@@ -712,8 +733,8 @@ impl Worker {
         self.cleanup().await;
     }
 
-    /// The object is gone (or the agent stops): stop every instance now and clean up.
-    async fn gone(mut self) {
+    /// Stops every instance now and waits (briefly) for them to end.
+    async fn stop_all(&mut self) {
         for instance in self.instances.values() {
             instance.stopper.stop(Duration::ZERO);
         }
@@ -741,8 +762,6 @@ impl Worker {
                 Ok(None) | Err(_) => break,
             }
         }
-        tracing::info!("pod gone; stopped");
-        self.cleanup().await;
     }
 
     async fn cleanup(self) {
