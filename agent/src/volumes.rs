@@ -1,0 +1,585 @@
+//! Pod volumes, materialized as directories on the node and preopened into wasm containers.
+//!
+//! [`prepare`] builds every volume of a pod under `<pod-dir>/volumes/<name>`:
+//! - `emptyDir`: a directory (mode 0777), kept across container restarts and agent restarts
+//!   (it goes with the pod). `medium: Memory` is a directory too, and `sizeLimit` is not
+//!   enforced: a wasm guest's writes go through the agent, not a tmpfs.
+//! - `hostPath`: the node's directory itself; `DirectoryOrCreate` creates it, `Directory` and
+//!   no type require it to exist. File, socket and device types cannot be preopened (WASI
+//!   preopens are directories) and fail with a message saying so.
+//! - `configMap`, `secret`: one file per key (all keys, or the `items` listed, at their
+//!   `path`), mode `items[].mode` or `defaultMode` (0644); secret values are the decoded bytes.
+//!   A missing object or key fails the mount unless `optional`.
+//! - `downwardAPI`: pod metadata (`metadata.name|namespace|uid|labels|annotations` and
+//!   `labels['k']`) and container resource fields, labels and annotations as `key="value"`
+//!   lines like the kubelet writes.
+//! - `projected`: the same configMap, secret and downwardAPI sources merged into one directory
+//!   (`serviceAccountToken` and `clusterTrustBundle` sources are not supported yet).
+//!
+//! Calling [`prepare`] again refreshes configMap, secret and downwardAPI content in place
+//! (each file replaced atomically, stale keys removed) and leaves emptyDir content alone, so the
+//! pod worker may call it on every (re)start. Files are written directly rather than through
+//! the kubelet's `..data` symlink swap; a guest reading a file sees the old or the new value.
+//!
+//! [`PodVolumes::preopens_for`] turns a container's `volumeMounts` into preopened directories:
+//! `mountPath` is the guest path, read-only when the mount says so or the volume is a
+//! configMap, secret, downwardAPI or projected one; `subPath` mounts a subdirectory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
+use kube::Api;
+
+mod downward;
+#[cfg(test)]
+mod tests;
+
+pub use wasmkube_runtime::Preopen;
+
+/// The mode of configMap, secret and downwardAPI files when neither the item nor the volume
+/// sets one (0644, Kubernetes' default).
+const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// Why a pod's volumes cannot be set up; the message is the `FailedMount` event's.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The volume cannot be set up; `message` says why (an object or key is missing, a
+    /// hostPath does not exist, the source is unsupported...).
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
+    SetUp {
+        /// The volume's name.
+        volume: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading a ConfigMap or Secret from the apiserver failed (retry later).
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {what}: {source}")]
+    Api {
+        /// The volume's name.
+        volume: String,
+        /// What was read, e.g. `configmap "app"`.
+        what: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A filesystem operation failed.
+    #[error("MountVolume.SetUp failed for volume {volume:?} : cannot write {path}: {source}")]
+    Io {
+        /// The volume's name.
+        volume: String,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A container's volume mount cannot be made (unknown volume, bad or file subPath).
+    #[error("cannot mount volume {volume:?} at {mount_path}: {message}")]
+    Mount {
+        /// The volume's name.
+        volume: String,
+        /// The mount path.
+        mount_path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A prepared volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedVolume {
+    /// Its directory on the node.
+    pub host: PathBuf,
+    /// Whether its kind is read-only for containers (configMap, secret, downwardAPI,
+    /// projected).
+    pub read_only: bool,
+    /// Whether the agent wrote its content (so `subPath` directories may be created in it).
+    pub managed: bool,
+}
+
+/// The prepared volumes of one pod, by volume name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodVolumes {
+    volumes: HashMap<String, PreparedVolume>,
+}
+
+impl PodVolumes {
+    /// The prepared volume named `name`.
+    pub fn get(&self, name: &str) -> Option<&PreparedVolume> {
+        self.volumes.get(name)
+    }
+
+    /// The preopened directories of `container`, one per `volumeMounts` entry.
+    pub fn preopens_for(&self, container: &Container) -> Result<Vec<Preopen>, VolumeError> {
+        let mut preopens = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let error = |message: String| VolumeError::Mount {
+                volume: mount.name.clone(),
+                mount_path: mount.mount_path.clone(),
+                message,
+            };
+            let volume = self
+                .volumes
+                .get(&mount.name)
+                .ok_or_else(|| error("the pod has no volume of that name".into()))?;
+            if mount
+                .sub_path_expr
+                .as_deref()
+                .is_some_and(|e| !e.is_empty())
+            {
+                return Err(error(
+                    "subPathExpr is not supported yet; use subPath".into(),
+                ));
+            }
+            let host = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                None => volume.host.clone(),
+                Some(sub) => {
+                    let rel = relative_path(sub).ok_or_else(|| {
+                        error(format!(
+                            "subPath {sub:?} must be a relative path without '..'"
+                        ))
+                    })?;
+                    let dir = volume.host.join(rel);
+                    if dir.is_file() {
+                        return Err(error(format!(
+                            "subPath {sub:?} is a file; wasm containers can mount only \
+                             directories (mount the whole volume and read the file from it)"
+                        )));
+                    }
+                    if !dir.exists() && !volume.read_only {
+                        fs::create_dir_all(&dir).map_err(|e| {
+                            error(format!("cannot create subPath {}: {e}", dir.display()))
+                        })?;
+                    }
+                    if !dir.is_dir() {
+                        return Err(error(format!(
+                            "subPath {sub:?} does not exist in the volume"
+                        )));
+                    }
+                    dir
+                }
+            };
+            if !mount.mount_path.starts_with('/') {
+                return Err(error("mountPath must be absolute".into()));
+            }
+            preopens.push(Preopen {
+                host,
+                guest: mount.mount_path.clone(),
+                read_only: volume.read_only || mount.read_only == Some(true),
+            });
+        }
+        Ok(preopens)
+    }
+}
+
+/// Prepares every volume of `pod` under `pod_dir/volumes/`, reading ConfigMaps and Secrets in
+/// the pod's namespace with `client`.
+pub async fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    client: &kube::Client,
+) -> Result<PodVolumes, VolumeError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let sources = Sources {
+        configmaps: Api::namespaced(client.clone(), namespace),
+        secrets: Api::namespaced(client.clone(), namespace),
+    };
+    let mut volumes = HashMap::new();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let prepared = prepare_volume(pod, volume, &pod_dir.join("volumes"), &sources).await?;
+        volumes.insert(volume.name.clone(), prepared);
+    }
+    Ok(PodVolumes { volumes })
+}
+
+/// Where ConfigMaps and Secrets come from.
+struct Sources {
+    configmaps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+}
+
+/// A file to write into a managed volume: relative path, content, mode.
+type File = (PathBuf, Vec<u8>, u32);
+
+async fn prepare_volume(
+    pod: &Pod,
+    volume: &Volume,
+    volumes_dir: &Path,
+    sources: &Sources,
+) -> Result<PreparedVolume, VolumeError> {
+    let name = volume.name.as_str();
+    let set_up = |message: String| VolumeError::SetUp {
+        volume: name.to_string(),
+        message,
+    };
+    let dir = volumes_dir.join(name);
+    if relative_path(name).is_none() || name.contains('/') {
+        return Err(set_up(
+            "the volume name is not a valid directory name".into(),
+        ));
+    }
+    if volume.empty_dir.is_some() {
+        create_dir(name, &dir, 0o777)?;
+        return Ok(PreparedVolume {
+            host: dir,
+            read_only: false,
+            managed: true,
+        });
+    }
+    if let Some(host_path) = &volume.host_path {
+        let path = PathBuf::from(&host_path.path);
+        match host_path.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => create_dir(name, &path, 0o755)?,
+            "" | "Directory" => {
+                if !path.is_dir() {
+                    return Err(set_up(format!(
+                        "hostPath {} is not an existing directory (use type DirectoryOrCreate \
+                         to create it)",
+                        path.display()
+                    )));
+                }
+            }
+            other => {
+                return Err(set_up(format!(
+                    "hostPath type {other} cannot be mounted in a wasm container: only \
+                     directories can be preopened"
+                )));
+            }
+        }
+        return Ok(PreparedVolume {
+            host: path,
+            read_only: false,
+            managed: false,
+        });
+    }
+
+    let files = if let Some(cm) = &volume.config_map {
+        let mode = default_mode(cm.default_mode);
+        let source = fetch_configmap(sources, name, &cm.name, cm.optional).await?;
+        key_files(
+            name,
+            "configmap",
+            &cm.name,
+            source,
+            cm.items.as_deref(),
+            mode,
+            cm.optional,
+        )?
+    } else if let Some(secret) = &volume.secret {
+        let mode = default_mode(secret.default_mode);
+        let secret_name = secret.secret_name.clone().unwrap_or_default();
+        let source = fetch_secret(sources, name, &secret_name, secret.optional).await?;
+        key_files(
+            name,
+            "secret",
+            &secret_name,
+            source,
+            secret.items.as_deref(),
+            mode,
+            secret.optional,
+        )?
+    } else if let Some(downward) = &volume.downward_api {
+        let mode = default_mode(downward.default_mode);
+        downward_files(
+            pod,
+            name,
+            downward.items.as_deref().unwrap_or_default(),
+            mode,
+        )?
+    } else if let Some(projected) = &volume.projected {
+        let mode = default_mode(projected.default_mode);
+        let mut files = Vec::new();
+        for source in projected.sources.iter().flatten() {
+            if let Some(cm) = &source.config_map {
+                let data = fetch_configmap(sources, name, &cm.name, cm.optional).await?;
+                files.extend(key_files(
+                    name,
+                    "configmap",
+                    &cm.name,
+                    data,
+                    cm.items.as_deref(),
+                    mode,
+                    cm.optional,
+                )?);
+            } else if let Some(secret) = &source.secret {
+                let data = fetch_secret(sources, name, &secret.name, secret.optional).await?;
+                files.extend(key_files(
+                    name,
+                    "secret",
+                    &secret.name,
+                    data,
+                    secret.items.as_deref(),
+                    mode,
+                    secret.optional,
+                )?);
+            } else if let Some(downward) = &source.downward_api {
+                files.extend(downward_files(
+                    pod,
+                    name,
+                    downward.items.as_deref().unwrap_or_default(),
+                    mode,
+                )?);
+            } else {
+                return Err(set_up(
+                    "projected sources other than configMap, secret and downwardAPI \
+                     (serviceAccountToken, clusterTrustBundle) are not supported yet"
+                        .into(),
+                ));
+            }
+        }
+        files
+    } else {
+        return Err(set_up(
+            "this volume type is not supported for wasm pods (supported: emptyDir, hostPath, \
+             configMap, secret, downwardAPI, projected)"
+                .into(),
+        ));
+    };
+    write_files(name, &dir, &files)?;
+    Ok(PreparedVolume {
+        host: dir,
+        read_only: true,
+        managed: true,
+    })
+}
+
+fn default_mode(mode: Option<i32>) -> u32 {
+    mode.and_then(|m| u32::try_from(m).ok())
+        .map_or(DEFAULT_FILE_MODE, |m| m & 0o777)
+}
+
+/// The key -> bytes of a ConfigMap (data and binaryData); `None` when it is absent and optional.
+async fn fetch_configmap(
+    sources: &Sources,
+    volume: &str,
+    name: &str,
+    optional: Option<bool>,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let found = sources
+        .configmaps
+        .get_opt(name)
+        .await
+        .map_err(|source| VolumeError::Api {
+            volume: volume.to_string(),
+            what: format!("configmap {name:?}"),
+            source,
+        })?;
+    match found {
+        Some(cm) => {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            data.extend(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            Ok(Some(data))
+        }
+        None if optional == Some(true) => Ok(None),
+        None => Err(VolumeError::SetUp {
+            volume: volume.to_string(),
+            message: format!("configmap {name:?} not found"),
+        }),
+    }
+}
+
+/// The key -> bytes of a Secret (values already base64-decoded by the client).
+async fn fetch_secret(
+    sources: &Sources,
+    volume: &str,
+    name: &str,
+    optional: Option<bool>,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let found = sources
+        .secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| VolumeError::Api {
+            volume: volume.to_string(),
+            what: format!("secret {name:?}"),
+            source,
+        })?;
+    match found {
+        Some(secret) => {
+            let mut data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            // stringData is write-only (the apiserver folds it into data); honour it anyway.
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            Ok(Some(data))
+        }
+        None if optional == Some(true) => Ok(None),
+        None => Err(VolumeError::SetUp {
+            volume: volume.to_string(),
+            message: format!("secret {name:?} not found"),
+        }),
+    }
+}
+
+/// The files of a configMap or secret source: every key, or the listed items.
+fn key_files(
+    volume: &str,
+    kind: &str,
+    object: &str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: Option<bool>,
+) -> Result<Vec<File>, VolumeError> {
+    let set_up = |message: String| VolumeError::SetUp {
+        volume: volume.to_string(),
+        message,
+    };
+    let Some(mut data) = data else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = items.filter(|i| !i.is_empty()) else {
+        return data
+            .into_iter()
+            .map(|(key, value)| {
+                let path = relative_path(&key).ok_or_else(|| {
+                    set_up(format!("{kind} key {key:?} is not a valid file name"))
+                })?;
+                Ok((path, value, mode))
+            })
+            .collect();
+    };
+    let mut files = Vec::new();
+    for item in items {
+        let Some(value) = data.remove(&item.key) else {
+            if optional == Some(true) {
+                continue;
+            }
+            return Err(set_up(format!(
+                "{kind} {object:?} references non-existent key {:?}",
+                item.key
+            )));
+        };
+        let path = relative_path(&item.path).ok_or_else(|| {
+            set_up(format!(
+                "item path {:?} must be relative without '..'",
+                item.path
+            ))
+        })?;
+        let item_mode = item.mode.map_or(mode, |m| default_mode(Some(m)));
+        files.push((path, value, item_mode));
+    }
+    Ok(files)
+}
+
+fn downward_files(
+    pod: &Pod,
+    volume: &str,
+    items: &[DownwardAPIVolumeFile],
+    mode: u32,
+) -> Result<Vec<File>, VolumeError> {
+    let set_up = |message: String| VolumeError::SetUp {
+        volume: volume.to_string(),
+        message,
+    };
+    let mut files = Vec::new();
+    for item in items {
+        let value = match (&item.field_ref, &item.resource_field_ref) {
+            (Some(field), _) => downward::field_value(pod, &field.field_path),
+            (None, Some(resource)) => downward::resource_value(pod, resource),
+            (None, None) => Err("an item needs fieldRef or resourceFieldRef".to_string()),
+        }
+        .map_err(|e| set_up(format!("{}: {e}", item.path)))?;
+        let path = relative_path(&item.path).ok_or_else(|| {
+            set_up(format!(
+                "item path {:?} must be relative without '..'",
+                item.path
+            ))
+        })?;
+        let item_mode = item.mode.map_or(mode, |m| default_mode(Some(m)));
+        files.push((path, value.into_bytes(), item_mode));
+    }
+    Ok(files)
+}
+
+/// A path made only of normal components (no root, `.`, `..`); `None` otherwise.
+fn relative_path(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    let normal = !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    normal.then(|| path.to_path_buf())
+}
+
+fn create_dir(volume: &str, dir: &Path, mode: u32) -> Result<(), VolumeError> {
+    let io = |source| VolumeError::Io {
+        volume: volume.to_string(),
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` hold exactly `files`: each written to a temp file and renamed over the old one,
+/// then files and directories no longer listed removed.
+fn write_files(volume: &str, dir: &Path, files: &[File]) -> Result<(), VolumeError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VolumeError::Io {
+            volume: volume.to_string(),
+            path,
+            source,
+        }
+    };
+    create_dir(volume, dir, 0o755)?;
+    for (rel, content, mode) in files {
+        let dest = dir.join(rel);
+        let parent = dest.parent().unwrap_or(dir);
+        fs::create_dir_all(parent).map_err(io(parent))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".wasmkube-")
+            .tempfile_in(parent)
+            .map_err(io(parent))?;
+        tmp.write_all(content).map_err(io(&dest))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode)).map_err(io(&dest))?;
+        tmp.persist(&dest).map_err(|e| VolumeError::Io {
+            volume: volume.to_string(),
+            path: dest.clone(),
+            source: e.error,
+        })?;
+    }
+    let keep: Vec<PathBuf> = files.iter().map(|(rel, _, _)| rel.clone()).collect();
+    remove_stale(dir, Path::new(""), &keep).map_err(io(dir))
+}
+
+/// Removes what under `dir/rel` is neither a kept file nor a directory leading to one.
+fn remove_stale(dir: &Path, rel: &Path, keep: &[PathBuf]) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir.join(rel))? {
+        let entry = entry?;
+        let child = rel.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            if keep.iter().any(|k| k.starts_with(&child)) {
+                remove_stale(dir, &child, keep)?;
+            } else {
+                fs::remove_dir_all(entry.path())?;
+            }
+        } else if !keep.contains(&child) {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! Volume tests against a real apiserver started in-process on a temporary data directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, DownwardAPIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource,
+    ObjectFieldSelector, PodSpec, SecretVolumeSource, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// An apiserver on a temporary data directory; stops when dropped.
+struct ApiServer {
+    client: kube::Client,
+    dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn apiserver() -> ApiServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = wasmkube_apiserver::start(
+        wasmkube_apiserver::Config {
+            data_dir: dir.path().join("server"),
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            extra_sans: Vec::new(),
+            history_max_events: 10_000,
+            history_max_age: Duration::from_secs(60),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .expect("apiserver starts");
+    let kubeconfig = Kubeconfig::read_from(&running.kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    ApiServer {
+        client: kube::Client::try_from(config).expect("client"),
+        dir,
+        _stop: stop,
+    }
+}
+
+impl ApiServer {
+    async fn create_configmap(&self, name: &str, data: &[(&str, &str)]) {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            ),
+            binary_data: Some(BTreeMap::from([(
+                "blob.bin".into(),
+                ByteString(vec![0, 1, 2, 255]),
+            )])),
+            ..ConfigMap::default()
+        };
+        Api::<ConfigMap>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create configmap");
+    }
+
+    async fn create_secret(&self, name: &str, data: &[(&str, &[u8])]) {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+}
+
+fn volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        ..Volume::default()
+    }
+}
+
+fn pod(volumes: Vec<Volume>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("files".into()),
+            namespace: Some("default".into()),
+            uid: Some("0f0e-uid".into()),
+            labels: Some(BTreeMap::from([
+                ("app".into(), "files".into()),
+                ("tier".into(), "web".into()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories() {
+    let api = apiserver().await;
+    api.create_configmap("app-config", &[("greeting", "hello"), ("level", "debug")])
+        .await;
+    api.create_secret("creds", &[("password", b"s3cr3t\n")])
+        .await;
+    let pod = pod(vec![
+        Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: "app-config".into(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..volume("config")
+        },
+        Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some("creds".into()),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..volume("secret")
+        },
+        Volume {
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![
+                    DownwardAPIVolumeFile {
+                        path: "labels".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.labels".into(),
+                            ..ObjectFieldSelector::default()
+                        }),
+                        ..DownwardAPIVolumeFile::default()
+                    },
+                    DownwardAPIVolumeFile {
+                        path: "meta/name".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                            ..ObjectFieldSelector::default()
+                        }),
+                        ..DownwardAPIVolumeFile::default()
+                    },
+                ]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..volume("podinfo")
+        },
+        Volume {
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..volume("scratch")
+        },
+    ]);
+    let pod_dir = api.dir.path().join("pods").join("0f0e-uid");
+    let volumes = prepare(&pod, &pod_dir, &api.client).await.expect("prepare");
+
+    let config = volumes.get("config").expect("config");
+    assert!(config.read_only);
+    assert_eq!(read(&config.host.join("greeting")), "hello");
+    assert_eq!(read(&config.host.join("level")), "debug");
+    assert_eq!(
+        fs::read(config.host.join("blob.bin")).expect("binary"),
+        [0, 1, 2, 255]
+    );
+    assert_eq!(mode(&config.host.join("greeting")), 0o644);
+
+    let secret = volumes.get("secret").expect("secret");
+    assert_eq!(read(&secret.host.join("password")), "s3cr3t\n");
+    assert_eq!(mode(&secret.host.join("password")), 0o400);
+
+    let podinfo = volumes.get("podinfo").expect("podinfo");
+    assert_eq!(
+        read(&podinfo.host.join("labels")),
+        "app=\"files\"\ntier=\"web\""
+    );
+    assert_eq!(read(&podinfo.host.join("meta/name")), "files");
+
+    let scratch = volumes.get("scratch").expect("scratch");
+    assert!(!scratch.read_only);
+    assert!(scratch.host.is_dir());
+    fs::write(scratch.host.join("kept"), "x").expect("write");
+
+    // Preparing again (a restart) keeps emptyDir content.
+    let again = prepare(&pod, &pod_dir, &api.client)
+        .await
+        .expect("prepare again");
+    assert_eq!(
+        read(&again.get("scratch").expect("scratch").host.join("kept")),
+        "x"
+    );
+}
+
+#[tokio::test]
+async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
+    let api = apiserver().await;
+    api.create_configmap("cfg", &[("a", "1"), ("b", "2")]).await;
+    let items = |keys: &[(&str, &str)]| {
+        Some(
+            keys.iter()
+                .map(|(key, path)| KeyToPath {
+                    key: (*key).into(),
+                    path: (*path).into(),
+                    mode: Some(0o600),
+                })
+                .collect(),
+        )
+    };
+    let with_items = |keys: &[(&str, &str)]| {
+        pod(vec![Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: "cfg".into(),
+                items: items(keys),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..volume("config")
+        }])
+    };
+    let pod_dir = api.dir.path().join("pods").join("p");
+    let volumes = prepare(&with_items(&[("a", "conf/a.txt")]), &pod_dir, &api.client)
+        .await
+        .expect("prepare");
+    let dir = volumes.get("config").expect("config").host.clone();
+    assert_eq!(read(&dir.join("conf/a.txt")), "1");
+    assert_eq!(mode(&dir.join("conf/a.txt")), 0o600);
+    assert!(!dir.join("b").exists());
+
+    prepare(&with_items(&[("b", "b.txt")]), &pod_dir, &api.client)
+        .await
+        .expect("refresh");
+    assert_eq!(read(&dir.join("b.txt")), "2");
+    assert!(!dir.join("conf").exists(), "stale files are removed");
+
+    let err = prepare(&with_items(&[("zzz", "z")]), &pod_dir, &api.client)
+        .await
+        .expect_err("missing key");
+    assert_eq!(
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"config\" : configmap \"cfg\" references \
+         non-existent key \"zzz\""
+    );
+}
+
+#[tokio::test]
+async fn missing_objects_fail_the_mount_unless_optional() {
+    let api = apiserver().await;
+    let missing = |optional: Option<bool>| {
+        pod(vec![Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some("absent".into()),
+                optional,
+                ..SecretVolumeSource::default()
+            }),
+            ..volume("creds")
+        }])
+    };
+    let pod_dir = api.dir.path().join("pods").join("m");
+    let err = prepare(&missing(None), &pod_dir, &api.client)
+        .await
+        .expect_err("absent secret");
+    assert_eq!(
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"creds\" : secret \"absent\" not found"
+    );
+    let volumes = prepare(&missing(Some(true)), &pod_dir, &api.client)
+        .await
+        .expect("optional");
+    let dir = &volumes.get("creds").expect("creds").host;
+    assert_eq!(fs::read_dir(dir).expect("dir").count(), 0);
+}
+
+#[tokio::test]
+async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
+    let api = apiserver().await;
+    let host = api.dir.path().join("host-data");
+    let host_path = |type_: Option<&str>| {
+        pod(vec![
+            Volume {
+                host_path: Some(HostPathVolumeSource {
+                    path: host.display().to_string(),
+                    type_: type_.map(str::to_string),
+                }),
+                ..volume("data")
+            },
+            Volume {
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..volume("scratch")
+            },
+        ])
+    };
+    let pod_dir = api.dir.path().join("pods").join("h");
+    let err = prepare(&host_path(Some("Directory")), &pod_dir, &api.client)
+        .await
+        .expect_err("absent directory");
+    assert!(
+        err.to_string().contains("is not an existing directory"),
+        "{err}"
+    );
+    let err = prepare(&host_path(Some("File")), &pod_dir, &api.client)
+        .await
+        .expect_err("file type");
+    assert!(err.to_string().contains("only directories"), "{err}");
+    let volumes = prepare(&host_path(Some("DirectoryOrCreate")), &pod_dir, &api.client)
+        .await
+        .expect("created");
+    assert!(host.is_dir());
+
+    let container = Container {
+        name: "main".into(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "scratch".into(),
+                mount_path: "/work".into(),
+                sub_path: Some("sub/dir".into()),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let preopens = volumes.preopens_for(&container).expect("preopens");
+    let scratch = volumes
+        .get("scratch")
+        .expect("scratch")
+        .host
+        .join("sub/dir");
+    assert_eq!(
+        preopens,
+        vec![
+            Preopen {
+                host: host.clone(),
+                guest: "/data".into(),
+                read_only: true,
+            },
+            Preopen {
+                host: scratch.clone(),
+                guest: "/work".into(),
+                read_only: false,
+            },
+        ]
+    );
+    assert!(scratch.is_dir(), "a subPath directory is created");
+
+    let escaping = Container {
+        volume_mounts: Some(vec![VolumeMount {
+            name: "scratch".into(),
+            mount_path: "/x".into(),
+            sub_path: Some("../../etc".into()),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    assert!(matches!(
+        volumes.preopens_for(&escaping),
+        Err(VolumeError::Mount { .. })
+    ));
+}
+
+#[test]
+fn only_plain_relative_paths_are_accepted() {
+    assert_eq!(relative_path("a/b"), Some(PathBuf::from("a/b")));
+    assert_eq!(relative_path("../a"), None);
+    assert_eq!(relative_path("/etc"), None);
+    assert_eq!(
+        relative_path("a/./b").map(|p| p.components().count()),
+        Some(2)
+    );
+    assert_eq!(relative_path(""), None);
+}
