@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// `Status.details`, when there is something to name.
     pub details: Option<Value>,
+    /// Whether the connection must be closed after this answer (an unread body).
+    pub close_connection: bool,
 }
 
 /// Result alias for handlers.
@@ -39,12 +41,22 @@ fn details(group: &str, kind: &str, name: &str) -> Value {
 
 /// `pods` or `deployments.apps`, the way Kubernetes names a resource in messages.
 pub fn group_resource(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 impl ApiError {
     fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            close_connection: false,
+        }
     }
 
     /// 400 BadRequest.
@@ -65,7 +77,11 @@ impl ApiError {
     /// 404 NotFound for a named object: `pods "web" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let gr = group_resource(group, plural);
-        let mut e = Self::new(StatusCode::NOT_FOUND, "NotFound", format!("{gr} \"{name}\" not found"));
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{gr} \"{name}\" not found"),
+        );
         e.details = Some(details(group, plural, name));
         e
     }
@@ -78,7 +94,11 @@ impl ApiError {
     /// 409 AlreadyExists.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         let gr = group_resource(group, plural);
-        let mut e = Self::new(StatusCode::CONFLICT, "AlreadyExists", format!("{gr} \"{name}\" already exists"));
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{gr} \"{name}\" already exists"),
+        );
         e.details = Some(details(group, plural, name));
         e
     }
@@ -109,9 +129,19 @@ impl ApiError {
     pub fn invalid(group: &str, kind: &str, name: &str, causes: &[Cause]) -> Self {
         let summary: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
-        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let gk = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let message = match summary.len() {
             0 => format!("{gk} \"{name}\" is invalid"),
             1 => format!("{gk} \"{name}\" is invalid: {}", summary[0]),
@@ -124,7 +154,13 @@ impl ApiError {
                 .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
                 .collect(),
         );
-        ApiError { code: StatusCode::UNPROCESSABLE_ENTITY, reason: "Invalid", message, details: Some(d) }
+        ApiError {
+            code: StatusCode::UNPROCESSABLE_ENTITY,
+            reason: "Invalid",
+            message,
+            details: Some(d),
+            close_connection: false,
+        }
     }
 
     /// 405 MethodNotAllowed.
@@ -144,24 +180,40 @@ impl ApiError {
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            message,
+        )
     }
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            message,
+        )
     }
 
     /// 500 InternalError: a wasmkube bug or a backend failure. Logged, never detailed.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         tracing::error!(%message, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("Internal error occurred: {message}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
     }
 
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     /// The `metav1.Status` body.
@@ -184,7 +236,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code.as_u16(), self.reason, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_u16(),
+            self.reason,
+            self.message
+        )
     }
 }
 
@@ -193,6 +251,18 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.status()).unwrap_or_default();
-        (self.code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut resp = (
+            self.code,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if self.close_connection {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }

@@ -77,10 +77,10 @@ impl Filter {
                 return false;
             }
         }
-        if let Some(field) = &self.field {
-            if !field.matches(obj) {
-                return false;
-            }
+        if let Some(field) = &self.field
+            && !field.matches(obj)
+        {
+            return false;
         }
         true
     }

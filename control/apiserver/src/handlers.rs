@@ -194,6 +194,7 @@ pub fn store_error(rt: &ResourceType, name: &str, err: wasmkube_store::StoreErro
             reason: "Timeout",
             message: format!("Too large resource version: {requested}, current: {current}"),
             details: Some(serde_json::json!({"retryAfterSeconds": 1})),
+            close_connection: false,
         },
         E::Closed => ApiError::unavailable("the apiserver is shutting down"),
         other => ApiError::internal(other.to_string()),

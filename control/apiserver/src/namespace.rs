@@ -56,10 +56,10 @@ pub async fn bootstrap(
         })
         .await?;
     for kv in all.items {
-        if let Ok(ns) = object::decode(&kv) {
-            if object::is_deleting(&ns) {
-                spawn_finalizer(state.clone(), object::name(&ns).to_string());
-            }
+        if let Ok(ns) = object::decode(&kv)
+            && object::is_deleting(&ns)
+        {
+            spawn_finalizer(state.clone(), object::name(&ns).to_string());
         }
     }
     Ok(())

@@ -139,18 +139,7 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
         }
         ApiPath::Resource(target) => target,
     };
-    if let Some(len) = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-    }
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let body = read_body(body, &parts.headers).await?;
     let query = Query::parse(parts.uri.query());
     handlers::dispatch(&state, parts.method, target, query, parts.headers, body).await
 }
@@ -162,6 +151,46 @@ fn server_address(headers: &http::HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:6443")
         .to_string()
+}
+
+/// Bodies past the limit are read and discarded up to this size, so that the client
+/// finishes sending and sees the 413 on a connection it can keep using.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
+        let mut err = too_large();
+        err.close_connection = true;
+        return Err(err);
+    }
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            let mut err = too_large();
+            err.close_connection = true;
+            return Err(err);
+        }
+        if seen <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 fn too_large() -> ApiError {

@@ -213,12 +213,11 @@ pub fn carry_over(current: &Value, new: &mut Value) {
         let missing = new
             .pointer(&format!("/spec/{field}"))
             .is_none_or(|v| v.is_null() || v == "");
-        if missing {
-            if let Some(v) = current.pointer(&format!("/spec/{field}")) {
-                if new.get("spec").is_some_and(Value::is_object) {
-                    new["spec"][field] = v.clone();
-                }
-            }
+        if missing
+            && let Some(v) = current.pointer(&format!("/spec/{field}"))
+            && new.get("spec").is_some_and(Value::is_object)
+        {
+            new["spec"][field] = v.clone();
         }
     }
     let old_ports = current
@@ -247,10 +246,11 @@ pub fn carry_over(current: &Value, new: &mut Value) {
 /// The allocation keys a stored service holds.
 fn keys_of(svc: &Value) -> Vec<String> {
     let mut keys = Vec::new();
-    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
-        if ip != "None" && !ip.is_empty() {
-            keys.push(format!("{IP_PREFIX}{ip}"));
-        }
+    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str)
+        && ip != "None"
+        && !ip.is_empty()
+    {
+        keys.push(format!("{IP_PREFIX}{ip}"));
     }
     for port in svc
         .pointer("/spec/ports")
@@ -276,10 +276,10 @@ pub async fn release(state: &AppState, svc: &Value) {
 
 async fn release_keys(state: &AppState, keys: &[String]) {
     for key in keys {
-        if let Err(e) = state.store().delete(key, None).await {
-            if !matches!(e, StoreError::NotFound { .. }) {
-                tracing::warn!(%key, error = %e, "releasing a service allocation failed");
-            }
+        if let Err(e) = state.store().delete(key, None).await
+            && !matches!(e, StoreError::NotFound { .. })
+        {
+            tracing::warn!(%key, error = %e, "releasing a service allocation failed");
         }
     }
 }

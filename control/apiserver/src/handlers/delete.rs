@@ -60,18 +60,18 @@ impl DeleteOptions {
             {
                 opts.precondition_rv = Some(rv.to_string());
             }
-            if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
-                if d.iter().any(|x| x.as_str() == Some("All")) {
-                    opts.dry_run = true;
-                }
+            if let Some(d) = v.get("dryRun").and_then(Value::as_array)
+                && d.iter().any(|x| x.as_str() == Some("All"))
+            {
+                opts.dry_run = true;
             }
         }
-        if let Some(p) = &opts.propagation_policy {
-            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy must be one of Orphan, Background or Foreground (got {p:?})"
-                )));
-            }
+        if let Some(p) = &opts.propagation_policy
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy must be one of Orphan, Background or Foreground (got {p:?})"
+            )));
         }
         if opts.grace_period_seconds.is_some_and(|g| g < 0) {
             opts.grace_period_seconds = Some(1);
@@ -99,7 +99,7 @@ pub async fn delete(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Res
 
 /// The grace period a deletion gets: only pods running on a node get one.
 fn grace_period(req: &Request<'_>, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if req.rt.kind != "Pod" || req.rt.group != "" {
+    if req.rt.kind != "Pod" || !req.rt.group.is_empty() {
         return 0;
     }
     let scheduled = obj
@@ -154,17 +154,17 @@ pub async fn delete_object(
                 ));
             }
         }
-        if let Some(prv) = &opts.precondition_rv {
-            if object::parse_rv(prv)? != rev {
-                return Err(ApiError::conflict(
-                    rt.group,
-                    rt.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"
-                    ),
-                ));
-            }
+        if let Some(prv) = &opts.precondition_rv
+            && object::parse_rv(prv)? != rev
+        {
+            return Err(ApiError::conflict(
+                rt.group,
+                rt.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"
+                ),
+            ));
         }
         let grace = grace_period(req, &current, opts);
         let mut marked = current.clone();
@@ -175,11 +175,11 @@ pub async fn delete_object(
                 Some("Foreground") => Some("foregroundDeletion"),
                 _ => None,
             };
-            if let Some(f) = extra {
-                if !finalizers.iter().any(|x| x == f) {
-                    finalizers.push(f.to_string());
-                    meta_mut(&mut marked).insert("finalizers".into(), json!(finalizers));
-                }
+            if let Some(f) = extra
+                && !finalizers.iter().any(|x| x == f)
+            {
+                finalizers.push(f.to_string());
+                meta_mut(&mut marked).insert("finalizers".into(), json!(finalizers));
             }
         }
         // Namespaces always wait for their content to be removed.

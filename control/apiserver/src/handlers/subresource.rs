@@ -164,12 +164,13 @@ pub async fn patch_scale(req: &Request<'_>, name: &str, body: Bytes) -> ApiResul
 /// `POST pods/{name}/binding`: assigns the pod to a node, once.
 pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
     let binding = request::decode_body(&req.headers, &body)?;
-    if let Some(bname) = object::meta_str(&binding, "name") {
-        if !bname.is_empty() && bname != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the binding ({bname}) does not match the pod name on the URL ({name})"
-            )));
-        }
+    if let Some(bname) = object::meta_str(&binding, "name")
+        && !bname.is_empty()
+        && bname != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the binding ({bname}) does not match the pod name on the URL ({name})"
+        )));
     }
     let node = binding
         .pointer("/target/name")
@@ -200,15 +201,15 @@ pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Respo
         None,
         req.query.dry_run()?,
         &mut |current| {
-            if let Some(uid) = &precondition_uid {
-                if object::meta_str(current, "uid") != Some(uid.as_str()) {
-                    return Err(ApiError::conflict(
-                        rt.group,
-                        rt.plural,
-                        name,
-                        "the pod's UID does not match the binding",
-                    ));
-                }
+            if let Some(uid) = &precondition_uid
+                && object::meta_str(current, "uid") != Some(uid.as_str())
+            {
+                return Err(ApiError::conflict(
+                    rt.group,
+                    rt.plural,
+                    name,
+                    "the pod's UID does not match the binding",
+                ));
             }
             if object::is_deleting(current) {
                 return Err(ApiError::conflict(
@@ -310,12 +311,12 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
         ("sinceSeconds", "sinceSeconds"),
         ("limitBytes", "limitBytes"),
     ] {
-        if let Some(v) = req.query.int(param)? {
-            if v < 0 || (param != "tailLines" && v == 0) {
-                return Err(ApiError::bad_request(format!(
-                    "{what} must be a positive integer (got {v})"
-                )));
-            }
+        if let Some(v) = req.query.int(param)?
+            && (v < 0 || (param != "tailLines" && v == 0))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{what} must be a positive integer (got {v})"
+            )));
         }
     }
     let nodes = req

@@ -287,10 +287,11 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value) {
     } else {
         meta.remove("generation");
     }
-    if has_status && rt.kind != "Node" {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if has_status
+        && rt.kind != "Node"
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
 }
 
@@ -337,14 +338,14 @@ pub fn check_body_name(req: &Request<'_>, name: &str, obj: &Value) -> ApiResult<
             "the name of the object ({n}) does not match the name on the URL ({name})"
         ))),
         _ => {
-            if let Some(ns) = req.store_namespace() {
-                if let Some(bns) = object::meta_str(obj, "namespace") {
-                    if !bns.is_empty() && bns != ns {
-                        return Err(ApiError::bad_request(
-                            "the namespace of the provided object does not match the namespace sent on the request",
-                        ));
-                    }
-                }
+            if let Some(ns) = req.store_namespace()
+                && let Some(bns) = object::meta_str(obj, "namespace")
+                && !bns.is_empty()
+                && bns != ns
+            {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             Ok(())
         }
@@ -394,6 +395,7 @@ pub fn apply_patch(
                 },
                 message: e.to_string(),
                 details: None,
+                close_connection: false,
             }
         },
     )
@@ -468,10 +470,10 @@ pub async fn apply_update(
             None if part == Part::Main => object::resource_version(&new)?.filter(|rv| *rv != 0),
             None => object::resource_version(&new)?.filter(|rv| *rv != 0),
         };
-        if let Some(p) = precondition {
-            if p != kv.mod_revision {
-                return Err(ApiError::stale(rt.group, rt.plural, name));
-            }
+        if let Some(p) = precondition
+            && p != kv.mod_revision
+        {
+            return Err(ApiError::stale(rt.group, rt.plural, name));
         }
         merge_server_fields(rt, part, &current, &mut new);
         prune_nulls(&mut new);
