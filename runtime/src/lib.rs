@@ -1,0 +1,79 @@
+//! wasmkube's WebAssembly runtime, on wasmtime 48. It knows nothing of Kubernetes: the
+//! agent turns pods into [`ProcessSpec`]s and [`HttpSpec`]s and [`Outcome`]s back into
+//! container states.
+//!
+//! # Pieces
+//!
+//! - [`Runtime`] (one per process, cheap to clone) owns the wasmtime `Engine` (pooling
+//!   allocator, epoch interruption, component model, async), a thread ticking the epoch
+//!   every [`RuntimeConfig::epoch_tick`], the linkers (WASI preview1 for core modules;
+//!   WASIp2 plus `wasi:http` for components), built once, and the on-disk cache of compiled
+//!   code keyed by the wasm's SHA-256 and `Engine::precompile_compatibility_hash`.
+//! - [`Runtime::load`] turns a binary into a [`Program`] (compiled, linked, classified as a
+//!   [`ProgramKind`]). The second load of the same code compiles nothing: it is served by the
+//!   programs loaded in this process or by the cache directory ([`Runtime::cache_stats`]).
+//!   Loading is bounded: binaries over [`RuntimeConfig::max_wasm_bytes`] are refused and
+//!   compilation runs on blocking threads, a few at a time. A bad binary (invalid, an
+//!   unsatisfied import such as ``unknown import: `env::foo` has not been defined``, no entry
+//!   point) is a [`LoadError`] whose message is the container's failure reason.
+//! - [`Runtime::spawn`] runs a command program (preview1 `_start` module or `wasi:cli/run`
+//!   component) like a process: argv, env, preopened directories (read-only honoured),
+//!   stdout/stderr into [`LogSink`]s; it returns a [`Stopper`] and a task resolving to the
+//!   [`Outcome`]: exit code, trap (deep recursion is a trap, not a crash), out of memory
+//!   (growth past [`Limits::memory_bytes`], detected by the store's limiter), stop, CPU limit,
+//!   or a failed start.
+//! - [`Runtime::http_service`] serves a `wasi:http/proxy` component: an [`HttpService`]
+//!   instantiates the component afresh for every request, bounds concurrency and time per
+//!   request, and can run its own hyper server ([`HttpService::serve`]).
+//!
+//! Every guest yields to the executor at each epoch tick, so a busy guest never holds a
+//! Tokio worker for more than a tick, and [`Stopper::stop`] interrupts even an infinite loop.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example(wasm: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! use wasmkube_runtime::{MemorySink, ProcessSpec, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::new("/var/lib/wasmkube/code-cache"))?;
+//! let program = runtime.load(wasm, "").await?;
+//! let stdout = MemorySink::new();
+//! let mut spec = ProcessSpec::new("hello");
+//! spec.stdout = Box::new(stdout.clone());
+//! let (_stopper, task) = runtime.spawn(&program, spec);
+//! let outcome = task.await?;
+//! println!("{outcome}: {}", stdout.text());
+//! # Ok(())
+//! # }
+//! ```
+
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod host;
+mod http;
+mod limits;
+mod outcome;
+mod process;
+mod program;
+mod runtime;
+mod sink;
+
+pub use cache::CacheStats;
+pub use config::{
+    DEFAULT_EPOCH_TICK, DEFAULT_MAX_CONCURRENT_COMPILATIONS, DEFAULT_MAX_MEMORY_PER_INSTANCE,
+    DEFAULT_MAX_WASM_BYTES, DEFAULT_TOTAL_INSTANCES, RuntimeConfig,
+};
+pub use error::{LoadError, RuntimeError};
+pub use host::Preopen;
+pub use http::{
+    BoxError, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_REQUEST_TIMEOUT, HttpService, HttpSpec,
+    HttpStats, ResponseBody,
+};
+pub use limits::Limits;
+pub use outcome::{Outcome, Stopper};
+pub use process::ProcessSpec;
+pub use program::{Program, ProgramKind};
+pub use runtime::Runtime;
+pub use sink::{LogSink, MemorySink, NullSink};
