@@ -32,7 +32,7 @@ pub const USER_ANONYMOUS: &str = "system:anonymous";
 pub const GROUP_MASTERS: &str = "system:masters";
 
 /// Paths anyone may read without credentials (`system:public-info-viewer`).
-const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/cacerts"];
 
 /// The authenticated user of a request, stored in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod handlers;
+pub mod join;
 pub mod namespace;
 pub mod node_proxy;
 pub mod object;

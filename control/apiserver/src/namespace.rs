@@ -48,6 +48,7 @@ pub async fn bootstrap(
         }
     }
     bootstrap_kubernetes_service(state, apiserver).await?;
+    bootstrap_runtime_class(state).await?;
     let all = state
         .store()
         .list(ListOptions {
@@ -225,4 +226,30 @@ async fn bootstrap_kubernetes_service(
         }
     }
     Ok(())
+}
+
+/// Creates the `wasmtime` RuntimeClass (handler `wasmtime`): pods that name it run on the
+/// agents' embedded wasm runtime, on nodes labelled as offering it.
+async fn bootstrap_runtime_class(state: &AppState) -> Result<(), wasmkube_store::StoreError> {
+    use wasmkube_store::StoreError;
+    let Some(rt) = state.registry().by_kind("node.k8s.io", "RuntimeClass") else {
+        return Ok(());
+    };
+    let key = rt.key(None, "wasmtime");
+    if state.store().get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let mut class = json!({
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "wasmkube"}},
+        "handler": "wasmtime",
+        "scheduling": {"nodeSelector": {"wasmkube.io/runtime.wasmtime": "true"}},
+    });
+    crate::handlers::write::prepare_create(rt, &mut class);
+    let bytes = object::encode(&class).map_err(|e| StoreError::Backend(e.message.into()))?;
+    match state.store().create(&key, bytes).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

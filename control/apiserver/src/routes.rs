@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(health))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        .route("/cacerts", get(cacerts))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .fallback(api)
@@ -42,6 +43,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "ok".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: bootstrapping").into_response()
+    }
+}
+
+/// The cluster CA certificate (public: agents check it against their join token's hash).
+async fn cacerts(State(state): State<AppState>) -> Response {
+    match state.inner.ca_pem.get() {
+        Some(pem) => (
+            StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "text/plain")],
+            pem.clone(),
+        )
+            .into_response(),
+        None => ApiError::unavailable("the cluster CA is not loaded yet").into_response(),
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The HTTPS URL of the apiserver.
     pub url: String,
+    /// The token `wasmkube agent --token` joins with.
+    pub join_token: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
     /// Finishes when the server has stopped.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -109,7 +113,10 @@ pub async fn start(
     let kubeconfig =
         crate::pki::write_kubeconfig(&config.data_dir, &url, &pki).map_err(StartError::Pki)?;
 
+    let join_token =
+        crate::join::ensure_join_token(&config.data_dir, &pki).map_err(StartError::Pki)?;
     let state = AppState::new(store);
+    let _ = state.inner.ca_pem.set(pki.ca_pem().to_string());
     match pki
         .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
         .map_err(StartError::Pki)
@@ -136,6 +143,8 @@ pub async fn start(
         kubeconfig,
         addr,
         url,
+        join_token,
+        ca_pem: pki.ca_pem().to_string(),
         task,
     })
 }

@@ -25,6 +25,8 @@ pub struct Inner {
     pub garbage_collector: AtomicBool,
     /// The client for node agents (`pods/log`), once the server's certificate is issued.
     pub node_client: std::sync::OnceLock<crate::node_proxy::NodeClient>,
+    /// The cluster CA certificate (PEM), served at `/cacerts`.
+    pub ca_pem: std::sync::OnceLock<String>,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 garbage_collector: AtomicBool::new(false),
                 node_client: std::sync::OnceLock::new(),
+                ca_pem: std::sync::OnceLock::new(),
             }),
         }
     }

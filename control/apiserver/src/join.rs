@@ -1,0 +1,110 @@
+//! Node join tokens: how `wasmkube agent` joins a cluster with one string.
+//!
+//! A join token is `K10<sha256 of the cluster CA certificate, hex>::<secret>`, the shape
+//! k3s uses. The secret is a bearer token of the apiserver (user `system:node-joiner`,
+//! group `system:nodes`); the CA hash lets a new agent trust the apiserver: it downloads
+//! the CA from the public `/cacerts` endpoint without verification, then checks it against
+//! the hash before using it.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::pki::{Pki, PkiError};
+
+/// The file under the data directory that holds the join token.
+pub const JOIN_TOKEN_FILE: &str = "node-token";
+/// The user a join token authenticates as.
+pub const JOINER_USER: &str = "system:node-joiner";
+
+/// The sha256 of a PEM text, hex-encoded.
+pub fn ca_hash(ca_pem: &str) -> String {
+    Sha256::digest(ca_pem.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The path of the join token file.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(JOIN_TOKEN_FILE)
+}
+
+/// Reads the cluster's join token, creating it (and its bearer token) on first use.
+pub fn ensure_join_token(data_dir: &Path, pki: &Pki) -> Result<String, PkiError> {
+    let path = token_path(data_dir);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if let Some((hash, secret)) = parse(&existing) {
+            let known = pki.token_authenticator().authenticate(secret).is_some();
+            if hash == ca_hash(pki.ca_pem()) && known {
+                return Ok(existing);
+            }
+        }
+    }
+    let secret = pki.add_token(JOINER_USER, &["system:nodes"])?;
+    let token = format!("K10{}::{secret}", ca_hash(pki.ca_pem()));
+    write_private(&path, &token).map_err(|source| PkiError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{text}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Splits a join token into the CA hash and the bearer secret.
+pub fn parse(token: &str) -> Option<(&str, &str)> {
+    let rest = token.trim().strip_prefix("K10")?;
+    let (hash, secret) = rest.split_once("::")?;
+    let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid_hash && !secret.is_empty()).then_some((hash, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_tokens_round_trip_through_parse() {
+        let hash = ca_hash("-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n");
+        let token = format!("K10{hash}::s3cret");
+        assert_eq!(parse(&token), Some((hash.as_str(), "s3cret")));
+    }
+
+    #[test]
+    fn malformed_join_tokens_are_rejected() {
+        for bad in [
+            "",
+            "K10::x",
+            "K10abc::x",
+            "x::y",
+            &format!("K10{}::", "a".repeat(64)),
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_join_token_is_created_once_and_authenticates() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let token = ensure_join_token(dir.path(), &pki).unwrap();
+        assert_eq!(ensure_join_token(dir.path(), &pki).unwrap(), token);
+        let (hash, secret) = parse(&token).unwrap();
+        assert_eq!(hash, ca_hash(pki.ca_pem()));
+        let identity = pki.token_authenticator().authenticate(secret).unwrap();
+        assert_eq!(identity.user, JOINER_USER);
+        let reloaded = Pki::load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(ensure_join_token(dir.path(), &reloaded).unwrap(), token);
+    }
+}
