@@ -1,4 +1,5 @@
 //! The subcommands of the CLI, one file each.
 
 pub(crate) mod bench;
+pub(crate) mod image;
 pub(crate) mod server;

@@ -20,6 +20,8 @@ enum Command {
     Server(commands::server::ServerCommand),
     /// Measure the apiserver: durable creates/s and watch delivery latency.
     Bench(commands::bench::BenchCommand),
+    /// Manage the node's local image store: import OCI image layouts of wasm images.
+    Image(commands::image::ImageCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(cmd) => cmd.execute().await,
             Command::Bench(cmd) => cmd.execute().await,
+            Command::Image(cmd) => cmd.execute().await,
         }
     });
     match result {
