@@ -109,10 +109,13 @@ struct Allocations {
 
 impl PodIpAllocator {
     /// The allocator of node number `node_index` (1-254) on a single machine: `127.<n>.0.0/16`.
+    /// Checks once that addresses of the range can be bound here (all of 127/8 on Linux; other
+    /// systems need loopback aliases, which the error explains).
     pub fn new(node_index: u8) -> Result<PodIpAllocator, NetworkError> {
         if node_index == 0 || node_index == 255 {
             return Err(NetworkError::NodeIndex(node_index));
         }
+        check_bindable(IpAddr::V4(Ipv4Addr::new(127, node_index, 0, 1)))?;
         PodIpAllocator::with_cidr(Ipv4Addr::new(127, node_index, 0, 0), 16)
     }
 
