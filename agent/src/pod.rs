@@ -37,7 +37,6 @@ use crate::runtime::ContainerRuntime;
 pub mod backoff;
 pub mod env;
 pub mod lifecycle;
-pub mod probing;
 pub mod sandbox;
 pub mod start;
 pub mod worker;

@@ -1,16 +1,11 @@
-//! A pod's sandbox: its IP, its volumes and its probes, as the worker sees them.
+//! A pod's network sandbox as the worker sees it: its IP, kept across agent restarts.
 //!
-//! This is the seam between the pod lifecycle and the leaf modules [`crate::network`],
-//! [`crate::volumes`] and [`crate::probes`]; the worker only calls what is here.
+//! A thin layer over [`crate::network`]'s allocator: the worker asks for the IP the pod's
+//! status already shows, and gets a fresh one only when that is not possible.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-
-use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::network::{NetworkError, PodIpAllocator};
-use crate::runtime::Mount;
 
 /// Pod IPs of this node (see [`crate::network`] for the model).
 #[derive(Debug)]
@@ -48,57 +43,5 @@ impl Network {
     /// Frees pod `uid`'s IP.
     pub fn release(&self, uid: &str) {
         self.allocator.release(uid);
-    }
-}
-
-/// A pod's prepared volumes.
-#[derive(Debug, Default, Clone)]
-pub struct Volumes {
-    dirs: HashMap<String, PathBuf>,
-}
-
-impl Volumes {
-    /// Prepares every volume of `pod` under `pod_dir/volumes` (emptyDir as a directory,
-    /// hostPath as given). Errors are the `FailedMount` message.
-    pub async fn prepare(
-        _client: &kube::Client,
-        pod: &Pod,
-        pod_dir: &Path,
-    ) -> Result<Volumes, String> {
-        let mut dirs = HashMap::new();
-        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            let dir = if let Some(hp) = &v.host_path {
-                PathBuf::from(&hp.path)
-            } else {
-                let d = pod_dir.join("volumes").join(&v.name);
-                tokio::fs::create_dir_all(&d).await.map_err(|e| {
-                    format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name)
-                })?;
-                d
-            };
-            dirs.insert(v.name.clone(), dir);
-        }
-        Ok(Volumes { dirs })
-    }
-
-    /// The mounts of `container`.
-    pub fn mounts_for(&self, container: &Container) -> Vec<Mount> {
-        container
-            .volume_mounts
-            .iter()
-            .flatten()
-            .filter_map(|m| {
-                let host = self.dirs.get(&m.name)?;
-                let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                    Some(sub) => host.join(sub),
-                    None => host.clone(),
-                };
-                Some(Mount {
-                    host,
-                    guest: m.mount_path.clone(),
-                    read_only: m.read_only == Some(true),
-                })
-            })
-            .collect()
     }
 }

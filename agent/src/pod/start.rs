@@ -17,6 +17,7 @@ use crate::events::EventType;
 use crate::images::{PullPolicy, ResolvedImage};
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
+use crate::volumes;
 
 /// The port an HTTP handler is served on when its container declares none.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -34,8 +35,8 @@ pub struct StartRequest {
     pub restart_count: u32,
     /// The pod's IP.
     pub pod_ip: Option<IpAddr>,
-    /// Its volume mounts.
-    pub mounts: Vec<Mount>,
+    /// The pod's directory (its volumes live in `volumes/`).
+    pub pod_dir: std::path::PathBuf,
 }
 
 /// A started instance.
@@ -102,6 +103,18 @@ pub async fn start_container(
         event(EventType::Warning, "Failed", format!("Error: {message}"));
         StartFailed::Config(message)
     };
+    // Volumes are refreshed on every start (configMap, secret and downwardAPI content).
+    let mounts: Vec<Mount> = volumes::prepare(pod, &req.pod_dir, &ctx.client)
+        .await
+        .and_then(|v| v.preopens_for(c))
+        .map_err(|e| config_error(e.to_string()))?
+        .into_iter()
+        .map(|p| Mount {
+            host: p.host,
+            guest: p.guest,
+            read_only: p.read_only,
+        })
+        .collect();
     let sources = env::fetch_sources(&ctx.client, &namespace, c)
         .await
         .map_err(|e| config_error(e.to_string()))?;
@@ -191,7 +204,7 @@ pub async fn start_container(
         image: image.clone(),
         args: argv,
         env: environment.into_vec(),
-        mounts: req.mounts.clone(),
+        mounts,
         log: log.clone(),
         limits,
         listen,

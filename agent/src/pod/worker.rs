@@ -27,11 +27,11 @@ use kube::api::{DeleteParams, Preconditions};
 use tokio::sync::{mpsc, watch};
 
 use super::lifecycle::{ContainerState, Phase, PodLifecycle, PodStage, StartFailure, Termination};
-use super::probing::{ProbeKind, ProbeReport, ProbeRunner};
-use super::sandbox::Volumes;
 use super::start::{StartFailed, StartRequest, Started, start_container};
 use super::{PodContext, PodMessage};
 use crate::events::EventType;
+use crate::probes::{ProbeKind, ProbeSet, ProbeUpdate};
+use crate::volumes::{self, PodVolumes};
 use crate::runtime::{Outcome, StopHandle};
 use crate::status::{StatusInputs, StatusWriter, build};
 
@@ -47,8 +47,16 @@ struct Instance {
     generation: u64,
     stopper: Box<dyn StopHandle>,
     started_at: Timestamp,
-    probes: Option<ProbeRunner>,
+    probes: Option<ProbeSet>,
     stop_requested: bool,
+}
+
+/// A probe update of one instance.
+#[derive(Debug)]
+struct ProbeReport {
+    index: usize,
+    generation: u64,
+    update: ProbeUpdate,
 }
 
 /// What the worker does after waiting.
@@ -91,7 +99,7 @@ struct Worker {
     probe_tx: mpsc::Sender<ProbeReport>,
     probe_rx: mpsc::Receiver<ProbeReport>,
     pod_ip: Option<IpAddr>,
-    volumes: Option<Volumes>,
+    volumes: Option<PodVolumes>,
     volume_retry_at: Option<Instant>,
     start_time: Timestamp,
     terminating: bool,
@@ -290,13 +298,13 @@ impl Worker {
             return;
         }
         let dir = self.ctx.pods_dir.join(&self.uid);
-        match Volumes::prepare(&self.ctx.client, &self.pod, &dir).await {
+        match volumes::prepare(&self.pod, &dir, &self.ctx.client).await {
             Ok(v) => {
                 self.volumes = Some(v);
                 self.volume_retry_at = None;
             }
-            Err(message) => {
-                self.event(None, EventType::Warning, "FailedMount", message);
+            Err(e) => {
+                self.event(None, EventType::Warning, "FailedMount", e.to_string());
                 let at = now + VOLUME_RETRY;
                 self.volume_retry_at = Some(at);
                 self.wake(at);
@@ -357,18 +365,13 @@ impl Worker {
         self.generation += 1;
         let generation = self.generation;
         self.starting.insert(index, generation);
-        let mounts = self
-            .volumes
-            .as_ref()
-            .map(|v| v.mounts_for(&container))
-            .unwrap_or_default();
         let req = StartRequest {
             pod: Arc::clone(&self.pod),
             container,
             init,
             restart_count: self.lc.containers[index].restart_count,
             pod_ip: self.pod_ip,
-            mounts,
+            pod_dir: self.ctx.pods_dir.join(&self.uid),
         };
         let ctx = Arc::clone(&self.ctx);
         self.pending.push(
@@ -463,19 +466,29 @@ impl Worker {
             running.stopper.stop(Duration::ZERO);
             return;
         }
-        let probes = self.container(index).and_then(|(c, _)| {
-            ProbeRunner::start(c, self.pod_ip, index, generation, self.probe_tx.clone())
-        });
         let (has_readiness, has_startup) = self
             .container(index)
             .map(|(c, _)| (c.readiness_probe.is_some(), c.startup_probe.is_some()))
             .unwrap_or((false, false));
-        if !has_startup {
-            self.lc.set_started(index, true);
-        }
-        if !has_readiness && !has_startup {
-            self.lc.set_ready(index, true);
-        }
+        self.lc.set_started(index, !has_startup);
+        self.lc.set_ready(index, !has_readiness && !has_startup);
+        let probes = match (self.container(index), self.pod_ip) {
+            (Some((c, _)), Some(ip)) => {
+                let set = ProbeSet::start(
+                    c,
+                    ip,
+                    tokio::time::Instant::now(),
+                    self.probe_tx.clone(),
+                    move |update| ProbeReport {
+                        index,
+                        generation,
+                        update,
+                    },
+                );
+                (!set.is_empty()).then_some(set)
+            }
+            _ => None,
+        };
         let outcome = running.outcome;
         self.pending.push(
             async move {
@@ -512,51 +525,45 @@ impl Worker {
             return;
         }
         let index = report.index;
+        let update = report.update;
         let name = self.lc.containers[index].name.clone();
-        if !report.success
-            && let Some(message) = &report.message
-        {
+        if let Some(message) = &update.message {
             self.event(
                 Some(index),
                 EventType::Warning,
                 "Unhealthy",
-                format!("{} probe failed: {message}", report.kind.title()),
+                format!("{} probe failed: {message}", update.kind.title()),
             );
         }
-        match report.kind {
+        match update.kind {
             ProbeKind::Readiness => {
                 let started = self.lc.containers[index].started != Some(false);
                 self.lc
-                    .set_ready(index, report.success && started && !self.terminating);
+                    .set_ready(index, update.success && started && !self.terminating);
             }
-            ProbeKind::Startup => {
-                if report.success {
-                    self.lc.set_started(index, true);
-                    let has_readiness = self
-                        .container(index)
-                        .is_some_and(|(c, _)| c.readiness_probe.is_some());
-                    if !has_readiness {
-                        self.lc.set_ready(index, !self.terminating);
-                    }
-                } else if report.failed_threshold {
-                    let grace = self.grace_period();
-                    self.stop(
-                        index,
-                        grace,
-                        &format!("Container {name} failed startup probe, will be restarted; stopping container"),
-                    );
+            ProbeKind::Startup if update.changed && update.success => {
+                self.lc.set_started(index, true);
+                let has_readiness = self
+                    .container(index)
+                    .is_some_and(|(c, _)| c.readiness_probe.is_some());
+                if !has_readiness {
+                    self.lc.set_ready(index, !self.terminating);
                 }
             }
-            ProbeKind::Liveness => {
-                if !report.success && report.failed_threshold {
-                    let grace = self.grace_period();
-                    self.stop(
-                        index,
-                        grace,
-                        &format!("Container {name} failed liveness probe, will be restarted; stopping container"),
-                    );
-                }
+            ProbeKind::Startup | ProbeKind::Liveness if update.changed && !update.success => {
+                let grace = self.grace_period();
+                let which = if update.kind == ProbeKind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                };
+                self.stop(
+                    index,
+                    grace,
+                    &format!("Container {name} failed {which} probe, will be restarted"),
+                );
             }
+            ProbeKind::Startup | ProbeKind::Liveness => {}
         }
     }
 

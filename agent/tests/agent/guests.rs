@@ -112,7 +112,19 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
 /// Compiles `wat` and imports it as image `name` (e.g. `wasmkube.test/hello:v1`) into the
 /// image store of the agent with data directory `data_dir`.
 pub(crate) fn import(data_dir: &Path, name: &str, wat: &str) {
-    let wasm = wat::parse_str(wat).expect("valid WAT");
+    import_wasm(data_dir, name, &wat::parse_str(wat).expect("valid WAT"));
+}
+
+/// A sample built by `samples/build` (`samples/out/<name>.wasm`), if it was built.
+pub(crate) fn sample(name: &str) -> Option<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples/out")
+        .join(format!("{name}.wasm"));
+    std::fs::read(path).ok()
+}
+
+/// Imports wasm bytes as image `name`.
+pub(crate) fn import_wasm(data_dir: &Path, name: &str, wasm: &[u8]) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path();
     std::fs::write(
@@ -121,7 +133,7 @@ pub(crate) fn import(data_dir: &Path, name: &str, wat: &str) {
     )
     .expect("oci-layout");
     let (config, config_size) = write_blob(layout, b"{}");
-    let (module, module_size) = write_blob(layout, &wasm);
+    let (module, module_size) = write_blob(layout, wasm);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -2,8 +2,10 @@
 //! directory), the real agent and wasm guests, observed through the Kubernetes API like a
 //! user would. Every wait is a poll with a deadline.
 
+mod env;
 mod guests;
 mod harness;
+mod http;
 mod https;
 mod logs;
 mod node;
