@@ -31,9 +31,9 @@ use super::start::{StartFailed, StartRequest, Started, start_container};
 use super::{PodContext, PodMessage};
 use crate::events::EventType;
 use crate::probes::{ProbeKind, ProbeSet, ProbeUpdate};
-use crate::volumes::{self, PodVolumes};
 use crate::runtime::{Outcome, StopHandle};
 use crate::status::{StatusInputs, StatusWriter, build};
+use crate::volumes::{self, PodVolumes};
 
 /// Retry interval of volume preparation.
 const VOLUME_RETRY: Duration = Duration::from_secs(10);
