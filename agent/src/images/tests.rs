@@ -472,3 +472,49 @@ async fn ensure_applies_the_pull_policy_and_uses_a_puller_for_absent_images() {
         PullPolicy::IfNotPresent
     );
 }
+
+#[test]
+fn imports_running_alongside_resolves_and_each_other_lose_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = store(&tmp);
+    let layouts: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| {
+            let dir = tmp.path().join(format!("layout{i}"));
+            let mut layout = Layout::new(&dir);
+            let module = if i % 2 == 0 { MODULE } else { OTHER_MODULE };
+            let manifest = layout.wasm_artifact(module);
+            let name = format!("app{i}");
+            layout.add(manifest, &[(oci::ANNOTATION_IMAGE_NAME, name.as_str())]);
+            dir
+        })
+        .collect();
+    store.import(&layouts[0]).expect("first import");
+    std::thread::scope(|s| {
+        // An agent resolving while imports rewrite the names never sees a torn index.
+        let reader = s.spawn(|| {
+            for _ in 0..300 {
+                store.resolve("app0").expect("resolve during imports");
+            }
+        });
+        let importers: Vec<_> = layouts[1..]
+            .iter()
+            .map(|dir| s.spawn(|| store.import(dir).expect("concurrent import")))
+            .collect();
+        for importer in importers {
+            importer.join().expect("importer");
+        }
+        reader.join().expect("reader");
+    });
+    let names: Vec<String> = store
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        (0..4)
+            .map(|i| format!("docker.io/library/app{i}:latest"))
+            .collect::<Vec<_>>()
+    );
+}
