@@ -94,6 +94,26 @@ pub(crate) const COUNTER: &str = r#"
       (br $tick))))
 "#;
 
+/// Sleeps 3 s (in `poll_oneoff`), prints "done" and exits 0.
+pub(crate) const SLEEPER: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "done\n")
+  (func (export "_start")
+    (i64.store (i32.const 200) (i64.const 0))
+    (i32.store8 (i32.const 208) (i32.const 0))
+    (i32.store (i32.const 216) (i32.const 1))
+    (i64.store (i32.const 224) (i64.const 3000000000))
+    (i64.store (i32.const 232) (i64.const 0))
+    (i32.store16 (i32.const 240) (i32.const 0))
+    (drop (call $poll_oneoff (i32.const 200) (i32.const 304) (i32.const 1) (i32.const 400)))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 5))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"#;
+
 fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();

@@ -27,7 +27,36 @@ pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) client: Client,
     pub(crate) agent: Option<Agent>,
-    _api_stop: oneshot::Sender<()>,
+    api: Option<Apiserver>,
+}
+
+/// A running apiserver and the switch that stops it.
+struct Apiserver {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_apiserver(dir: &std::path::Path, bind: SocketAddr) -> (Apiserver, PathBuf) {
+    let (stop, shutdown) = stopper();
+    let running = wasmkube_apiserver::start(
+        wasmkube_apiserver::Config {
+            data_dir: dir.to_path_buf(),
+            bind,
+            extra_sans: Vec::new(),
+            history_max_events: 100_000,
+            history_max_age: Duration::from_secs(600),
+        },
+        shutdown,
+    )
+    .await
+    .expect("apiserver starts");
+    let api = Apiserver {
+        addr: running.addr,
+        stop,
+        task: running.task,
+    };
+    (api, running.kubeconfig)
 }
 
 fn stopper() -> (
@@ -51,20 +80,9 @@ impl Cluster {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (api_stop, api_shutdown) = stopper();
-        let running = wasmkube_apiserver::start(
-            wasmkube_apiserver::Config {
-                data_dir: dir.path().to_path_buf(),
-                bind: "127.0.0.1:0".parse().expect("addr"),
-                extra_sans: Vec::new(),
-                history_max_events: 100_000,
-                history_max_age: Duration::from_secs(600),
-            },
-            api_shutdown,
-        )
-        .await
-        .expect("apiserver starts");
-        let kubeconfig = Kubeconfig::read_from(&running.kubeconfig).expect("kubeconfig");
+        let (api, kubeconfig) =
+            start_apiserver(dir.path(), "127.0.0.1:0".parse().expect("addr")).await;
+        let kubeconfig = Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
@@ -74,10 +92,26 @@ impl Cluster {
             dir,
             client,
             agent: None,
-            _api_stop: api_stop,
+            api: Some(api),
         };
         cluster.start_agent().await;
         cluster
+    }
+
+    /// Stops the apiserver and waits until it has (the agent keeps running).
+    pub(crate) async fn stop_apiserver(&mut self) -> SocketAddr {
+        let api = self.api.take().expect("apiserver running");
+        let _ = api.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(30), api.task)
+            .await
+            .expect("apiserver stops in time");
+        api.addr
+    }
+
+    /// Starts the apiserver again on `addr` with the same data directory.
+    pub(crate) async fn restart_apiserver(&mut self, addr: SocketAddr) {
+        let (api, _) = start_apiserver(self.dir.path(), addr).await;
+        self.api = Some(api);
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {

@@ -9,5 +9,6 @@ mod http;
 mod https;
 mod logs;
 mod node;
+mod outage;
 mod pods;
 mod restart;

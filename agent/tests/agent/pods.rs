@@ -252,3 +252,82 @@ async fn deleting_a_running_pod_stops_it_and_the_object_goes_away() {
     cluster.wait_event("counter", "Killing", WAIT).await;
     assert!(!log.exists(), "the pod's files are removed with it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_past_its_active_deadline_is_stopped_and_fails() {
+    let cluster = Cluster::start().await;
+    guests::import(
+        &cluster.data_dir(),
+        "wasmkube.test/counter:v1",
+        guests::COUNTER,
+    );
+    cluster
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "bounded"},
+            "spec": {
+                "activeDeadlineSeconds": 2,
+                "containers": [{"name": "counter", "image": "wasmkube.test/counter:v1"}],
+            },
+        }))
+        .await;
+    let pod = cluster
+        .wait_pod("bounded", WAIT, |p| phase(p) == "Failed")
+        .await;
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    assert!(container(&pod).state.and_then(|s| s.terminated).is_some());
+    assert_eq!(container(&pod).restart_count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_events_are_aggregated_into_one_with_a_count() {
+    let cluster = Cluster::start().await;
+    guests::import(&cluster.data_dir(), "wasmkube.test/crash:v1", guests::CRASH);
+    cluster
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "repeat"},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{"name": "crash", "image": "wasmkube.test/crash:v1"}],
+            },
+        }))
+        .await;
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), "default");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list = events
+            .list(&kube::api::ListParams::default().fields("involvedObject.name=repeat"))
+            .await
+            .expect("events");
+        let started: Vec<_> = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("Started"))
+            .collect();
+        if let [only] = started.as_slice()
+            && only.count.unwrap_or(0) >= 2
+        {
+            assert!(
+                only.last_timestamp.as_ref().map(|t| t.0)
+                    >= only.first_timestamp.as_ref().map(|t| t.0)
+            );
+            break;
+        }
+        assert!(
+            started.len() <= 1,
+            "one Started event, counted: {started:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no repeated Started event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
