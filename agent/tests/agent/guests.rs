@@ -114,6 +114,23 @@ pub(crate) const SLEEPER: &str = r#"
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
 "#;
 
+/// Imports a function the runtime does not provide.
+pub(crate) const UNLINKABLE: &str = r#"
+(module
+  (import "env" "missing" (func $missing))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $missing)))
+"#;
+
+/// Recurses until the stack is exhausted.
+pub(crate) const RECURSE: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func $down (param i32) (result i32)
+    (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "_start") (drop (call $down (i32.const 0)))))
+"#;
+
 fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();

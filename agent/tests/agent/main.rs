@@ -5,6 +5,7 @@
 mod env;
 mod guests;
 mod harness;
+mod hostile;
 mod http;
 mod https;
 mod logs;
