@@ -1,5 +1,7 @@
 //! The subcommands of the CLI, one file each.
 
+pub(crate) mod agent;
 pub(crate) mod bench;
+pub(crate) mod cluster;
 pub(crate) mod image;
 pub(crate) mod server;

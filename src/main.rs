@@ -16,8 +16,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a complete single-node cluster: apiserver on an embedded store.
+    /// Run a cluster: apiserver on an embedded store, scheduler, and a node agent.
     Server(commands::server::ServerCommand),
+    /// Join a node to a cluster and run the pods bound to it.
+    Agent(commands::agent::AgentCommand),
     /// Measure the apiserver: durable creates/s and watch delivery latency.
     Bench(commands::bench::BenchCommand),
     /// Manage the node's local image store: import OCI image layouts of wasm images.
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(cmd) => cmd.execute().await,
+            Command::Agent(cmd) => cmd.execute().await,
             Command::Bench(cmd) => cmd.execute().await,
             Command::Image(cmd) => cmd.execute().await,
         }

@@ -52,7 +52,7 @@ impl StoreArgs {
     fn open(&self) -> anyhow::Result<ImageStore> {
         let data_dir = match &self.data_dir {
             Some(d) => d.clone(),
-            None => super::server::default_data_dir()?,
+            None => super::cluster::default_data_dir()?,
         };
         let dir = ImageStore::dir_in_data_dir(&data_dir);
         ImageStore::open(&dir).with_context(|| format!("opening the image store {}", dir.display()))

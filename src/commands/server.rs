@@ -1,4 +1,5 @@
-//! `wasmkube server`: a complete single-node cluster control plane in one process.
+//! `wasmkube server`: a complete single-node cluster in one process: the apiserver on an
+//! embedded store, the scheduler, and a node agent running wasm pods.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,16 +7,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Run the control plane: the Kubernetes API on an embedded, durable store.
+use super::cluster::{
+    LogFormat, NodeArgs, Shutdown, client_from_kubeconfig, default_data_dir, init_logging,
+};
+
+/// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, and a
+/// node agent that runs wasm pods (unless --disable-agent).
 ///
-/// On first start it creates a CA, a serving certificate, an admin client certificate and
-/// an admin kubeconfig in the data directory; later starts reuse them and keep every object.
+/// On first start it creates a CA, a serving certificate, an admin client certificate, an
+/// admin kubeconfig and a node join token in the data directory; later starts reuse them
+/// and keep every object.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ServerCommand {
-    /// Where the store, certificates, tokens and kubeconfig live
+    #[command(subcommand)]
+    action: Option<ServerAction>,
+    /// Where the store, certificates, tokens, kubeconfig and the embedded agent's files live
     /// [default: the user's data directory, e.g. ~/.local/share/wasmkube].
-    #[arg(long, env = "WASMKUBE_DATA_DIR", value_name = "DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
+    #[arg(long, env = "WASMKUBE_DATA_DIR", value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
     /// Address and port the apiserver listens on (HTTPS).
     #[arg(
         long,
@@ -23,87 +33,63 @@ pub(crate) struct ServerCommand {
         env = "WASMKUBE_BIND",
         value_name = "ADDR:PORT"
     )]
-    pub(crate) bind: SocketAddr,
+    bind: SocketAddr,
     /// Extra names or IPs for the serving certificate (repeatable), e.g. a DNS name clients use.
     #[arg(long = "tls-san", value_name = "NAME")]
-    pub(crate) tls_sans: Vec<String>,
+    tls_sans: Vec<String>,
     /// Watch history kept, in events; older resourceVersions answer 410 Gone.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub(crate) history_max_events: usize,
+    history_max_events: usize,
     /// Watch history kept, in seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub(crate) history_max_age: u64,
+    history_max_age: u64,
+    /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
+    log_format: LogFormat,
 }
 
-/// How logs are written to stderr.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// The default data directory: `$XDG_DATA_HOME/wasmkube` or `~/.local/share/wasmkube`.
-pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
-    dirs::data_dir()
-        .map(|d| d.join("wasmkube"))
-        .context("cannot find the user's data directory; pass --data-dir")
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
+#[derive(clap::Subcommand, Debug)]
+enum ServerAction {
+    /// Print the token that `wasmkube agent --token` joins this cluster with.
+    Token,
 }
 
 impl ServerCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
-        init_logging(self.log_format);
-        let data_dir = match self.data_dir {
+        let data_dir = match self.data_dir.clone() {
             Some(d) => d,
             None => default_data_dir()?,
         };
+        if let Some(ServerAction::Token) = self.action {
+            let path = wasmkube_apiserver::join::token_path(&data_dir);
+            let token = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no join token at {}: start the server once with --data-dir {} to create it",
+                    path.display(),
+                    data_dir.display()
+                )
+            })?;
+            println!("{}", token.trim());
+            return Ok(());
+        }
+        init_logging(self.log_format);
+        let shutdown = Shutdown::on_signals();
         let config = wasmkube_apiserver::Config {
             data_dir: data_dir.clone(),
             bind: self.bind,
-            extra_sans: self.tls_sans,
+            extra_sans: self.tls_sans.clone(),
             history_max_events: self.history_max_events,
             history_max_age: Duration::from_secs(self.history_max_age),
         };
-        let running = wasmkube_apiserver::start(config, shutdown_signal())
+        let running = wasmkube_apiserver::start(config, shutdown.wait())
             .await
             .with_context(|| {
                 format!(
@@ -111,21 +97,55 @@ impl ServerCommand {
                     data_dir.display()
                 )
             })?;
+        let client = client_from_kubeconfig(&running.kubeconfig).await?;
+
+        let mut tasks = Vec::new();
+        if !self.disable_scheduler {
+            let client = client.clone();
+            let stop = shutdown.wait();
+            tasks.push(tokio::spawn(async move {
+                let config = wasmkube_scheduler::SchedulerConfig::default();
+                if let Err(e) = wasmkube_scheduler::run(client, config, stop).await {
+                    tracing::error!(error = %e, "the scheduler stopped");
+                }
+            }));
+        }
+        let mut node_name = None;
+        if !self.disable_agent {
+            let agent = self
+                .node
+                .agent_config(&data_dir, client.clone(), &running.ca_pem, 1)?;
+            node_name = Some(agent.node_name.clone());
+            let started = wasmkube_agent::start(agent, shutdown.wait())
+                .await
+                .context("starting the embedded node agent")?;
+            tasks.push(tokio::spawn(async move {
+                let _ = started.task.await;
+            }));
+        }
         eprintln!(
-            "wasmkube is serving the Kubernetes API at {}\n\
+            "wasmkube is serving the Kubernetes API at {url}{node}\n\
              \n\
              Use it with kubectl:\n\
              \n\
-             \x20   export KUBECONFIG={}\n\
-             \x20   kubectl get namespaces\n",
-            running.url,
-            running.kubeconfig.display()
+             \x20   export KUBECONFIG={kubeconfig}\n\
+             \x20   kubectl get nodes\n\
+             \n\
+             Join another node with:\n\
+             \n\
+             \x20   wasmkube agent --server {url} --token $(wasmkube server token --data-dir {data})\n",
+            url = running.url,
+            node = node_name
+                .map(|n| format!(" (node {n})"))
+                .unwrap_or_default(),
+            kubeconfig = running.kubeconfig.display(),
+            data = data_dir.display(),
         );
-        running
-            .task
-            .await
-            .context("the server task failed")?
-            .context("serving")?;
+        let served = running.task.await.context("the server task failed")?;
+        for task in tasks {
+            let _ = task.await;
+        }
+        served.context("serving")?;
         Ok(())
     }
 }

@@ -86,7 +86,51 @@ impl ServerCertVerifier for AcceptAgentCertificates {
     }
 }
 
+/// A TLS client configuration that accepts any server certificate and presents none:
+/// only for fetching the cluster CA, which the caller then checks against a known hash.
+pub fn unverified_tls() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAgentCertificates(provider)))
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(c) => Arc::new(c),
+        // ring supports the safe default versions; this cannot fail with it.
+        Err(_) => unreachable!("ring supports the default TLS versions"),
+    }
+}
+
 impl NodeClient {
+    /// GETs a path over TLS without a client certificate and without verifying the
+    /// server (see [`unverified_tls`]); returns the status and the whole body.
+    pub async fn get_unverified(host: &str, port: u16, path: &str) -> Result<(StatusCode, bytes::Bytes), String> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(unverified_tls())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let request = Request::get(path)
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, body))
+    }
+
     /// A client presenting `cert_pem`/`key_pem` (issued by the cluster CA).
     pub fn new(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
         use rustls::pki_types::pem::PemObject;

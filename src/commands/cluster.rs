@@ -1,0 +1,273 @@
+//! What `wasmkube server` and `wasmkube agent` share: the node name, logging, signals,
+//! kube clients and the node agent's settings.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+/// How logs are written to stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/wasmkube` or `~/.local/share/wasmkube`.
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
+    dirs::data_dir()
+        .map(|d| d.join("wasmkube"))
+        .context("cannot find the user's data directory; pass --data-dir")
+}
+
+/// Sets up `tracing` (filter from `WASMKUBE_LOG`, default `info`).
+pub(crate) fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A shutdown signal many tasks can wait on: flips on SIGINT or SIGTERM.
+#[derive(Clone)]
+pub(crate) struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Listens for SIGINT and SIGTERM.
+    pub(crate) fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let ctrl_c = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term => {},
+            }
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once shutdown was asked for.
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// The host's name, lower-cased, as the default node name.
+pub(crate) fn default_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_else(|_| "wasmkube-node".to_string());
+    let name: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_matches(|c| c == '-' || c == '.').to_string();
+    if name.is_empty() {
+        "wasmkube-node".to_string()
+    } else {
+        name
+    }
+}
+
+/// Parses `key=value` labels.
+pub(crate) fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("node label {l:?} must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Parses `key=value:Effect` (or `key:Effect`) taints, as `kubectl taint` writes them.
+pub(crate) fn parse_taints(
+    taints: &[String],
+) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Taint>> {
+    taints
+        .iter()
+        .map(|t| {
+            let (kv, effect) = t
+                .rsplit_once(':')
+                .with_context(|| format!("taint {t:?} must be KEY[=VALUE]:EFFECT"))?;
+            if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+                anyhow::bail!(
+                    "taint {t:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+                );
+            }
+            let (key, value) = match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (kv.to_string(), None),
+            };
+            Ok(k8s_openapi::api::core::v1::Taint {
+                key,
+                value,
+                effect: effect.to_string(),
+                time_added: None,
+            })
+        })
+        .collect()
+}
+
+/// A kube client from a kubeconfig file.
+pub(crate) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// Node agent flags shared by `server` (embedded agent) and `agent`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct NodeArgs {
+    /// The node's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node_name: Option<String>,
+    /// Extra node label (repeatable), e.g. `--node-label disk=ssd`.
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    pub(crate) node_labels: Vec<String>,
+    /// Taint the node registers with (repeatable), e.g. `--node-taint dedicated=gpu:NoSchedule`.
+    #[arg(long = "node-taint", value_name = "KEY[=VALUE]:EFFECT")]
+    pub(crate) node_taints: Vec<String>,
+    /// The node agent's HTTPS port (container logs); `kubectl logs` reaches it through the apiserver.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) agent_port: Option<u16>,
+    /// The node's address: its InternalIP, the pods' hostIP, where the apiserver reaches the agent.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub(crate) node_ip: IpAddr,
+    /// This node's number on the machine (1-254): its pods get IPs 127.N.x.y.
+    /// Several agents on one machine need different numbers [default: 1 for the server's
+    /// embedded agent, derived from the node name for `wasmkube agent`].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub(crate) node_index: Option<u8>,
+    /// Allocatable CPU of the node, e.g. `4` or `1500m` [default: the machine's CPUs].
+    #[arg(long, value_name = "QUANTITY")]
+    pub(crate) cpu: Option<String>,
+    /// Allocatable memory of the node, e.g. `8Gi` [default: the machine's memory].
+    #[arg(long, value_name = "QUANTITY")]
+    pub(crate) memory: Option<String>,
+    /// How many pods the node accepts.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_pods: Option<u32>,
+}
+
+/// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
+pub(crate) fn index_from_name(name: &str) -> u8 {
+    let hash = name.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
+    2 + (hash % 253) as u8
+}
+
+impl NodeArgs {
+    /// The agent configuration for these flags.
+    pub(crate) fn agent_config(
+        &self,
+        data_dir: &Path,
+        client: kube::Client,
+        ca_pem: &str,
+        default_index: u8,
+    ) -> anyhow::Result<wasmkube_agent::AgentConfig> {
+        let node_name = self.node_name.clone().unwrap_or_else(default_node_name);
+        let mut config = wasmkube_agent::AgentConfig::new(node_name.clone(), data_dir, client);
+        config.node_index = self.node_index.unwrap_or(default_index);
+        config.labels = parse_labels(&self.node_labels)?;
+        config.taints = parse_taints(&self.node_taints)?;
+        config.node_ip = self.node_ip;
+        let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);
+        let bind_ip = if self.node_ip.is_loopback() {
+            self.node_ip
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        config.log_server.bind = SocketAddr::new(bind_ip, port);
+        config.log_server.client_ca_pem = Some(ca_pem.to_string());
+        config.log_server.names.push(self.node_ip.to_string());
+        if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
+            let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
+            let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);
+            if let Some(cpu) = &self.cpu {
+                let q = wasmkube_api::parse_quantity(cpu)
+                    .with_context(|| format!("--cpu {cpu:?} is not a quantity"))?;
+                capacity.cpu_millis =
+                    i64::try_from(q.milli_value()).context("--cpu is too large")?;
+            }
+            if let Some(memory) = &self.memory {
+                let q = wasmkube_api::parse_quantity(memory)
+                    .with_context(|| format!("--memory {memory:?} is not a quantity"))?;
+                capacity.memory_bytes =
+                    i64::try_from(q.value()).context("--memory is too large")?;
+            }
+            if let Some(pods) = self.max_pods {
+                capacity.pods = i64::from(pods);
+            }
+            config.capacity = Some(capacity);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_parse_like_kubectl_taint() {
+        let t = parse_taints(&[
+            "dedicated=gpu:NoSchedule".into(),
+            "spot:PreferNoSchedule".into(),
+        ])
+        .unwrap();
+        assert_eq!(t[0].key, "dedicated");
+        assert_eq!(t[0].value.as_deref(), Some("gpu"));
+        assert_eq!(t[1].value, None);
+        assert!(parse_taints(&["x=y".into()]).is_err());
+        assert!(parse_taints(&["x=y:Sometimes".into()]).is_err());
+    }
+
+    #[test]
+    fn node_indexes_from_names_stay_clear_of_the_server() {
+        for name in ["a", "node-2", "worker.example.com"] {
+            let i = index_from_name(name);
+            assert!((2..=254).contains(&i));
+        }
+    }
+}
