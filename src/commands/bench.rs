@@ -135,6 +135,7 @@ impl BenchCommand {
             target: target.describe(),
             url: target.url(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            load_average: report::load_average(),
             creates_per_level: creates,
             server_idle_rss_kib: target.server_memory().map(|m| m.rss_kib),
             binary_bytes: std::env::current_exe()

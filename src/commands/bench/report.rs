@@ -14,6 +14,12 @@ use serde_json::{Value, json};
 /// samples are clamped to it.
 const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
 
+/// The 1-minute load average from `/proc/loadavg`, where there is one.
+pub(crate) fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// A new latency histogram in microseconds.
 pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
@@ -156,6 +162,8 @@ pub(crate) struct Report {
     pub(crate) url: String,
     /// Logical CPUs of this machine.
     pub(crate) cpus: usize,
+    /// The 1-minute load average when the run started (other work on the machine), if known.
+    pub(crate) load_average: Option<f64>,
     /// Creates per concurrency level.
     pub(crate) creates_per_level: usize,
     /// Rows of the create benchmark, HTTP rows first.
@@ -180,6 +188,7 @@ impl Report {
             "target": self.target,
             "url": self.url,
             "cpus": self.cpus,
+            "load_average_1m": self.load_average,
             "creates_per_level": self.creates_per_level,
             "creates": self.creates.iter().map(CreateResult::to_json).collect::<Vec<_>>(),
             "store_note": self.store_note,
@@ -219,7 +228,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(out, "wasmkube bench {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "target: {} at {}", self.target, self.url);
-        let _ = writeln!(out, "machine: {} logical CPUs", self.cpus);
+        let load = self.load_average.map_or_else(String::new, |l| {
+            format!(", load average {l:.2} at the start")
+        });
+        let _ = writeln!(out, "machine: {} logical CPUs{load}", self.cpus);
         let mib = |v: Option<u64>, unit: f64| {
             v.map_or_else(|| "-".to_owned(), |v| format!("{:.1} MiB", v as f64 / unit))
         };
@@ -336,6 +348,7 @@ mod tests {
             target: "test".to_owned(),
             url: "https://127.0.0.1:1/".to_owned(),
             cpus: 2,
+            load_average: Some(0.5),
             creates_per_level: 100,
             creates: vec![CreateResult {
                 path: "https api",
@@ -462,6 +475,15 @@ mod tests {
         let table = sample_report().to_table();
         assert!(
             table.contains("RSS 30.0 MiB when ready, peak 60.0 MiB; binary 20.0 MiB"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_the_load_average_at_the_start() {
+        let table = sample_report().to_table();
+        assert!(
+            table.contains("2 logical CPUs, load average 0.50"),
             "{table}"
         );
     }
