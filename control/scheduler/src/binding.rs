@@ -69,6 +69,16 @@ pub(crate) fn unschedulable_condition_is_current(pod: &PodInfo, message: &str) -
 
 /// Sets `PodScheduled=False, reason Unschedulable` with kube-scheduler's message, by a
 /// strategic merge patch of the status (conditions merge by `type`).
+///
+/// The patch carries the `resourceVersion` the decision was made on: if the pod changed
+/// since (above all, if a later attempt bound it and the binding set `PodScheduled=True`),
+/// the apiserver refuses the patch and this stale verdict is dropped. A pod that is still
+/// unschedulable gets a fresh one at its next attempt.
+///
+/// The patch carries the `resourceVersion` the decision was made on: if the pod changed
+/// since (above all, if a later attempt bound it and the binding set `PodScheduled=True`),
+/// the apiserver refuses the patch and this stale verdict is dropped. A pod that is still
+/// unschedulable gets a fresh one at its next attempt.
 pub(crate) async fn set_unschedulable(
     client: kube::Client,
     pod: &PodInfo,
@@ -99,7 +109,10 @@ pub(crate) async fn set_unschedulable(
                 .to_string()
         );
     }
-    let patch = serde_json::json!({"status": {"conditions": [condition]}});
+    let mut patch = serde_json::json!({"status": {"conditions": [condition]}});
+    if let Some(rv) = &pod.pod.metadata.resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     match api
         .patch_status(
             &pod.name,
@@ -109,7 +122,7 @@ pub(crate) async fn set_unschedulable(
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -39,11 +39,13 @@ const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: usize = 5;
 
 /// Why a node (or, from a pre-filter, every node) cannot take the pod.
+///
+/// The first reason is held inline, so rejecting a node with one fixed reason allocates
+/// nothing (the filter hot path rejects most nodes of a large cluster).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unschedulable {
-    /// Human-readable reasons, counted per reason in the pod's message
-    /// (`Insufficient cpu`, `node(s) were unschedulable`).
-    pub reasons: Vec<Cow<'static, str>>,
+    reason: Cow<'static, str>,
+    more: Vec<Cow<'static, str>>,
     /// Whether removing pods (preemption) could help: `true` for resource shortage,
     /// `false` for labels, taints and the like (kube-scheduler's
     /// `UnschedulableAndUnresolvable`).
@@ -54,7 +56,8 @@ impl Unschedulable {
     /// A reason that removing pods could resolve (e.g. `Insufficient memory`).
     pub fn resolvable(reason: impl Into<Cow<'static, str>>) -> Self {
         Unschedulable {
-            reasons: vec![reason.into()],
+            reason: reason.into(),
+            more: Vec::new(),
             resolvable: true,
         }
     }
@@ -62,15 +65,31 @@ impl Unschedulable {
     /// A reason that removing pods cannot resolve (e.g. an untolerated taint).
     pub fn unresolvable(reason: impl Into<Cow<'static, str>>) -> Self {
         Unschedulable {
-            reasons: vec![reason.into()],
+            reason: reason.into(),
+            more: Vec::new(),
             resolvable: false,
         }
+    }
+
+    /// Adds a further reason (a node short of cpu *and* memory).
+    pub fn and(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.more.push(reason.into());
+        self
+    }
+
+    /// The reasons, each counted per node in the pod's message (`Insufficient cpu`).
+    pub fn reasons(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.reason.as_ref()).chain(self.more.iter().map(AsRef::as_ref))
+    }
+
+    pub(crate) fn into_reasons(self) -> impl Iterator<Item = Cow<'static, str>> {
+        std::iter::once(self.reason).chain(self.more)
     }
 }
 
 impl fmt::Display for Unschedulable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, reason) in self.reasons.iter().enumerate() {
+        for (i, reason) in self.reasons().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
@@ -136,13 +155,20 @@ pub trait FilterPlugin: Send + Sync {
         Ok(())
     }
 
-    /// Whether `pod` fits `node`.
+    /// Whether `pod` fits `node`, and if not, why.
     fn filter(
         &self,
         pod: &PodInfo,
         node: &NodeInfo,
         state: &CycleState,
     ) -> Result<(), Unschedulable>;
+
+    /// Whether `pod` fits `node`; must agree with [`FilterPlugin::filter`]. The search for
+    /// feasible nodes calls this; reasons are gathered with `filter` only when no node
+    /// fits. Override it when building the reason costs (formatting, allocation).
+    fn fits(&self, pod: &PodInfo, node: &NodeInfo, state: &CycleState) -> bool {
+        self.filter(pod, node, state).is_ok()
+    }
 }
 
 /// Ranks the nodes a pod can go to.
@@ -278,7 +304,6 @@ impl Framework {
         let wanted = self.num_feasible_nodes_to_find(all);
         let mut feasible = std::mem::take(&mut self.feasible);
         feasible.clear();
-        let mut diagnosis = fit_error::Diagnosis::default();
         let mut processed = 0;
         let start = if infos.is_empty() {
             0
@@ -295,9 +320,9 @@ impl Framework {
             if info.node().is_none() {
                 continue;
             }
-            match self.run_filters(pod, info, &state) {
-                Ok(()) => feasible.push(i),
-                Err((plugin, rejection)) => diagnosis.record(plugin, rejection),
+            // Why a node was rejected only matters if every node is: see `diagnose`.
+            if self.filters.iter().all(|f| f.fits(pod, info, &state)) {
+                feasible.push(i);
             }
         }
         if !infos.is_empty() {
@@ -312,8 +337,32 @@ impl Framework {
         self.feasible = feasible;
         match chosen {
             Some(i) => Ok(infos[i].name().to_string()),
-            None => Err(FitError::filtered(pod, all, diagnosis)),
+            None => Err(FitError::filtered(
+                pod,
+                all,
+                self.diagnose(pod, snapshot, &state),
+            )),
         }
+    }
+
+    /// Collects every node's rejection. Done only once no node fits, so the common path
+    /// neither counts nor hashes reasons.
+    fn diagnose(
+        &self,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+        state: &CycleState,
+    ) -> fit_error::Diagnosis {
+        let mut diagnosis = fit_error::Diagnosis::default();
+        for info in snapshot.node_infos() {
+            if info.node().is_none() {
+                continue;
+            }
+            if let Err((plugin, rejection)) = self.run_filters(pod, info, state) {
+                diagnosis.record(plugin, rejection);
+            }
+        }
+        diagnosis
     }
 
     /// Runs the filters of one node; the first rejection wins.

@@ -12,6 +12,7 @@
 //! - [`plugins`]: NodeResourcesFit, NodeName, NodeUnschedulable, NodeAffinity (with
 //!   nodeSelector), TaintToleration, RuntimeClass and the balanced-allocation score.
 //! - [`resources`]: pod requests and node allocatable as integers.
+//! - [`labels`]: node labels numbered so selectors match with integer comparisons.
 //! - [`queue`]: the active / backoff / unschedulable queues.
 //! - [`leader`]: Lease-based leader election, reusable by other components.
 //! - [`events`], `binding`: what the scheduler writes back.
@@ -20,6 +21,7 @@ mod binding;
 pub mod config;
 pub mod events;
 pub mod framework;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod plugins;

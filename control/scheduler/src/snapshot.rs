@@ -17,6 +17,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::api::node::v1::RuntimeClass;
 
+use crate::labels::{LabelIndex, NodeLabels};
 use crate::resources::{Allocatable, PodRequests, Resources};
 
 /// A pod with what the scheduler computes about it once.
@@ -71,14 +72,21 @@ pub struct NodeInfo {
     /// Memory requested for scoring, with defaults for containers without requests.
     pub non_zero_memory: i64,
     unschedulable: bool,
+    /// Whether any taint has effect `NoSchedule` or `NoExecute`.
+    hard_taints: bool,
+    /// Whether any taint has effect `PreferNoSchedule`.
+    soft_taints: bool,
+    labels: NodeLabels,
     pods: Vec<Arc<PodInfo>>,
 }
 
 impl NodeInfo {
-    /// A node with no pods.
-    pub fn new(node: Node) -> Self {
+    /// A node with no pods, outside any snapshot (its labels are numbered against a
+    /// private index, so selectors compiled against a snapshot do not apply to it).
+    #[cfg(test)]
+    pub(crate) fn new(node: Node) -> Self {
         let mut info = NodeInfo::empty(node.metadata.name.clone().unwrap_or_default());
-        info.set_node(node);
+        info.set_node(node, &mut LabelIndex::default());
         info
     }
 
@@ -91,6 +99,9 @@ impl NodeInfo {
             non_zero_milli_cpu: 0,
             non_zero_memory: 0,
             unschedulable: false,
+            hard_taints: false,
+            soft_taints: false,
+            labels: NodeLabels::default(),
             pods: Vec::new(),
         }
     }
@@ -111,6 +122,22 @@ impl NodeInfo {
         self.unschedulable
     }
 
+    /// Whether the node has a `NoSchedule` or `NoExecute` taint (without touching the
+    /// Node object: this is on the hot path).
+    pub fn has_hard_taints(&self) -> bool {
+        self.hard_taints
+    }
+
+    /// Whether the node has a `PreferNoSchedule` taint.
+    pub fn has_soft_taints(&self) -> bool {
+        self.soft_taints
+    }
+
+    /// The node's labels as numbers of the snapshot's [`LabelIndex`].
+    pub fn labels(&self) -> &NodeLabels {
+        &self.labels
+    }
+
     /// `spec.taints`.
     pub fn taints(&self) -> &[Taint] {
         self.node
@@ -125,14 +152,17 @@ impl NodeInfo {
         &self.pods
     }
 
-    /// Replaces the Node object, keeping the pods.
-    pub fn set_node(&mut self, node: Node) {
+    /// Replaces the Node object, keeping the pods; numbers its labels in `index`.
+    fn set_node(&mut self, node: Node, index: &mut LabelIndex) {
         self.allocatable = Allocatable::of(&node);
-        self.unschedulable = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        let taints = spec.and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        self.hard_taints = taints
+            .iter()
+            .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute");
+        self.soft_taints = taints.iter().any(|t| t.effect == "PreferNoSchedule");
+        self.labels = index.intern(node.metadata.labels.as_ref());
         self.node = Some(Arc::new(node));
     }
 
@@ -190,6 +220,7 @@ pub struct Snapshot {
     live_nodes: usize,
     pods: HashMap<String, PodPlacement>,
     runtime_classes: HashMap<String, Arc<RuntimeClass>>,
+    label_index: LabelIndex,
 }
 
 impl Snapshot {
@@ -211,6 +242,11 @@ impl Snapshot {
     /// One node by name.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// The numbering of the nodes' labels, for compiling selectors.
+    pub fn label_index(&self) -> &LabelIndex {
+        &self.label_index
     }
 
     /// A RuntimeClass by name.
@@ -246,7 +282,7 @@ impl Snapshot {
             Some(old) if scheduling_relevant_change(old, &node) => NodeChange::SchedulingRelevant,
             Some(_) => NodeChange::Other,
         };
-        info.set_node(node);
+        info.set_node(node, &mut self.label_index);
         change
     }
 

@@ -415,15 +415,20 @@ async fn a_pod_too_big_for_every_node_waits_until_a_bigger_node_joins() -> Resul
 
     cluster.node(node("bigger", "4", "8Gi")).await?;
     assert_eq!(cluster.bound("huge").await?, "bigger");
-    let pod = cluster.pods().get("huge").await?;
-    let scheduled = pod
-        .status
-        .and_then(|s| s.conditions)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.type_ == "PodScheduled")
-        .map(|c| c.status);
-    assert_eq!(scheduled.as_deref(), Some("True"));
+    // The binding sets PodScheduled=True right after spec.nodeName; the stale verdict of an
+    // earlier attempt must not overwrite it.
+    poll("PodScheduled=True on huge", || async {
+        let pod = cluster.pods().get("huge").await?;
+        let scheduled = pod
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True");
+        Ok(scheduled.then_some(()))
+    })
+    .await?;
+    cluster.event("huge", "Scheduled").await?;
     scheduler.stop().await
 }
 
@@ -486,29 +491,29 @@ async fn runtime_classes_pick_nodes_and_a_missing_class_keeps_the_pod_pending() 
         .await?;
     let classes: Api<RuntimeClass> = Api::all(cluster.client.clone());
     classes
-        .create(&PostParams::default(), &runtime_class("wasmtime"))
+        .create(&PostParams::default(), &runtime_class("wasm-dedicated"))
         .await?;
     let scheduler = cluster.scheduler("solo", false);
 
     cluster
         .pod("wasm-pod", "100m", "64Mi", |s| {
-            s.runtime_class_name = Some("wasmtime".into())
+            s.runtime_class_name = Some("wasm-dedicated".into())
         })
         .await?;
     assert_eq!(cluster.bound("wasm-pod").await?, "wasm");
 
     cluster
         .pod("future", "100m", "64Mi", |s| {
-            s.runtime_class_name = Some("wasmtime-next".into())
+            s.runtime_class_name = Some("wasm-next".into())
         })
         .await?;
     let message = cluster.unschedulable("future").await?;
     assert!(
-        message.starts_with("0/2 nodes are available: RuntimeClass \"wasmtime-next\" not found."),
+        message.starts_with("0/2 nodes are available: RuntimeClass \"wasm-next\" not found."),
         "{message}"
     );
     classes
-        .create(&PostParams::default(), &runtime_class("wasmtime-next"))
+        .create(&PostParams::default(), &runtime_class("wasm-next"))
         .await?;
     assert_eq!(cluster.bound("future").await?, "wasm");
     scheduler.stop().await
@@ -544,6 +549,11 @@ async fn two_schedulers_with_leader_election_never_bind_a_pod_twice() -> Result<
     for name in &pods {
         cluster.bound(name).await?;
     }
+    poll("both schedulers to count 60 bindings", || async {
+        let (a, b) = (first.metrics.snapshot(), second.metrics.snapshot());
+        Ok((a.bound + b.bound >= 60).then_some(()))
+    })
+    .await?;
     let (a, b) = (first.metrics.snapshot(), second.metrics.snapshot());
     assert_eq!(a.bound + b.bound, 60, "a: {a:?}, b: {b:?}");
     assert_eq!(a.bind_conflicts + b.bind_conflicts, 0, "a: {a:?}, b: {b:?}");
@@ -581,7 +591,11 @@ async fn two_schedulers_with_leader_election_never_bind_a_pod_twice() -> Result<
     leader.stop().await?;
     cluster.pod("after-failover", "10m", "16Mi", |_| {}).await?;
     cluster.bound("after-failover").await?;
-    assert_eq!(follower.metrics.snapshot().bound, 1);
+    // The pod shows as bound a moment before the binding's response reaches the scheduler.
+    poll("the new leader to count its binding", || async {
+        Ok((follower.metrics.snapshot().bound == 1).then_some(()))
+    })
+    .await?;
     let lease = leases.get("wasmkube-scheduler").await?;
     let spec = lease.spec.context("lease without spec")?;
     assert_eq!(

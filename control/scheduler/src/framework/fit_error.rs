@@ -26,10 +26,11 @@ pub(crate) struct Diagnosis {
 impl Diagnosis {
     /// Counts one rejected node.
     pub(crate) fn record(&mut self, plugin: &'static str, rejection: Unschedulable) {
-        for reason in rejection.reasons {
+        let resolvable = rejection.resolvable;
+        for reason in rejection.into_reasons() {
             *self.reasons.entry(reason).or_insert(0) += 1;
         }
-        if rejection.resolvable {
+        if resolvable {
             self.resolvable += 1;
         } else {
             self.unresolvable += 1;
@@ -205,8 +206,7 @@ mod tests {
     #[test]
     fn a_node_short_of_several_resources_counts_each() {
         let mut d = Diagnosis::default();
-        let mut both = Unschedulable::resolvable("Insufficient cpu");
-        both.reasons.push("Insufficient memory".into());
+        let both = Unschedulable::resolvable("Insufficient cpu").and("Insufficient memory");
         d.record("NodeResourcesFit", both);
         d.record(
             "NodeResourcesFit",

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{NodeSelectorTerm, PodSpec};
 
 use super::taint_toleration::default_normalize;
 use crate::framework::{CycleState, FilterPlugin, ScorePlugin, Unschedulable};
-use crate::snapshot::{NodeInfo, PodInfo};
+use crate::labels::CompiledSelector;
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// kube-scheduler's reason.
 pub(crate) const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -21,6 +22,9 @@ pub(crate) const REASON: &str = "node(s) didn't match Pod's node affinity/select
 /// Filters by `nodeSelector` and required node affinity; scores by preferred node affinity.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeAffinity;
+
+/// The pod's `nodeSelector`, compiled against the snapshot in the pre-filter.
+struct CompiledNodeSelector(CompiledSelector);
 
 fn node_affinity(spec: &PodSpec) -> Option<&NodeAffinitySpec> {
     spec.affinity
@@ -37,22 +41,43 @@ impl FilterPlugin for NodeAffinity {
         "NodeAffinity"
     }
 
+    fn pre_filter(
+        &self,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+        state: &mut CycleState,
+    ) -> Result<(), Unschedulable> {
+        if let Some(selector) = pod.pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) {
+            state.write(CompiledNodeSelector(
+                snapshot.label_index().compile(selector),
+            ));
+        }
+        Ok(())
+    }
+
     fn filter(
         &self,
         pod: &PodInfo,
         node: &NodeInfo,
-        _state: &CycleState,
+        state: &CycleState,
     ) -> Result<(), Unschedulable> {
         let Some(spec) = pod.pod.spec.as_ref() else {
             return Ok(());
         };
-        let labels = labels_of(node);
-        if let Some(selector) = &spec.node_selector
-            && !labels_match(selector, labels)
-        {
-            return Err(Unschedulable::unresolvable(REASON));
+        if let Some(selector) = &spec.node_selector {
+            let matches = match state.read::<CompiledNodeSelector>() {
+                Some(compiled) => compiled.0.matches(node.labels()),
+                None => labels_match(selector, labels_of(node)),
+            };
+            if !matches {
+                return Err(Unschedulable::unresolvable(REASON));
+            }
         }
-        let required = node_affinity(spec).and_then(|a| {
+        let Some(affinity) = node_affinity(spec) else {
+            return Ok(());
+        };
+        let labels = labels_of(node);
+        let required = Some(affinity).and_then(|a| {
             a.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
@@ -223,6 +248,45 @@ mod tests {
             NodeAffinity.filter(&p, &zone_node("n2", "a", "4"), &CycleState::new()),
             Err(Unschedulable::unresolvable(REASON))
         );
+    }
+
+    #[test]
+    fn a_node_selector_compiled_against_the_snapshot_matches_like_the_label_maps() {
+        let mut s = Snapshot::new();
+        s.upsert_node(labelled(
+            node("n1", "1", "1Gi"),
+            &[("zone", "a"), ("cores", "8")],
+        ));
+        s.upsert_node(labelled(
+            node("n2", "1", "1Gi"),
+            &[("zone", "a"), ("cores", "4")],
+        ));
+        s.upsert_node(labelled(node("n3", "1", "1Gi"), &[("zone", "b")]));
+        for selector in [
+            vec![("zone", "a")],
+            vec![("zone", "a"), ("cores", "8")],
+            vec![("zone", "c")],
+            vec![("rack", "1")],
+        ] {
+            let p = info(with_spec(pod("p"), |spec| {
+                spec.node_selector = Some(
+                    selector
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            }));
+            let mut compiled = CycleState::new();
+            assert!(NodeAffinity.pre_filter(&p, &s, &mut compiled).is_ok());
+            for n in s.node_infos() {
+                assert_eq!(
+                    NodeAffinity.filter(&p, n, &compiled).is_ok(),
+                    NodeAffinity.filter(&p, n, &CycleState::new()).is_ok(),
+                    "selector {selector:?} on {}",
+                    n.name()
+                );
+            }
+        }
     }
 
     #[test]

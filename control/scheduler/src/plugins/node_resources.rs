@@ -30,10 +30,16 @@ impl FilterPlugin for NodeResourcesFit {
         node: &NodeInfo,
         _state: &CycleState,
     ) -> Result<(), Unschedulable> {
-        let mut reasons: Vec<Cow<'static, str>> = Vec::new();
+        let mut rejection: Option<Unschedulable> = None;
+        let mut reject = |reason: Cow<'static, str>| {
+            rejection = Some(match rejection.take() {
+                None => Unschedulable::resolvable(reason),
+                Some(r) => r.and(reason),
+            });
+        };
         let pods = i64::try_from(node.pods().len()).unwrap_or(i64::MAX);
         if pods.saturating_add(1) > node.allocatable.pods {
-            reasons.push("Too many pods".into());
+            reject("Too many pods".into());
         }
         let want = &pod.requests.resources;
         if !want.is_zero() {
@@ -41,31 +47,27 @@ impl FilterPlugin for NodeResourcesFit {
             let used = &node.requested;
             let short = |want: i64, have: i64, used: i64| want > 0 && want > have - used;
             if short(want.milli_cpu, have.milli_cpu, used.milli_cpu) {
-                reasons.push("Insufficient cpu".into());
+                reject("Insufficient cpu".into());
             }
             if short(want.memory, have.memory, used.memory) {
-                reasons.push("Insufficient memory".into());
+                reject("Insufficient memory".into());
             }
             if short(
                 want.ephemeral_storage,
                 have.ephemeral_storage,
                 used.ephemeral_storage,
             ) {
-                reasons.push("Insufficient ephemeral-storage".into());
+                reject("Insufficient ephemeral-storage".into());
             }
             for (name, amount) in &want.scalar {
                 if short(*amount, have.get(name), used.get(name)) {
-                    reasons.push(format!("Insufficient {name}").into());
+                    reject(format!("Insufficient {name}").into());
                 }
             }
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(Unschedulable {
-                reasons,
-                resolvable: true,
-            })
+        match rejection {
+            None => Ok(()),
+            Some(rejection) => Err(rejection),
         }
     }
 }
@@ -107,10 +109,15 @@ fn least_requested(requested: i64, capacity: i64) -> i64 {
     if capacity <= 0 || requested > capacity {
         return 0;
     }
-    // i128: capacity in bytes times 100 can exceed i64 for very large nodes.
-    let score =
-        i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE) / i128::from(capacity);
-    i64::try_from(score).unwrap_or(0)
+    match (capacity - requested).checked_mul(MAX_NODE_SCORE) {
+        Some(scaled) => scaled / capacity,
+        // Beyond ~92 PB: widen rather than overflow.
+        None => {
+            let score = i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE)
+                / i128::from(capacity);
+            i64::try_from(score).unwrap_or(0)
+        }
+    }
 }
 
 /// Prefers nodes whose cpu and memory end up used in equal proportion.
@@ -175,10 +182,7 @@ mod tests {
         let n = with_pods(node_info(node("n1", "2", "4Gi")), &[("a", "1500m", "3Gi")]);
         assert_eq!(
             fit(&info(pod_with_requests("p", "1", "2Gi")), &n),
-            Err(Unschedulable {
-                reasons: vec!["Insufficient cpu".into(), "Insufficient memory".into()],
-                resolvable: true,
-            })
+            Err(Unschedulable::resolvable("Insufficient cpu").and("Insufficient memory"))
         );
     }
 

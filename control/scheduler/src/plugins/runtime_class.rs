@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Toleration;
 
 use super::node_affinity::labels_match;
 use crate::framework::{CycleState, FilterPlugin, Unschedulable};
+use crate::labels::CompiledSelector;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// What the pod's RuntimeClass asks of nodes; written into the [`CycleState`] by the
@@ -24,6 +25,8 @@ pub struct RuntimeClassScheduling {
     pub name: String,
     /// Labels every node must have.
     pub node_selector: BTreeMap<String, String>,
+    /// `node_selector` compiled against the snapshot (`None` outside one).
+    pub compiled: Option<CompiledSelector>,
     /// Tolerations added to the pod's.
     pub tolerations: Vec<Toleration>,
 }
@@ -58,11 +61,13 @@ impl FilterPlugin for RuntimeClass {
             )));
         };
         let scheduling = class.scheduling.as_ref();
+        let node_selector = scheduling
+            .and_then(|s| s.node_selector.clone())
+            .unwrap_or_default();
         state.write(RuntimeClassScheduling {
             name: name.to_string(),
-            node_selector: scheduling
-                .and_then(|s| s.node_selector.clone())
-                .unwrap_or_default(),
+            compiled: Some(snapshot.label_index().compile(&node_selector)),
+            node_selector,
             tolerations: scheduling
                 .and_then(|s| s.tolerations.clone())
                 .unwrap_or_default(),
@@ -79,8 +84,15 @@ impl FilterPlugin for RuntimeClass {
         let Some(class) = state.read::<RuntimeClassScheduling>() else {
             return Ok(());
         };
-        let labels = node.node().and_then(|n| n.metadata.labels.as_ref());
-        if class.node_selector.is_empty() || labels_match(&class.node_selector, labels) {
+        let matches = class.node_selector.is_empty()
+            || match &class.compiled {
+                Some(compiled) => compiled.matches(node.labels()),
+                None => labels_match(
+                    &class.node_selector,
+                    node.node().and_then(|n| n.metadata.labels.as_ref()),
+                ),
+            };
+        if matches {
             Ok(())
         } else {
             Err(Unschedulable::unresolvable(format!(
@@ -149,21 +161,24 @@ mod tests {
     fn the_class_node_selector_filters_nodes() {
         let mut s = Snapshot::new();
         s.upsert_runtime_class(wasmtime_class());
-        let mut state = CycleState::new();
-        let p = wasm_pod();
-        assert!(RuntimeClass.pre_filter(&p, &s, &mut state).is_ok());
-        let plain = node_info(node("plain", "1", "1Gi"));
-        let wasm = node_info(labelled(
+        s.upsert_node(node("plain", "1", "1Gi"));
+        s.upsert_node(labelled(
             node("wasm", "1", "1Gi"),
             &[("wasmkube.io/runtime-wasmtime", "true")],
         ));
+        let mut state = CycleState::new();
+        let p = wasm_pod();
+        assert!(RuntimeClass.pre_filter(&p, &s, &mut state).is_ok());
+        let (Some(plain), Some(wasm)) = (s.node("plain"), s.node("wasm")) else {
+            panic!("nodes missing from the snapshot");
+        };
         assert_eq!(
-            RuntimeClass.filter(&p, &plain, &state),
+            RuntimeClass.filter(&p, plain, &state),
             Err(Unschedulable::unresolvable(
                 "node(s) didn't match the node selector of RuntimeClass \"wasmtime\""
             ))
         );
-        assert!(RuntimeClass.filter(&p, &wasm, &state).is_ok());
+        assert!(RuntimeClass.filter(&p, wasm, &state).is_ok());
     }
 
     #[test]

@@ -67,11 +67,10 @@ impl FilterPlugin for TaintToleration {
         node: &NodeInfo,
         state: &CycleState,
     ) -> Result<(), Unschedulable> {
-        let untolerated = node.taints().iter().find(|taint| {
-            (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-                && !effective_tolerations(pod, state).any(|t| tolerates(t, taint))
-        });
-        match untolerated {
+        if !node.has_hard_taints() {
+            return Ok(());
+        }
+        match first_untolerated(pod, node, state) {
             None => Ok(()),
             Some(taint) => Err(Unschedulable::unresolvable(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
@@ -80,6 +79,22 @@ impl FilterPlugin for TaintToleration {
             ))),
         }
     }
+
+    fn fits(&self, pod: &PodInfo, node: &NodeInfo, state: &CycleState) -> bool {
+        !node.has_hard_taints() || first_untolerated(pod, node, state).is_none()
+    }
+}
+
+/// The first `NoSchedule`/`NoExecute` taint of the node the pod does not tolerate.
+fn first_untolerated<'a>(
+    pod: &PodInfo,
+    node: &'a NodeInfo,
+    state: &CycleState,
+) -> Option<&'a Taint> {
+    node.taints().iter().find(|taint| {
+        (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+            && !effective_tolerations(pod, state).any(|t| tolerates(t, taint))
+    })
 }
 
 impl ScorePlugin for TaintToleration {
@@ -89,6 +104,9 @@ impl ScorePlugin for TaintToleration {
 
     /// The number of untolerated `PreferNoSchedule` taints (reversed by `normalize`).
     fn score(&self, pod: &PodInfo, node: &NodeInfo, state: &CycleState) -> i64 {
+        if !node.has_soft_taints() {
+            return 0;
+        }
         let count = node
             .taints()
             .iter()
@@ -239,6 +257,7 @@ mod tests {
         state.write(RuntimeClassScheduling {
             name: "wasmtime".into(),
             node_selector: Default::default(),
+            compiled: None,
             tolerations: vec![toleration("dedicated", "Exists", "", "")],
         });
         assert!(TaintToleration.filter(&p, &gpu_node(), &state).is_ok());
