@@ -29,6 +29,19 @@
 //! Every guest yields to the executor at each epoch tick, so a busy guest never holds a
 //! Tokio worker for more than a tick, and [`Stopper::stop`] interrupts even an infinite loop.
 //!
+//! # Good to know
+//!
+//! - Exit codes: a preview1 module's `proc_exit(n)` is `Exited(n)` (wasmtime refuses
+//!   `n >= 126` with a trap). WASIp2's `wasi:cli/exit` only says ok or error, so a component
+//!   (including a preview1 program adapted into one) exits 0 or 1.
+//! - Guests get no network access (WASI sockets are denied) and no stdin; outgoing
+//!   `wasi:http` requests from HTTP handlers are allowed.
+//! - The cache directory holds machine code that is loaded as trusted: keep it private to
+//!   the agent, never under a guest's preopened directory.
+//! - [`Runtime`] reserves address space for its whole instance pool up front (one slot per
+//!   memory of [`RuntimeConfig::max_memory_per_instance`] plus guard pages), so
+//!   [`Runtime::new`] fails cleanly when the machine cannot hold the pool.
+//!
 //! # Example
 //!
 //! ```no_run

@@ -183,6 +183,8 @@ pub(crate) enum Handler {
     Spin,
     /// Grows memory forever before answering.
     GrowMemory,
+    /// Answers with the number of requests this instance has handled (one digit).
+    CountCalls,
 }
 
 const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
@@ -254,6 +256,12 @@ pub(crate) fn proxy_component(handler: &Handler) -> Vec<u8> {
             "",
             "(loop $grow (drop (memory.grow (i32.const 16))) (br $grow))".to_owned(),
         ),
+        Handler::CountCalls => (
+            "0",
+            "(global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
+             (i32.store8 (i32.const 1024) (i32.add (i32.const 48) (global.get $calls)))"
+                .to_owned(),
+        ),
     };
     let body_len = body_bytes.len();
     let body_data = wat_string(body_bytes);
@@ -263,6 +271,7 @@ pub(crate) fn proxy_component(handler: &Handler) -> Vec<u8> {
           (import "{IO_STREAMS}" "[resource-drop]output-stream" (func $stream_drop (param i32)))
           (memory (export "memory") 2)
           (global $bump (mut i32) (i32.const 65536))
+          (global $calls (mut i32) (i32.const 0))
           (data (i32.const 1024) "{body_data}")
           (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
             (local $ptr i32)
@@ -311,4 +320,24 @@ fn wasm_type(ty: &WasmType) -> &'static str {
         WasmType::F32 => "f32",
         WasmType::F64 => "f64",
     }
+}
+
+/// A command module with `functions` non-trivial functions: big enough that compiling it
+/// takes a while.
+pub(crate) fn many_functions(functions: usize) -> Vec<u8> {
+    let mut text =
+        String::from("(module (memory (export \"memory\") 1) (func (export \"_start\"))");
+    for i in 0..functions {
+        text.push_str(&format!(
+            "(func $f{i} (export \"f{i}\") (param i32) (result i32) (local.get 0)"
+        ));
+        for j in 0..16 {
+            text.push_str(&format!(
+                " (i32.const {j}) (i32.add) (i32.const 3) (i32.mul)"
+            ));
+        }
+        text.push(')');
+    }
+    text.push(')');
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test guest: {e}"))
 }

@@ -45,16 +45,18 @@ async fn a_proxy_component_answers_a_request() {
 }
 
 #[tokio::test]
-async fn every_request_gets_its_own_instance_and_many_run_at_once() {
-    let (service, _dir) = service(Handler::Hello("hi"), HttpSpec::default()).await;
+async fn every_request_gets_a_fresh_instance_and_many_run_at_once() {
+    // The handler answers how many requests its instance has seen: always 1.
+    let (service, _dir) = service(Handler::CountCalls, HttpSpec::default()).await;
     let requests = (0..8).map(|_| {
         let service = service.clone();
         tokio::spawn(async move { body_text(service.handle(get("/")).await).await })
     });
     for request in requests.collect::<Vec<_>>() {
-        assert_eq!(request.await.ok().as_deref(), Some("hi"));
+        assert_eq!(request.await.ok().as_deref(), Some("1"));
     }
-    assert_eq!(service.stats().responses, 8);
+    assert_eq!(body_text(service.handle(get("/")).await).await, "1");
+    assert_eq!(service.stats().responses, 9);
     eventually("instances to be released", || {
         service.stats().in_flight == 0
     })

@@ -217,3 +217,23 @@ async fn load_file_reads_and_loads_a_wasm_file() {
         .await;
     assert!(matches!(missing, Err(LoadError::Internal(_))));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn compiling_a_large_module_leaves_the_executor_free() {
+    let (runtime, _dir) = test_runtime();
+    let wasm = guests::many_functions(4000);
+    let loading = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.load(&wasm, "").await.map(|p| p.kind()) }
+    });
+    // On this single executor thread, a task scheduled after the load still runs while the
+    // compilation is under way (it is on a blocking thread, not on this one).
+    let other = tokio::spawn(async { 42 });
+    assert_eq!(other.await.ok(), Some(42));
+    assert!(
+        !loading.is_finished(),
+        "the load finished before a trivial task could run"
+    );
+    let kind = loading.await.ok().and_then(Result::ok);
+    assert_eq!(kind, Some(ProgramKind::CommandModule));
+}
