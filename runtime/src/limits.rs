@@ -271,6 +271,19 @@ mod tests {
     }
 
     #[test]
+    fn limiter_refuses_tables_past_the_element_cap() {
+        let mut limiter = GuestLimiter::new(Control::new(), 1 << 20);
+        assert!(limiter.table_growing(0, 1000, None).is_ok_and(|ok| ok));
+        assert!(
+            limiter
+                .table_growing(1000, MAX_TABLE_ELEMENTS + 1, None)
+                .is_ok_and(|ok| !ok)
+        );
+        assert_eq!(limiter.instances(), MAX_INSTANCES);
+        assert_eq!(limiter.memories(), MAX_MEMORIES);
+    }
+
+    #[test]
     fn epoch_tick_interrupts_after_a_stop_request() {
         let control = Control::new();
         assert!(matches!(
