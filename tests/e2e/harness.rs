@@ -8,6 +8,8 @@
 //! its tail is printed when a test panics while the cluster is alive, and attached to start-up
 //! errors. Nothing here sleeps for a fixed time: every wait is a poll with a deadline.
 
+#![allow(dead_code)] // Interim: the tests that use the rest of the harness come next.
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -18,6 +20,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+mod images;
+mod nodes;
+mod pods;
+
+pub(crate) use nodes::NodeSpec;
+use nodes::{AgentProcess, EmbeddedNode};
+pub(crate) use pods::container_status;
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
 /// machine may be compiling something else at the same time.
@@ -34,6 +44,8 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) struct TestClusterBuilder {
     history_max_events: Option<u64>,
     history_max_age_secs: Option<u64>,
+    embedded_agent: Option<NodeSpec>,
+    agents: Vec<NodeSpec>,
 }
 
 impl TestClusterBuilder {
@@ -47,6 +59,26 @@ impl TestClusterBuilder {
     #[allow(dead_code)]
     pub(crate) fn history_max_age_secs(mut self, secs: u64) -> Self {
         self.history_max_age_secs = Some(secs);
+        self
+    }
+
+    /// Run the server's embedded node agent, described by `spec` (without this the server
+    /// runs with `--disable-agent`: the apiserver tests need no node).
+    pub(crate) fn embedded_agent(mut self, spec: NodeSpec) -> Self {
+        self.embedded_agent = Some(spec);
+        self
+    }
+
+    /// Join `n` more nodes, each a separate `wasmkube agent` process with default settings
+    /// (named `node-<i>`).
+    pub(crate) fn agents(mut self, n: usize) -> Self {
+        self.agents.extend((0..n).map(|_| NodeSpec::default()));
+        self
+    }
+
+    /// Join one more node, a separate `wasmkube agent` process described by `spec`.
+    pub(crate) fn agent(mut self, spec: NodeSpec) -> Self {
+        self.agents.push(spec);
         self
     }
 
@@ -66,13 +98,34 @@ impl TestClusterBuilder {
             extra_args.push("--history-max-age".to_owned());
             extra_args.push(secs.to_string());
         }
+        let embedded = match self.embedded_agent {
+            Some(spec) => {
+                let node = EmbeddedNode::new(spec)?;
+                extra_args.extend(node.server_args());
+                Some(node)
+            }
+            None => {
+                extra_args.push("--disable-agent".to_owned());
+                None
+            }
+        };
         let mut cluster = TestCluster {
             data_dir,
             port,
             extra_args,
             child: None,
+            embedded,
+            agents: Vec::new(),
         };
         cluster.spawn_and_wait_ready().await?;
+        if !self.agents.is_empty() {
+            let token = cluster.join_token().await?;
+            for (i, spec) in self.agents.into_iter().enumerate() {
+                let agent = AgentProcess::spawn(spec, i + 1, &cluster.url(), &token)?;
+                cluster.agents.push(agent);
+            }
+        }
+        cluster.wait_nodes_ready().await?;
         Ok(cluster)
     }
 }
@@ -88,14 +141,18 @@ pub(crate) struct KubectlOutput {
     pub(crate) stderr: String,
 }
 
-/// A running `wasmkube server` on a free port with its own temporary data directory.
+/// A running `wasmkube server` on a free port with its own temporary data directory, and the
+/// node agents of the cluster: the server's embedded one (when asked for) and separate
+/// `wasmkube agent` processes.
 ///
-/// Dropping it kills the server (SIGKILL) and removes the data directory.
+/// Dropping it kills the server and the agents (SIGKILL) and removes their data directories.
 pub(crate) struct TestCluster {
     data_dir: tempfile::TempDir,
     port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
+    embedded: Option<EmbeddedNode>,
+    agents: Vec<AgentProcess>,
 }
 
 impl TestCluster {
@@ -401,12 +458,20 @@ impl Drop for TestCluster {
                 self.log_path().display(),
                 self.log_tail(80)
             );
+            for agent in &self.agents {
+                eprintln!(
+                    "---- agent {} log tail ({}) ----\n{}\n---- end of agent log ----",
+                    agent.node_name(),
+                    agent.log_path().display(),
+                    agent.log_tail(60)
+                );
+            }
         }
     }
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
     Ok(listener
         .local_addr()

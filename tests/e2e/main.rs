@@ -14,3 +14,4 @@ mod harness;
 mod kube_client;
 mod kubectl;
 mod tables;
+mod wasm_pods;
