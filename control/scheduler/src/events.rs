@@ -4,9 +4,11 @@
 //! Events are core/v1 Events from `source.component` = the scheduler's name. A repeat of the
 //! same reason and message for the same pod bumps `count` and `lastTimestamp` of the earlier
 //! Event instead of creating a new one (what `kubectl describe` shows as `(x5 over 3m)`).
-//! Writing Events never slows scheduling: each write runs in its own task, at most
-//! `MAX_IN_FLIGHT` at once, and an Event that finds no free slot is dropped and counted, as
-//! Kubernetes' recorder drops Events under load.
+//! Writing Events never slows scheduling: Events wait in a bounded queue that a background
+//! task drains with at most `MAX_IN_FLIGHT` writes at once, so a burst of thousands of
+//! `Scheduled` Events is written shortly after the burst, behind the bindings. Only when the
+//! queue is full is an Event dropped (and counted), as Kubernetes' recorder drops Events
+//! under load.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +18,13 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::metrics::Metrics;
 use crate::snapshot::PodInfo;
 
-const MAX_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT: usize = 32;
+const QUEUE: usize = 16_384;
 const MAX_REMEMBERED_SERIES: usize = 4096;
 
 /// `Normal` events.
@@ -49,7 +52,7 @@ pub struct EventRecorder {
     client: kube::Client,
     component: String,
     instance: String,
-    permits: Arc<Semaphore>,
+    queue: mpsc::Sender<Pending>,
     series: Arc<Mutex<HashMap<SeriesKey, Series>>>,
     metrics: Arc<Metrics>,
 }
@@ -63,21 +66,32 @@ impl std::fmt::Debug for EventRecorder {
     }
 }
 
+/// An Event waiting to be written.
+struct Pending {
+    api: Api<Event>,
+    event: Event,
+    count: i32,
+}
+
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl EventRecorder {
-    /// A recorder reporting as `component` (the scheduler name) from `instance`.
+    /// A recorder reporting as `component` (the scheduler name) from `instance`. Starts
+    /// the writer task (so it must be called within a Tokio runtime); the task ends when
+    /// the last clone of the recorder is dropped.
     pub fn new(
         client: kube::Client,
         component: String,
         instance: String,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(write_events(pending, metrics.clone()));
         EventRecorder {
             client,
             component,
             instance,
-            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            queue,
             series: Arc::new(Mutex::new(HashMap::new())),
             metrics,
         }
@@ -92,10 +106,6 @@ impl EventRecorder {
         action: &'static str,
         message: String,
     ) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
         let now = Timestamp::now();
         let key = SeriesKey {
             uid: pod.uid.clone(),
@@ -149,11 +159,28 @@ impl EventRecorder {
             related: None,
             series: None,
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let metrics = self.metrics.clone();
+        let pending = Pending {
+            api: Api::namespaced(self.client.clone(), &pod.namespace),
+            event,
+            count: series.count,
+        };
+        if self.queue.try_send(pending).is_err() {
+            self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drains the queue, at most [`MAX_IN_FLIGHT`] writes at once.
+async fn write_events(mut pending: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(Pending { api, event, count }) = pending.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = write(&api, &event, series.count).await {
+            if let Err(e) = write(&api, &event, count).await {
                 metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, event = ?event.metadata.name, "could not write event");
             }
