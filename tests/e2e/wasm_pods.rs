@@ -17,7 +17,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
-use crate::harness::{NodeSpec, TestCluster, container_status};
+use crate::harness::{NodeSpec, TestCluster, container_status, poll_until};
 
 /// How long a pod may take to reach a state that needs no more than one start of a guest.
 const START_DEADLINE: Duration = Duration::from_secs(120);
@@ -31,7 +31,6 @@ fn phase(pod: &Pod) -> &str {
 }
 
 /// The value of condition `type_` of `pod`.
-#[allow(dead_code)] // Interim: the probe tests come next.
 fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
     pod.status
         .as_ref()?
@@ -232,5 +231,356 @@ async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() 
         previous.contains("crash: something went wrong, exiting with status 1"),
         "`kubectl logs --previous` lacks the failed run's stderr:\n{previous}"
     );
+    Ok(())
+}
+
+/// The `count N` lines `kubectl logs` shows for the counter sample, as numbers.
+fn counts(logs: &str) -> Vec<u64> {
+    logs.lines()
+        .filter_map(|l| l.strip_prefix("count "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// Whether the pod is Running with its container running.
+fn running(pod: &Pod) -> bool {
+    phase(pod) == "Running"
+        && container_status(pod)
+            .and_then(|s| s.state)
+            .is_some_and(|s| s.running.is_some())
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn memhog_over_its_memory_limit_is_oom_killed_and_its_neighbour_keeps_running() -> Result<()>
+{
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("memhog")
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster.apply_sample("counter").await?;
+    cluster
+        .wait_pod("counter", "running", START_DEADLINE, running)
+        .await?;
+    let memhog = cluster.sample_pod("memhog")?;
+    assert_eq!(
+        memhog["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        json!("32Mi")
+    );
+    cluster.apply_json(&memhog).await?;
+    let pod = cluster
+        .wait_pod("memhog", "phase Failed", START_DEADLINE, |p| {
+            phase(p) == "Failed"
+        })
+        .await?;
+    let terminated = container_status(&pod)
+        .and_then(|s| s.state)
+        .and_then(|s| s.terminated)
+        .context("memhog's container is not terminated")?;
+    assert_eq!(terminated.reason.as_deref(), Some("OOMKilled"));
+    assert_eq!(terminated.exit_code, 137);
+    let logs = cluster.kubectl_ok(&["logs", "memhog"]).await?;
+    assert!(
+        logs.contains("memhog: growing by 1 MiB every 100 ms"),
+        "memhog did not run before it was killed:\n{logs}"
+    );
+
+    // The neighbour on the same node never noticed: still running, never restarted, and
+    // still counting after memhog died.
+    let after_oom = counts(&cluster.kubectl_ok(&["logs", "counter"]).await?);
+    let last = after_oom
+        .last()
+        .copied()
+        .context("counter printed nothing")?;
+    let counter = cluster.pod("counter").await?;
+    assert!(running(&counter), "counter stopped: {:?}", counter.status);
+    assert_eq!(container_status(&counter).map(|s| s.restart_count), Some(0));
+    poll_until(
+        "counter to print a line after memhog's OOM kill",
+        START_DEADLINE,
+        || async {
+            let now = counts(&cluster.kubectl_ok(&["logs", "counter"]).await?);
+            Ok(now.last().is_some_and(|n| *n > last).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `GET path` over plain HTTP/1.1 to `ip:port`, the way any client on the machine reaches a
+/// pod; returns the status code and the body.
+async fn http_get(ip: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .with_context(|| format!("connecting to {ip}:{port} timed out"))?
+    .with_context(|| format!("connecting to {ip}:{port}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .context("reading the response timed out")??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status code in {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The pod's IP and the port of its first container port.
+fn pod_address(pod: &Pod) -> Result<(String, u16)> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("the pod has no podIP")?;
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|p| p.first())
+        .map(|p| p.container_port)
+        .context("the pod has no containerPort")?;
+    Ok((ip, u16::try_from(port)?))
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready() -> Result<()> {
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("http-hello")
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster.apply_sample("http-hello").await?;
+    // The same component behind a readiness probe that always fails (503).
+    let mut unready = cluster.sample_pod("http-hello")?;
+    unready["metadata"]["name"] = json!("http-unready");
+    unready["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = json!("/status/503");
+    cluster.apply_json(&unready).await?;
+
+    let pod = cluster
+        .wait_pod("http-hello", "Ready", START_DEADLINE, |p| {
+            condition(p, "Ready") == Some("True")
+        })
+        .await?;
+    assert_eq!(condition(&pod, "ContainersReady"), Some("True"));
+    let (ip, port) = pod_address(&pod)?;
+    assert!(
+        ip.starts_with("127."),
+        "podIP {ip} is not a loopback address"
+    );
+    let (code, body) = http_get(&ip, port, "/some/path?x=1").await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello from wasm"), "{body}");
+    assert!(body.contains("/some/path"), "{body}");
+    let (code, _) = http_get(&ip, port, "/status/418").await?;
+    assert_eq!(code, 418);
+
+    // The failing readiness probe keeps the other pod out of Ready although it runs and
+    // serves; it is not restarted for it.
+    cluster
+        .wait_event("http-unready", "Unhealthy", START_DEADLINE)
+        .await?;
+    let unready = cluster
+        .wait_pod("http-unready", "running", START_DEADLINE, running)
+        .await?;
+    assert_eq!(condition(&unready, "Ready"), Some("False"));
+    assert_eq!(condition(&unready, "ContainersReady"), Some("False"));
+    let status = container_status(&unready).context("no container status")?;
+    assert!(!status.ready);
+    assert_eq!(status.restart_count, 0);
+    let (ip, port) = pod_address(&unready)?;
+    assert_eq!(http_get(&ip, port, "/").await?.0, 200);
+    let table = cluster.kubectl_ok(&["get", "pod", "http-unready"]).await?;
+    assert!(table.contains("0/1"), "{table}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn a_failing_liveness_probe_restarts_http_hello() -> Result<()> {
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("liveness")
+        .await?
+    else {
+        return Ok(());
+    };
+    let mut pod = cluster.sample_pod("http-hello")?;
+    let probe = &mut pod["spec"]["containers"][0]["livenessProbe"];
+    probe["httpGet"]["path"] = json!("/status/500");
+    probe["periodSeconds"] = json!(1);
+    probe["failureThreshold"] = json!(2);
+    cluster.apply_json(&pod).await?;
+
+    let pod = cluster
+        .wait_pod(
+            "http-hello",
+            "restarted by its liveness probe",
+            START_DEADLINE,
+            |p| container_status(p).is_some_and(|s| s.restart_count >= 1),
+        )
+        .await?;
+    let unhealthy = cluster
+        .wait_event("http-hello", "Unhealthy", Duration::from_secs(30))
+        .await?;
+    let message = unhealthy.message.unwrap_or_default();
+    assert!(message.contains("Liveness probe failed"), "{message}");
+    assert!(message.contains("500"), "{message}");
+    let killing = cluster
+        .wait_event("http-hello", "Killing", Duration::from_secs(30))
+        .await?;
+    let message = killing.message.unwrap_or_default();
+    assert!(message.contains("liveness probe"), "{message}");
+    assert_eq!(phase(&pod), "Running");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn kubectl_logs_follow_streams_counter_and_kubectl_delete_stops_it() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("counter")
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster.apply_sample("counter").await?;
+    cluster
+        .wait_pod("counter", "running", START_DEADLINE, running)
+        .await?;
+    let before = counts(&cluster.kubectl_ok(&["logs", "counter"]).await?)
+        .last()
+        .copied()
+        .unwrap_or(0);
+
+    // `kubectl logs -f` keeps the stream open: lines printed after it started arrive on it.
+    let mut follow = cluster
+        .kubectl_command(&["logs", "-f", "counter"])
+        .spawn()
+        .context("spawning kubectl logs -f")?;
+    let stdout = follow.stdout.take().context("kubectl has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut streamed = Vec::new();
+    let read = tokio::time::timeout(START_DEADLINE, async {
+        while streamed.len() < 3 {
+            let Some(line) = lines.next_line().await? else {
+                anyhow::bail!("kubectl logs -f ended after {streamed:?}");
+            };
+            if let Some(n) = counts(&line).first().filter(|n| **n > before) {
+                streamed.push(*n);
+            }
+        }
+        Ok(())
+    })
+    .await;
+    follow.start_kill().context("killing kubectl logs -f")?;
+    let _ = follow.wait().await;
+    read.with_context(|| format!("3 new lines did not stream in time (got {streamed:?})"))??;
+    assert!(
+        streamed.windows(2).all(|w| w[1] == w[0] + 1),
+        "the streamed counts are not consecutive: {streamed:?}"
+    );
+
+    // `kubectl delete` waits until the pod object is gone; the agent confirms the deletion
+    // once the guest stopped, within the 10 s grace period of the manifest.
+    let out = cluster.kubectl_ok(&["delete", "pod", "counter"]).await?;
+    assert!(out.contains("pod \"counter\" deleted"), "{out}");
+    let out = cluster.kubectl(&["get", "pod", "counter"]).await?;
+    assert!(
+        !out.status.success() && out.stderr.contains("NotFound"),
+        "counter still exists after kubectl delete returned: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    let killing = cluster
+        .wait_event("counter", "Killing", Duration::from_secs(30))
+        .await?;
+    assert!(
+        killing
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("Stopping container counter")),
+        "{killing:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn files_sees_its_configmap_secret_downward_api_and_empty_dir_volumes_and_env() -> Result<()>
+{
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("files")
+        .await?
+    else {
+        return Ok(());
+    };
+    let out = cluster.apply_sample("files").await?;
+    assert!(out.contains("configmap/files-config created"), "{out}");
+    assert!(out.contains("secret/files-secret created"), "{out}");
+    let pod = cluster
+        .wait_pod("files", "phase Succeeded", START_DEADLINE, |p| {
+            phase(p) == "Succeeded"
+        })
+        .await?;
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .context("files has no node")?;
+    let logs = cluster.kubectl_ok(&["logs", "files"]).await?;
+    let expected = [
+        // configMap volume at /config
+        "==> /config/greeting.txt <==".to_owned(),
+        "hello from a configMap".to_owned(),
+        r#"{"color": "blue", "size": 3}"#.to_owned(),
+        // secret volume at /secret
+        "==> /secret/password <==".to_owned(),
+        "s3cr3t-value".to_owned(),
+        // downwardAPI volume at /podinfo
+        "==> /podinfo/name <==".to_owned(),
+        "tier=\"samples\"".to_owned(),
+        "wasmkube.io/sample=\"files\"".to_owned(),
+        // emptyDir at /data, written and read back
+        "emptyDir: wrote and read back /data/runs.log (1 run)".to_owned(),
+        // env from a configMap key, a secret key, fieldRef and resourceFieldRef
+        "env CONFIG_GREETING=hello from a configMap".to_owned(),
+        "env SECRET_PASSWORD=s3cr3t-value".to_owned(),
+        format!("env NODE_NAME={node}"),
+        "env MEMORY_LIMIT=67108864".to_owned(),
+        "files: done".to_owned(),
+    ];
+    for line in &expected {
+        assert!(
+            logs.lines().any(|l| l == line),
+            "`kubectl logs files` lacks {line:?}:\n{logs}"
+        );
+    }
+    // The downwardAPI name file holds exactly the pod's name.
+    let name_file = logs
+        .split("==> /podinfo/name <==\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next());
+    assert_eq!(name_file, Some("files"), "{logs}");
     Ok(())
 }
