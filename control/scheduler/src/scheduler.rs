@@ -438,10 +438,37 @@ impl Scheduler {
     }
 }
 
-/// Drops what the scheduler never reads, to keep thousands of cached pods small.
+/// Drops what no scheduling decision reads (managed fields, annotations, container
+/// commands, environment, probes, mounts), to keep hundreds of thousands of cached pods
+/// small. Kept: metadata identity and labels, the scheduling-relevant spec (resources,
+/// ports, affinity, tolerations, selectors, volumes) and the status conditions.
 fn strip(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
     pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let containers = spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten());
+        for c in containers {
+            c.command = None;
+            c.args = None;
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+            c.security_context = None;
+        }
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
     pod
 }
 
@@ -499,5 +526,42 @@ async fn forward<K>(
             }
             Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::PodRequests;
+    use k8s_openapi::api::core::v1::{EnvVar, PodStatus, Probe};
+
+    #[test]
+    fn stripping_keeps_what_scheduling_reads_and_drops_the_rest() {
+        let mut pod = crate::testing::pod_with_requests("p", "1", "1Gi");
+        pod.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers[0].env = Some(vec![EnvVar {
+                name: "X".into(),
+                ..Default::default()
+            }]);
+            spec.containers[0].liveness_probe = Some(Probe::default());
+            spec.node_selector = Some([("zone".to_string(), "a".to_string())].into());
+        }
+        pod.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            container_statuses: Some(Vec::new()),
+            ..Default::default()
+        });
+        let before = PodRequests::of(&pod);
+        let stripped = strip(pod);
+        assert_eq!(PodRequests::of(&stripped), before);
+        let spec = stripped.spec.as_ref().expect("spec");
+        assert!(spec.containers[0].env.is_none());
+        assert!(spec.containers[0].liveness_probe.is_none());
+        assert!(spec.node_selector.is_some());
+        assert!(stripped.metadata.annotations.is_none());
+        let status = stripped.status.as_ref().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert!(status.container_statuses.is_none());
     }
 }
