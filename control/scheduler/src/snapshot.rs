@@ -167,7 +167,7 @@ impl NodeInfo {
     }
 
     /// Places a pod on the node and counts its requests.
-    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+    pub(crate) fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(&pod.requests.resources);
         self.non_zero_milli_cpu = self
             .non_zero_milli_cpu
@@ -179,7 +179,7 @@ impl NodeInfo {
     }
 
     /// Takes a pod off the node; `false` if it was not there.
-    pub fn remove_pod(&mut self, uid: &str) -> bool {
+    pub(crate) fn remove_pod(&mut self, uid: &str) -> bool {
         let Some(i) = self.pods.iter().position(|p| p.uid == uid) else {
             return false;
         };
