@@ -27,7 +27,7 @@ mod pods;
 
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
-pub(crate) use pods::container_status;
+pub(crate) use pods::{container_status, events_of};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
 /// machine may be compiling something else at the same time.

@@ -13,5 +13,6 @@ mod durability;
 mod harness;
 mod kube_client;
 mod kubectl;
+mod scheduling;
 mod tables;
 mod wasm_pods;
