@@ -584,3 +584,120 @@ async fn files_sees_its_configmap_secret_downward_api_and_empty_dir_volumes_and_
     assert_eq!(name_file, Some("files"), "{logs}");
     Ok(())
 }
+
+/// Whether `counts` go up by exactly one each line (one instance printing, none twice).
+fn consecutive(counts: &[u64]) -> bool {
+    counts.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[tokio::test]
+#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
+async fn after_kill_9_and_restart_of_the_agent_its_pods_run_again_exactly_once() -> Result<()> {
+    let Some(mut cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("agent-restart")
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster.apply_sample("counter").await?;
+    cluster.apply_sample("http-hello").await?;
+    let counter = cluster
+        .wait_pod("counter", "running", START_DEADLINE, running)
+        .await?;
+    let http = cluster
+        .wait_pod("http-hello", "Ready", START_DEADLINE, |p| {
+            condition(p, "Ready") == Some("True")
+        })
+        .await?;
+    let (http_ip, http_port) = pod_address(&http)?;
+    assert_eq!(http_get(&http_ip, http_port, "/").await?.0, 200);
+    // Let the counter print a few lines, so its first run has a log to keep.
+    poll_until("counter's first lines", START_DEADLINE, || async {
+        let seen = counts(&cluster.kubectl_ok(&["logs", "counter"]).await?);
+        Ok((seen.len() >= 2).then_some(()))
+    })
+    .await?;
+
+    cluster.kill9_agent(0).await?;
+    cluster.restart_agent(0).await?;
+
+    // Both pods come back: the counter's guest is started again (one restart), the
+    // component serves again on the same pod IP.
+    let counter_after = cluster
+        .wait_pod(
+            "counter",
+            "running again after one restart",
+            START_DEADLINE,
+            |p| running(p) && container_status(p).is_some_and(|s| s.restart_count >= 1),
+        )
+        .await?;
+    assert_eq!(
+        container_status(&counter_after).map(|s| s.restart_count),
+        Some(1),
+        "{:?}",
+        counter_after.status
+    );
+    assert_eq!(
+        counter_after.metadata.uid, counter.metadata.uid,
+        "the counter pod was replaced instead of restarted"
+    );
+    assert_eq!(
+        counter_after.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        counter.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        "the pod IP changed across the agent restart"
+    );
+    poll_until(
+        "http-hello to answer again after the agent restart",
+        START_DEADLINE,
+        || async {
+            Ok(http_get(&http_ip, http_port, "/")
+                .await
+                .ok()
+                .filter(|(code, _)| *code == 200))
+        },
+    )
+    .await?;
+
+    // Exactly one instance of the counter runs: its new log counts up one line at a time,
+    // with no line printed twice by a second instance.
+    let seen = poll_until(
+        "six lines from the restarted counter",
+        START_DEADLINE,
+        || async {
+            let seen = counts(&cluster.kubectl_ok(&["logs", "counter"]).await?);
+            Ok((seen.len() >= 6).then_some(seen))
+        },
+    )
+    .await?;
+    assert!(
+        consecutive(&seen),
+        "the restarted counter's log is not one instance's: {seen:?}"
+    );
+    let previous = counts(
+        &cluster
+            .kubectl_ok(&["logs", "counter", "--previous"])
+            .await?,
+    );
+    assert!(
+        previous.len() >= 2 && consecutive(&previous),
+        "the run before the kill is not in --previous: {previous:?}"
+    );
+    // And the node runs exactly the two pods it had.
+    let node = cluster.agent_node_name(0)?;
+    let pods = cluster
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "name",
+        ])
+        .await?;
+    let mut names: Vec<&str> = pods.lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["pod/counter", "pod/http-hello"]);
+    assert!(cluster.agent_is_running(0)?);
+    Ok(())
+}
