@@ -74,7 +74,9 @@ pub fn parse(token: &str) -> Option<(&str, &str)> {
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     /// The token is not of the form `K10<64 hex digits>::<secret>`.
-    #[error("the join token is malformed: it must look like K10<64 hex digits>::<secret>; print it on the server with `wasmkube server token`")]
+    #[error(
+        "the join token is malformed: it must look like K10<64 hex digits>::<secret>; print it on the server with `wasmkube server token`"
+    )]
     MalformedToken,
     /// The server URL is not an https URL with a host.
     #[error("the server URL {0:?} is not valid: use https://HOST:PORT")]
@@ -83,32 +85,58 @@ pub enum JoinError {
     #[error("cannot fetch the cluster CA from {url}: {reason}")]
     Fetch { url: String, reason: String },
     /// The CA the server sent does not match the token's hash.
-    #[error("the cluster CA from {url} does not match the join token (expected sha256 {expected}, got {actual}); check the server URL and the token")]
-    CaMismatch { url: String, expected: String, actual: String },
+    #[error(
+        "the cluster CA from {url} does not match the join token (expected sha256 {expected}, got {actual}); check the server URL and the token"
+    )]
+    CaMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Downloads the cluster CA from `server_url` and checks it against the join token.
 /// Returns the CA (PEM) and the bearer secret to authenticate with.
-pub async fn fetch_cluster_ca(server_url: &str, token: &str) -> Result<(String, String), JoinError> {
+pub async fn fetch_cluster_ca(
+    server_url: &str,
+    token: &str,
+) -> Result<(String, String), JoinError> {
     let (hash, secret) = parse(token).ok_or(JoinError::MalformedToken)?;
-    let uri: http::Uri = server_url.parse().map_err(|_| JoinError::BadUrl(server_url.to_string()))?;
+    let uri: http::Uri = server_url
+        .parse()
+        .map_err(|_| JoinError::BadUrl(server_url.to_string()))?;
     if uri.scheme_str() != Some("https") {
         return Err(JoinError::BadUrl(server_url.to_string()));
     }
-    let host = uri.host().ok_or_else(|| JoinError::BadUrl(server_url.to_string()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = uri
+        .host()
+        .ok_or_else(|| JoinError::BadUrl(server_url.to_string()))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(443);
     let url = format!("{server_url}/cacerts");
     let (status, body) = crate::node_proxy::NodeClient::get_unverified(&host, port, "/cacerts")
         .await
-        .map_err(|reason| JoinError::Fetch { url: url.clone(), reason })?;
+        .map_err(|reason| JoinError::Fetch {
+            url: url.clone(),
+            reason,
+        })?;
     if !status.is_success() {
-        return Err(JoinError::Fetch { url, reason: format!("HTTP {status}") });
+        return Err(JoinError::Fetch {
+            url,
+            reason: format!("HTTP {status}"),
+        });
     }
     let pem = String::from_utf8_lossy(&body).into_owned();
     let actual = ca_hash(&pem);
     if actual != hash {
-        return Err(JoinError::CaMismatch { url, expected: hash.to_string(), actual });
+        return Err(JoinError::CaMismatch {
+            url,
+            expected: hash.to_string(),
+            actual,
+        });
     }
     Ok((pem, secret.to_string()))
 }

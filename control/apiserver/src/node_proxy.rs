@@ -107,7 +107,11 @@ pub fn unverified_tls() -> Arc<rustls::ClientConfig> {
 impl NodeClient {
     /// GETs a path over TLS without a client certificate and without verifying the
     /// server (see [`unverified_tls`]); returns the status and the whole body.
-    pub async fn get_unverified(host: &str, port: u16, path: &str) -> Result<(StatusCode, bytes::Bytes), String> {
+    pub async fn get_unverified(
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<(StatusCode, bytes::Bytes), String> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -125,9 +129,17 @@ impl NodeClient {
             .header(http::header::HOST, format!("{host}:{port}"))
             .body(Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok((status, body))
     }
 

@@ -194,10 +194,11 @@ pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Respo
         .and_then(Value::as_str)
         .map(str::to_string);
     let rt = req.rt;
+    let now = object::now_rfc3339();
     apply_update(
         req,
         name,
-        Part::Main,
+        Part::Binding,
         None,
         req.query.dry_run()?,
         &mut |current| {
@@ -232,30 +233,22 @@ pub async fn bind(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Respo
             }
             let mut new = current.clone();
             new["spec"]["nodeName"] = json!(node);
+            let mut conditions: Vec<Value> = new
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            if !new.get("status").is_some_and(Value::is_object) {
+                new["status"] = json!({});
+            }
+            new["status"]["conditions"] = json!(conditions);
             object::meta_mut(&mut new).remove("resourceVersion");
             Ok(new)
         },
     )
     .await?;
-    // The PodScheduled condition is status; set it through the status path.
-    let now = object::now_rfc3339();
-    let _ = apply_update(req, name, Part::Status, None, false, &mut |current| {
-        let mut new = current.clone();
-        let mut conditions: Vec<Value> = new
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-        if !new.get("status").is_some_and(Value::is_object) {
-            new["status"] = json!({});
-        }
-        new["status"]["conditions"] = json!(conditions);
-        object::meta_mut(&mut new).remove("resourceVersion");
-        Ok(new)
-    })
-    .await;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status))
 }

@@ -27,6 +27,8 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 pub enum Part {
     /// The main resource: everything but `.status`.
     Main,
+    /// `pods/binding`: `spec.nodeName` and the PodScheduled condition, in one write.
+    Binding,
     /// The `/status` subresource: only `.status`.
     Status,
 }
@@ -465,12 +467,14 @@ pub async fn apply_update(
             .ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))?;
         let current = object::decode(&kv)?;
         let mut new = mutate(&current)?;
-        let precondition = match precondition {
+        // The caller's precondition (a PUT body's resourceVersion) must match; a mutation
+        // (a patch) that leaves the current resourceVersion in place sets none, and one that
+        // writes another resourceVersion asked for that version.
+        let requested = match precondition {
             Some(p) => Some(p),
-            None if part == Part::Main => object::resource_version(&new)?.filter(|rv| *rv != 0),
             None => object::resource_version(&new)?.filter(|rv| *rv != 0),
         };
-        if let Some(p) = precondition
+        if let Some(p) = requested
             && p != kv.mod_revision
         {
             return Err(ApiError::stale(rt.group, rt.plural, name));
@@ -560,7 +564,7 @@ fn merge_server_fields(rt: &ResourceType, part: Part, current: &Value, new: &mut
                 }
             }
         }
-        Part::Main => {
+        Part::Main | Part::Binding => {
             let cur_meta = current.get("metadata").cloned().unwrap_or(json!({}));
             let meta = meta_mut(new);
             for f in [
@@ -582,7 +586,7 @@ fn merge_server_fields(rt: &ResourceType, part: Part, current: &Value, new: &mut
                 }
             }
             meta.remove("selfLink");
-            if rt.has_subresource(Subresource::Status) {
+            if part == Part::Main && rt.has_subresource(Subresource::Status) {
                 match current.get("status") {
                     Some(s) => new["status"] = s.clone(),
                     None => {
