@@ -8,8 +8,6 @@
 //! its tail is printed when a test panics while the cluster is alive, and attached to start-up
 //! errors. Nothing here sleeps for a fixed time: every wait is a poll with a deadline.
 
-#![allow(dead_code)] // Interim: the tests that use the rest of the harness come next.
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -25,6 +23,7 @@ mod images;
 mod nodes;
 mod pods;
 
+pub(crate) use images::{WasmImage, module_with_data_segment};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
 pub(crate) use pods::{container_status, events_of};

@@ -11,6 +11,7 @@ mod api_semantics;
 mod bad_input;
 mod durability;
 mod harness;
+mod hostile;
 mod kube_client;
 mod kubectl;
 mod scheduling;

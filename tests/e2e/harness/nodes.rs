@@ -291,11 +291,6 @@ impl TestCluster {
             .collect()
     }
 
-    /// The data directory of agent `i`.
-    pub(crate) fn agent_data_dir(&self, i: usize) -> Result<PathBuf> {
-        Ok(self.agent(i)?.data_dir().to_path_buf())
-    }
-
     /// The last `lines` lines of agent `i`'s log.
     pub(crate) fn agent_log_tail(&self, i: usize, lines: usize) -> String {
         self.agent(i)
