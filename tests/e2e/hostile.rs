@@ -126,7 +126,6 @@ async fn lease_keeps_renewing(cluster: &TestCluster) -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see wasm_pods.rs)"]
 async fn an_infinite_loop_runs_until_deleted_while_the_agent_stays_responsive() -> Result<()> {
     let spin = WasmImage::from_wat("wasmkube.test/hostile/spin:v1", INFINITE_LOOP)?;
     let hello = WasmImage::from_wat(
@@ -173,7 +172,6 @@ async fn an_infinite_loop_runs_until_deleted_while_the_agent_stays_responsive() 
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see wasm_pods.rs)"]
 async fn a_memory_grow_bomb_is_oom_killed_at_its_limit() -> Result<()> {
     let bomb = WasmImage::from_wat("wasmkube.test/hostile/grow:v1", MEMORY_GROW_BOMB)?;
     let cluster = cluster_with(&[&bomb]).await?;
@@ -185,7 +183,6 @@ async fn a_memory_grow_bomb_is_oom_killed_at_its_limit() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see wasm_pods.rs)"]
 async fn deep_recursion_ends_with_a_stack_exhaustion_message() -> Result<()> {
     let recurse = WasmImage::from_wat("wasmkube.test/hostile/recurse:v1", DEEP_RECURSION)?;
     let cluster = cluster_with(&[&recurse]).await?;
@@ -201,7 +198,6 @@ async fn deep_recursion_ends_with_a_stack_exhaustion_message() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see wasm_pods.rs)"]
 async fn an_unsatisfied_import_ends_with_a_start_error_naming_it() -> Result<()> {
     let unlinkable =
         WasmImage::from_wat("wasmkube.test/hostile/unlinkable:v1", UNSATISFIED_IMPORT)?;
@@ -218,7 +214,6 @@ async fn an_unsatisfied_import_ends_with_a_start_error_naming_it() -> Result<()>
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see wasm_pods.rs)"]
 async fn a_50_mb_module_ends_with_a_clear_status_and_the_agent_keeps_renewing_its_lease()
 -> Result<()> {
     let big = WasmImage::from_wasm(

@@ -2,14 +2,6 @@
 //! imported into a node agent running as its own `wasmkube agent` process, deployed with the
 //! real `kubectl apply`, observed through pod status, events, `kubectl logs` and the pod's own
 //! IP. Each test skips (with a message) when the sample images are not built.
-//!
-//! Known bug, blocking the tests marked `#[ignore]`: when the agent patches a pod's status
-//! (JSON patch, no resourceVersion) while the apiserver's binding handler writes the
-//! `PodScheduled` condition, the apiserver answers 409 Conflict instead of retrying
-//! (`apply_update` takes the resourceVersion the patch carried over from the current object
-//! for a client precondition), and the agent's status writer takes 409 for "pod gone" and
-//! stops: the pod runs but stays `Pending` forever. A separate agent hits it on nearly every
-//! pod. Run them with `cargo test --test e2e -- --ignored` once it is fixed.
 
 use std::time::Duration;
 
@@ -42,7 +34,6 @@ fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn hello_succeeds_with_exit_code_0_and_kubectl_logs_shows_its_output() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
@@ -97,7 +88,6 @@ async fn hello_succeeds_with_exit_code_0_and_kubectl_logs_shows_its_output() -> 
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn hello_component_runs_on_the_servers_embedded_agent() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .embedded_agent(NodeSpec::named("embedded"))
@@ -135,7 +125,6 @@ fn back_off_seconds(message: &str) -> Option<u64> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
@@ -251,7 +240,6 @@ fn running(pod: &Pod) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn memhog_over_its_memory_limit_is_oom_killed_and_its_neighbour_keeps_running() -> Result<()>
 {
     let Some(cluster) = TestCluster::builder()
@@ -358,7 +346,6 @@ fn pod_address(pod: &Pod) -> Result<(String, u16)> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
@@ -413,7 +400,6 @@ async fn http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready() -> R
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn a_failing_liveness_probe_restarts_http_hello() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
@@ -453,7 +439,6 @@ async fn a_failing_liveness_probe_restarts_http_hello() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn kubectl_logs_follow_streams_counter_and_kubectl_delete_stops_it() -> Result<()> {
     use tokio::io::AsyncBufReadExt;
     let Some(cluster) = TestCluster::builder()
@@ -525,7 +510,6 @@ async fn kubectl_logs_follow_streams_counter_and_kubectl_delete_stops_it() -> Re
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn files_sees_its_configmap_secret_downward_api_and_empty_dir_volumes_and_env() -> Result<()>
 {
     let Some(cluster) = TestCluster::builder()
@@ -591,7 +575,6 @@ fn consecutive(counts: &[u64]) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "blocked: pod status PATCH gets 409 when it races the binding (see module doc)"]
 async fn after_kill_9_and_restart_of_the_agent_its_pods_run_again_exactly_once() -> Result<()> {
     let Some(mut cluster) = TestCluster::builder()
         .agents(1)
