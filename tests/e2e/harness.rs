@@ -7,6 +7,13 @@
 //! `cluster.restart()`. The server's stdout and stderr go to `server.log` in the data directory;
 //! its tail is printed when a test panics while the cluster is alive, and attached to start-up
 //! errors. Nothing here sleeps for a fixed time: every wait is a poll with a deadline.
+//!
+//! Without nodes asked for, the server runs with `--disable-agent` (the apiserver tests need
+//! none). `.agents(2)` / `.agent(NodeSpec::named("a").label("disk", "ssd").cpu("1"))` join
+//! separate `wasmkube agent` processes and `.embedded_agent(spec)` runs the server's own node
+//! ([`nodes`]); `.start_with_samples(test)` also imports the sample images into every node, or
+//! skips the test when they are not built ([`pods`]); [`images`] packages modules written at
+//! test time. `cluster.kill9_agent(i)` / `cluster.restart_agent(i)` act on agent processes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,10 @@
 //! These tests are the specification of the apiserver's observable behaviour; where they assert
 //! a detail (a reason, a status code, the columns of a table) it is what a real Kubernetes
 //! apiserver does.
+//!
+//! The wasm workload tests (`wasm_pods`, `scheduling`, `hostile`) add nodes: `wasmkube agent`
+//! processes joined with the server's token (or the server's embedded agent), with the sample
+//! images (`samples/build --oci`) or modules written at test time imported into their stores.
 
 mod api_kubectl;
 mod api_semantics;
