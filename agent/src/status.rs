@@ -382,9 +382,10 @@ impl StatusWriter {
     }
 }
 
-/// Whether an error means the pod (with our UID) is gone, so writing is pointless.
+/// Whether an error means the pod (with our UID) is gone, so writing is pointless: 404, or
+/// 422 from the patch's `test` of the UID. A 409 is a concurrent write: retry.
 fn pod_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if matches!(s.code, 404 | 409 | 422))
+    matches!(e, kube::Error::Api(s) if matches!(s.code, 404 | 422))
 }
 
 async fn write_loop(

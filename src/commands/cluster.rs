@@ -178,10 +178,11 @@ pub(crate) struct NodeArgs {
     /// embedded agent, derived from the node name for `wasmkube agent`].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
     pub(crate) node_index: Option<u8>,
-    /// Allocatable CPU of the node, e.g. `4` or `1500m` [default: the machine's CPUs].
+    /// CPU capacity of the node, e.g. `4` or `1500m` [default: the machine's CPUs].
     #[arg(long, value_name = "QUANTITY")]
     pub(crate) cpu: Option<String>,
-    /// Allocatable memory of the node, e.g. `8Gi` [default: the machine's memory].
+    /// Memory capacity of the node, e.g. `8Gi`; allocatable is 100Mi less, kept for the
+    /// agent itself [default: the machine's memory].
     #[arg(long, value_name = "QUANTITY")]
     pub(crate) memory: Option<String>,
     /// How many pods the node accepts.
