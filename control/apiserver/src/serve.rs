@@ -65,6 +65,11 @@ pub async fn serve_tls(
                         continue;
                     }
                 };
+                // Watch events are small writes that must leave at once: without this,
+                // Nagle's algorithm meets the client's delayed ACK and adds ~40 ms.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+                }
                 let connection = Connection {
                     acceptor: acceptor.clone(),
                     builder: Arc::clone(&builder),
