@@ -29,6 +29,8 @@ pub struct Request<'a> {
     pub query: Query,
     pub headers: HeaderMap,
     pub output: Output,
+    /// Which object a Table row carries (`includeObject`).
+    pub include: crate::table::IncludeObject,
 }
 
 impl Request<'_> {
@@ -65,6 +67,8 @@ pub async fn dispatch(
             rt.plural, rt.plural
         )));
     }
+    let include = crate::table::IncludeObject::parse(query.get("includeObject"))
+        .map_err(|e| ApiError::bad_request(e.0))?;
     let req = Request {
         state,
         rt,
@@ -72,6 +76,7 @@ pub async fn dispatch(
         query,
         headers,
         output,
+        include,
     };
     let verb_not_allowed = |what: &str| {
         ApiError::method_not_allowed(format!(
@@ -149,7 +154,7 @@ pub fn object_response(req: &Request<'_>, code: StatusCode, obj: Value) -> Respo
             let table = crate::table::object_to_table(
                 req.rt,
                 &obj,
-                include_object(&req.query),
+                req.include,
                 jiff::Timestamp::now(),
                 true,
             );
@@ -165,15 +170,6 @@ pub fn partial_metadata(obj: &Value) -> Value {
         "apiVersion": "meta.k8s.io/v1",
         "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null),
     })
-}
-
-/// The `includeObject` query parameter of Table requests.
-pub fn include_object(query: &Query) -> crate::table::IncludeObject {
-    match query.get("includeObject") {
-        Some("None") => crate::table::IncludeObject::None,
-        Some("Object") => crate::table::IncludeObject::Object,
-        _ => crate::table::IncludeObject::Metadata,
-    }
 }
 
 /// Maps a store error on one object to the Kubernetes error.

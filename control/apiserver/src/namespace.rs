@@ -27,25 +27,14 @@ pub async fn bootstrap(
         return Ok(());
     };
     for name in BUILTIN {
-        let key = rt.key(None, name);
-        if state.store().get(&key).await?.is_some() {
-            continue;
-        }
-        let mut ns = json!({
+        let ns = json!({
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
         });
-        crate::handlers::write::prepare_create(rt, &mut ns);
-        ns["status"] = json!({"phase": "Active"});
-        let bytes = object::encode(&ns)
-            .map_err(|e| wasmkube_store::StoreError::Backend(e.message.into()))?;
-        match state.store().create(&key, bytes).await {
-            Ok(_) | Err(wasmkube_store::StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        create_builtin(state, rt, &rt.key(None, name), ns).await?;
     }
     bootstrap_kubernetes_service(state, apiserver).await?;
     bootstrap_runtime_class(state).await?;
@@ -165,34 +154,20 @@ async fn bootstrap_kubernetes_service(
     } else {
         apiserver.ip().to_string()
     };
-    let (mut svc, mut endpoints) = crate::services::kubernetes_service(&ip, apiserver.port());
+    let (svc, endpoints) = crate::services::kubernetes_service(&ip, apiserver.port());
     let to_backend = |e: crate::error::ApiError| StoreError::Backend(e.message.into());
     if let Some(rt) = state.registry().by_kind("", "Service") {
-        let key = rt.key(Some("default"), "kubernetes");
-        if state.store().get(&key).await?.is_none() {
-            let alloc = format!(
-                "/registry/allocations/serviceips/{}",
-                crate::services::KUBERNETES_SERVICE_IP
-            );
-            match state
+        let alloc = format!(
+            "/registry/allocations/serviceips/{}",
+            crate::services::KUBERNETES_SERVICE_IP
+        );
+        ignore_exists(
+            state
                 .store()
                 .create(&alloc, bytes::Bytes::from_static(b"default/kubernetes"))
-                .await
-            {
-                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            crate::handlers::write::prepare_create(rt, &mut svc);
-            svc["status"] = json!({"loadBalancer": {}});
-            match state
-                .store()
-                .create(&key, object::encode(&svc).map_err(to_backend)?)
-                .await
-            {
-                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
+                .await,
+        )?;
+        create_builtin(state, rt, &rt.key(Some("default"), "kubernetes"), svc).await?;
     }
     if let Some(rt) = state.registry().by_kind("", "Endpoints") {
         let key = rt.key(Some("default"), "kubernetes");
@@ -212,17 +187,7 @@ async fn bootstrap_kubernetes_service(
                         .await;
                 }
             }
-            None => {
-                crate::handlers::write::prepare_create(rt, &mut endpoints);
-                match state
-                    .store()
-                    .create(&key, object::encode(&endpoints).map_err(to_backend)?)
-                    .await
-                {
-                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            None => create_builtin(state, rt, &key, endpoints).await?,
         }
     }
     Ok(())
@@ -231,25 +196,43 @@ async fn bootstrap_kubernetes_service(
 /// Creates the `wasmtime` RuntimeClass (handler `wasmtime`): pods that name it run on the
 /// agents' embedded wasm runtime, on nodes labelled as offering it.
 async fn bootstrap_runtime_class(state: &AppState) -> Result<(), wasmkube_store::StoreError> {
-    use wasmkube_store::StoreError;
     let Some(rt) = state.registry().by_kind("node.k8s.io", "RuntimeClass") else {
         return Ok(());
     };
-    let key = rt.key(None, "wasmtime");
-    if state.store().get(&key).await?.is_some() {
-        return Ok(());
-    }
-    let mut class = json!({
+    let class = json!({
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
         "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "wasmkube"}},
         "handler": "wasmtime",
         "scheduling": {"nodeSelector": {"wasmkube.io/runtime.wasmtime": "true"}},
     });
-    crate::handlers::write::prepare_create(rt, &mut class);
-    let bytes = object::encode(&class).map_err(|e| StoreError::Backend(e.message.into()))?;
-    match state.store().create(&key, bytes).await {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+    create_builtin(state, rt, &rt.key(None, "wasmtime"), class).await
+}
+
+/// Stores a built-in object unless its key exists: server-managed metadata is added, and
+/// the given status is kept (bootstrap objects are born with theirs).
+async fn create_builtin(
+    state: &AppState,
+    rt: &crate::registry::ResourceType,
+    key: &str,
+    mut obj: Value,
+) -> Result<(), wasmkube_store::StoreError> {
+    let status = obj.get("status").cloned();
+    crate::handlers::write::prepare_create(rt, &mut obj);
+    if let Some(status) = status {
+        obj["status"] = status;
+    }
+    let bytes =
+        object::encode(&obj).map_err(|e| wasmkube_store::StoreError::Backend(e.message.into()))?;
+    ignore_exists(state.store().create(key, bytes).await)
+}
+
+/// A create that found its key taken is fine at bootstrap: the object is there.
+fn ignore_exists<T>(
+    created: Result<T, wasmkube_store::StoreError>,
+) -> Result<(), wasmkube_store::StoreError> {
+    match created {
+        Ok(_) | Err(wasmkube_store::StoreError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -6,8 +6,8 @@
 //! from the schemas' `x-kubernetes-patch-*` extensions (`schemas`), `apply`/`create` leave
 //! field validation to the server when the kind's PATCH operation lists the
 //! `fieldValidation` parameter (`paths`), and `explain` renders the schemas. The server
-//! then has to honour `fieldValidation=Strict`; [`OpenApi::unknown_fields`] finds the
-//! fields a strict decoder would reject, from the same schemas.
+//! then has to honour `fieldValidation=Strict`: `crate::typed` finds the unknown fields by
+//! round-tripping the object through its k8s-openapi type.
 //!
 //! `/openapi/v2` is not served: kubectl 1.32 reads v2 only as protobuf, and only as a
 //! fallback when v3 is missing (or for `explain --output plaintext-openapiv2`).
@@ -16,7 +16,6 @@
 //! byte-identical documents and the same `hash` in every process; clients cache a
 //! document URL that carries its hash forever.
 
-mod fields;
 mod paths;
 mod schemas;
 
@@ -42,7 +41,6 @@ pub struct OpenApi {
     index: Value,
     index_json: Bytes,
     docs: BTreeMap<String, Document>,
-    schemas: BTreeMap<String, Map<String, Value>>,
 }
 
 /// The index key and URL path of a group-version: `api/v1`, `apis/apps/v1`.
@@ -93,7 +91,6 @@ impl OpenApi {
     /// Generates every document of `registry` (a few hundred milliseconds; call once).
     pub fn new(registry: &Registry) -> Self {
         let mut docs = BTreeMap::new();
-        let mut schemas = BTreeMap::new();
         let mut index_paths = Map::new();
         for (group, version) in registry.group_versions() {
             let Some(doc) = v3_document(registry, group, version) else {
@@ -107,9 +104,6 @@ impl OpenApi {
                 path.clone(),
                 json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
             );
-            if let Some(Value::Object(s)) = doc.pointer("/components/schemas") {
-                schemas.insert(path.clone(), s.clone());
-            }
             docs.insert(
                 path,
                 Document {
@@ -124,7 +118,6 @@ impl OpenApi {
             index,
             index_json,
             docs,
-            schemas,
         }
     }
 
@@ -145,23 +138,6 @@ impl OpenApi {
     /// `Cache-Control: public, immutable`.
     pub fn document(&self, path: &str) -> Option<&Document> {
         self.docs.get(path.trim_matches('/'))
-    }
-
-    /// The fields of `object` (of `kind` in `group`/`version`) that its schema does not
-    /// declare, as paths like `spec.containers[0].foo`: what `fieldValidation=Strict`
-    /// rejects (400, `strict decoding error: unknown field "..."`) and `Warn` reports.
-    /// Empty when the kind has no published schema.
-    pub fn unknown_fields(
-        &self,
-        group: &str,
-        version: &str,
-        kind: &str,
-        object: &Value,
-    ) -> Vec<String> {
-        let Some(defs) = self.schemas.get(&gv_path(group, version)) else {
-            return Vec::new();
-        };
-        fields::unknown_fields(defs, group, version, kind, object)
     }
 }
 

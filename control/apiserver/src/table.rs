@@ -12,7 +12,7 @@
 
 mod columns;
 mod duration;
-mod format;
+pub(crate) mod format;
 mod pod;
 mod rows;
 

@@ -21,7 +21,7 @@ use wasmkube_store::{Event, Revision, StoreError, Watch};
 use crate::error::{ApiError, ApiResult};
 use crate::filter::Filter;
 use crate::handlers::read::{collection_prefix, list_objects};
-use crate::handlers::{Request, include_object, partial_metadata};
+use crate::handlers::{Request, partial_metadata};
 use crate::object;
 use crate::registry::ResourceType;
 use crate::request::Output;
@@ -83,7 +83,7 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
     let mut encoder = Encoder {
         rt: req.rt.clone(),
         output: req.output,
-        tables: crate::table::WatchTables::new(req.rt, include_object(&req.query)),
+        tables: crate::table::WatchTables::new(req.rt, req.include),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
@@ -97,6 +97,7 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
             query: crate::request::Query::default(),
             headers: req.headers.clone(),
             output: req.output,
+            include: req.include,
         };
         let listed = list_objects(&listing, &filter).await?;
         initial = listed.items;

@@ -274,6 +274,7 @@ pub async fn delete_collection(req: &Request<'_>, body: Bytes) -> ApiResult<Resp
             query: crate::request::Query::default(),
             headers: req.headers.clone(),
             output: req.output,
+            include: req.include,
         };
         match delete_object(&per_object, &name, &opts).await {
             Ok(Deleted::Gone(o) | Deleted::Pending(o)) => items.push(o),

@@ -6,9 +6,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use wasmkube_store::{ListOptions, Revision};
 
-use super::{
-    Request, include_object, json_response, object_response, partial_metadata, store_error,
-};
+use super::{Request, json_response, object_response, partial_metadata, store_error};
 use crate::error::{ApiError, ApiResult};
 use crate::filter::Filter;
 use crate::object;
@@ -173,7 +171,7 @@ pub async fn list(req: &Request<'_>) -> ApiResult<Response> {
         Output::Table => crate::table::to_table(
             req.rt,
             &listed.items,
-            include_object(&req.query),
+            req.include,
             jiff::Timestamp::now(),
             &rv,
             listed.continue_token.as_deref(),
