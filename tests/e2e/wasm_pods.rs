@@ -134,10 +134,13 @@ async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() 
         return Ok(());
     };
     cluster.apply_sample("crash").await?;
-    // Watch the container through three failures: each waiting message names the back-off,
-    // each lastState the run that ended (its finishedAt, by the agent's clock).
+    // Watch the container through its failures: each waiting message names the back-off,
+    // and every terminated state or lastState shows when a run ended (by the agent's clock).
+    // Run ends are collected as a set, not per restartCount: a status seen between a restart
+    // and the next status write would pair a count with the previous run's end.
     let mut back_offs: Vec<(i32, u64)> = Vec::new();
-    let mut finished: Vec<(i32, k8s_openapi::jiff::Timestamp)> = Vec::new();
+    let mut finished: std::collections::BTreeSet<k8s_openapi::jiff::Timestamp> =
+        std::collections::BTreeSet::new();
     let pod = cluster
         .wait_pod("crash", "three restarts", Duration::from_secs(240), |p| {
             let Some(status) = container_status(p) else {
@@ -151,16 +154,15 @@ async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() 
             {
                 back_offs.push((count, secs));
             }
-            if let Some(t) = status
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                && let Some(at) = &t.finished_at
-                && !finished.iter().any(|(c, _)| *c == count)
-            {
-                finished.push((count, at.0));
+            for state in [status.state.as_ref(), status.last_state.as_ref()] {
+                if let Some(at) = state
+                    .and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t.finished_at.as_ref())
+                {
+                    finished.insert(at.0);
+                }
             }
-            count >= 3
+            count >= 3 && finished.len() >= 4
         })
         .await?;
 
@@ -174,16 +176,17 @@ async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() 
         seconds[0] == 10,
         "the first back-off is not 10s: {back_offs:?}"
     );
-    // And the runs really were that far apart: the gap between the ends of the second and
-    // third run is longer than between the first and second (the agent's timestamps).
+    // And the runs really were that far apart: the gaps between the ends of consecutive
+    // runs grow (immediate, 10s, 20s, ... by the agent's timestamps).
+    let ends: Vec<_> = finished.iter().copied().collect();
     ensure!(
-        finished.len() >= 3,
-        "expected the ends of three runs, saw {finished:?}"
+        ends.len() >= 4,
+        "expected the ends of four runs, saw {ends:?}"
     );
-    let gap = |a: usize, b: usize| finished[b].1.duration_since(finished[a].1);
+    let gaps: Vec<_> = ends.windows(2).map(|w| w[1].duration_since(w[0])).collect();
     ensure!(
-        gap(1, 2) > gap(0, 1),
-        "the back-off did not grow between runs: {finished:?}"
+        gaps.windows(2).all(|g| g[1] > g[0]),
+        "the back-off did not grow between runs: ends {ends:?}"
     );
 
     let status = container_status(&pod).context("crash has no container status")?;
