@@ -3,5 +3,6 @@
 pub(crate) mod agent;
 pub(crate) mod bench;
 pub(crate) mod cluster;
+pub(crate) mod controllers;
 pub(crate) mod image;
 pub(crate) mod server;

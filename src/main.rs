@@ -20,6 +20,8 @@ enum Command {
     Server(commands::server::ServerCommand),
     /// Join a node to a cluster and run the pods bound to it.
     Agent(commands::agent::AgentCommand),
+    /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
+    Controllers(commands::controllers::ControllersCommand),
     /// Measure the apiserver: durable creates/s and watch delivery latency.
     Bench(commands::bench::BenchCommand),
     /// Manage the node's local image store: import OCI image layouts of wasm images.
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(cmd) => cmd.execute().await,
             Command::Agent(cmd) => cmd.execute().await,
+            Command::Controllers(cmd) => cmd.execute().await,
             Command::Bench(cmd) => cmd.execute().await,
             Command::Image(cmd) => cmd.execute().await,
         }

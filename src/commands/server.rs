@@ -49,6 +49,12 @@ pub(crate) struct ServerCommand {
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Do not run the controllers (Deployments, ReplicaSets, Jobs, DaemonSets, garbage
+    /// collection, node lifecycle) in this process; run `wasmkube controllers` instead.
+    #[arg(long)]
+    disable_controllers: bool,
+    #[command(flatten)]
+    controllers: super::controllers::ControllerArgs,
     #[command(flatten)]
     node: NodeArgs,
     /// Log format.
@@ -107,6 +113,16 @@ impl ServerCommand {
                 let config = wasmkube_scheduler::SchedulerConfig::default();
                 if let Err(e) = wasmkube_scheduler::run(client, config, stop).await {
                     tracing::error!(error = %e, "the scheduler stopped");
+                }
+            }));
+        }
+        if !self.disable_controllers {
+            let config = self.controllers.config()?;
+            let client = client.clone();
+            let stop = shutdown.wait();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = wasmkube_controllers::run(client, config, stop).await {
+                    tracing::error!(error = %e, "the controllers stopped");
                 }
             }));
         }

@@ -52,6 +52,7 @@ pub(crate) struct TestClusterBuilder {
     history_max_age_secs: Option<u64>,
     embedded_agent: Option<NodeSpec>,
     agents: Vec<NodeSpec>,
+    server_args: Vec<String>,
 }
 
 impl TestClusterBuilder {
@@ -88,6 +89,13 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Pass one more argument to `wasmkube server` (e.g. `--node-monitor-grace-period`).
+    #[allow(dead_code)]
+    pub(crate) fn server_arg(mut self, arg: impl Into<String>) -> Self {
+        self.server_args.push(arg.into());
+        self
+    }
+
     /// Spawn the server and wait until `/readyz` answers 200.
     pub(crate) async fn start(self) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new()
@@ -95,7 +103,7 @@ impl TestClusterBuilder {
             .tempdir()
             .context("creating the temporary data directory")?;
         let port = free_port()?;
-        let mut extra_args = Vec::new();
+        let mut extra_args = self.server_args.clone();
         if let Some(n) = self.history_max_events {
             extra_args.push("--history-max-events".to_owned());
             extra_args.push(n.to_string());

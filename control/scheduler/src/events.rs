@@ -1,5 +1,6 @@
-//! Events about pods (`Scheduled`, `FailedScheduling`), as `kubectl describe pod` and
-//! `kubectl get events` show them.
+//! Events about pods (`Scheduled`, `FailedScheduling`) and, through
+//! [`EventRecorder::record_object`], about any object (the controllers' `SuccessfulCreate`,
+//! `ScalingReplicaSet`, ...), as `kubectl describe` and `kubectl get events` show them.
 //!
 //! Events are core/v1 Events from `source.component` = the scheduler's name. A repeat of the
 //! same reason and message for the same pod bumps `count` and `lastTimestamp` of the earlier
@@ -106,9 +107,37 @@ impl EventRecorder {
         action: &'static str,
         message: String,
     ) {
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(pod.uid.clone()),
+            resource_version: pod.pod.metadata.resource_version.clone(),
+            field_path: None,
+        };
+        self.record_object(involved, type_, reason, action, message);
+    }
+
+    /// Records an Event about any object in the background. The Event lives in the
+    /// object's namespace (`default` for cluster-scoped objects, as Kubernetes does).
+    pub fn record_object(
+        &self,
+        involved: ObjectReference,
+        type_: &'static str,
+        reason: &'static str,
+        action: &'static str,
+        message: String,
+    ) {
         let now = Timestamp::now();
+        let name = involved.name.clone().unwrap_or_default();
+        let namespace = involved
+            .namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".to_string());
         let key = SeriesKey {
-            uid: pod.uid.clone(),
+            uid: involved.uid.clone().unwrap_or_else(|| name.clone()),
             reason,
             message,
         };
@@ -120,7 +149,7 @@ impl EventRecorder {
                 map.clear();
             }
             let entry = map.entry(key.clone()).or_insert_with(|| Series {
-                name: event_name(&pod.name, now),
+                name: event_name(&name, now),
                 count: 0,
                 first: now,
             });
@@ -130,18 +159,10 @@ impl EventRecorder {
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(series.name.clone()),
-                namespace: Some(pod.namespace.clone()),
+                namespace: Some(namespace.clone()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.name.clone()),
-                namespace: Some(pod.namespace.clone()),
-                uid: Some(pod.uid.clone()),
-                resource_version: pod.pod.metadata.resource_version.clone(),
-                field_path: None,
-            },
+            involved_object: involved,
             reason: Some(reason.into()),
             message: Some(key.message),
             type_: Some(type_.into()),
@@ -160,7 +181,7 @@ impl EventRecorder {
             series: None,
         };
         let pending = Pending {
-            api: Api::namespaced(self.client.clone(), &pod.namespace),
+            api: Api::namespaced(self.client.clone(), &namespace),
             event,
             count: series.count,
         };

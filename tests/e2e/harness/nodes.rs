@@ -381,6 +381,18 @@ impl TestCluster {
         }
     }
 
+    /// Joins one more `wasmkube agent` node to the running cluster (index `agents().len()`)
+    /// and waits until every node is Ready; returns the new agent's index.
+    #[allow(dead_code)]
+    pub(crate) async fn join_agent(&mut self, spec: NodeSpec) -> Result<usize> {
+        let token = self.join_token().await?;
+        let i = self.agents.len();
+        let agent = AgentProcess::spawn(spec, i + 1, &self.url(), &token)?;
+        self.agents.push(agent);
+        self.wait_nodes_ready().await?;
+        Ok(i)
+    }
+
     /// Waits until every node of the cluster is registered with `Ready=True`.
     pub(super) async fn wait_nodes_ready(&mut self) -> Result<()> {
         let names = self.node_names();

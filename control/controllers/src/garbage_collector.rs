@@ -1,0 +1,11 @@
+//! The garbage collector controller (being built; see `issues show 4`).
+
+use std::sync::Arc;
+
+use crate::context::Context;
+
+/// Runs the garbage collector controller until the task is aborted.
+pub(crate) async fn run(ctx: Arc<Context>) {
+    let _ = ctx;
+    std::future::pending::<()>().await
+}

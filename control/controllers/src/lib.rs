@@ -1,0 +1,123 @@
+//! wasmkube-controllers: the controller-manager, the control loops that keep the cluster's
+//! actual state equal to the desired state, as kube-controller-manager's.
+//!
+//! [`run`] starts the enabled controllers once this process holds the controller-manager's
+//! Lease (several controller-managers may run; one acts), stops them if the Lease is lost,
+//! and releases it on shutdown. Every controller is level-triggered: a kube-runtime
+//! `Controller` (or a periodic scan) reconciles one object at a time from what it observes,
+//! idempotently, and only ever talks to the apiserver.
+//!
+//! Controllers (one module each):
+//! - [`replicaset`]: keeps `replicas` pods matching the selector.
+//! - [`deployment`]: ReplicaSets per template, rolling update and recreate, history, rollback.
+//! - [`job`]: pods to completion, parallelism, backoff, deadlines, indexed completion.
+//! - [`daemonset`]: one pod per eligible node.
+//! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
+//! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
+//!
+//! Shared parts: [`context`] (client, settings, Event recorders), [`pods`] (pods made from
+//! templates, owner references, readiness).
+
+pub mod config;
+pub mod context;
+mod daemonset;
+mod deployment;
+mod garbage_collector;
+mod job;
+mod node_lifecycle;
+pub mod pods;
+mod replicaset;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wasmkube_scheduler::LeaderElector;
+
+pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
+pub use context::Context;
+
+/// Runs the controller-manager until `shutdown` resolves, then releases its Lease (if it
+/// led). API failures are retried inside the controllers; only an invalid configuration
+/// ends it with an error.
+pub async fn run(
+    client: kube::Client,
+    config: ControllersConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ControllersError> {
+    config.validate()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mut leading, elector, _always) = match &config.leader_election {
+        Some(le) => {
+            let elector = LeaderElector::new(client.clone(), le.clone())?;
+            let leading = elector.subscribe();
+            let mut stop = stop_rx.clone();
+            let task = tokio::spawn(elector.run(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }));
+            (leading, Some(task), None)
+        }
+        None => {
+            let (tx, rx) = watch::channel(true);
+            (rx, None, Some(tx))
+        }
+    };
+    tracing::info!(
+        identity = %config.identity,
+        controllers = ?config.controllers,
+        leader_election = config.leader_election.is_some(),
+        "controller-manager starting"
+    );
+    let ctx = Arc::new(Context::new(client, config));
+    let mut shutdown = std::pin::pin!(shutdown);
+    'outer: loop {
+        tokio::select! {
+            _ = &mut shutdown => break 'outer,
+            led = async { leading.wait_for(|l| *l).await.is_ok() } => if !led { break 'outer },
+        }
+        tracing::info!("leading: starting the controllers");
+        let mut running = start_controllers(&ctx);
+        tokio::select! {
+            _ = &mut shutdown => {
+                running.shutdown().await;
+                break 'outer;
+            }
+            _ = async { leading.wait_for(|l| !*l).await.is_ok() } => {
+                tracing::warn!("lost the controller-manager lease: stopping the controllers");
+                running.shutdown().await;
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(task) = elector {
+        let _ = task.await;
+    }
+    tracing::info!("controller-manager stopped");
+    Ok(())
+}
+
+/// Spawns every enabled controller; aborting the set stops them.
+fn start_controllers(ctx: &Arc<Context>) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let config = &ctx.config;
+    if config.enabled("replicaset") {
+        set.spawn(replicaset::run(ctx.clone()));
+    }
+    if config.enabled("deployment") {
+        set.spawn(deployment::run(ctx.clone()));
+    }
+    if config.enabled("job") {
+        set.spawn(job::run(ctx.clone()));
+    }
+    if config.enabled("daemonset") {
+        set.spawn(daemonset::run(ctx.clone()));
+    }
+    if config.enabled("garbagecollector") {
+        set.spawn(garbage_collector::run(ctx.clone()));
+    }
+    if config.enabled("nodelifecycle") {
+        set.spawn(node_lifecycle::run(ctx.clone()));
+    }
+    set
+}

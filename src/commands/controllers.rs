@@ -1,0 +1,81 @@
+//! `wasmkube controllers`: the controller-manager on its own, against any cluster; and the
+//! controller flags `wasmkube server` shares with it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
+
+/// Controller-manager flags shared by `server` (embedded controllers) and `controllers`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ControllerArgs {
+    /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
+    /// garbagecollector, nodelifecycle [default: all].
+    #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
+    pub(crate) controllers: Vec<String>,
+    /// Concurrent reconciles per controller.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrent_syncs: u16,
+    /// A node whose lease is not renewed for this many seconds becomes NotReady (Ready=Unknown)
+    /// and gets the unreachable taints.
+    #[arg(long, value_name = "SECS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) node_monitor_grace_period: u64,
+    /// How often node leases are checked, in seconds (shorter than the grace period).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) node_monitor_period: u64,
+    /// Run the controllers unconditionally, without taking the controller-manager Lease
+    /// (only when exactly one controller-manager runs).
+    #[arg(long)]
+    pub(crate) no_leader_elect: bool,
+}
+
+impl ControllerArgs {
+    /// The controller-manager configuration these flags describe.
+    pub(crate) fn config(&self) -> anyhow::Result<wasmkube_controllers::ControllersConfig> {
+        let mut config = wasmkube_controllers::ControllersConfig::default();
+        if !self.controllers.is_empty() {
+            config.controllers = self.controllers.clone();
+        }
+        config.concurrency = self.concurrent_syncs;
+        config.node_monitor_grace_period = Duration::from_secs(self.node_monitor_grace_period);
+        config.node_monitor_period = Duration::from_secs(self.node_monitor_period);
+        if self.no_leader_elect {
+            config.leader_election = None;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Run the controller-manager (ReplicaSets, Deployments, Jobs, DaemonSets, garbage
+/// collection, node lifecycle) against the cluster of a kubeconfig.
+///
+/// `wasmkube server` runs the same controllers in its own process unless
+/// --disable-controllers; several controller-managers may run, one acts at a time (Lease
+/// `kube-system/wasmkube-controller-manager`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct ControllersCommand {
+    /// The kubeconfig to reach the cluster with (e.g. the server's DATA_DIR/kubeconfig.yaml).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: PathBuf,
+    #[command(flatten)]
+    args: ControllerArgs,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+impl ControllersCommand {
+    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+        init_logging(self.log_format);
+        let config = self.args.config()?;
+        let shutdown = Shutdown::on_signals();
+        let client = client_from_kubeconfig(&self.kubeconfig).await?;
+        wasmkube_controllers::run(client, config, shutdown.wait())
+            .await
+            .context("running the controllers")?;
+        Ok(())
+    }
+}
