@@ -33,6 +33,7 @@ async fn apiserver() -> ApiServer {
             extra_sans: Vec::new(),
             history_max_events: 10_000,
             history_max_age: Duration::from_secs(60),
+            default_toleration_seconds: Default::default(),
         },
         async move {
             let _ = stopped.await;

@@ -46,6 +46,7 @@ async fn start_apiserver(dir: &std::path::Path, bind: SocketAddr) -> (Apiserver,
             extra_sans: Vec::new(),
             history_max_events: 100_000,
             history_max_age: Duration::from_secs(600),
+            default_toleration_seconds: Default::default(),
         },
         shutdown,
     )

@@ -22,6 +22,9 @@ pub struct Config {
     pub history_max_events: usize,
     /// ...and no older than this.
     pub history_max_age: Duration,
+    /// The `tolerationSeconds` of the not-ready/unreachable tolerations pods get by
+    /// default (the DefaultTolerationSeconds admission plugin; 300 s each).
+    pub default_toleration_seconds: crate::validation::DefaultTolerationSeconds,
 }
 
 /// Errors that stop the apiserver from starting.
@@ -78,6 +81,7 @@ pub async fn start(
         path: config.data_dir.clone(),
         source,
     })?;
+    crate::validation::set_default_toleration_seconds(config.default_toleration_seconds);
     let store = wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
         history_max_events: config.history_max_events,
         history_max_age: config.history_max_age,

@@ -21,7 +21,10 @@ pub struct Inner {
     pub openapi: OpenApi,
     /// Set once bootstrap finished and the server accepts API requests.
     pub ready: AtomicBool,
-    /// Whether a garbage collector runs, so Orphan/Foreground deletions may wait on it.
+    /// Whether a garbage collector runs, so Orphan/Foreground deletions may wait on it
+    /// (their `orphan`/`foregroundDeletion` finalizers). On by default: Kubernetes'
+    /// apiserver assumes kube-controller-manager's garbage collector always runs, and
+    /// `wasmkube server` runs `wasmkube-controllers`' (or `wasmkube controllers` does).
     pub garbage_collector: AtomicBool,
     /// The client for node agents (`pods/log`), once the server's certificate is issued.
     pub node_client: std::sync::OnceLock<crate::node_proxy::NodeClient>,
@@ -40,7 +43,7 @@ impl AppState {
                 store,
                 openapi,
                 ready: AtomicBool::new(false),
-                garbage_collector: AtomicBool::new(false),
+                garbage_collector: AtomicBool::new(true),
                 node_client: std::sync::OnceLock::new(),
                 ca_pem: std::sync::OnceLock::new(),
             }),
@@ -63,6 +66,8 @@ impl AppState {
         self.inner.ready.store(true, Ordering::Release);
     }
 
+    /// Whether deletions add the garbage collector's finalizers (see
+    /// [`Inner::garbage_collector`]).
     pub fn has_garbage_collector(&self) -> bool {
         self.inner.garbage_collector.load(Ordering::Acquire)
     }

@@ -36,7 +36,10 @@ pub use kinds::{
 };
 pub use metadata::validate_metadata;
 pub use pod::validate_pod;
-pub use pod_defaults::{default_pod, pod_qos_class};
+pub use pod_defaults::{
+    DefaultTolerationSeconds, default_pod, default_toleration_seconds, pod_qos_class,
+    set_default_toleration_seconds,
+};
 pub use service::{default_service, validate_service};
 pub use workload::{
     default_daemonset, default_deployment, default_replicaset, validate_daemonset,

@@ -37,6 +37,7 @@ async fn main() -> Result<()> {
             extra_sans: Vec::new(),
             history_max_events: 1_000_000,
             history_max_age: Duration::from_secs(600),
+            default_toleration_seconds: Default::default(),
         },
         async move {
             let _ = server_stopped.await;

@@ -25,6 +25,7 @@ async fn start_apiserver() -> Result<(
             extra_sans: Vec::new(),
             history_max_events: 10_000,
             history_max_age: Duration::from_secs(600),
+            default_toleration_seconds: Default::default(),
         },
         async move {
             let _ = stopped.await;

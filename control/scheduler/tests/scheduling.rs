@@ -65,6 +65,7 @@ impl Cluster {
                 extra_sans: Vec::new(),
                 history_max_events: 100_000,
                 history_max_age: Duration::from_secs(600),
+                default_toleration_seconds: Default::default(),
             },
             async move {
                 let _ = stopped.await;

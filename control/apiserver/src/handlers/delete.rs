@@ -1,8 +1,17 @@
-//! `delete` and `deletecollection`: graceful deletion of pods, finalizers, preconditions.
+//! `delete` and `deletecollection`: graceful deletion of pods, finalizers, preconditions,
+//! and the garbage collector's propagation policies.
 //!
 //! An object with finalizers (or a pod given a grace period on a node) is not removed: it
 //! gets `deletionTimestamp` and `deletionGracePeriodSeconds` and stays until its finalizers
 //! are gone (and, for pods, the node agent confirms with a zero grace period).
+//!
+//! Propagation (as Kubernetes' generic registry store): `Orphan` (or the legacy
+//! `orphanDependents: true`) adds the `orphan` finalizer, `Foreground` adds
+//! `foregroundDeletion`, `Background` (the default of every kind served here) adds
+//! neither and removes both; with no policy, a finalizer already on the object decides.
+//! The garbage collector (`wasmkube-controllers`) then orphans or deletes the dependents
+//! and removes the finalizer, and the last finalizer's removal removes the object
+//! (`write.rs`).
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -16,18 +25,26 @@ use crate::error::{ApiError, ApiResult};
 use crate::filter::Filter;
 use crate::object::{self, meta_mut};
 
+/// The finalizer that makes the garbage collector orphan an object's dependents.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer that makes the garbage collector delete an object's dependents first.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
 /// The merged `DeleteOptions` of the query string and the body.
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub propagation_policy: Option<String>,
+    /// The deprecated `orphanDependents`; when set it overrides the policy.
+    pub orphan_dependents: Option<bool>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
 }
 
 impl DeleteOptions {
-    /// Reads the options; a malformed body or value is a 400.
+    /// Reads the options; a malformed body or value is a 400, `orphanDependents` together
+    /// with `propagationPolicy` a 422 (as Kubernetes' `ValidateDeleteOptions`).
     pub fn from_request(req: &Request<'_>, body: &Bytes) -> ApiResult<Self> {
         let mut opts = DeleteOptions {
             grace_period_seconds: req.query.int("gracePeriodSeconds")?,
@@ -35,8 +52,10 @@ impl DeleteOptions {
             dry_run: req.query.dry_run()?,
             ..Default::default()
         };
-        if req.query.get("orphanDependents") == Some("true") {
-            opts.propagation_policy = Some("Orphan".into());
+        match req.query.get("orphanDependents") {
+            Some("true") => opts.orphan_dependents = Some(true),
+            Some("false") => opts.orphan_dependents = Some(false),
+            _ => {}
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
             let v: Value = crate::request::decode_body(&req.headers, body)?;
@@ -48,8 +67,8 @@ impl DeleteOptions {
             if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
                 opts.propagation_policy = Some(p.to_string());
             }
-            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-                opts.propagation_policy = Some("Orphan".into());
+            if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+                opts.orphan_dependents = Some(o);
             }
             if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
                 opts.precondition_uid = Some(uid.to_string());
@@ -66,18 +85,88 @@ impl DeleteOptions {
                 opts.dry_run = true;
             }
         }
-        if let Some(p) = &opts.propagation_policy
-            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
-        {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy must be one of Orphan, Background or Foreground (got {p:?})"
-            )));
+        if let Some(p) = &opts.propagation_policy {
+            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy must be one of Orphan, Background or Foreground (got {p:?})"
+                )));
+            }
+            if opts.orphan_dependents.is_some() {
+                let causes = [crate::validation::Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!(
+                        "Invalid value: \"{p}\": orphanDependents and deletionPropagation cannot be both set"
+                    ),
+                    field: "propagationPolicy".into(),
+                }];
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "DeleteOptions",
+                    "",
+                    &causes,
+                ));
+            }
         }
         if opts.grace_period_seconds.is_some_and(|g| g < 0) {
             opts.grace_period_seconds = Some(1);
         }
         Ok(opts)
     }
+
+    /// Whether the dependents are to be orphaned (`shouldOrphanDependents`): the options
+    /// decide, else a GC finalizer already on the object, else no (Background is the
+    /// default policy of every kind served here).
+    fn orphans(&self, existing: &[String]) -> bool {
+        if let Some(o) = self.orphan_dependents {
+            return o;
+        }
+        match self.propagation_policy.as_deref() {
+            Some("Orphan") => return true,
+            Some(_) => return false,
+            None => {}
+        }
+        first_gc_finalizer(existing) == Some(ORPHAN_FINALIZER)
+    }
+
+    /// Whether the dependents are to be deleted first (`shouldDeleteDependents`).
+    fn deletes_in_foreground(&self, existing: &[String]) -> bool {
+        if self.orphan_dependents.is_some() {
+            return false;
+        }
+        match self.propagation_policy.as_deref() {
+            Some("Foreground") => return true,
+            Some(_) => return false,
+            None => {}
+        }
+        first_gc_finalizer(existing) == Some(FOREGROUND_FINALIZER)
+    }
+}
+
+fn first_gc_finalizer(finalizers: &[String]) -> Option<&str> {
+    finalizers
+        .iter()
+        .map(String::as_str)
+        .find(|f| *f == ORPHAN_FINALIZER || *f == FOREGROUND_FINALIZER)
+}
+
+/// The finalizers an object has after a deletion with `opts` when a garbage collector
+/// runs (Kubernetes' `deletionFinalizersForGarbageCollection`): the other finalizers in
+/// their order, then `orphan` or `foregroundDeletion` as the options (or the object)
+/// ask. The existing list is returned unchanged when the set is the same.
+pub fn gc_finalizers(existing: &[String], opts: &DeleteOptions) -> Vec<String> {
+    let mut new: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if opts.orphans(existing) {
+        new.push(ORPHAN_FINALIZER.into());
+    }
+    if opts.deletes_in_foreground(existing) {
+        new.push(FOREGROUND_FINALIZER.into());
+    }
+    let same = new.len() == existing.len() && new.iter().all(|f| existing.contains(f));
+    if same { existing.to_vec() } else { new }
 }
 
 /// What a deletion did.
@@ -166,22 +255,27 @@ pub async fn delete_object(
                 ),
             ));
         }
-        let grace = grace_period(req, &current, opts);
-        let mut marked = current.clone();
-        let mut finalizers = object::finalizers(&current);
-        if req.state.has_garbage_collector() && !object::is_deleting(&current) {
-            let extra = match opts.propagation_policy.as_deref() {
-                Some("Orphan") => Some("orphan"),
-                Some("Foreground") => Some("foregroundDeletion"),
-                _ => None,
-            };
-            if let Some(f) = extra
-                && !finalizers.iter().any(|x| x == f)
-            {
-                finalizers.push(f.to_string());
-                meta_mut(&mut marked).insert("finalizers".into(), json!(finalizers));
-            }
+        let already = object::is_deleting(&current);
+        let current_grace = current
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .filter(|_| already)
+            .unwrap_or(0);
+        // A second delete may only shorten a pod's grace period; one that does not leaves
+        // the pod (and its finalizers) as it is, as Kubernetes' `BeforeDelete`.
+        let grace = match grace_period(req, &current, opts) {
+            g if current_grace > 0 => g.min(current_grace),
+            g => g,
+        };
+        if current_grace > 0 && grace == current_grace {
+            return Ok(Deleted::Pending(current));
         }
+        let existing = object::finalizers(&current);
+        let finalizers = if req.state.has_garbage_collector() {
+            gc_finalizers(&existing, opts)
+        } else {
+            existing.clone()
+        };
         // Namespaces always wait for their content to be removed.
         let is_namespace = rt.group.is_empty() && rt.kind == "Namespace";
         let keep = grace > 0 || !finalizers.is_empty() || is_namespace;
@@ -193,47 +287,43 @@ pub async fn delete_object(
             });
         }
         if keep {
-            let current_grace = current
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64);
-            let already = object::is_deleting(&current);
-            // A second delete may only shorten a pod's grace period.
-            let new_grace = match current_grace {
-                Some(g) if already => g.min(grace),
-                _ => grace,
-            };
-            if already && current_grace == Some(new_grace) && marked == current {
-                if new_grace == 0 && finalizers.is_empty() && !is_namespace {
-                    // fall through to removal below
-                } else {
-                    return Ok(Deleted::Pending(current));
-                }
-            } else {
-                let meta = meta_mut(&mut marked);
-                meta.insert(
-                    "deletionTimestamp".into(),
-                    json!(object::rfc3339_in(new_grace)),
-                );
-                meta.insert("deletionGracePeriodSeconds".into(), json!(new_grace));
-                if is_namespace {
-                    marked["status"] = json!({"phase": "Terminating"});
-                }
-                if new_grace > 0 || !finalizers.is_empty() || is_namespace {
-                    match store.update(&key, object::encode(&marked)?, rev).await {
-                        Ok(kv) => {
-                            let obj = object::decode(&kv)?;
-                            if is_namespace {
-                                crate::namespace::spawn_finalizer(
-                                    req.state.clone(),
-                                    name.to_string(),
-                                );
-                            }
-                            return Ok(Deleted::Pending(obj));
-                        }
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(store_error(rt, name, e)),
+            let mut marked = current.clone();
+            if !already
+                && let Some(generation) = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                && generation > 0
+            {
+                meta_mut(&mut marked).insert("generation".into(), json!(generation + 1));
+            }
+            let meta = meta_mut(&mut marked);
+            if finalizers != existing {
+                meta.insert("finalizers".into(), json!(finalizers));
+            }
+            // The countdown starts now unless an earlier deletion already started it.
+            if !already || grace < current_grace {
+                meta.insert("deletionTimestamp".into(), json!(object::rfc3339_in(grace)));
+            }
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            if is_namespace {
+                marked["status"] = json!({"phase": "Terminating"});
+            }
+            if marked == current {
+                return Ok(Deleted::Pending(current));
+            }
+            match store.update(&key, object::encode(&marked)?, rev).await {
+                Ok(kv) => {
+                    let obj = object::decode(&kv)?;
+                    if is_namespace {
+                        crate::namespace::spawn_finalizer(req.state.clone(), name.to_string());
                     }
+                    return Ok(Deleted::Pending(obj));
                 }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ApiError::not_found(rt.group, rt.plural, name));
+                }
+                Err(e) => return Err(store_error(rt, name, e)),
             }
         }
         match store.delete(&key, Some(rev)).await {
@@ -289,4 +379,63 @@ pub async fn delete_collection(req: &Request<'_>, body: Bytes) -> ApiResult<Resp
         "items": items,
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(policy: Option<&str>, orphan: Option<bool>) -> DeleteOptions {
+        DeleteOptions {
+            propagation_policy: policy.map(str::to_string),
+            orphan_dependents: orphan,
+            ..Default::default()
+        }
+    }
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn orphan_and_foreground_policies_add_their_finalizer_after_the_others() {
+        let existing = list(&["example.com/keep"]);
+        assert_eq!(
+            gc_finalizers(&existing, &opts(Some("Orphan"), None)),
+            list(&["example.com/keep", "orphan"])
+        );
+        assert_eq!(
+            gc_finalizers(&existing, &opts(Some("Foreground"), None)),
+            list(&["example.com/keep", "foregroundDeletion"])
+        );
+        assert_eq!(
+            gc_finalizers(&existing, &opts(Some("Background"), None)),
+            existing
+        );
+    }
+
+    #[test]
+    fn background_removes_a_pending_orphan_or_foreground_finalizer() {
+        assert!(gc_finalizers(&list(&["orphan"]), &opts(Some("Background"), None)).is_empty());
+        assert_eq!(
+            gc_finalizers(&list(&["foregroundDeletion"]), &opts(Some("Orphan"), None)),
+            list(&["orphan"])
+        );
+    }
+
+    #[test]
+    fn without_a_policy_the_objects_own_gc_finalizer_decides_and_the_default_is_background() {
+        let fg = list(&["foregroundDeletion", "x/y"]);
+        assert_eq!(gc_finalizers(&fg, &opts(None, None)), fg);
+        assert!(gc_finalizers(&[], &opts(None, None)).is_empty());
+    }
+
+    #[test]
+    fn legacy_orphan_dependents_overrides_the_object_finalizers() {
+        assert_eq!(
+            gc_finalizers(&[], &opts(None, Some(true))),
+            list(&["orphan"])
+        );
+        assert!(gc_finalizers(&list(&["foregroundDeletion"]), &opts(None, Some(false))).is_empty());
+    }
 }

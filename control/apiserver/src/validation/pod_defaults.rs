@@ -5,14 +5,57 @@
 //! and the QoS class).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Map, Value, json};
 use wasmkube_api::quantity::Quantity;
 
 use super::{get_list, get_str, object_entry, set_default};
 
-/// How long pods tolerate `not-ready`/`unreachable` nodes by default (seconds).
+/// How long pods tolerate `not-ready`/`unreachable` nodes by default (seconds), as
+/// kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`.
 const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The settings of the DefaultTolerationSeconds admission plugin: the `tolerationSeconds`
+/// of the `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable` NoExecute
+/// tolerations added to pods that do not tolerate those taints already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultTolerationSeconds {
+    /// `--default-not-ready-toleration-seconds` (300).
+    pub not_ready: i64,
+    /// `--default-unreachable-toleration-seconds` (300).
+    pub unreachable: i64,
+}
+
+impl Default for DefaultTolerationSeconds {
+    fn default() -> Self {
+        DefaultTolerationSeconds {
+            not_ready: DEFAULT_TOLERATION_SECONDS,
+            unreachable: DEFAULT_TOLERATION_SECONDS,
+        }
+    }
+}
+
+// Defaulting hooks are plain functions (`registry::DefaultFn`), so the plugin's settings
+// are the process's, set once by `server::start` (one apiserver per process).
+static NOT_READY_SECONDS: AtomicI64 = AtomicI64::new(DEFAULT_TOLERATION_SECONDS);
+static UNREACHABLE_SECONDS: AtomicI64 = AtomicI64::new(DEFAULT_TOLERATION_SECONDS);
+
+/// Sets the `tolerationSeconds` [`default_pod`] gives the not-ready/unreachable
+/// tolerations from now on (in this process).
+pub fn set_default_toleration_seconds(seconds: DefaultTolerationSeconds) {
+    NOT_READY_SECONDS.store(seconds.not_ready, Ordering::Relaxed);
+    UNREACHABLE_SECONDS.store(seconds.unreachable, Ordering::Relaxed);
+}
+
+/// The `tolerationSeconds` [`default_pod`] currently gives.
+pub fn default_toleration_seconds() -> DefaultTolerationSeconds {
+    DefaultTolerationSeconds {
+        not_ready: NOT_READY_SECONDS.load(Ordering::Relaxed),
+        unreachable: UNREACHABLE_SECONDS.load(Ordering::Relaxed),
+    }
+}
 
 /// Fills the defaults of a Pod: spec defaults, `serviceAccountName: default`,
 /// `enableServiceLinks`, priority, the not-ready/unreachable NoExecute tolerations,
@@ -46,7 +89,7 @@ pub fn default_pod(obj: &mut Value) {
         set_default(spec, "priority", json!(0));
     }
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    add_default_tolerations(spec);
+    add_default_tolerations(spec, default_toleration_seconds());
     for list in ["containers", "initContainers"] {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for c in containers.iter_mut().filter_map(Value::as_object_mut) {
@@ -188,8 +231,8 @@ fn default_volume(v: &mut Map<String, Value>) {
 }
 
 /// The DefaultTolerationSeconds admission plugin: tolerate not-ready and unreachable
-/// nodes for 300 seconds unless the pod already tolerates them.
-fn add_default_tolerations(spec: &mut Map<String, Value>) {
+/// nodes for [`default_toleration_seconds`] (300 s) unless the pod already tolerates them.
+fn add_default_tolerations(spec: &mut Map<String, Value>, seconds: DefaultTolerationSeconds) {
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if !tolerations.is_array() {
         *tolerations = json!([]);
@@ -197,9 +240,9 @@ fn add_default_tolerations(spec: &mut Map<String, Value>) {
     let Some(list) = tolerations.as_array_mut() else {
         return;
     };
-    for taint in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+    for (taint, toleration_seconds) in [
+        ("node.kubernetes.io/not-ready", seconds.not_ready),
+        ("node.kubernetes.io/unreachable", seconds.unreachable),
     ] {
         let tolerated = list.iter().any(|t| {
             let key = get_str(t, "key");
@@ -209,7 +252,7 @@ fn add_default_tolerations(spec: &mut Map<String, Value>) {
         if !tolerated {
             list.push(json!({
                 "key": taint, "operator": "Exists", "effect": "NoExecute",
-                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS
+                "tolerationSeconds": toleration_seconds
             }));
         }
     }
@@ -445,6 +488,25 @@ mod tests {
         assert_eq!(
             pod["spec"]["containers"][0]["ports"][0]["hostPort"],
             json!(8080)
+        );
+    }
+
+    #[test]
+    fn configured_toleration_seconds_go_into_the_added_tolerations() {
+        let mut spec = Map::new();
+        add_default_tolerations(
+            &mut spec,
+            DefaultTolerationSeconds {
+                not_ready: 7,
+                unreachable: 5,
+            },
+        );
+        assert_eq!(
+            spec["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 7},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+            ])
         );
     }
 }
