@@ -43,6 +43,14 @@ pub(crate) struct ServerCommand {
     /// Watch history kept, in seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     history_max_age: u64,
+    /// The tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration
+    /// added to every pod that does not already tolerate that taint.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    default_not_ready_toleration_seconds: i64,
+    /// The tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration
+    /// added to every pod that does not already tolerate that taint.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    default_unreachable_toleration_seconds: i64,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -94,6 +102,10 @@ impl ServerCommand {
             extra_sans: self.tls_sans.clone(),
             history_max_events: self.history_max_events,
             history_max_age: Duration::from_secs(self.history_max_age),
+            default_toleration_seconds: wasmkube_apiserver::validation::DefaultTolerationSeconds {
+                not_ready: self.default_not_ready_toleration_seconds,
+                unreachable: self.default_unreachable_toleration_seconds,
+            },
         };
         let running = wasmkube_apiserver::start(config, shutdown.wait())
             .await
