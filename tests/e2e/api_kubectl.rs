@@ -72,7 +72,7 @@ fn env_of(container: &Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn kubectl_label_and_annotate_change_metadata() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     cluster.kubectl_ok_stdin(&["apply", "-f", "-"], POD).await?;
 
     let out = cluster
@@ -147,7 +147,7 @@ async fn kubectl_label_and_annotate_change_metadata() -> Result<()> {
 
 #[tokio::test]
 async fn kubectl_scale_and_patch_a_deployment() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)
         .await?;
@@ -291,7 +291,7 @@ async fn kubectl_scale_and_patch_a_deployment() -> Result<()> {
 
 #[tokio::test]
 async fn kubectl_delete_honours_graceful_deletion_and_finalizers() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
 
     // A configmap goes away at once.
     cluster

@@ -34,7 +34,7 @@ fn labelled_configmap(name: &str, label: &str) -> ConfigMap {
 
 #[tokio::test]
 async fn paging_generate_name_dry_run_and_deletecollection() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
     create_namespace(&client, "semantics").await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "semantics");
@@ -126,7 +126,7 @@ async fn paging_generate_name_dry_run_and_deletecollection() -> Result<()> {
 
 #[tokio::test]
 async fn status_is_written_only_through_the_status_subresource() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let deploy: Deployment = serde_json::from_value(json!({
@@ -226,7 +226,7 @@ async fn status_is_written_only_through_the_status_subresource() -> Result<()> {
 
 #[tokio::test]
 async fn watches_end_at_their_timeout_and_accept_bookmarks() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let list = api.list(&ListParams::default()).await?;
@@ -265,7 +265,7 @@ async fn watches_end_at_their_timeout_and_accept_bookmarks() -> Result<()> {
 
 #[tokio::test]
 async fn a_terminating_namespace_refuses_new_content() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
     create_namespace(&client, "doomed").await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");

@@ -69,7 +69,7 @@ fn cause_fields(status: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn malformed_requests_get_status_errors_and_the_server_keeps_serving() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
 
     // A body one byte over 3 MiB (otherwise a valid ConfigMap).
@@ -216,7 +216,7 @@ async fn malformed_requests_get_status_errors_and_the_server_keeps_serving() -> 
 
 #[tokio::test]
 async fn create_and_update_errors_carry_kubernetes_reasons() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
 
     // Creating into a namespace that does not exist.
@@ -306,7 +306,7 @@ async fn create_and_update_errors_carry_kubernetes_reasons() -> Result<()> {
 
 #[tokio::test]
 async fn requests_without_valid_credentials_get_401() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let admin = cluster.client().await?;
     let anonymous = cluster.client_without_credentials().await?;
 

@@ -60,7 +60,7 @@ fn numbered_configmap(i: usize) -> ConfigMap {
 
 #[tokio::test]
 async fn acknowledged_creates_survive_kill_9_and_restarts() -> Result<()> {
-    let mut cluster = TestCluster::builder().start().await?;
+    let mut cluster = TestCluster::builder().without_controllers().start().await?;
     let admin = cluster.client().await?;
     create_namespace(&admin, "durability").await?;
 
@@ -198,7 +198,7 @@ fn numeric(rv: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn clean_restart_keeps_objects_of_every_kind_and_their_versions() -> Result<()> {
-    let mut cluster = TestCluster::builder().start().await?;
+    let mut cluster = TestCluster::builder().without_controllers().start().await?;
     cluster
         .kubectl_ok(&["create", "namespace", "restart"])
         .await?;

@@ -89,6 +89,12 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Run the server without its controllers (`--disable-controllers`): the apiserver tests
+    /// check what the API stores and serves, which a controller writing status would blur.
+    pub(crate) fn without_controllers(self) -> Self {
+        self.server_arg("--disable-controllers")
+    }
+
     /// Pass one more argument to `wasmkube server` (e.g. `--node-monitor-grace-period`).
     #[allow(dead_code)]
     pub(crate) fn server_arg(mut self, arg: impl Into<String>) -> Self {

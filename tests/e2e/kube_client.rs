@@ -61,7 +61,7 @@ fn is_api_code(err: &kube::Error, code: u16) -> bool {
 
 #[tokio::test]
 async fn kube_rs_typed_crud_watch_and_conflict() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let client = cluster.client().await?;
     create_namespace(&client, "typed").await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "typed");
@@ -206,6 +206,7 @@ async fn try_resume(api: &Api<ConfigMap>, rv: &str) -> Result<Resume> {
 async fn kube_rs_watch_from_compacted_version_gets_410_and_relist_recovers() -> Result<()> {
     const OBJECTS: usize = 10;
     let cluster = TestCluster::builder()
+        .without_controllers()
         .history_max_events(20)
         .start()
         .await?;

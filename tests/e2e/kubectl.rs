@@ -136,7 +136,7 @@ fn row<'a>(output: &'a str, name: &str) -> Option<Vec<&'a str>> {
 
 #[tokio::test]
 async fn kubectl_lists_builtin_namespaces_and_creates_one() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
 
     let out = cluster.kubectl_ok(&["get", "ns"]).await?;
     assert_eq!(header(&out), ["NAME", "STATUS", "AGE"], "output:\n{out}");
@@ -173,7 +173,7 @@ async fn kubectl_lists_builtin_namespaces_and_creates_one() -> Result<()> {
 
 #[tokio::test]
 async fn kubectl_apply_reports_created_then_unchanged_then_configured() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
 
     let out = cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], APP_MANIFEST)
@@ -243,7 +243,7 @@ async fn kubectl_apply_reports_created_then_unchanged_then_configured() -> Resul
 
 #[tokio::test]
 async fn kubectl_get_pods_in_every_format_with_selectors() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], SELECTOR_PODS)
         .await?;
@@ -346,7 +346,7 @@ async fn kubectl_get_pods_in_every_format_with_selectors() -> Result<()> {
 
 #[tokio::test]
 async fn kubectl_describe_pod_shows_its_essentials() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], APP_MANIFEST)
         .await?;
@@ -470,7 +470,7 @@ async fn wait_for_event(
 
 #[tokio::test]
 async fn kubectl_get_watch_sees_added_modified_deleted_in_order() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     let mut watch = cluster
         .kubectl_command(&["get", "pods", "-w", "--output-watch-events", "-o", "json"])
         .spawn()

@@ -111,7 +111,7 @@ fn row<'a>(output: &'a str, name: &str) -> Result<Vec<&'a str>> {
 
 #[tokio::test]
 async fn kubectl_tables_show_the_kubernetes_columns() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], OBJECTS)
         .await?;
@@ -206,7 +206,7 @@ async fn kubectl_tables_show_the_kubernetes_columns() -> Result<()> {
 
 #[tokio::test]
 async fn kubectl_discovery_short_names_and_explain_work() -> Result<()> {
-    let cluster = TestCluster::builder().start().await?;
+    let cluster = TestCluster::builder().without_controllers().start().await?;
 
     let out = cluster.kubectl_ok(&["api-resources"]).await?;
     // NAME SHORTNAMES APIVERSION NAMESPACED KIND ("" = no short name).
