@@ -62,7 +62,8 @@ impl LatencySummary {
         }
     }
 
-    fn to_json(self) -> Value {
+    /// The figures as JSON.
+    pub(crate) fn to_json(self) -> Value {
         json!({ "samples": self.count, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms })
     }
 }

@@ -29,7 +29,16 @@ impl Target {
     /// Starts `wasmkube server` (this same binary) on a free loopback port with a data dir
     /// under `data_dir` (a fresh temporary directory when `None`) and waits until it is ready.
     pub(crate) async fn start_server(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        let server = ServerProcess::start(data_dir).await?;
+        Self::start_server_with(data_dir, &[]).await
+    }
+
+    /// Like [`Target::start_server`], with `extra_args` appended to `wasmkube server`'s
+    /// command line (e.g. `--max-pods 2000` for the embedded agent).
+    pub(crate) async fn start_server_with(
+        data_dir: Option<PathBuf>,
+        extra_args: &[String],
+    ) -> anyhow::Result<Self> {
+        let server = ServerProcess::start(data_dir, extra_args).await?;
         let config = match load_config(&server.kubeconfig_path()).await {
             Ok(config) => config,
             Err(e) => {
@@ -88,6 +97,61 @@ impl Target {
         ServerMemory::parse(&status)
     }
 
+    /// The process id of the server the bench started.
+    pub(crate) fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref()?.pid
+    }
+
+    /// The data directory of the server the bench started.
+    pub(crate) fn data_dir(&self) -> Option<&Path> {
+        self.server.as_ref().map(|s| s.data_dir.as_path())
+    }
+
+    /// Imports an OCI image layout (directory or archive) into the image store of the
+    /// server's embedded agent, with `wasmkube image import --data-dir DIR PATH` (this same
+    /// binary). Only for a server the bench started.
+    pub(crate) async fn import_image(&self, layout: &Path) -> anyhow::Result<()> {
+        let Some(data_dir) = self.data_dir() else {
+            bail!("images can only be imported into a server the bench started");
+        };
+        let exe = std::env::current_exe().context("cannot find the wasmkube binary")?;
+        let output = tokio::process::Command::new(&exe)
+            .arg("image")
+            .arg("import")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg(layout)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("cannot run {} image import", exe.display()))?;
+        if !output.status.success() {
+            bail!(
+                "wasmkube image import {} failed ({}): {}",
+                layout.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// A numeric field of the server's `/proc/<pid>/status`, e.g. `Threads:` or `VmRSS:`
+    /// (in KiB for the memory fields).
+    pub(crate) fn server_status_field(&self, name: &str) -> Option<u64> {
+        let pid = self.server_pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        proc_field_kib(&status, name)
+    }
+
+    /// The proportional set size of the server the bench started, in KiB, from
+    /// `/proc/<pid>/smaps_rollup` (`None` where it cannot be read).
+    pub(crate) fn server_pss_kib(&self) -> Option<u64> {
+        let pid = self.server_pid()?;
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        proc_field_kib(&rollup, "Pss:")
+    }
+
     /// Stops the server the bench started (SIGTERM, then wait); nothing for `--kubeconfig`.
     pub(crate) async fn shutdown(self) {
         if let Some(server) = self.server {
@@ -108,17 +172,18 @@ pub(crate) struct ServerMemory {
 impl ServerMemory {
     /// Reads `VmRSS` and `VmHWM` from the text of `/proc/<pid>/status`.
     fn parse(status: &str) -> Option<Self> {
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        };
         Some(Self {
-            rss_kib: field("VmRSS:")?,
-            peak_rss_kib: field("VmHWM:")?,
+            rss_kib: proc_field_kib(status, "VmRSS:")?,
+            peak_rss_kib: proc_field_kib(status, "VmHWM:")?,
         })
     }
+}
+
+/// The value of a `Name:   1234 kB` line of a `/proc` file, in KiB.
+fn proc_field_kib(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Reads a kubeconfig file into a client configuration.
@@ -142,7 +207,7 @@ struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns the server and waits for its kubeconfig and a 200 from `/readyz`.
-    async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    async fn start(data_dir: Option<PathBuf>, extra_args: &[String]) -> anyhow::Result<Self> {
         let (data_dir, temp_dir) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -170,6 +235,7 @@ impl ServerProcess {
             .arg(&data_dir)
             .arg("--bind")
             .arg(bind.to_string())
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -284,7 +350,7 @@ pub(crate) fn raise_open_files_limit() {
 }
 
 /// A loopback port nothing listens on right now (the OS picks it).
-fn free_loopback_port() -> anyhow::Result<u16> {
+pub(crate) fn free_loopback_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("cannot bind a loopback port to find a free one")?;
     Ok(listener.local_addr()?.port())
@@ -314,6 +380,13 @@ mod tests {
             }
         );
         assert_eq!(ServerMemory::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup_lines() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:   9000 kB\nPss:   8123 kB\n";
+        assert_eq!(proc_field_kib(rollup, "Pss:"), Some(8123));
+        assert_eq!(proc_field_kib(rollup, "Swap:"), None);
     }
 
     #[tokio::test]
