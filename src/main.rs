@@ -22,7 +22,7 @@ enum Command {
     Agent(commands::agent::AgentCommand),
     /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
     Controllers(commands::controllers::ControllersCommand),
-    /// Measure the apiserver: durable creates/s and watch delivery latency.
+    /// Benchmarks: the apiserver (default), wasm pod startup, HTTP serving, pod density.
     Bench(commands::bench::BenchCommand),
     /// Manage the node's local image store: import OCI image layouts of wasm images.
     Image(commands::image::ImageCommand),
