@@ -1,11 +1,276 @@
-//! The Deployment controller (being built; see `issues show 4`).
+//! The Deployment controller, as kube-controller-manager's (`pkg/controller/deployment`):
+//! a Deployment's pods are run by ReplicaSets, one per pod template
+//! (`<deployment>-<pod-template-hash>`), and rolling out a new template means moving
+//! replicas from the old ReplicaSets to the new one. The ReplicaSet controller turns
+//! ReplicaSets into pods and reports their readiness in the ReplicaSets' status, which
+//! drives the rollout's next step.
+//!
+//! A kube-runtime `Controller` reconciles each Deployment when it, a ReplicaSet it owns,
+//! or (for Recreate) one of its pods being deleted changes. Each reconcile reads the
+//! Deployment and its namespace's ReplicaSets fresh, then does what Kubernetes'
+//! `syncDeployment` does:
+//! 1. claim ReplicaSets ([`sync::claim_replica_sets`]);
+//! 2. a Deployment being deleted only gets its status;
+//! 3. `spec.paused` is recorded in the `Progressing` condition; a paused Deployment, and
+//!    a changed `spec.replicas` ([`scale::is_scaling_event`]), is scaled without rolling
+//!    out ([`scale`], proportionally during a rollout);
+//! 4. otherwise one step of the strategy: [`rolling`] or [`recreate`].
+//!
+//! The pieces: [`hash`] (template hash, which ReplicaSet is "new"), [`strategy`] (replicas
+//! and fenceposts), [`history`] (revision annotations, cleanup), [`status`] (counts and
+//! conditions), [`sync`] (the writes). `kubectl rollout undo` needs nothing here: kubectl
+//! 1.32 copies an old ReplicaSet's template into the Deployment, which then finds that
+//! ReplicaSet as its new one and renumbers it.
 
-use std::sync::Arc;
+mod hash;
+mod history;
+mod recreate;
+mod rolling;
+mod scale;
+mod status;
+mod strategy;
+mod sync;
 
-use crate::context::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use crate::context::{Context, Recorder, WARNING};
+use crate::pods::controller_of;
+
+/// Why a sync of a Deployment failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeploymentError {
+    /// A request to the apiserver failed (a conflict means the sync read stale data).
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// The Deployment's selector cannot be used.
+    #[error("invalid selector: {0}")]
+    Selector(#[from] wasmkube_api::SelectorError),
+    /// The ReplicaSet name for the template is taken by another template;
+    /// `collisionCount` was raised so the next sync picks another name.
+    #[error("hash collision: replica set {name} exists with another template")]
+    HashCollision {
+        /// The taken name.
+        name: String,
+    },
+}
+
+/// What every sync shares.
+pub(crate) struct State {
+    client: kube::Client,
+    recorder: Recorder,
+    /// Consecutive failures per Deployment (`namespace/name`), for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// How long to wait before looking at a Deployment again when nothing changes: a safety
+/// net, as Kubernetes' informer resync.
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// Runs the Deployment controller until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>) {
-    let _ = ctx;
-    std::future::pending::<()>().await
+    let state = Arc::new(State {
+        client: ctx.client.clone(),
+        recorder: ctx.recorder("deployment-controller"),
+        failures: Mutex::new(HashMap::new()),
+    });
+    loop {
+        let client = ctx.client.clone();
+        Controller::new(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Pod>::all(client),
+            watcher::Config::default(),
+            pod_to_deployment,
+        )
+        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+        .run(reconcile, error_policy, state.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "deployment controller");
+            }
+        })
+        .await;
+        tracing::warn!("the deployment controller's watch ended; restarting it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The Deployment whose pod is being deleted, so a Recreate rollout sees its old pods go.
+/// The pod's ReplicaSet is `<deployment>-<pod-template-hash>`; only pods with a
+/// `deletionTimestamp` are of interest (the final delete event carries it too).
+fn pod_to_deployment(pod: Pod) -> Option<ObjectRef<Deployment>> {
+    pod.metadata.deletion_timestamp.as_ref()?;
+    let owner = controller_of(&pod.metadata)?;
+    if owner.kind != "ReplicaSet" {
+        return None;
+    }
+    let hash = pod.labels().get(hash::POD_TEMPLATE_HASH)?;
+    let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
+}
+
+fn key(d: &Deployment) -> String {
+    format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any())
+}
+
+/// Retries a failed sync: 100 ms doubling per consecutive failure up to 30 s.
+fn error_policy(d: Arc<Deployment>, error: &DeploymentError, state: Arc<State>) -> Action {
+    let failures = match state.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(key(&d)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    match error {
+        DeploymentError::Api(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(deployment = %key(&d), "sync read stale data; retrying");
+        }
+        _ => tracing::warn!(deployment = %key(&d), error = %error, "deployment sync failed"),
+    }
+    let delay_ms = 100u64.saturating_mul(1 << failures.min(9)).min(30_000);
+    Action::requeue(Duration::from_millis(delay_ms))
+}
+
+async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action, DeploymentError> {
+    let action = sync_deployment(&d, &state).await?;
+    if let Ok(mut f) = state.failures.lock() {
+        f.remove(&key(&d));
+    }
+    Ok(action)
+}
+
+/// One sync of one Deployment (Kubernetes' `syncDeployment`).
+async fn sync_deployment(cached: &Deployment, state: &State) -> Result<Action, DeploymentError> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(state.client.clone(), &namespace);
+    // Fresh: the cache may not show this controller's own last writes yet.
+    let Some(d) = deployments.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let Some(spec) = d.spec.as_ref() else {
+        return Ok(Action::await_change());
+    };
+    let selector = &spec.selector;
+    let selects_all = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty());
+    if selects_all {
+        state.recorder.publish(
+            &d,
+            WARNING,
+            "SelectingAll",
+            "This deployment is selecting all pods. A non-empty selector is required.".into(),
+        );
+        let generation = d.metadata.generation;
+        let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+        if generation > observed {
+            let mut updated = d.clone();
+            updated
+                .status
+                .get_or_insert_with(Default::default)
+                .observed_generation = generation;
+            deployments
+                .replace_status(&d.name_any(), &PostParams::default(), &updated)
+                .await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(state.client.clone(), &namespace);
+    let listed = replica_sets.list(&ListParams::default()).await?.items;
+    let rss = sync::claim_replica_sets(state, &d, listed).await?;
+    let mut sync = sync::Sync::new(state, d, rss);
+
+    if sync.d.metadata.deletion_timestamp.is_some() {
+        sync.sync_status_only().await?;
+        return Ok(Action::await_change());
+    }
+    sync.check_paused_conditions().await?;
+    if strategy::is_paused(&sync.d) {
+        sync.sync().await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+    sync.sync_revision(false).await?;
+    if scale::is_scaling_event(&sync.d, &sync.all()) {
+        sync.sync().await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+    match strategy::strategy_type(&sync.d) {
+        strategy::RECREATE => recreate::rollout(&mut sync).await?,
+        _ => rolling::rollout(&mut sync).await?,
+    }
+    Ok(Action::requeue(sync.requeue.unwrap_or(RESYNC).min(RESYNC)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use k8s_openapi::jiff::Timestamp;
+    use std::collections::BTreeMap;
+
+    fn pod(owner_kind: &str, owner: &str, hash: &str, deleting: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{owner}-x1")),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([(
+                    hash::POD_TEMPLATE_HASH.into(),
+                    hash.into(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    kind: owner_kind.into(),
+                    name: owner.into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]),
+                deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn a_deleted_pod_maps_to_the_deployment_of_its_replica_set() {
+        let r = pod_to_deployment(pod("ReplicaSet", "web-api-5d8f9", "5d8f9", true));
+        assert_eq!(r, Some(ObjectRef::new("web-api").within("default")));
+    }
+
+    #[test]
+    fn other_pods_map_to_nothing() {
+        assert_eq!(
+            pod_to_deployment(pod("ReplicaSet", "web-5d8f9", "5d8f9", false)),
+            None
+        );
+        assert_eq!(
+            pod_to_deployment(pod("Job", "web-5d8f9", "5d8f9", true)),
+            None
+        );
+        assert_eq!(
+            pod_to_deployment(pod("ReplicaSet", "plain", "5d8f9", true)),
+            None
+        );
+    }
 }
