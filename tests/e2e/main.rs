@@ -16,6 +16,7 @@ mod bad_input;
 mod durability;
 mod harness;
 mod hostile;
+mod jobs;
 mod kube_client;
 mod kubectl;
 mod scheduling;
