@@ -13,12 +13,14 @@
 mod api_kubectl;
 mod api_semantics;
 mod bad_input;
+mod cascading;
 mod durability;
 mod harness;
 mod hostile;
 mod jobs;
 mod kube_client;
 mod kubectl;
+mod node_lifecycle;
 mod scheduling;
 mod tables;
 mod wasm_pods;

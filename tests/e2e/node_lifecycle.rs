@@ -1,0 +1,1 @@
+//! Node lifecycle end to end (being written).
