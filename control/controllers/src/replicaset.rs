@@ -1,11 +1,304 @@
-//! The ReplicaSet controller (being built; see `issues show 4`).
+//! The ReplicaSet controller: keeps `spec.replicas` active pods that match a ReplicaSet's
+//! selector and are controlled by it, as kube-controller-manager's
+//! (`pkg/controller/replicaset/replica_set.go`).
+//!
+//! One sync of a ReplicaSet:
+//! 1. reads the pods of its namespace from a watch-fed store (never a LIST per sync);
+//! 2. adopts matching orphans and releases pods that stopped matching ([`claim`]);
+//! 3. if its [`expectations`] are satisfied (the watch has shown the previous sync's creates
+//!    and deletes), creates pods from the template in slow-start batches or deletes the
+//!    surplus in [`ranking`] order, at most [`manage::BURST_REPLICAS`] per sync;
+//! 4. writes the [`status`] if it changed, and requeues after `minReadySeconds` while ready
+//!    pods are not yet available.
+//!
+//! A ReplicaSet being deleted creates, deletes, adopts and releases nothing; the garbage
+//! collector removes its pods. The watches ([`informer`]) feed the stores and the queue of
+//! kube-runtime's `applier`, which never runs two syncs of one ReplicaSet at once.
 
-use std::sync::Arc;
+pub(crate) mod claim;
+pub(crate) mod expectations;
+pub(crate) mod informer;
+pub(crate) mod manage;
+pub(crate) mod ranking;
+pub(crate) mod status;
+mod sync;
 
-use crate::context::Context;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::controller::{Action, Config as ApplierConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::Event;
+use wasmkube_api::selector::LabelSelector;
+
+use crate::context::{Context, Recorder};
+use crate::pods::controller_of;
+use expectations::Expectations;
+use informer::PodChange;
+
+/// The `source.component` of the controller's Events.
+pub(crate) const COMPONENT: &str = "replicaset-controller";
+
+/// Why a sync failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// Creating or deleting pods failed.
+    #[error("{0}")]
+    Manage(String),
+    /// An API call other than creating or deleting pods failed.
+    #[error("{context}: {source}")]
+    Api {
+        /// What the controller was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The sync's task ended without a result (it panicked).
+    #[error("the sync task failed: {0}")]
+    Task(String),
+}
+
+/// The controller's state shared by its syncs.
+pub(crate) struct ReplicaSetController {
+    client: kube::Client,
+    recorder: Recorder,
+    expectations: Arc<Expectations>,
+    pods: Store<Pod>,
+    replicasets: Store<ReplicaSet>,
+    failures: Mutex<HashMap<String, u32>>,
+}
 
 /// Runs the ReplicaSet controller until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>) {
-    let _ = ctx;
-    std::future::pending::<()>().await
+    let client = ctx.client.clone();
+    let expectations = Arc::new(Expectations::default());
+    let (rs_reader, rs_writer) = reflector::store::<ReplicaSet>();
+    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let (queue_tx, queue_rx) = mpsc::unbounded::<ObjectRef<ReplicaSet>>();
+
+    let rs_task = {
+        let queue = queue_tx.clone();
+        let expectations = expectations.clone();
+        AbortOnDrop(tokio::spawn(informer::watch_objects(
+            Api::<ReplicaSet>::all(client.clone()),
+            rs_writer,
+            move |event, store| replicaset_event(event, store, &expectations, &queue),
+        )))
+    };
+    let pod_task = {
+        let queue = queue_tx;
+        let replicasets = rs_reader.clone();
+        AbortOnDrop(tokio::spawn(informer::watch_pods(
+            Api::<Pod>::all(client.clone()),
+            pod_writer,
+            expectations.clone(),
+            move |change| {
+                for r in pod_triggers(&change, &replicasets) {
+                    let _ = queue.unbounded_send(r);
+                }
+            },
+        )))
+    };
+    // Like client-go's WaitForCacheSync: a sync that ran before the pods were listed would
+    // see none and create them all again.
+    if rs_reader.wait_until_ready().await.is_err() || pod_reader.wait_until_ready().await.is_err() {
+        tracing::error!("ReplicaSet controller: a watch ended before listing");
+        return std::future::pending().await;
+    }
+    tracing::info!("ReplicaSet controller started");
+    let controller = Arc::new(ReplicaSetController {
+        client,
+        recorder: ctx.recorder(COMPONENT),
+        expectations,
+        pods: pod_reader,
+        replicasets: rs_reader.clone(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let config = ApplierConfig::default().concurrency(ctx.config.concurrency);
+    kube::runtime::applier(
+        |rs, controller: Arc<ReplicaSetController>| {
+            SpawnedSync(tokio::spawn(async move { controller.reconcile(rs).await }))
+        },
+        |rs, error, controller| controller.error_policy(&rs, error),
+        controller,
+        rs_reader,
+        queue_rx.map(Ok::<_, Infallible>),
+        config,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "ReplicaSet sync failed");
+        }
+    })
+    .await;
+    drop((rs_task, pod_task));
+    // The queue only ends if the watch tasks ended, which they do not; stay up regardless.
+    std::future::pending().await
+}
+
+/// Queues ReplicaSets as their watch shows them; forgets the expectations of deleted ones.
+fn replicaset_event(
+    event: &Event<ReplicaSet>,
+    store: &Store<ReplicaSet>,
+    expectations: &Expectations,
+    queue: &mpsc::UnboundedSender<ObjectRef<ReplicaSet>>,
+) {
+    match event {
+        Event::Apply(rs) => {
+            let _ = queue.unbounded_send(ObjectRef::from_obj(rs));
+        }
+        Event::Delete(rs) => {
+            if let Some(uid) = &rs.metadata.uid {
+                expectations.forget(uid);
+            }
+        }
+        Event::InitDone => {
+            for rs in store.state() {
+                let _ = queue.unbounded_send(ObjectRef::from_obj(&*rs));
+            }
+        }
+        Event::Init | Event::InitApply(_) => {}
+    }
+}
+
+/// The ReplicaSets a pod change concerns (Kubernetes' addPod/updatePod/deletePod): the
+/// controller before and after the change, and for an orphan whose labels or controller
+/// changed, every ReplicaSet whose selector matches it (one of them may adopt it).
+fn pod_triggers(
+    change: &PodChange<'_>,
+    replicasets: &Store<ReplicaSet>,
+) -> Vec<ObjectRef<ReplicaSet>> {
+    let (old, new) = match change {
+        PodChange::Applied { old, new } => (old.as_deref(), Some(*new)),
+        PodChange::Deleted(pod) => (None, Some(*pod)),
+        PodChange::Relisted => {
+            return replicasets
+                .state()
+                .iter()
+                .map(|rs| ObjectRef::from_obj(&**rs))
+                .collect();
+        }
+    };
+    let mut refs = Vec::new();
+    for pod in old.into_iter().chain(new) {
+        if let Some(r) = owning_replicaset(pod)
+            && !refs.contains(&r)
+        {
+            refs.push(r);
+        }
+    }
+    if let (PodChange::Applied { .. }, Some(pod)) = (change, new) {
+        let orphan = controller_of(&pod.metadata).is_none();
+        let changed = old.is_none_or(|o| {
+            o.metadata.labels != pod.metadata.labels || controller_of(&o.metadata).is_some()
+        });
+        if orphan && changed && pod.metadata.deletion_timestamp.is_none() {
+            refs.extend(matching_replicasets(pod, replicasets));
+        }
+    }
+    refs
+}
+
+/// The ReplicaSet named by the pod's controller reference, if a ReplicaSet controls it.
+fn owning_replicaset(pod: &Pod) -> Option<ObjectRef<ReplicaSet>> {
+    let owner = controller_of(&pod.metadata)?;
+    if owner.kind != "ReplicaSet" || !owner.api_version.starts_with("apps/") {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(&owner.name).within(namespace))
+}
+
+/// The ReplicaSets of the pod's namespace whose selector matches its labels.
+fn matching_replicasets(pod: &Pod, replicasets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
+    let Some(labels) = pod.metadata.labels.as_ref() else {
+        return Vec::new();
+    };
+    let namespace = pod.metadata.namespace.as_deref();
+    replicasets
+        .state()
+        .iter()
+        .filter(|rs| rs.metadata.namespace.as_deref() == namespace)
+        .filter(|rs| {
+            rs.spec.as_ref().is_some_and(|s| {
+                LabelSelector::from_k8s(&s.selector)
+                    .is_ok_and(|sel| !sel.is_empty() && sel.matches(labels))
+            })
+        })
+        .map(|rs| ObjectRef::from_obj(&**rs))
+        .collect()
+}
+
+impl ReplicaSetController {
+    /// Requeues a failed sync with exponential backoff per ReplicaSet (5 ms doubling to
+    /// 1000 s, as client-go's default item rate limiter), reset by a successful sync.
+    fn error_policy(&self, rs: &ReplicaSet, error: &Error) -> Action {
+        let key = rs.metadata.uid.clone().unwrap_or_default();
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_millis(5)
+            .saturating_mul(1u32 << (*n - 1).min(20))
+            .min(Duration::from_secs(1000));
+        tracing::info!(
+            replicaset = %rs.metadata.name.as_deref().unwrap_or_default(),
+            namespace = %rs.metadata.namespace.as_deref().unwrap_or_default(),
+            error = %error,
+            retry_in = ?delay,
+            "ReplicaSet sync failed"
+        );
+        Action::requeue(delay)
+    }
+
+    fn sync_succeeded(&self, rs: &ReplicaSet) {
+        if let Some(uid) = &rs.metadata.uid {
+            self.failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(uid);
+        }
+    }
+}
+
+/// A sync spawned on its own task (so syncs of different ReplicaSets use all cores),
+/// aborted if the applier drops it.
+struct SpawnedSync(tokio::task::JoinHandle<Result<Action, Error>>);
+
+impl std::future::Future for SpawnedSync {
+    type Output = Result<Action, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or_else(|e| Err(Error::Task(e.to_string()))))
+    }
+}
+
+impl Drop for SpawnedSync {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Aborts the spawned task when dropped (when the controller's task is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

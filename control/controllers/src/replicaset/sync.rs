@@ -1,0 +1,363 @@
+//! One sync of one ReplicaSet (Kubernetes' `syncReplicaSet` and `manageReplicas`): claim,
+//! create or delete, write the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use wasmkube_api::selector::LabelSelector;
+
+use super::claim::{self, claim_pods};
+use super::manage::{self, BURST_REPLICAS, Plan, SLOW_START_INITIAL_BATCH};
+use super::ranking::pods_to_delete;
+use super::status::{self, ManageFailure};
+use super::{Error, ReplicaSetController};
+use crate::context::{NORMAL, WARNING};
+use crate::pods::{
+    controller_of, controller_ref, generate_name_prefix, is_active, pod_from_template,
+};
+
+impl ReplicaSetController {
+    /// Syncs one ReplicaSet from the stores.
+    pub(super) async fn reconcile(&self, rs: Arc<ReplicaSet>) -> Result<Action, Error> {
+        let (Some(namespace), Some(name), Some(uid)) = (
+            rs.metadata.namespace.clone(),
+            rs.metadata.name.clone(),
+            rs.metadata.uid.clone(),
+        ) else {
+            return Ok(Action::await_change());
+        };
+        // Read the expectations before the pods: whatever satisfied them is in the store.
+        let needs_sync = self.expectations.satisfied(&uid);
+        let Some(spec) = rs.spec.as_ref() else {
+            return Ok(Action::await_change());
+        };
+        let selector = match LabelSelector::from_k8s(&spec.selector) {
+            Ok(s) => s,
+            Err(e) => {
+                // Validation makes this unreachable; retrying would not help.
+                tracing::warn!(%namespace, %name, error = %e, "ReplicaSet has an invalid selector");
+                return Ok(Action::await_change());
+            }
+        };
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && is_active(p))
+            .collect();
+        let claim = claim_pods(&rs, &selector, &pods);
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let mut owned = claim.owned;
+        owned.extend(self.adopt(&rs, &pods_api, &claim.adopt).await?);
+        self.release(&rs, &pods_api, &claim.release).await?;
+
+        let failure = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
+            self.manage_replicas(&rs, &pods_api, &owned).await
+        } else {
+            None
+        };
+        let now = Timestamp::now();
+        let new_status = status::calculate_status(&rs, &owned, failure.as_ref(), now);
+        if let Some(patch) = status::status_patch(&rs, &new_status) {
+            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &namespace);
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                // Deleted meanwhile: nothing left to report.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Api {
+                        context: format!("updating the status of ReplicaSet {namespace}/{name}"),
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(f) = failure {
+            return Err(Error::Manage(f.message));
+        }
+        self.sync_succeeded(&rs);
+
+        let replicas = spec.replicas.unwrap_or(1);
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let ready = new_status.ready_replicas.unwrap_or(0);
+        let available = new_status.available_replicas.unwrap_or(0);
+        if min_ready > 0 && ready == replicas && available != replicas {
+            return Ok(Action::requeue(Duration::from_secs(
+                min_ready.unsigned_abs().into(),
+            )));
+        }
+        if let Some(left) = self.expectations.pending_for(&uid) {
+            // Normally the watch brings the next sync; this only bounds a lost event.
+            return Ok(Action::requeue(left + Duration::from_secs(1)));
+        }
+        Ok(Action::await_change())
+    }
+
+    /// Creates or deletes pods so that `owned` becomes `spec.replicas` (at most
+    /// [`BURST_REPLICAS`] at a time). Returns what failed, for the status.
+    async fn manage_replicas(
+        &self,
+        rs: &ReplicaSet,
+        pods_api: &Api<Pod>,
+        owned: &[Arc<Pod>],
+    ) -> Option<ManageFailure> {
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        match manage::plan(owned.len(), replicas, BURST_REPLICAS) {
+            Plan::Nothing => None,
+            Plan::Create(count) => {
+                self.expectations.expect_creations(uid, count);
+                let (created, error) = manage::slow_start(count, SLOW_START_INITIAL_BATCH, || {
+                    self.create_pod(rs, pods_api)
+                })
+                .await;
+                // The watch will never show the creates that failed or never started.
+                for _ in created..count {
+                    self.expectations.creation_observed(uid);
+                }
+                error.map(|message| ManageFailure {
+                    reason: "FailedCreate",
+                    message,
+                })
+            }
+            Plan::Delete(count) => {
+                let related = self.related_pods(rs);
+                let doomed = pods_to_delete(owned, &related, count, Timestamp::now());
+                self.expectations
+                    .expect_deletions(uid, doomed.iter().filter_map(|p| p.metadata.uid.clone()));
+                let results = futures::future::join_all(
+                    doomed.iter().map(|pod| self.delete_pod(rs, pods_api, pod)),
+                )
+                .await;
+                results
+                    .into_iter()
+                    .find_map(Result::err)
+                    .map(|message| ManageFailure {
+                        reason: "FailedDelete",
+                        message,
+                    })
+            }
+        }
+    }
+
+    /// Creates one pod from the template, with an Event either way.
+    async fn create_pod(&self, rs: &ReplicaSet, pods_api: &Api<Pod>) -> Result<(), String> {
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let template = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
+        let pod = pod_from_template(
+            &template,
+            namespace,
+            &generate_name_prefix(name),
+            controller_ref(rs),
+        );
+        match pods_api.create(&PostParams::default(), &pod).await {
+            Ok(created) => {
+                let pod_name = created.metadata.name.unwrap_or_default();
+                self.recorder.publish(
+                    rs,
+                    NORMAL,
+                    "SuccessfulCreate",
+                    format!("Created pod: {pod_name}"),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let message = api_message(&e);
+                if !is_namespace_terminating(&e) {
+                    self.recorder.publish(
+                        rs,
+                        WARNING,
+                        "FailedCreate",
+                        format!("Error creating: {message}"),
+                    );
+                }
+                Err(message)
+            }
+        }
+    }
+
+    /// Deletes one pod, with an Event either way; a pod already gone is no failure.
+    async fn delete_pod(
+        &self,
+        rs: &ReplicaSet,
+        pods_api: &Api<Pod>,
+        pod: &Pod,
+    ) -> Result<(), String> {
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods_api.delete(pod_name, &params).await {
+            Ok(_) => {
+                self.recorder.publish(
+                    rs,
+                    NORMAL,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {pod_name}"),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // The watch will not show this deletion.
+                self.expectations.deletion_observed(uid, pod_uid);
+                if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+                    return Ok(());
+                }
+                let message = api_message(&e);
+                self.recorder.publish(
+                    rs,
+                    WARNING,
+                    "FailedDelete",
+                    format!("Error deleting: {message}"),
+                );
+                Err(message)
+            }
+        }
+    }
+
+    /// Adopts orphans (Kubernetes' `AdoptPod`), after checking with a fresh read that the
+    /// ReplicaSet is not being deleted. Returns the pods adopted.
+    async fn adopt(
+        &self,
+        rs: &ReplicaSet,
+        pods_api: &Api<Pod>,
+        orphans: &[Arc<Pod>],
+    ) -> Result<Vec<Arc<Pod>>, Error> {
+        if orphans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+        let fresh = api.get_opt(name).await.map_err(|source| Error::Api {
+            context: format!("reading ReplicaSet {namespace}/{name} before adopting pods"),
+            source,
+        })?;
+        let can_adopt = fresh.is_some_and(|f| {
+            f.metadata.uid == rs.metadata.uid && f.metadata.deletion_timestamp.is_none()
+        });
+        if !can_adopt {
+            return Ok(Vec::new());
+        }
+        let mut adopted = Vec::new();
+        for pod in orphans {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            let patch = claim::adopt_patch(rs, pod);
+            match pods_api
+                .patch(pod_name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(p) => {
+                    if controller_of(&p.metadata).map(|r| r.uid.as_str())
+                        == rs.metadata.uid.as_deref()
+                    {
+                        tracing::info!(%namespace, replicaset = %name, pod = %pod_name, "adopted pod");
+                        adopted.push(Arc::new(p));
+                    }
+                }
+                // Gone or changed meanwhile: the watch brings another sync.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {}
+                Err(source) => {
+                    return Err(Error::Api {
+                        context: format!("adopting pod {namespace}/{pod_name}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Releases pods that no longer match (Kubernetes' `ReleasePod`).
+    async fn release(
+        &self,
+        rs: &ReplicaSet,
+        pods_api: &Api<Pod>,
+        pods: &[Arc<Pod>],
+    ) -> Result<(), Error> {
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        for pod in pods {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            let patch = claim::release_patch(rs, pod);
+            match pods_api
+                .patch(pod_name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    %namespace,
+                    replicaset = %rs.metadata.name.as_deref().unwrap_or_default(),
+                    pod = %pod_name,
+                    "released pod"
+                ),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
+                Err(source) => {
+                    return Err(Error::Api {
+                        context: format!("releasing pod {namespace}/{pod_name}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pods whose placement counts when choosing which to delete (Kubernetes'
+    /// `getIndirectlyRelatedPods`): those of every ReplicaSet with the same controller (a
+    /// Deployment's old and new ReplicaSets), or of this ReplicaSet alone.
+    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
+        let namespace = rs.metadata.namespace.as_deref();
+        let mut owners: Vec<String> = rs.metadata.uid.iter().cloned().collect();
+        if let Some(parent) = controller_of(&rs.metadata) {
+            owners.extend(
+                self.replicasets
+                    .state()
+                    .iter()
+                    .filter(|s| s.metadata.namespace.as_deref() == namespace)
+                    .filter(|s| controller_of(&s.metadata).is_some_and(|c| c.uid == parent.uid))
+                    .filter_map(|s| s.metadata.uid.clone()),
+            );
+        }
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == namespace)
+            .filter(|p| controller_of(&p.metadata).is_some_and(|c| owners.contains(&c.uid)))
+            .collect()
+    }
+}
+
+/// The apiserver's message for an API error (what Kubernetes puts in Events and
+/// conditions), or the client's error.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a create failed because the namespace is being deleted (no Event for that, as
+/// Kubernetes).
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s)
+        if s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+}
