@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
@@ -87,6 +87,32 @@ impl Observed {
     fn names(&self) -> Vec<String> {
         self.pods.iter().map(name_of).collect()
     }
+
+    /// What a failed wait reports.
+    fn summary(&self) -> String {
+        let pods: Vec<String> = self
+            .pods
+            .iter()
+            .map(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                format!("{} {phase:?} ready={}", name_of(p), is_running_and_ready(p))
+            })
+            .collect();
+        format!(
+            "generation {:?}, status {}, pods {pods:?}",
+            self.rs.metadata.generation,
+            serde_json::to_string(&self.rs.status).unwrap_or_default()
+        )
+    }
+
+    /// `Some(self)` when `done`, else an error saying what was seen (for the poll's report).
+    fn when(self, done: bool) -> Result<Option<Observed>> {
+        if done {
+            Ok(Some(self))
+        } else {
+            anyhow::bail!("{}", self.summary())
+        }
+    }
 }
 
 async fn observe(client: &kube::Client, name: &str) -> Result<Observed> {
@@ -130,7 +156,36 @@ async fn wait_settled(client: &kube::Client, name: &str, replicas: usize) -> Res
                 && o.status("fullyLabeledReplicas") == want
                 && o.rs.status.as_ref().and_then(|s| s.observed_generation)
                     == o.rs.metadata.generation;
-            Ok(settled.then_some(o))
+            o.when(settled)
+        },
+    )
+    .await
+}
+
+/// Waits until the Events of `name` with `reason` add up to `n` (repeats bump `count`;
+/// the recorder writes them in the background); returns them.
+async fn wait_events(
+    client: &kube::Client,
+    name: &str,
+    reason: &str,
+    n: i32,
+) -> Result<Vec<Event>> {
+    poll_until(
+        &format!("{n} {reason} events of {name}"),
+        DEADLINE,
+        || async {
+            let events: Vec<Event> = events_of(client, name)
+                .await?
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect();
+            let total: i32 = events.iter().map(|e| e.count.unwrap_or(1)).sum();
+            if total == n {
+                Ok(Some(events))
+            } else {
+                let messages: Vec<_> = events.iter().map(|e| (&e.message, e.count)).collect();
+                anyhow::bail!("{total} so far: {messages:?}")
+            }
         },
     )
     .await
@@ -190,20 +245,13 @@ async fn replicaset_keeps_three_counter_pods_and_replaces_a_deleted_one() -> Res
             && o.ready_pods() == 3
             && !o.names().contains(&victim)
             && o.status("readyReplicas") == 3;
-        Ok(replaced.then_some(o))
+        o.when(replaced)
     })
     .await?;
     assert_eq!(healed.pods.len(), 3);
 
-    let events = events_of(&client, "web").await?;
-    let created: Vec<_> = events
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
-        .collect();
-    assert!(
-        !created.is_empty(),
-        "no SuccessfulCreate events: {events:?}"
-    );
+    // Four pods were created in all: three, then the replacement.
+    let created = wait_events(&client, "web", "SuccessfulCreate", 4).await?;
     for e in &created {
         assert!(
             e.message
@@ -216,9 +264,6 @@ async fn replicaset_keeps_three_counter_pods_and_replaces_a_deleted_one() -> Res
             Some("replicaset-controller")
         );
     }
-    // Four pods were created in all: three, then the replacement (repeats bump `count`).
-    let total: i32 = created.iter().map(|e| e.count.unwrap_or(1)).sum();
-    assert_eq!(total, 4, "{created:?}");
 
     let describe = cluster.kubectl_ok(&["describe", "rs", "web"]).await?;
     assert!(
@@ -256,21 +301,14 @@ async fn kubectl_scale_of_a_replicaset_creates_and_deletes_pods() -> Result<()> 
     // The survivor is one of the five: scaling down deletes, it never recreates.
     assert!(five.names().contains(&one.names()[0]));
 
-    let events = events_of(&client, "scaled").await?;
-    let deleted: i32 = events
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulDelete"))
-        .inspect(|e| {
-            assert!(
-                e.message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("Deleted pod: scaled-")),
-                "{e:?}"
-            );
-        })
-        .map(|e| e.count.unwrap_or(1))
-        .sum();
-    assert_eq!(deleted, 4, "{events:?}");
+    for e in wait_events(&client, "scaled", "SuccessfulDelete", 4).await? {
+        assert!(
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Deleted pod: scaled-")),
+            "{e:?}"
+        );
+    }
     Ok(())
 }
 
@@ -304,13 +342,7 @@ async fn replicaset_adopts_matching_orphans_and_releases_relabelled_pods() -> Re
     let stray = cluster.pod("stray").await?;
     assert_eq!(controller_uid(&stray), Some(settled.uid()));
     // Only one pod had to be created for two replicas.
-    let created: i32 = events_of(&client, "adopter")
-        .await?
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
-        .map(|e| e.count.unwrap_or(1))
-        .sum();
-    assert_eq!(created, 1);
+    wait_events(&client, "adopter", "SuccessfulCreate", 1).await?;
 
     // Relabelled out of the selector, the pod is released and replaced.
     cluster
@@ -332,7 +364,13 @@ async fn replicaset_adopts_matching_orphans_and_releases_relabelled_pods() -> Re
                 && o.ready_pods() == 2
                 && !o.names().contains(&"stray".to_string())
                 && o.status("readyReplicas") == 2;
-            Ok(done.then_some(o))
+            if !released {
+                anyhow::bail!(
+                    "stray still has owners: {:?}",
+                    stray.metadata.owner_references
+                );
+            }
+            o.when(done)
         },
     )
     .await?;

@@ -175,16 +175,21 @@ impl ReplicaSetController {
                 );
                 Ok(())
             }
+            // Every create would fail the same way and the namespace's deletion removes the
+            // ReplicaSet anyway: no Event, no failure (Kubernetes); the watch will not show it.
+            Err(e) if is_namespace_terminating(&e) => {
+                self.expectations
+                    .creation_observed(rs.metadata.uid.as_deref().unwrap_or_default());
+                Ok(())
+            }
             Err(e) => {
                 let message = api_message(&e);
-                if !is_namespace_terminating(&e) {
-                    self.recorder.publish(
-                        rs,
-                        WARNING,
-                        "FailedCreate",
-                        format!("Error creating: {message}"),
-                    );
-                }
+                self.recorder.publish(
+                    rs,
+                    WARNING,
+                    "FailedCreate",
+                    format!("Error creating: {message}"),
+                );
                 Err(message)
             }
         }
