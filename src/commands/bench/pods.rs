@@ -39,7 +39,8 @@ What is measured (one run, ours and the peer side by side):
    Also reported: where the time goes, from the same watch: create -> bound (scheduler),
    bound -> first agent status, agent status -> Running.
 2. Burst: --pods pods created at once with --burst-concurrency creates in flight; the same
-   latency per pod, and the time until all are Running.
+   latency per pod (from just before its own create), its phases, and the time from the first
+   create until all are Running.
    Between phases all pods are deleted with grace period 0 and the bench waits until the
    watch saw each one gone.
 3. Peer: `wasmtime run MODULE ARGS` of the same .wasm with the same args, --peer-runs times
@@ -82,13 +83,40 @@ struct PodsReport {
     header: RunHeader,
     pods: usize,
     burst_concurrency: usize,
+    ours: Ours,
+    peer: Vec<LatencyRow>,
+}
+
+/// Our figures.
+struct Ours {
     first_pod_ms: f64,
     sequential: LatencySummary,
-    burst: LatencySummary,
-    burst_all_running_ms: f64,
     /// create -> bound, bound -> agent status, agent status -> Running (one at a time).
-    phases: Vec<LatencyRow>,
-    peer: Vec<LatencyRow>,
+    sequential_phases: Vec<LatencyRow>,
+    burst: LatencySummary,
+    /// The same phases in the burst.
+    burst_phases: Vec<LatencyRow>,
+    burst_all_running_ms: f64,
+}
+
+/// Histograms of create -> bound, bound -> agent status, agent status -> Running.
+type PhaseHistograms = [Histogram<u64>; 3];
+
+fn phase_histograms() -> PhaseHistograms {
+    [(); 3].map(|()| report::latency_histogram())
+}
+
+fn phase_rows(phases: &PhaseHistograms) -> Vec<LatencyRow> {
+    let labels = [
+        "create -> bound (scheduler)",
+        "bound -> first agent status",
+        "agent status -> Running",
+    ];
+    labels
+        .iter()
+        .zip(phases)
+        .map(|(label, h)| LatencyRow::measured(*label, LatencySummary::of(h)))
+        .collect()
 }
 
 impl PodsCommand {
@@ -109,17 +137,13 @@ impl PodsCommand {
         .await?;
         let outcome = self.measure(&mut workload, &samples, pods).await;
         workload.shutdown().await;
-        let (first_pod_ms, sequential, phases, burst, burst_all_running_ms) = outcome?;
+        let ours = outcome?;
         let peer = self.measure_peer(wasmtime.as_ref(), &samples).await;
         let report = PodsReport {
             header,
             pods,
             burst_concurrency: usize::try_from(self.burst_concurrency).unwrap_or(usize::MAX),
-            first_pod_ms,
-            sequential,
-            burst,
-            burst_all_running_ms,
-            phases,
+            ours,
             peer,
         };
         if self.common.json {
@@ -130,13 +154,13 @@ impl PodsCommand {
         Ok(())
     }
 
-    /// Our two phases; returns (first pod ms, one-at-a-time, its phases, burst, burst wall ms).
+    /// Our two phases: one at a time, then the burst.
     async fn measure(
         &self,
         workload: &mut Workload,
         samples: &Samples,
         pods: usize,
-    ) -> anyhow::Result<(f64, LatencySummary, Vec<LatencyRow>, LatencySummary, f64)> {
+    ) -> anyhow::Result<Ours> {
         let template = samples.pod(&self.sample)?;
         let make = |name: &str| pod_named(&template, workload::NAMESPACE, name, |_| {});
 
@@ -149,7 +173,7 @@ impl PodsCommand {
 
         let bar = progress_bar(self.pods, "pods one at a time".to_owned());
         let mut sequential = report::latency_histogram();
-        let mut phases = [(); 3].map(|()| report::latency_histogram());
+        let mut phases = phase_histograms();
         let mut names = HashSet::new();
         for i in 0..pods {
             let name = format!("seq-{i}");
@@ -163,24 +187,16 @@ impl PodsCommand {
         workload.delete_all(&names, PHASE_TIMEOUT).await?;
         settle().await;
 
-        let (burst, all_running) = self.burst(workload, &make, pods).await?;
-        let labels = [
-            "create -> bound (scheduler)",
-            "bound -> first agent status",
-            "agent status -> Running",
-        ];
-        let phases = labels
-            .iter()
-            .zip(&phases)
-            .map(|(label, h)| LatencyRow::measured(*label, LatencySummary::of(h)))
-            .collect();
-        Ok((
+        let mut burst_phases = phase_histograms();
+        let (burst, all_running) = self.burst(workload, &make, pods, &mut burst_phases).await?;
+        Ok(Ours {
             first_pod_ms,
-            LatencySummary::of(&sequential),
-            phases,
+            sequential: LatencySummary::of(&sequential),
+            sequential_phases: phase_rows(&phases),
             burst,
-            all_running.as_secs_f64() * 1000.0,
-        ))
+            burst_phases: phase_rows(&burst_phases),
+            burst_all_running_ms: all_running.as_secs_f64() * 1000.0,
+        })
     }
 
     /// All pods created at once, `--burst-concurrency` in flight.
@@ -189,6 +205,7 @@ impl PodsCommand {
         workload: &mut Workload,
         make: &impl Fn(&str) -> Pod,
         pods: usize,
+        phases: &mut PhaseHistograms,
     ) -> anyhow::Result<(LatencySummary, Duration)> {
         let names: Vec<String> = (0..pods).map(|i| format!("burst-{i}")).collect();
         let manifests: Vec<Pod> = names.iter().map(|n| make(n)).collect();
@@ -210,20 +227,30 @@ impl PodsCommand {
         let created: HashMap<String, Instant> =
             created.into_iter().collect::<anyhow::Result<_>>()?;
         let all: HashSet<String> = names.into_iter().collect();
+        let mut seen: HashMap<(String, Milestone), Instant> = HashMap::new();
         let running = workload
             .watch
             .wait_all(&all, Milestone::Running, PHASE_TIMEOUT, |event| {
                 if event.milestone == Milestone::Running {
                     bar.inc(1);
                 }
+                seen.insert((event.name.clone(), event.milestone), event.at);
             })
             .await?;
         bar.finish_and_clear();
         let mut latency = report::latency_histogram();
         let mut last = start;
         for event in &running {
-            if let Some(at) = created.get(&event.name) {
-                report::record(&mut latency, event.at.saturating_duration_since(*at));
+            if let Some(&at) = created.get(&event.name) {
+                report::record(&mut latency, event.at.saturating_duration_since(at));
+                let milestone = |m| seen.get(&(event.name.clone(), m)).copied();
+                PodTiming {
+                    created: at,
+                    bound: milestone(Milestone::Bound),
+                    agent_status: milestone(Milestone::AgentStatus),
+                    running: event.at,
+                }
+                .record_phases(phases);
             }
             last = last.max(event.at);
         }
@@ -386,8 +413,8 @@ impl PodsReport {
             return (None, None);
         };
         (
-            table::ratio(self.sequential.p50_ms, peer.p50_ms),
-            table::ratio(self.sequential.p99_ms, peer.p99_ms),
+            table::ratio(self.ours.sequential.p50_ms, peer.p50_ms),
+            table::ratio(self.ours.sequential.p99_ms, peer.p99_ms),
         )
     }
 
@@ -396,13 +423,14 @@ impl PodsReport {
         json!({
             "run": self.header.to_json(),
             "pods": self.pods,
-            "first_pod_ms": self.first_pod_ms,
-            "one_at_a_time": self.sequential.to_json(),
-            "one_at_a_time_phases": self.phases.iter().map(LatencyRow::to_json).collect::<Vec<_>>(),
+            "first_pod_ms": self.ours.first_pod_ms,
+            "one_at_a_time": self.ours.sequential.to_json(),
+            "one_at_a_time_phases": self.ours.sequential_phases.iter().map(LatencyRow::to_json).collect::<Vec<_>>(),
             "burst": {
                 "concurrency": self.burst_concurrency,
-                "latency": self.burst.to_json(),
-                "all_running_ms": self.burst_all_running_ms,
+                "latency": self.ours.burst.to_json(),
+                "phases": self.ours.burst_phases.iter().map(LatencyRow::to_json).collect::<Vec<_>>(),
+                "all_running_ms": self.ours.burst_all_running_ms,
             },
             "peer": self.peer.iter().map(LatencyRow::to_json).collect::<Vec<_>>(),
             "ratio_to_wasmtime_run": { "p50": p50, "p99": p99 },
@@ -416,13 +444,13 @@ impl PodsReport {
         let _ = writeln!(
             out,
             "pod startup, create -> Running via a watch ({} pods per row; first pod {:.1} ms, not counted)",
-            self.pods, self.first_pod_ms
+            self.pods, self.ours.first_pod_ms
         );
         let mut rows = vec![
-            LatencyRow::measured("wasmkube pod, one at a time", self.sequential),
+            LatencyRow::measured("wasmkube pod, one at a time", self.ours.sequential),
             LatencyRow::measured(
                 format!("wasmkube pod, burst ({} in flight)", self.burst_concurrency),
-                self.burst,
+                self.ours.burst,
             ),
         ];
         rows.extend(self.peer.iter().cloned());
@@ -430,7 +458,7 @@ impl PodsReport {
         let _ = writeln!(
             out,
             "  burst: all {} Running {:.0} ms after the first create",
-            self.pods, self.burst_all_running_ms
+            self.pods, self.ours.burst_all_running_ms
         );
         let (p50, p99) = self.ratios();
         let _ = writeln!(
@@ -440,8 +468,10 @@ impl PodsReport {
             table::show_ratio(p99)
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "where one pod's time goes (one at a time)");
-        table::latency_table(&mut out, &self.phases);
+        let _ = writeln!(out, "where a pod's time goes, one at a time");
+        table::latency_table(&mut out, &self.ours.sequential_phases);
+        let _ = writeln!(out, "where a pod's time goes, in the burst");
+        table::latency_table(&mut out, &self.ours.burst_phases);
         out
     }
 }
