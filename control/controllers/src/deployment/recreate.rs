@@ -1,7 +1,7 @@
 //! The Recreate strategy (Kubernetes' `recreate.go`): scale every old ReplicaSet to 0,
-//! wait until none of their pods is left (terminating pods included: old and new pods
-//! never run side by side), then create or scale up the new ReplicaSet to the desired
-//! replicas in one step. Pods of the Deployment going away trigger the next sync (see
+//! wait until none of their pods may still run (a pod being deleted counts until its phase
+//! is `Succeeded`/`Failed` or it is gone: old and new containers never run side by side),
+//! then create or scale up the new ReplicaSet to the desired replicas in one step. Pods of the Deployment going away trigger the next sync (see
 //! [`super::pod_to_deployment`]).
 
 use k8s_openapi::api::apps::v1::ReplicaSet;

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use super::DeploymentError;
 use super::hash::by_creation;
 use super::scale::{Resize, active};
-use super::status::{available, deployment_complete};
+use super::status::{actual, available, deployment_complete};
 use super::strategy::{
     ROLLING_UPDATE, desired, max_surge, max_unavailable, rs_replicas, strategy_type,
 };
@@ -22,13 +22,19 @@ use super::sync::Sync;
 /// The size the new ReplicaSet may grow to now: for RollingUpdate, up to the desired
 /// replicas but no more than `replicas + maxSurge` pods over all ReplicaSets; for Recreate,
 /// the desired replicas (Kubernetes' `NewRSNewReplicas`).
+///
+/// Unlike Kubernetes, which counts only the ReplicaSets' `spec.replicas`, a ReplicaSet
+/// counts here with the pods it still has (`status.replicas`) when that is more: an old
+/// ReplicaSet just scaled down keeps its surplus pods until the ReplicaSet controller
+/// deletes them, and waiting for that keeps the pods that actually run, not only the
+/// sizes asked for, within `replicas + maxSurge`.
 pub(crate) fn new_rs_new_replicas(d: &Deployment, all: &[&ReplicaSet], new: &ReplicaSet) -> i32 {
     let desired = desired(d);
     let current = rs_replicas(new);
     if strategy_type(d) != ROLLING_UPDATE {
         return desired;
     }
-    let total: i32 = all.iter().map(|rs| rs_replicas(rs)).sum();
+    let total: i32 = all.iter().map(|rs| rs_replicas(rs).max(actual(rs))).sum();
     let max_total = desired + max_surge(d);
     if total >= max_total {
         return current;
@@ -189,6 +195,22 @@ mod tests {
         let old = sized("old", 1, 2, 10, 13);
         let nearly = sized("new", 2, 9, 10, 13);
         assert_eq!(new_rs_new_replicas(&d, &[&old, &nearly], &nearly), 10);
+    }
+
+    #[test]
+    fn pods_an_old_replica_set_has_not_deleted_yet_still_count_against_the_surge() {
+        let d = rolling(4, IntOrString::Int(1), IntOrString::Int(1));
+        // Old scaled 4 -> 3 but still has 4 pods: the new one may not grow yet.
+        let mut old = sized("old", 1, 3, 4, 5);
+        if let Some(s) = old.status.as_mut() {
+            s.replicas = 4;
+        }
+        let new = sized("new", 2, 1, 4, 5);
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), 1);
+        if let Some(s) = old.status.as_mut() {
+            s.replicas = 3;
+        }
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), 2);
     }
 
     #[test]
