@@ -302,3 +302,139 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelector as K8sSelector, ObjectMeta, OwnerReference,
+    };
+
+    fn replicaset(namespace: &str, name: &str, app: &str) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                uid: Some(format!("uid-{namespace}-{name}")),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                selector: K8sSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    match_expressions: None,
+                },
+                ..ReplicaSetSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn store(replicasets: Vec<ReplicaSet>) -> Store<ReplicaSet> {
+        let (reader, mut writer) = reflector::store();
+        for rs in replicasets {
+            writer.apply_watcher_event(&Event::Apply(rs));
+        }
+        reader
+    }
+
+    fn pod(app: &str, controller: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                labels: Some([("app".to_string(), app.to_string())].into()),
+                owner_references: controller.map(|name| {
+                    vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "ReplicaSet".into(),
+                        name: name.into(),
+                        uid: format!("uid-default-{name}"),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+
+    fn names(refs: &[ObjectRef<ReplicaSet>]) -> Vec<String> {
+        let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pod_change_syncs_its_controller_before_and_after() {
+        let replicasets = store(vec![]);
+        let new = pod("web", Some("web-b"));
+        let old = Arc::new(pod("web", Some("web-a")));
+        let change = PodChange::Applied {
+            old: Some(old),
+            new: &new,
+        };
+        assert_eq!(
+            names(&pod_triggers(&change, &replicasets)),
+            ["web-a", "web-b"]
+        );
+        let deleted = pod("web", Some("web-a"));
+        let refs = pod_triggers(&PodChange::Deleted(&deleted), &replicasets);
+        assert_eq!(names(&refs), ["web-a"]);
+        assert_eq!(refs[0].namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_new_orphan_syncs_every_replicaset_of_its_namespace_that_selects_it() {
+        let replicasets = store(vec![
+            replicaset("default", "web", "web"),
+            replicaset("default", "web-too", "web"),
+            replicaset("default", "db", "db"),
+            replicaset("other", "web", "web"),
+        ]);
+        let orphan = pod("web", None);
+        let change = PodChange::Applied {
+            old: None,
+            new: &orphan,
+        };
+        let refs = pod_triggers(&change, &replicasets);
+        assert_eq!(names(&refs), ["web", "web-too"]);
+        assert!(
+            refs.iter()
+                .all(|r| r.namespace.as_deref() == Some("default"))
+        );
+    }
+
+    #[test]
+    fn an_orphan_whose_labels_did_not_change_syncs_nothing() {
+        let replicasets = store(vec![replicaset("default", "web", "web")]);
+        let orphan = pod("web", None);
+        let change = PodChange::Applied {
+            old: Some(Arc::new(orphan.clone())),
+            new: &orphan,
+        };
+        assert!(pod_triggers(&change, &replicasets).is_empty());
+        // A pod just released by its controller is looked at by the others.
+        let released = PodChange::Applied {
+            old: Some(Arc::new(pod("web", Some("old")))),
+            new: &orphan,
+        };
+        assert_eq!(
+            names(&pod_triggers(&released, &replicasets)),
+            ["old", "web"]
+        );
+    }
+
+    #[test]
+    fn a_relist_syncs_every_replicaset() {
+        let replicasets = store(vec![
+            replicaset("default", "web", "web"),
+            replicaset("other", "db", "db"),
+        ]);
+        assert_eq!(
+            names(&pod_triggers(&PodChange::Relisted, &replicasets)),
+            ["db", "web"]
+        );
+    }
+}

@@ -25,6 +25,19 @@ use crate::pods::{
 impl ReplicaSetController {
     /// Syncs one ReplicaSet from the stores.
     pub(super) async fn reconcile(&self, rs: Arc<ReplicaSet>) -> Result<Action, Error> {
+        let started = std::time::Instant::now();
+        let result = self.sync(&rs).await;
+        tracing::debug!(
+            namespace = rs.metadata.namespace.as_deref().unwrap_or_default(),
+            replicaset = rs.metadata.name.as_deref().unwrap_or_default(),
+            elapsed = ?started.elapsed(),
+            ok = result.is_ok(),
+            "synced ReplicaSet"
+        );
+        result
+    }
+
+    async fn sync(&self, rs: &Arc<ReplicaSet>) -> Result<Action, Error> {
         let (Some(namespace), Some(name), Some(uid)) = (
             rs.metadata.namespace.clone(),
             rs.metadata.name.clone(),
@@ -51,20 +64,20 @@ impl ReplicaSetController {
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()) && is_active(p))
             .collect();
-        let claim = claim_pods(&rs, &selector, &pods);
+        let claim = claim_pods(rs, &selector, &pods);
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let mut owned = claim.owned;
-        owned.extend(self.adopt(&rs, &pods_api, &claim.adopt).await?);
-        self.release(&rs, &pods_api, &claim.release).await?;
+        owned.extend(self.adopt(rs, &pods_api, &claim.adopt).await?);
+        self.release(rs, &pods_api, &claim.release).await?;
 
         let failure = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
-            self.manage_replicas(&rs, &pods_api, &owned).await
+            self.manage_replicas(rs, &pods_api, &owned).await
         } else {
             None
         };
         let now = Timestamp::now();
-        let new_status = status::calculate_status(&rs, &owned, failure.as_ref(), now);
-        if let Some(patch) = status::status_patch(&rs, &new_status) {
+        let new_status = status::calculate_status(rs, &owned, failure.as_ref(), now);
+        if let Some(patch) = status::status_patch(rs, &new_status) {
             let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &namespace);
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -84,7 +97,7 @@ impl ReplicaSetController {
         if let Some(f) = failure {
             return Err(Error::Manage(f.message));
         }
-        self.sync_succeeded(&rs);
+        self.sync_succeeded(rs);
 
         let replicas = spec.replicas.unwrap_or(1);
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
