@@ -86,35 +86,44 @@ pub(crate) async fn run(ctx: Arc<Context>) {
     });
     loop {
         let client = ctx.client.clone();
-        Controller::new(
+        let controller = Controller::new(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default(),
-        )
-        .owns(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .watches(
-            Api::<Pod>::all(client),
-            watcher::Config::default(),
-            pod_to_deployment,
-        )
-        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .run(reconcile, error_policy, state.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "deployment controller");
-            }
-        })
-        .await;
+        );
+        let deployments = controller.store();
+        controller
+            .owns(
+                Api::<ReplicaSet>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .watches(
+                Api::<Pod>::all(client),
+                watcher::Config::default(),
+                move |pod| {
+                    pod_to_deployment(pod).filter(|d| {
+                        deployments
+                            .get(d)
+                            .is_some_and(|d| strategy::strategy_type(&d) == strategy::RECREATE)
+                    })
+                },
+            )
+            .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+            .run(reconcile, error_policy, state.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "deployment controller");
+                }
+            })
+            .await;
         tracing::warn!("the deployment controller's watch ended; restarting it");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// The Deployment whose pod is being deleted, so a Recreate rollout sees its old pods go.
-/// The pod's ReplicaSet is `<deployment>-<pod-template-hash>`; only pods with a
-/// `deletionTimestamp` are of interest (the final delete event carries it too).
+/// The Deployment whose pod is being deleted, so a Recreate rollout sees its old pods go
+/// (the controller keeps only Recreate Deployments). The pod's ReplicaSet is
+/// `<deployment>-<pod-template-hash>`; only pods with a `deletionTimestamp` are of interest
+/// (the final delete event carries it too), and their phase changes as they stop.
 fn pod_to_deployment(pod: Pod) -> Option<ObjectRef<Deployment>> {
     pod.metadata.deletion_timestamp.as_ref()?;
     let owner = controller_of(&pod.metadata)?;
