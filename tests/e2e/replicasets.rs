@@ -381,3 +381,28 @@ async fn replicaset_adopts_matching_orphans_and_releases_relabelled_pods() -> Re
     assert_eq!(stray.metadata.deletion_timestamp, None);
     Ok(())
 }
+
+#[tokio::test]
+async fn available_replicas_wait_for_min_ready_seconds() -> Result<()> {
+    let Some(cluster) = TestCluster::builder()
+        .agents(1)
+        .start_with_samples("available_replicas_wait_for_min_ready_seconds")
+        .await?
+    else {
+        return Ok(());
+    };
+    let client = cluster.client().await?;
+    let mut rs = counter_replicaset(&cluster, "slow", 2)?;
+    rs["spec"]["minReadySeconds"] = json!(5);
+    cluster.apply_json(&rs).await?;
+    // Ready but not yet available: the pods have not been ready for 5 s.
+    poll_until("2 ready, 0 available", DEADLINE, || async {
+        let o = observe(&client, "slow").await?;
+        let done = o.status("readyReplicas") == 2 && o.status("availableReplicas") == 0;
+        o.when(done)
+    })
+    .await?;
+    // Nothing else changes; the controller's own requeue after minReadySeconds counts them.
+    wait_settled(&client, "slow", 2).await?;
+    Ok(())
+}
