@@ -1,11 +1,323 @@
-//! The DaemonSet controller (being built; see `issues show 4`).
+//! The DaemonSet controller (`daemonset-controller`): one pod of each DaemonSet on every
+//! eligible node, as kube-controller-manager's DaemonSet controller.
+//!
+//! A kube-runtime `Controller` over DaemonSets, triggered by the DaemonSet, by its pods
+//! (controller `ownerReference`) and by every Node change (a node joining, relabelled,
+//! tainted or removed may change where daemon pods belong; all DaemonSets are enqueued).
+//! Pods and nodes are read from reflector stores. Each reconcile:
+//! - computes the template's revision hash ([`hash`], the `controller-revision-hash` label);
+//! - [`plan::plan`] decides, purely, the nodes to create a pod on, the pods to delete
+//!   (ineligible nodes, failed or duplicate pods, vanished nodes, and the rolling update's old
+//!   pods within `maxUnavailable`) and the status that `kubectl rollout status ds/x` reads;
+//! - creates pods pinned to their node by a required node affinity on the node's
+//!   `metadata.name` (the scheduler binds them, as in Kubernetes, so resource fit and
+//!   binding stay the scheduler's), with the daemon tolerations ([`eligibility`]);
+//! - writes the status when it changed.
+//!
+//! Expectations and pod creation/deletion (with their Events) are shared with the Job
+//! controller (`crate::job::{expectations, pod_control}`).
 
+mod eligibility;
+mod hash;
+mod plan;
+
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::context::Context;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::context::{Context, Recorder, WARNING};
+use crate::job::expectations::Expectations;
+use crate::job::pod_control::PodControl;
+use crate::job::retry::{Retries, is_conflict, is_not_found};
+use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
+use hash::REVISION_HASH_LABEL;
+
+/// The Events' component, as kube-controller-manager's DaemonSet controller names itself.
+const COMPONENT: &str = "daemonset-controller";
+/// How long a reconcile waits for the pod and node stores' first list.
+const STORES_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a DaemonSet reconcile failed; it is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DaemonSetError {
+    /// Creating or deleting the DaemonSet's pods failed.
+    #[error("{action} pods of daemonset {daemonset}: {source}")]
+    Pods {
+        /// `creating` or `deleting`.
+        action: &'static str,
+        /// `namespace/name`.
+        daemonset: String,
+        /// The first failure.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the DaemonSet's status failed.
+    #[error("writing the status of daemonset {daemonset}: {source}")]
+    Status {
+        /// `namespace/name`.
+        daemonset: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+    /// The pod or node watch has not listed yet.
+    #[error("the pod and node caches are not synced yet")]
+    NotSynced,
+}
+
+impl DaemonSetError {
+    fn is_conflict(&self) -> bool {
+        match self {
+            DaemonSetError::Pods { source, .. } | DaemonSetError::Status { source, .. } => {
+                is_conflict(source)
+            }
+            DaemonSetError::NotSynced => false,
+        }
+    }
+}
+
+struct DaemonSetController {
+    client: kube::Client,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    pod_control: PodControl,
+    recorder: Recorder,
+    retries: Retries,
+}
 
 /// Runs the DaemonSet controller until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>) {
-    let _ = ctx;
-    std::future::pending::<()>().await
+    let recorder = ctx.recorder(COMPONENT);
+    loop {
+        run_controller(&ctx, &recorder).await;
+        tracing::warn!("the daemonset controller's streams ended; restarting it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
+    let client = ctx.client.clone();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let expectations = Arc::new(Expectations::default());
+    let observer = (expectations.clone(), pods.clone());
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| {
+            observer.0.observe(&event, &observer.1);
+            event
+        })
+        .reflect(pod_writer)
+        .touched_objects();
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .touched_objects();
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let daemonsets = controller.store();
+    let state = Arc::new(DaemonSetController {
+        client: client.clone(),
+        pods,
+        nodes,
+        pod_control: PodControl::new(client, recorder.clone(), expectations),
+        recorder: recorder.clone(),
+        retries: Retries::default(),
+    });
+    controller
+        .owns_stream(pod_events)
+        .watches_stream(node_events, move |_node: Node| {
+            daemonsets
+                .state()
+                .iter()
+                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "daemonset reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn key(ds: &DaemonSet) -> String {
+    format!("{}/{}", ds.namespace().unwrap_or_default(), ds.name_any())
+}
+
+fn error_policy(ds: Arc<DaemonSet>, error: &DaemonSetError, c: Arc<DaemonSetController>) -> Action {
+    if error.is_conflict() {
+        tracing::debug!(daemonset = %key(&ds), %error, "daemonset sync raced a write; retrying");
+    } else {
+        tracing::warn!(daemonset = %key(&ds), %error, "daemonset sync failed");
+    }
+    Action::requeue(
+        c.retries
+            .failed(&ds.uid().unwrap_or_default(), error.is_conflict()),
+    )
+}
+
+async fn reconcile(
+    ds: Arc<DaemonSet>,
+    c: Arc<DaemonSetController>,
+) -> Result<Action, DaemonSetError> {
+    let synced = tokio::time::timeout(STORES_READY_TIMEOUT, async {
+        c.pods.wait_until_ready().await.is_ok() && c.nodes.wait_until_ready().await.is_ok()
+    })
+    .await;
+    if synced != Ok(true) {
+        return Err(DaemonSetError::NotSynced);
+    }
+    if ds.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let action = c.sync(&ds).await?;
+    c.retries.succeeded(&ds.uid().unwrap_or_default());
+    Ok(action)
+}
+
+/// The pod to create for `ds` on `node` with template revision `hash`.
+fn pod_for(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
+    let mut template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_HASH_LABEL.to_string(), hash.to_string());
+    let spec = template.spec.get_or_insert_with(Default::default);
+    eligibility::add_daemon_tolerations(spec);
+    eligibility::pin_to_node(spec, node);
+    pod_from_template(
+        &template,
+        &ds.namespace().unwrap_or_default(),
+        &generate_name_prefix(&ds.name_any()),
+        controller_ref(ds),
+    )
+}
+
+impl DaemonSetController {
+    async fn sync(&self, ds: &DaemonSet) -> Result<Action, DaemonSetError> {
+        let namespace = ds.namespace().unwrap_or_default();
+        let uid = ds.uid().unwrap_or_default();
+        let owned: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .filter(|p| is_controlled_by(&p.metadata, &uid))
+            .collect();
+        let live: HashSet<&str> = owned
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        let satisfied = self.pod_control.expectations().satisfied(&uid, &live);
+        let nodes = self.nodes.state();
+        let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
+        let pod_refs: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();
+        let hash = hash::template_hash(ds);
+        let plan = plan::plan(
+            ds,
+            &node_refs,
+            &pod_refs,
+            &hash,
+            Timestamp::now(),
+            satisfied,
+        );
+
+        for message in &plan.failed_pod_messages {
+            self.recorder
+                .publish(ds, WARNING, "FailedDaemonPod", message.clone());
+        }
+        let doomed: Vec<(String, String)> = plan
+            .delete
+            .iter()
+            .map(|p| (p.name.clone(), p.uid.clone()))
+            .collect();
+        let deleted = self.pod_control.delete(ds, &namespace, &doomed).await;
+        let new_pods: Vec<Pod> = plan
+            .create
+            .iter()
+            .map(|node| pod_for(ds, node, &hash))
+            .collect();
+        let created = self.pod_control.create(ds, &namespace, new_pods).await;
+        self.write_status(ds, &plan.status).await?;
+        if let Err(source) = deleted {
+            return Err(DaemonSetError::Pods {
+                action: "deleting",
+                daemonset: key(ds),
+                source,
+            });
+        }
+        if let Some(source) = created.error {
+            return Err(DaemonSetError::Pods {
+                action: "creating",
+                daemonset: key(ds),
+                source,
+            });
+        }
+        let min_ready = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
+        if plan.recheck_availability && min_ready > 0 {
+            return Ok(Action::requeue(Duration::from_secs(u64::from(
+                min_ready.unsigned_abs(),
+            ))));
+        }
+        Ok(Action::await_change())
+    }
+
+    /// Writes `status` unless the DaemonSet already has it.
+    async fn write_status(
+        &self,
+        ds: &DaemonSet,
+        status: &DaemonSetStatus,
+    ) -> Result<(), DaemonSetError> {
+        if ds.status.as_ref() == Some(status) {
+            return Ok(());
+        }
+        let api: Api<DaemonSet> =
+            Api::namespaced(self.client.clone(), &ds.namespace().unwrap_or_default());
+        // Not guarded by resourceVersion: the status is computed from pods and nodes only, and
+        // our view of the DaemonSet never goes back in time, so a write from a slightly stale
+        // view is still the newest status (and observedGeneration never regresses).
+        let patch = json!({ "status": status });
+        match api
+            .patch_status(
+                &ds.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(DaemonSetError::Status {
+                daemonset: key(ds),
+                source,
+            }),
+        }
+    }
 }

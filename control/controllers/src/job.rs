@@ -53,6 +53,8 @@ use retry::{Retries, is_conflict, is_not_found};
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.
 const COMPONENT: &str = "job-controller";
+/// How long a reconcile waits for the pod store's first list.
+const STORE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `spec.managedBy` of Jobs this controller syncs (or none).
 const MANAGED_BY_US: &str = "kubernetes.io/job-controller";
 
@@ -95,6 +97,9 @@ pub(crate) enum JobError {
         #[source]
         source: kube::Error,
     },
+    /// The pod watch has not listed yet.
+    #[error("the pod cache is not synced yet")]
+    NotSynced,
 }
 
 impl JobError {
@@ -104,6 +109,7 @@ impl JobError {
             | JobError::DeletePods { source, .. }
             | JobError::Status { source, .. }
             | JobError::DeleteJob { source, .. } => is_conflict(source),
+            JobError::NotSynced => false,
         }
     }
 }
@@ -164,7 +170,12 @@ fn key(job: &Job) -> String {
 }
 
 fn error_policy(job: Arc<Job>, error: &JobError, c: Arc<JobController>) -> Action {
-    tracing::warn!(job = %key(&job), %error, "job sync failed");
+    if error.is_conflict() {
+        // Our view of the Job was older than our own last status write.
+        tracing::debug!(job = %key(&job), %error, "job sync raced a write; retrying");
+    } else {
+        tracing::warn!(job = %key(&job), %error, "job sync failed");
+    }
     Action::requeue(
         c.retries
             .failed(&job.uid().unwrap_or_default(), error.is_conflict()),
@@ -176,6 +187,11 @@ async fn reconcile(job: Arc<Job>, c: Arc<JobController>) -> Result<Action, JobEr
     let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
     if managed_by.is_some_and(|m| m != MANAGED_BY_US) {
         return Ok(Action::await_change());
+    }
+    // Before the pod watch has listed, "no pods" would mean "create them all".
+    let synced = tokio::time::timeout(STORE_READY_TIMEOUT, c.pods.wait_until_ready()).await;
+    if !matches!(synced, Ok(Ok(()))) {
+        return Err(JobError::NotSynced);
     }
     let action = if plan::is_finished(&job) {
         c.after_finished(&job).await?
