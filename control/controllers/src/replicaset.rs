@@ -161,8 +161,14 @@ fn replicaset_event(
             }
         }
         Event::InitDone => {
-            for rs in store.state() {
-                let _ = queue.unbounded_send(ObjectRef::from_obj(&*rs));
+            let all = store.state();
+            let uids: std::collections::HashSet<&str> = all
+                .iter()
+                .filter_map(|rs| rs.metadata.uid.as_deref())
+                .collect();
+            expectations.retain_owners(|uid| uids.contains(uid));
+            for rs in &all {
+                let _ = queue.unbounded_send(ObjectRef::from_obj(&**rs));
             }
         }
         Event::Init | Event::InitApply(_) => {}

@@ -146,6 +146,12 @@ impl Expectations {
     pub(crate) fn forget(&self, owner_uid: &str) {
         self.lock().remove(owner_uid);
     }
+
+    /// Drops the entries of owners `exists` says are gone (after a relist of the owners,
+    /// whose deletions during the watch's gap were never seen).
+    pub(crate) fn retain_owners(&self, exists: impl Fn(&str) -> bool) {
+        self.lock().retain(|uid, _| exists(uid));
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +203,16 @@ mod tests {
         let e = Expectations::new(Duration::ZERO);
         e.expect_creations("rs", 5);
         assert!(e.satisfied("rs"));
+    }
+
+    #[test]
+    fn owners_gone_after_a_relist_are_forgotten() {
+        let e = Expectations::default();
+        e.expect_creations("kept", 1);
+        e.expect_creations("gone", 1);
+        e.retain_owners(|uid| uid == "kept");
+        assert!(!e.satisfied("kept"));
+        assert!(e.satisfied("gone"));
     }
 
     #[test]
