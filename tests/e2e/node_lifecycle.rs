@@ -1,5 +1,6 @@
 //! Node lifecycle end to end: an agent killed with SIGKILL stops renewing its Lease; after
-//! the (shortened) grace period its Node becomes Ready=Unknown with the unreachable taints,
+//! the (shortened, but longer than the agents' 10 s Lease renewals) grace period its Node
+//! becomes Ready=Unknown with the unreachable taints,
 //! its Deployment pods are evicted after their (shortened) default toleration and replaced
 //! on the other node; when the agent comes back the node is Ready again, the taints go,
 //! the evicted pods are removed, and at no time did more pods of the Deployment run than
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use crate::harness::{TestCluster, events_of, poll_until};
 
-/// Generous bounds for each step (grace 6 s, toleration 5 s, agent restart).
+/// Generous bounds for each step (grace 15 s, toleration 5 s, agent restart).
 const DEADLINE: Duration = Duration::from_secs(90);
 const REPLICAS: usize = 2;
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -74,7 +75,7 @@ async fn a_killed_node_goes_unknown_its_pods_move_and_it_heals_without_duplicate
     let Some(mut cluster) = TestCluster::builder()
         .agents(2)
         .server_arg("--node-monitor-grace-period")
-        .server_arg("6")
+        .server_arg("15")
         .server_arg("--node-monitor-period")
         .server_arg("1")
         .server_arg("--default-unreachable-toleration-seconds")
@@ -139,15 +140,25 @@ async fn a_killed_node_goes_unknown_its_pods_move_and_it_heals_without_duplicate
         .map(name_of)
         .collect();
 
-    // Watch the pod count all along: never more active pods than replicas.
+    // Watch all along: never more active pods than replicas, and the surviving node
+    // (renewing its Lease) never taken for unreachable.
     let stop = Arc::new(AtomicBool::new(false));
     let most = Arc::new(AtomicUsize::new(0));
+    let survivor_flapped = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (stop, most, pods, by_app) = (stop.clone(), most.clone(), pods.clone(), by_app.clone());
+        let (stop, most, flapped) = (stop.clone(), most.clone(), survivor_flapped.clone());
+        let (pods, nodes, by_app) = (pods.clone(), nodes.clone(), by_app.clone());
+        let survivor = survivor_node.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(list) = pods.list(&by_app).await {
                     most.fetch_max(active(&list.items).len(), Ordering::Relaxed);
+                }
+                if let Ok(node) = nodes.get(&survivor).await
+                    && (condition(&node, "Ready").is_none_or(|c| c.status != "True")
+                        || has_taint(&node, UNREACHABLE, "NoExecute"))
+                {
+                    flapped.store(true, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -247,6 +258,10 @@ async fn a_killed_node_goes_unknown_its_pods_move_and_it_heals_without_duplicate
     .await?;
     stop.store(true, Ordering::Relaxed);
     sampler.await?;
+    ensure!(
+        !survivor_flapped.load(Ordering::Relaxed),
+        "the surviving node was marked not ready or unreachable"
+    );
     let most = most.load(Ordering::Relaxed);
     ensure!(
         most <= REPLICAS,
