@@ -19,7 +19,8 @@ pub(crate) struct ControllerArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrent_syncs: u16,
     /// A node whose lease is not renewed for this many seconds becomes NotReady (Ready=Unknown)
-    /// and gets the unreachable taints.
+    /// and gets the unreachable taints. Agents renew their lease every 10 s, so keep this
+    /// well above 10 (healthy nodes flap otherwise).
     #[arg(long, value_name = "SECS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_monitor_grace_period: u64,
     /// How often node leases are checked, in seconds (shorter than the grace period).

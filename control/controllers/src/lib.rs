@@ -38,6 +38,9 @@ use wasmkube_scheduler::LeaderElector;
 pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
 pub use context::Context;
 
+/// How often node agents renew their Lease (the kubelet's 10 s).
+const NODE_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the controller-manager until `shutdown` resolves, then releases its Lease (if it
 /// led). API failures are retried inside the controllers; only an invalid configuration
 /// ends it with an error.
@@ -69,6 +72,14 @@ pub async fn run(
         leader_election = config.leader_election.is_some(),
         "controller-manager starting"
     );
+    if config.enabled("nodelifecycle")
+        && config.node_monitor_grace_period < NODE_LEASE_RENEWAL * 3 / 2
+    {
+        tracing::warn!(
+            grace_period = ?config.node_monitor_grace_period,
+            "the node monitor grace period is barely longer than the agents' 10 s lease renewal: healthy nodes will flap to NotReady"
+        );
+    }
     let ctx = Arc::new(Context::new(client, config));
     let mut shutdown = std::pin::pin!(shutdown);
     'outer: loop {
