@@ -4,6 +4,7 @@
 //! The status is written only when it changed, as a merge patch of the status subresource.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -11,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::pods::{is_available, is_ready};
+use crate::pods::{is_available, is_ready, ready_since};
 
 /// The condition type set while the controller cannot create or delete pods.
 pub(crate) const REPLICA_FAILURE: &str = "ReplicaFailure";
@@ -93,6 +94,29 @@ pub(crate) fn calculate_status(
         status.conditions = None;
     }
     status
+}
+
+/// How long until the first of `pods` that is ready but not yet available becomes
+/// available, if any is (Kubernetes requeues the ReplicaSet `minReadySeconds` after a pod
+/// turns ready; this is the same moment, computed from the store).
+pub(crate) fn next_available_in(
+    pods: &[Arc<Pod>],
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<Duration> {
+    if min_ready_seconds <= 0 {
+        return None;
+    }
+    pods.iter()
+        .filter(|p| !is_available(p, min_ready_seconds, now))
+        .filter_map(|p| ready_since(p))
+        .map(|since| {
+            let due = since.as_second() + i64::from(min_ready_seconds);
+            let wait = due.saturating_sub(now.as_second()).max(0);
+            // Whole seconds, as availability is judged; a little late rather than early.
+            Duration::from_secs(wait.unsigned_abs()) + Duration::from_millis(100)
+        })
+        .min()
 }
 
 /// The merge patch that writes `new` (with `observedGeneration` = the ReplicaSet's
@@ -230,6 +254,22 @@ mod tests {
 
         let healed = calculate_status(&rs, &[], None, at(30));
         assert_eq!(healed.conditions, None);
+    }
+
+    #[test]
+    fn the_next_check_is_when_the_first_ready_pod_becomes_available() {
+        let full = [("app", "web")];
+        let pods = vec![
+            pod(&full, Some(100)),
+            pod(&full, Some(104)),
+            pod(&full, None),
+        ];
+        let wait = next_available_in(&pods, 10, at(106));
+        assert_eq!(wait, Some(Duration::from_millis(4_100)));
+        // Without minReadySeconds, ready is available: nothing to wait for.
+        assert_eq!(next_available_in(&pods, 0, at(106)), None);
+        // Every ready pod available already.
+        assert_eq!(next_available_in(&pods, 1, at(200)), None);
     }
 
     #[test]

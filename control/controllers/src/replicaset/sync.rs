@@ -99,20 +99,18 @@ impl ReplicaSetController {
         }
         self.sync_succeeded(rs);
 
-        let replicas = spec.replicas.unwrap_or(1);
+        // Ready pods become available with time alone, which no watch event announces.
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let ready = new_status.ready_replicas.unwrap_or(0);
-        let available = new_status.available_replicas.unwrap_or(0);
-        if min_ready > 0 && ready == replicas && available != replicas {
-            return Ok(Action::requeue(Duration::from_secs(
-                min_ready.unsigned_abs().into(),
-            )));
-        }
-        if let Some(left) = self.expectations.pending_for(&uid) {
-            // Normally the watch brings the next sync; this only bounds a lost event.
-            return Ok(Action::requeue(left + Duration::from_secs(1)));
-        }
-        Ok(Action::await_change())
+        let availability = status::next_available_in(&owned, min_ready, now);
+        // Normally the watch brings the next sync; this only bounds a lost event.
+        let expectations = self
+            .expectations
+            .pending_for(&uid)
+            .map(|left| left + Duration::from_secs(1));
+        Ok(match availability.into_iter().chain(expectations).min() {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        })
     }
 
     /// Creates or deletes pods so that `owned` becomes `spec.replicas` (at most
