@@ -294,5 +294,40 @@ async fn a_template_change_rolls_out_to_every_node() -> Result<()> {
             .any(|e| e.reason.as_deref() == Some("SuccessfulDelete")),
         "no SuccessfulDelete event: {events:?}"
     );
+
+    // Each template is a ControllerRevision: `rollout history` lists both, `rollout undo`
+    // brings the first template back (as revision 3) and rolls it out.
+    let history = cluster
+        .kubectl_ok(&["rollout", "history", "ds/roller"])
+        .await?;
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, vec!["1", "2"], "{history}");
+    cluster
+        .kubectl_ok(&["rollout", "undo", "ds/roller"])
+        .await?;
+    cluster
+        .kubectl_ok(&["rollout", "status", "ds/roller", "--timeout=80s"])
+        .await?;
+    let undone = wait_one_running_pod_per_node(&cluster, "roller", &nodes).await?;
+    for pods in undone.values() {
+        let hash = pods[0].labels().get("controller-revision-hash").cloned();
+        assert_eq!(
+            hash.as_deref(),
+            Some(old_hash.as_str()),
+            "undo did not bring the first template back"
+        );
+        assert!(!pods[0].annotations().contains_key("rev"));
+    }
+    let history = cluster
+        .kubectl_ok(&["rollout", "history", "ds/roller"])
+        .await?;
+    assert!(
+        history.lines().any(|l| l.trim_start().starts_with('3')),
+        "{history}"
+    );
     Ok(())
 }

@@ -364,6 +364,16 @@ fn builtin() -> Vec<ResourceType> {
                 true,
             )
         },
+        rt(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            &[],
+            true,
+            &[],
+            false,
+        ),
         ResourceType {
             categories: ALL,
             field_selectors: &["status.successful"],

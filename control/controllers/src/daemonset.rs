@@ -12,6 +12,8 @@
 //! - creates pods pinned to their node by a required node affinity on the node's
 //!   `metadata.name` (the scheduler binds them, as in Kubernetes, so resource fit and
 //!   binding stay the scheduler's), with the daemon tolerations ([`eligibility`]);
+//! - keeps one ControllerRevision per template ([`revisions`]) for `kubectl rollout
+//!   history` and `undo`;
 //! - writes the status when it changed.
 //!
 //! Expectations and pod creation/deletion (with their Events) are shared with the Job
@@ -20,16 +22,17 @@
 mod eligibility;
 mod hash;
 mod plan;
+mod revisions;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -91,6 +94,7 @@ struct DaemonSetController {
     client: kube::Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
     pod_control: PodControl,
     recorder: Recorder,
     retries: Retries,
@@ -110,6 +114,7 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
     let client = ctx.client.clone();
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (nodes, node_writer) = reflector::store::<Node>();
+    let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
     let expectations = Arc::new(Expectations::default());
     let observer = (expectations.clone(), pods.clone());
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -124,6 +129,13 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
         .default_backoff()
         .reflect(node_writer)
         .touched_objects();
+    let revision_events = watcher(
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(revision_writer)
+    .touched_objects();
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -133,12 +145,14 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
         client: client.clone(),
         pods,
         nodes,
+        revisions,
         pod_control: PodControl::new(client, recorder.clone(), expectations),
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
     controller
         .owns_stream(pod_events)
+        .owns_stream(revision_events)
         .watches_stream(node_events, move |_node: Node| {
             daemonsets
                 .state()
@@ -236,6 +250,7 @@ impl DaemonSetController {
         let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
         let pod_refs: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();
         let hash = hash::template_hash(ds);
+        self.sync_history(ds, &hash, &pod_refs, satisfied).await;
         let plan = plan::plan(
             ds,
             &node_refs,
@@ -287,6 +302,59 @@ impl DaemonSetController {
             ))));
         }
         Ok(Action::await_change())
+    }
+
+    /// Keeps the DaemonSet's ControllerRevisions ([`revisions`]). Failures are logged, not
+    /// fatal: the history serves `kubectl rollout history/undo`, not the pods (and an
+    /// apiserver without ControllerRevisions must not stop DaemonSets).
+    async fn sync_history(&self, ds: &DaemonSet, hash: &str, pods: &[&Pod], satisfied: bool) {
+        let namespace = ds.namespace().unwrap_or_default();
+        let uid = ds.uid().unwrap_or_default();
+        let existing: Vec<Arc<ControllerRevision>> = self
+            .revisions
+            .state()
+            .into_iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .filter(|r| is_controlled_by(&r.metadata, &uid))
+            .collect();
+        let refs: Vec<&ControllerRevision> = existing.iter().map(Arc::as_ref).collect();
+        let live_hashes = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.labels().get(REVISION_HASH_LABEL).cloned())
+            .collect();
+        let plan = revisions::plan_revisions(ds, hash, &refs, &live_hashes);
+        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &namespace);
+        if let Some(revision) = &plan.create {
+            match api.create(&PostParams::default(), revision).await {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => {}
+                Err(error) => {
+                    tracing::warn!(daemonset = %key(ds), %error, "creating a controller revision failed");
+                }
+            }
+        }
+        if let Some((name, number)) = &plan.renumber {
+            let patch = json!({ "revision": number });
+            if let Err(error) = api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(daemonset = %key(ds), %error, "renumbering a controller revision failed");
+            }
+        }
+        if !satisfied {
+            return;
+        }
+        for name in &plan.delete {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(error) => {
+                    tracing::warn!(daemonset = %key(ds), %error, "deleting an old controller revision failed");
+                }
+            }
+        }
     }
 
     /// Writes `status` unless the DaemonSet already has it.
