@@ -8,10 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result, ensure};
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -80,6 +84,95 @@ async fn pods_by_node(client: &kube::Client, name: &str) -> Result<BTreeMap<Stri
         by_node.entry(node).or_default().push(pod);
     }
     Ok(by_node)
+}
+
+/// What a pod watch saw during a rolling update.
+#[derive(Debug, Default)]
+struct RolloutWatch {
+    /// The most live (not terminating) pods one node had at once.
+    max_live_per_node: usize,
+    /// The fewest ready, live pods at any time.
+    min_ready: Option<usize>,
+}
+
+/// The node a daemon pod is for: bound, or named by its node affinity.
+fn pod_node(pod: &Pod) -> String {
+    let spec = pod.spec.as_ref();
+    if let Some(node) = spec.and_then(|s| s.node_name.clone()) {
+        return node;
+    }
+    spec.and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .and_then(|r| r.node_selector_terms.first())
+        .and_then(|t| {
+            t.match_fields
+                .as_ref()?
+                .first()?
+                .values
+                .as_ref()?
+                .first()
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+/// Watches the pods labelled `app=<name>` and records [`RolloutWatch`].
+fn watch_rollout(
+    client: &kube::Client,
+    name: &str,
+) -> (Arc<Mutex<RolloutWatch>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(RolloutWatch::default()));
+    let record = seen.clone();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let config = watcher::Config::default().labels(&format!("app={name}"));
+    let task = tokio::spawn(async move {
+        let mut state: BTreeMap<String, Pod> = BTreeMap::new();
+        // Counted from the end of the initial list on, which arrives one pod at a time.
+        let mut listed = false;
+        let mut stream = std::pin::pin!(watcher(pods, config));
+        while let Ok(Some(event)) = stream.try_next().await {
+            match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    state.insert(p.name_any(), p);
+                }
+                watcher::Event::Delete(p) => {
+                    state.remove(&p.name_any());
+                }
+                watcher::Event::InitDone => listed = true,
+                watcher::Event::Init => continue,
+            }
+            if !listed {
+                continue;
+            }
+            let live: Vec<&Pod> = state
+                .values()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+            for pod in &live {
+                *per_node.entry(pod_node(pod)).or_default() += 1;
+            }
+            let ready = live.iter().filter(|p| is_ready(p)).count();
+            if let Ok(mut r) = record.lock() {
+                r.max_live_per_node = r
+                    .max_live_per_node
+                    .max(per_node.values().copied().max().unwrap_or(0));
+                r.min_ready = Some(r.min_ready.map_or(ready, |m| m.min(ready)));
+            }
+        }
+    });
+    (seen, task)
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Polls until exactly one running pod of `name` is on each of `nodes` and on no other node.
@@ -248,6 +341,11 @@ async fn a_template_change_rolls_out_to_every_node() -> Result<()> {
         .and_then(|p| p[0].labels().get("controller-revision-hash").cloned())
         .context("no revision hash")?;
 
+    let (watched, watch) = watch_rollout(&client, "roller");
+    poll_until("the rollout watch has listed", SPREAD_DEADLINE, || async {
+        Ok(watched.lock().ok().and_then(|w| w.min_ready).map(|_| ()))
+    })
+    .await?;
     cluster
         .kubectl_ok(&[
             "patch",
@@ -269,6 +367,19 @@ async fn a_template_change_rolls_out_to_every_node() -> Result<()> {
         cluster.logs_tail(30)
     );
     let after = wait_one_running_pod_per_node(&cluster, "roller", &nodes).await?;
+    watch.abort();
+    let watched = watched
+        .lock()
+        .map(|w| (w.max_live_per_node, w.min_ready))
+        .unwrap_or_default();
+    assert_eq!(
+        watched.0, 1,
+        "a node ran two live pods at once (maxSurge is 0)"
+    );
+    assert!(
+        watched.1.is_some_and(|m| m + 1 >= nodes.len()),
+        "more than maxUnavailable (1) pods were unavailable at once: {watched:?}"
+    );
     for (node, pods) in &after {
         let pod = &pods[0];
         let hash = pod.labels().get("controller-revision-hash").cloned();
