@@ -219,6 +219,21 @@ fn status_value(status: &k8s_openapi::api::batch::v1::JobStatus) -> Value {
     value
 }
 
+/// `value`'s object fields without the null ones (a null in a merge patch removes a field,
+/// so `{"active": null}` and `{}` are the same status).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 impl JobController {
     /// One sync of an unfinished Job.
     async fn sync(&self, job: &Job) -> Result<Action, JobError> {
@@ -296,7 +311,7 @@ impl JobController {
     ) -> Result<(), JobError> {
         let new = status_value(status);
         let old = job.status.as_ref().map(status_value).unwrap_or(Value::Null);
-        if new == old {
+        if without_nulls(&new) == without_nulls(&old) {
             return Ok(());
         }
         let api: Api<Job> =
@@ -377,5 +392,35 @@ impl JobController {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::JobStatus;
+
+    #[test]
+    fn zero_counters_are_omitted_and_compare_equal_to_absent_ones() {
+        let status = JobStatus {
+            active: Some(0),
+            succeeded: Some(2),
+            ready: Some(0),
+            ..JobStatus::default()
+        };
+        let value = status_value(&status);
+        assert_eq!(value["active"], Value::Null);
+        assert_eq!(value["succeeded"], json!(2));
+        assert_eq!(
+            value["ready"],
+            json!(0),
+            "ready is a pointer in Kubernetes: 0 is kept"
+        );
+        let stored = JobStatus {
+            succeeded: Some(2),
+            ready: Some(0),
+            ..JobStatus::default()
+        };
+        assert_eq!(without_nulls(&value), without_nulls(&status_value(&stored)));
     }
 }
