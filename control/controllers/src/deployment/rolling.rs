@@ -46,6 +46,11 @@ pub(crate) fn new_rs_new_replicas(d: &Deployment, all: &[&ReplicaSet], new: &Rep
 /// available (Kubernetes' `reconcileOldReplicaSets`): unhealthy old replicas first, as far
 /// as the new ReplicaSet's own unavailable pods leave room, then available ones, oldest
 /// ReplicaSet first. `old` is every old ReplicaSet.
+///
+/// A ReplicaSet counts at most `spec.replicas` available pods: one just scaled down still
+/// reports the pods it is about to delete as available, and counting them would let the
+/// next step remove available pods twice (Kubernetes stops the step instead when it meets
+/// such a ReplicaSet among the unhealthy ones).
 pub(crate) fn plan_old_scale_down(
     d: &Deployment,
     old: &[&ReplicaSet],
@@ -58,7 +63,7 @@ pub(crate) fn plan_old_scale_down(
     }
     let all_pods: i32 = old.iter().map(|rs| rs_replicas(rs)).sum::<i32>() + rs_replicas(new);
     let min_available = desired(d) - max_unavailable(d);
-    let new_unavailable = rs_replicas(new) - available(new);
+    let new_unavailable = (rs_replicas(new) - available(new)).max(0);
     let max_scaled_down = all_pods - min_available - new_unavailable;
     if max_scaled_down <= 0 {
         return Vec::new();
@@ -71,7 +76,7 @@ pub(crate) fn plan_old_scale_down(
             (
                 rs.metadata.name.clone().unwrap_or_default(),
                 rs_replicas(rs),
-                available(rs),
+                available(rs).min(rs_replicas(rs)),
             )
         })
         .collect();
@@ -97,7 +102,8 @@ pub(crate) fn plan_old_scale_down(
     }
 
     // Then available ones, as far as maxUnavailable allows.
-    let available_pods: i32 = sets.iter().map(|s| s.2).sum::<i32>() + available(new);
+    let available_pods: i32 =
+        sets.iter().map(|s| s.2).sum::<i32>() + available(new).min(rs_replicas(new));
     if available_pods <= min_available {
         return plan;
     }
@@ -257,6 +263,21 @@ mod tests {
             sizes(&plan_old_scale_down(&d, &[&old], &new)),
             vec![("old", 6), ("old", 4)]
         );
+    }
+
+    #[test]
+    fn pods_a_replica_set_is_about_to_delete_neither_count_as_available_nor_come_back() {
+        // maxUnavailable 1 of 4: old was scaled 3 -> 2 but still reports 3 available.
+        let d = rolling(4, IntOrString::Int(1), IntOrString::Int(1));
+        let mut old = sized("old", 1, 2, 4, 5);
+        if let Some(s) = old.status.as_mut() {
+            s.replicas = 3;
+            s.available_replicas = Some(3);
+        }
+        let new = sized("new", 2, 2, 4, 5);
+        // Available: 2 (old, capped) + 2 (new) = 4; min 3: one more may go, never up.
+        let plan = plan_old_scale_down(&d, &[&old], &new);
+        assert_eq!(sizes(&plan), vec![("old", 1)]);
     }
 
     #[test]

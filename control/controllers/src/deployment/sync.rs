@@ -336,6 +336,13 @@ impl<'a> Sync<'a> {
         };
         let (desired, max) = replicas_annotations_for(&self.d);
         let size_changes = current != resize.replicas;
+        tracing::debug!(
+            deployment = %self.name(),
+            replicaset = %resize.name,
+            from = current,
+            to = resize.replicas,
+            "scaling a replica set"
+        );
         if !size_changes && !replicas_annotations_need_update(&self.rss[i], desired, max) {
             return Ok(false);
         }
