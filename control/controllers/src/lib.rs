@@ -51,21 +51,8 @@ pub async fn run(
 ) -> Result<(), ControllersError> {
     config.validate()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (mut leading, elector, _always) = match &config.leader_election {
-        Some(le) => {
-            let elector = LeaderElector::new(client.clone(), le.clone())?;
-            let leading = elector.subscribe();
-            let mut stop = stop_rx.clone();
-            let task = tokio::spawn(elector.run(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            }));
-            (leading, Some(task), None)
-        }
-        None => {
-            let (tx, rx) = watch::channel(true);
-            (rx, None, Some(tx))
-        }
-    };
+    let (mut leading, elector) =
+        LeaderElector::spawn_or_always(client.clone(), config.leader_election.clone(), stop_rx)?;
     tracing::info!(
         identity = %config.identity,
         controllers = ?config.controllers,
@@ -101,9 +88,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    if let Some(task) = elector {
-        let _ = task.await;
-    }
+    let _ = elector.await;
     tracing::info!("controller-manager stopped");
     Ok(())
 }

@@ -12,7 +12,9 @@
 //! - On shutdown the leader releases the Lease (empty holder) so a successor starts at once.
 //!
 //! [`LeaderElector::subscribe`] hands out a `watch` channel that says whether this process
-//! leads right now; components gate their work on it.
+//! leads right now; components gate their work on it. [`LeaderElector::spawn_or_always`]
+//! is what a component's `run` calls: it campaigns when leader election is configured and
+//! leads at once when it is not.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Where the Lease is and how it is kept.
 #[derive(Clone, Debug)]
@@ -127,6 +130,36 @@ impl LeaderElector {
             config,
             observed: None,
             leading,
+        })
+    }
+
+    /// Starts leading: with `config`, campaigns for the Lease on a spawned task until `stop`
+    /// turns `true` (then releases it); without, leads at once (a component run with
+    /// `--no-leader-elect`). Returns whether this process leads now and every change of it,
+    /// and the task to await after sending `stop` (it keeps the channel open until then, so
+    /// the receiver never reports a closed channel as lost leadership).
+    pub fn spawn_or_always(
+        client: kube::Client,
+        config: Option<LeaderElectionConfig>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(watch::Receiver<bool>, JoinHandle<()>), LeaderElectionError> {
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        Ok(match config {
+            Some(config) => {
+                let elector = LeaderElector::new(client, config)?;
+                let leading = elector.subscribe();
+                (leading, tokio::spawn(elector.run(stopped)))
+            }
+            None => {
+                let (always, leading) = watch::channel(true);
+                let task = tokio::spawn(async move {
+                    stopped.await;
+                    drop(always);
+                });
+                (leading, task)
+            }
         })
     }
 
@@ -367,6 +400,39 @@ mod tests {
         let mut c = LeaderElectionConfig::new("kube-system", "l", "me");
         c.renew_deadline = c.lease_duration;
         assert!(matches!(c.validate(), Err(LeaderElectionError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn without_leader_election_a_component_leads_until_stopped() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a valid URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (mut leading, task) =
+            LeaderElector::spawn_or_always(client, None, stop_rx).expect("no config to reject");
+        assert!(*leading.borrow());
+        tokio::task::yield_now().await;
+        assert!(
+            leading.has_changed().is_ok(),
+            "the channel stays open while running"
+        );
+        stop_tx.send(true).expect("the task listens");
+        task.await.expect("the task ends");
+        assert!(
+            leading.wait_for(|l| !*l).await.is_err(),
+            "closed after stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_config_is_rejected_before_campaigning() {
+        let c = LeaderElectionConfig::new("kube-system", "l", "");
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a valid URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        assert!(matches!(
+            LeaderElector::spawn_or_always(client, Some(c), stop_rx),
+            Err(LeaderElectionError::Config(_))
+        ));
     }
 
     #[test]

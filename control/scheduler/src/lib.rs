@@ -52,21 +52,8 @@ pub async fn run(
 ) -> Result<(), SchedulerError> {
     config.validate()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (leading, elector, _always) = match &config.leader_election {
-        Some(le) => {
-            let elector = LeaderElector::new(client.clone(), le.clone())?;
-            let leading = elector.subscribe();
-            let mut stop = stop_rx.clone();
-            let task = tokio::spawn(elector.run(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            }));
-            (leading, Some(task), None)
-        }
-        None => {
-            let (tx, rx) = watch::channel(true);
-            (rx, None, Some(tx))
-        }
-    };
+    let (leading, elector) =
+        LeaderElector::spawn_or_always(client.clone(), config.leader_election.clone(), stop_rx)?;
     let (events, watches) = scheduler::spawn_watches(&client);
     tracing::info!(
         scheduler = %config.scheduler_name,
@@ -81,8 +68,6 @@ pub async fn run(
         task.abort();
     }
     let _ = stop_tx.send(true);
-    if let Some(elector) = elector {
-        let _ = elector.await;
-    }
+    let _ = elector.await;
     Ok(())
 }
