@@ -42,8 +42,8 @@ use serde_json::json;
 use crate::context::{Context, Recorder, WARNING};
 use crate::job::expectations::Expectations;
 use crate::job::pod_control::PodControl;
-use crate::job::retry::{Retries, is_conflict, is_not_found};
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
+use crate::retry::{Retries, is_conflict, is_not_found};
 use hash::REVISION_HASH_LABEL;
 
 /// The Events' component, as kube-controller-manager's DaemonSet controller names itself.

@@ -20,13 +20,12 @@
 //!
 //! Modules: [`plan`] (the sync), [`indexes`] (completed index intervals), [`template`] (the
 //! pods), and the parts the DaemonSet controller shares: [`expectations`],
-//! [`pod_control`], [`retry`].
+//! [`pod_control`].
 
 pub(crate) mod expectations;
 mod indexes;
 mod plan;
 pub(crate) mod pod_control;
-pub(crate) mod retry;
 mod template;
 
 use std::collections::HashSet;
@@ -46,10 +45,10 @@ use serde_json::{Value, json};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::pods::is_controlled_by;
+use crate::retry::{Retries, is_conflict, is_not_found};
 use expectations::Expectations;
 use plan::JobEvent;
 use pod_control::PodControl;
-use retry::{Retries, is_conflict, is_not_found};
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.
 const COMPONENT: &str = "job-controller";

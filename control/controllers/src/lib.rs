@@ -16,7 +16,7 @@
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //!
 //! Shared parts: [`context`] (client, settings, Event recorders), [`pods`] (pods made from
-//! templates, owner references, readiness).
+//! templates, owner references, readiness), [`retry`] (per-object back-off).
 
 pub mod config;
 pub mod context;
@@ -27,6 +27,7 @@ mod job;
 mod node_lifecycle;
 pub mod pods;
 mod replicaset;
+mod retry;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -23,10 +23,8 @@ pub(crate) mod ranking;
 pub(crate) mod status;
 mod sync;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -40,6 +38,7 @@ use wasmkube_api::selector::LabelSelector;
 
 use crate::context::{Context, Recorder};
 use crate::pods::controller_of;
+use crate::retry::Retries;
 use expectations::Expectations;
 use informer::PodChange;
 
@@ -73,7 +72,7 @@ pub(crate) struct ReplicaSetController {
     expectations: Arc<Expectations>,
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
-    failures: Mutex<HashMap<String, u32>>,
+    retries: Retries,
 }
 
 /// Runs the ReplicaSet controller until the task is aborted.
@@ -120,7 +119,7 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         expectations,
         pods: pod_reader,
         replicasets: rs_reader.clone(),
-        failures: Mutex::new(HashMap::new()),
+        retries: Retries::client_go_default(),
     });
     let config = ApplierConfig::default().concurrency(ctx.config.concurrency);
     kube::runtime::applier(
@@ -247,16 +246,9 @@ impl ReplicaSetController {
     /// Requeues a failed sync with exponential backoff per ReplicaSet (5 ms doubling to
     /// 1000 s, as client-go's default item rate limiter), reset by a successful sync.
     fn error_policy(&self, rs: &ReplicaSet, error: &Error) -> Action {
-        let key = rs.metadata.uid.clone().unwrap_or_default();
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        let delay = Duration::from_millis(5)
-            .saturating_mul(1u32 << (*n - 1).min(20))
-            .min(Duration::from_secs(1000));
+        let delay = self
+            .retries
+            .failed(rs.metadata.uid.as_deref().unwrap_or_default(), false);
         tracing::info!(
             replicaset = %rs.metadata.name.as_deref().unwrap_or_default(),
             namespace = %rs.metadata.namespace.as_deref().unwrap_or_default(),
@@ -269,10 +261,7 @@ impl ReplicaSetController {
 
     fn sync_succeeded(&self, rs: &ReplicaSet) {
         if let Some(uid) = &rs.metadata.uid {
-            self.failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(uid);
+            self.retries.succeeded(uid);
         }
     }
 }

@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Resource};
 
 use super::expectations::Expectations;
-use super::retry::is_not_found;
 use crate::context::{NORMAL, Recorder, WARNING};
+use crate::retry::{is_conflict, is_not_found};
 
 /// What a batch of creations achieved.
 #[derive(Debug, Default)]
@@ -154,7 +154,7 @@ impl PodControl {
                     "SuccessfulDelete",
                     format!("Deleted pod: {name}"),
                 ),
-                Err(e) if is_not_found(&e) || super::retry::is_conflict(&e) => {
+                Err(e) if is_not_found(&e) || is_conflict(&e) => {
                     self.expectations.deletion_observed(&owner_uid, uid);
                 }
                 Err(e) => {
