@@ -22,8 +22,12 @@ use super::samples::{Samples, pod_named};
 use super::table::RunHeader;
 use super::workload::{self, Workload, WorkloadArgs};
 
-/// How long the pods of one kind may take to be Running.
-const RUNNING_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long one pod may take to be Running (or gone).
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
+/// The extra time allowed per pod of a kind, on top of [`RUNNING_TIMEOUT`]: 20 pods/s is far
+/// below what the agent does, so pods that never start (e.g. their containers trap because
+/// the runtime ran out of instance slots) end the run instead of stalling it.
+const RUNNING_TIMEOUT_PER_POD: Duration = Duration::from_millis(50);
 /// The pause before a memory reading, so that transient allocations have been returned.
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -177,7 +181,9 @@ impl DensityCommand {
         .collect::<Vec<_>>();
         let all: HashSet<String> = names.into_iter().collect();
         let watch = &mut workload.watch;
-        let running = watch.wait_all(&all, Milestone::Running, RUNNING_TIMEOUT, |event| {
+        let timeout =
+            RUNNING_TIMEOUT + RUNNING_TIMEOUT_PER_POD * u32::try_from(pods).unwrap_or(u32::MAX);
+        let running = watch.wait_all(&all, Milestone::Running, timeout, |event| {
             if event.milestone == Milestone::Running {
                 bar.inc(1);
             }

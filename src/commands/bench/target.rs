@@ -235,6 +235,7 @@ impl ServerProcess {
             .arg(&data_dir)
             .arg("--bind")
             .arg(bind.to_string())
+            .args(agent_port_args(extra_args)?)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -325,6 +326,19 @@ impl ServerProcess {
     }
 }
 
+/// `--agent-port PORT` with a free port, unless `extra_args` choose one: the embedded agent's
+/// default port (10250) may be taken by another cluster on this machine, or still be in
+/// TIME_WAIT after the previous benchmark's server.
+fn agent_port_args(extra_args: &[String]) -> anyhow::Result<Vec<String>> {
+    if extra_args.iter().any(|a| a.starts_with("--agent-port")) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![
+        "--agent-port".to_owned(),
+        free_loopback_port()?.to_string(),
+    ])
+}
+
 /// One GET of `/readyz` with the kubeconfig's CA (the endpoint needs no credentials).
 async fn readyz(kubeconfig: &Path) -> anyhow::Result<()> {
     let client = kube::Client::try_from(load_config(kubeconfig).await?)?;
@@ -380,6 +394,18 @@ mod tests {
             }
         );
         assert_eq!(ServerMemory::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_agent_gets_a_free_port_unless_one_is_given() {
+        let args = agent_port_args(&[]).expect("a port");
+        assert_eq!(args[0], "--agent-port");
+        assert!(args[1].parse::<u16>().expect("a number") > 0);
+        assert!(
+            agent_port_args(&["--agent-port=1234".to_owned()])
+                .expect("no port needed")
+                .is_empty()
+        );
     }
 
     #[test]
