@@ -16,19 +16,19 @@
 //!   history` and `undo`;
 //! - writes the status when it changed.
 //!
-//! Expectations and pod creation/deletion (with their Events) are shared with the Job
-//! controller (`crate::job::{expectations, pod_control}`).
+//! The pod store and its expectations come from [`crate::informer`]; pod creation and
+//! deletion (with their Events) are shared with the Job controller
+//! (`crate::job::pod_control`).
 
 mod eligibility;
 mod hash;
 mod plan;
 mod revisions;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -40,7 +40,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::context::{Context, Recorder, WARNING};
-use crate::job::expectations::Expectations;
+use crate::expectations::Expectations;
+use crate::informer::{owned_pods, pod_triggers};
 use crate::job::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
 use crate::retry::{Retries, is_conflict, is_not_found};
@@ -116,15 +117,11 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
     let expectations = Arc::new(Expectations::default());
-    let observer = (expectations.clone(), pods.clone());
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map_ok(move |event| {
-            observer.0.observe(&event, &observer.1);
-            event
-        })
-        .reflect(pod_writer)
-        .touched_objects();
+    let pod_events = pod_triggers(
+        Api::<Pod>::all(client.clone()),
+        pod_writer,
+        expectations.clone(),
+    );
     let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(node_writer)
@@ -233,19 +230,9 @@ impl DaemonSetController {
     async fn sync(&self, ds: &DaemonSet) -> Result<Action, DaemonSetError> {
         let namespace = ds.namespace().unwrap_or_default();
         let uid = ds.uid().unwrap_or_default();
-        let owned: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-            .filter(|p| is_controlled_by(&p.metadata, &uid))
-            .collect();
-        let live: HashSet<&str> = owned
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        let satisfied = self.pod_control.expectations().satisfied(&uid, &live);
+        // Read the expectations before the pods: whatever satisfied them is in the store.
+        let satisfied = self.pod_control.expectations().satisfied(&uid);
+        let owned = owned_pods(&self.pods, &namespace, &uid);
         let nodes = self.nodes.state();
         let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
         let pod_refs: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();

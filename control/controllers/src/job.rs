@@ -9,7 +9,7 @@
 //!   (`SuccessCriteriaMet`/`FailureTarget`, then `Complete`/`Failed` with
 //!   `CompletionsReached`, `BackoffLimitExceeded` or `DeadlineExceeded`), suspension, the pod
 //!   failure back-off and the active deadline;
-//! - [`pod_control::PodControl`] creates and deletes with [`expectations`], so nothing is
+//! - [`pod_control::PodControl`] creates and deletes with [`crate::expectations`], so nothing is
 //!   created twice before the pod watch catches up, and records the pod Events;
 //! - the status is written with the Job's `resourceVersion` (a stale view is a 409 and a
 //!   quick retry, as Kubernetes' `UpdateStatus`);
@@ -19,34 +19,32 @@
 //! How finished pods are counted (no `job-tracking` finalizer) is described in [`plan`].
 //!
 //! Modules: [`plan`] (the sync), [`indexes`] (completed index intervals), [`template`] (the
-//! pods), and the parts the DaemonSet controller shares: [`expectations`],
-//! [`pod_control`].
+//! pods), and the part the DaemonSet controller shares: [`pod_control`]. The pod store and
+//! its expectations come from [`crate::informer`].
 
-pub(crate) mod expectations;
 mod indexes;
 mod plan;
 pub(crate) mod pod_control;
 mod template;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
-use crate::pods::is_controlled_by;
+use crate::expectations::Expectations;
+use crate::informer::{owned_pods, pod_triggers};
 use crate::retry::{Retries, is_conflict, is_not_found};
-use expectations::Expectations;
 use plan::JobEvent;
 use pod_control::PodControl;
 
@@ -136,15 +134,11 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
     let client = ctx.client.clone();
     let (pods, pod_writer) = reflector::store::<Pod>();
     let expectations = Arc::new(Expectations::default());
-    let observer = (expectations.clone(), pods.clone());
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map_ok(move |event| {
-            observer.0.observe(&event, &observer.1);
-            event
-        })
-        .reflect(pod_writer)
-        .touched_objects();
+    let pod_events = pod_triggers(
+        Api::<Pod>::all(client.clone()),
+        pod_writer,
+        expectations.clone(),
+    );
     let controller = Arc::new(JobController {
         client: client.clone(),
         pods,
@@ -238,19 +232,9 @@ impl JobController {
     async fn sync(&self, job: &Job) -> Result<Action, JobError> {
         let namespace = job.namespace().unwrap_or_default();
         let uid = job.uid().unwrap_or_default();
-        let owned: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-            .filter(|p| is_controlled_by(&p.metadata, &uid))
-            .collect();
-        let live: HashSet<&str> = owned
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        let satisfied = self.pod_control.expectations().satisfied(&uid, &live);
+        // Read the expectations before the pods: whatever satisfied them is in the store.
+        let satisfied = self.pod_control.expectations().satisfied(&uid);
+        let owned = owned_pods(&self.pods, &namespace, &uid);
         let pods: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();
         let mut plan = plan::plan(job, &pods, Timestamp::now(), satisfied);
 

@@ -5,19 +5,17 @@
 //! One sync of a ReplicaSet:
 //! 1. reads the pods of its namespace from a watch-fed store (never a LIST per sync);
 //! 2. adopts matching orphans and releases pods that stopped matching ([`claim`]);
-//! 3. if its [`expectations`] are satisfied (the watch has shown the previous sync's creates
+//! 3. if its [`crate::expectations`] are satisfied (the watch has shown the previous sync's creates
 //!    and deletes), creates pods from the template in slow-start batches or deletes the
 //!    surplus in [`ranking`] order, at most [`manage::BURST_REPLICAS`] per sync;
 //! 4. writes the [`status`] if it changed, and requeues after `minReadySeconds` while ready
 //!    pods are not yet available.
 //!
 //! A ReplicaSet being deleted creates, deletes, adopts and releases nothing; the garbage
-//! collector removes its pods. The watches ([`informer`]) feed the stores and the queue of
+//! collector removes its pods. The watches ([`crate::informer`]) feed the stores and the queue of
 //! kube-runtime's `applier`, which never runs two syncs of one ReplicaSet at once.
 
 pub(crate) mod claim;
-pub(crate) mod expectations;
-pub(crate) mod informer;
 pub(crate) mod manage;
 pub(crate) mod ranking;
 pub(crate) mod status;
@@ -37,10 +35,10 @@ use kube::runtime::watcher::Event;
 use wasmkube_api::selector::LabelSelector;
 
 use crate::context::{Context, Recorder};
+use crate::expectations::Expectations;
+use crate::informer::{self, PodChange};
 use crate::pods::controller_of;
 use crate::retry::Retries;
-use expectations::Expectations;
-use informer::PodChange;
 
 /// The `source.component` of the controller's Events.
 pub(crate) const COMPONENT: &str = "replicaset-controller";

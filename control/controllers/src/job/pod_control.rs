@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Resource};
 
-use super::expectations::Expectations;
 use crate::context::{NORMAL, Recorder, WARNING};
+use crate::expectations::Expectations;
 use crate::retry::{is_conflict, is_not_found};
 
 /// What a batch of creations achieved.
@@ -131,7 +131,7 @@ impl PodControl {
         }
         let owner_uid = owner.meta().uid.clone().unwrap_or_default();
         self.expectations
-            .expect_deletions(&owner_uid, pods.iter().map(|(_, uid)| uid.as_str()));
+            .expect_deletions(&owner_uid, pods.iter().map(|(_, uid)| uid.clone()));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let outcomes = join_all(pods.iter().map(|(name, uid)| {
             let params = DeleteParams {

@@ -6,11 +6,14 @@
 //! the previous sync's creates would count too few pods and create them again. So before
 //! creating `n` pods the controller *expects* `n` creations, and before deleting pods it
 //! expects the deletion of those pods (by UID); the pod watch *observes* them after the store
-//! holds them; a sync only creates or deletes while its owner's expectations are satisfied.
-//! Creates that fail or are skipped are observed at once (the watch will never show them).
+//! holds them ([`crate::informer`]); a sync reads its expectations *before* its pods and
+//! only creates or deletes while its owner's expectations are satisfied. Creates and
+//! deletes that fail or are skipped are observed at once by [`crate::pod_control`] (the
+//! watch will never show them).
 //!
 //! Entries are keyed by the owner's UID, so a deleted owner recreated under the same name
-//! starts clean, and one tracker serves any kind of owner. An entry older than
+//! starts clean, and one tracker serves any kind of owner (the ReplicaSet, Job and DaemonSet
+//! controllers each keep one). An entry older than
 //! [`EXPECTATIONS_TIMEOUT`] counts as satisfied, as in Kubernetes, so a lost watch event
 //! delays a sync by at most that long instead of forever. Reconciles of different owners
 //! run concurrently and touch different entries; one owner is never reconciled twice at
@@ -39,6 +42,14 @@ struct Entry {
 }
 
 impl Entry {
+    fn new() -> Self {
+        Entry {
+            creations: 0,
+            deletions: HashSet::new(),
+            since: Instant::now(),
+        }
+    }
+
     fn fulfilled(&self) -> bool {
         self.creations <= 0 && self.deletions.is_empty()
     }
@@ -96,22 +107,23 @@ impl Expectations {
         self.timeout.checked_sub(e.since.elapsed())
     }
 
-    /// The owner is about to create `count` pods.
+    /// The owner is about to create `count` pods. Surplus observations from an earlier round
+    /// (a negative count) do not absorb these.
     pub(crate) fn expect_creations(&self, owner_uid: &str, count: usize) {
+        if count == 0 {
+            return;
+        }
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         let mut entries = self.lock();
         let e = entries
             .entry(owner_uid.to_string())
-            .or_insert_with(|| Entry {
-                creations: 0,
-                deletions: HashSet::new(),
-                since: Instant::now(),
-            });
-        e.creations = count;
+            .or_insert_with(Entry::new);
+        e.creations = e.creations.max(0).saturating_add(count);
         e.since = Instant::now();
     }
 
-    /// The owner is about to delete the pods with these UIDs.
+    /// The owner is about to delete the pods with these UIDs. Deleting pods already expected
+    /// again does not postpone the expiry.
     pub(crate) fn expect_deletions<I>(&self, owner_uid: &str, pod_uids: I)
     where
         I: IntoIterator<Item = String>,
@@ -119,13 +131,12 @@ impl Expectations {
         let mut entries = self.lock();
         let e = entries
             .entry(owner_uid.to_string())
-            .or_insert_with(|| Entry {
-                creations: 0,
-                deletions: HashSet::new(),
-                since: Instant::now(),
-            });
+            .or_insert_with(Entry::new);
+        let before = e.deletions.len();
         e.deletions.extend(pod_uids);
-        e.since = Instant::now();
+        if e.deletions.len() != before {
+            e.since = Instant::now();
+        }
     }
 
     /// A pod created by the owner was observed (or a create will never be observed).
@@ -175,6 +186,21 @@ mod tests {
         assert!(e.pending_for("rs").is_some());
         e.creation_observed("rs");
         assert!(e.satisfied("rs"));
+    }
+
+    #[test]
+    fn creations_seen_before_they_were_expected_still_balance() {
+        let e = Expectations::default();
+        e.expect_creations("j", 1);
+        e.creation_observed("j");
+        e.creation_observed("j");
+        assert!(e.satisfied("j"));
+        // A surplus from an earlier round does not absorb the next round's creations.
+        e.expect_creations("j", 1);
+        e.creation_observed("j");
+        e.creation_observed("j");
+        e.expect_creations("j", 1);
+        assert!(!e.satisfied("j"));
     }
 
     #[test]
