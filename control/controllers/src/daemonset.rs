@@ -16,9 +16,8 @@
 //!   history` and `undo`;
 //! - writes the status when it changed.
 //!
-//! The pod store and its expectations come from [`crate::informer`]; pod creation and
-//! deletion (with their Events) are shared with the Job controller
-//! (`crate::job::pod_control`).
+//! The pod store and its expectations come from [`crate::informer`], pod creation and
+//! deletion (with their Events) from [`crate::pod_control`].
 
 mod eligibility;
 mod hash;
@@ -42,7 +41,7 @@ use serde_json::json;
 use crate::context::{Context, Recorder, WARNING};
 use crate::expectations::Expectations;
 use crate::informer::{owned_pods, pod_triggers};
-use crate::job::pod_control::PodControl;
+use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
 use crate::retry::{Retries, is_conflict, is_not_found};
 use hash::REVISION_HASH_LABEL;

@@ -9,7 +9,7 @@
 //!   (`SuccessCriteriaMet`/`FailureTarget`, then `Complete`/`Failed` with
 //!   `CompletionsReached`, `BackoffLimitExceeded` or `DeadlineExceeded`), suspension, the pod
 //!   failure back-off and the active deadline;
-//! - [`pod_control::PodControl`] creates and deletes with [`crate::expectations`], so nothing is
+//! - [`crate::pod_control::PodControl`] creates and deletes with [`crate::expectations`], so nothing is
 //!   created twice before the pod watch catches up, and records the pod Events;
 //! - the status is written with the Job's `resourceVersion` (a stale view is a 409 and a
 //!   quick retry, as Kubernetes' `UpdateStatus`);
@@ -19,12 +19,10 @@
 //! How finished pods are counted (no `job-tracking` finalizer) is described in [`plan`].
 //!
 //! Modules: [`plan`] (the sync), [`indexes`] (completed index intervals), [`template`] (the
-//! pods), and the part the DaemonSet controller shares: [`pod_control`]. The pod store and
-//! its expectations come from [`crate::informer`].
+//! pods). The pod store and its expectations come from [`crate::informer`].
 
 mod indexes;
 mod plan;
-pub(crate) mod pod_control;
 mod template;
 
 use std::sync::Arc;
@@ -44,9 +42,9 @@ use serde_json::{Value, json};
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::expectations::Expectations;
 use crate::informer::{owned_pods, pod_triggers};
+use crate::pod_control::PodControl;
 use crate::retry::{Retries, is_conflict, is_not_found};
 use plan::JobEvent;
-use pod_control::PodControl;
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.
 const COMPONENT: &str = "job-controller";

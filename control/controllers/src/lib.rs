@@ -16,7 +16,10 @@
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //!
 //! Shared parts: [`context`] (client, settings, Event recorders), [`pods`] (pods made from
-//! templates, owner references, readiness), [`retry`] (per-object back-off).
+//! templates, owner references, readiness), and for the controllers that own pods
+//! (ReplicaSet, Job, DaemonSet): [`informer`] (the pod watch feeding a store and the
+//! [`expectations`]), [`pod_control`] (creating in slow-start batches and deleting, with
+//! Events) and [`retry`] (per-object back-off).
 
 pub mod config;
 pub mod context;
@@ -27,6 +30,7 @@ mod garbage_collector;
 mod informer;
 mod job;
 mod node_lifecycle;
+mod pod_control;
 pub mod pods;
 mod replicaset;
 mod retry;

@@ -7,7 +7,8 @@
 //! 2. adopts matching orphans and releases pods that stopped matching ([`claim`]);
 //! 3. if its [`crate::expectations`] are satisfied (the watch has shown the previous sync's creates
 //!    and deletes), creates pods from the template in slow-start batches or deletes the
-//!    surplus in [`ranking`] order, at most [`manage::BURST_REPLICAS`] per sync;
+//!    surplus in [`ranking`] order, at most [`manage::BURST_REPLICAS`] per sync
+//!    ([`crate::pod_control`]);
 //! 4. writes the [`status`] if it changed, and requeues after `minReadySeconds` while ready
 //!    pods are not yet available.
 //!
@@ -34,9 +35,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use wasmkube_api::selector::LabelSelector;
 
-use crate::context::{Context, Recorder};
+use crate::context::Context;
 use crate::expectations::Expectations;
 use crate::informer::{self, PodChange};
+use crate::pod_control::PodControl;
 use crate::pods::controller_of;
 use crate::retry::Retries;
 
@@ -66,8 +68,7 @@ pub(crate) enum Error {
 /// The controller's state shared by its syncs.
 pub(crate) struct ReplicaSetController {
     client: kube::Client,
-    recorder: Recorder,
-    expectations: Arc<Expectations>,
+    pod_control: PodControl,
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
     retries: Retries,
@@ -112,9 +113,8 @@ pub(crate) async fn run(ctx: Arc<Context>) {
     }
     tracing::info!("ReplicaSet controller started");
     let controller = Arc::new(ReplicaSetController {
+        pod_control: PodControl::new(client.clone(), ctx.recorder(COMPONENT), expectations),
         client,
-        recorder: ctx.recorder(COMPONENT),
-        expectations,
         pods: pod_reader,
         replicasets: rs_reader.clone(),
         retries: Retries::client_go_default(),

@@ -8,16 +8,16 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use wasmkube_api::selector::LabelSelector;
 
 use super::claim::{self, claim_pods};
-use super::manage::{self, BURST_REPLICAS, Plan, SLOW_START_INITIAL_BATCH};
+use super::manage::{self, BURST_REPLICAS, Plan};
 use super::ranking::pods_to_delete;
 use super::status::{self, ManageFailure};
 use super::{Error, ReplicaSetController};
-use crate::context::{NORMAL, WARNING};
+use crate::pod_control::api_message;
 use crate::pods::{
     controller_of, controller_ref, generate_name_prefix, is_active, pod_from_template,
 };
@@ -46,7 +46,7 @@ impl ReplicaSetController {
             return Ok(Action::await_change());
         };
         // Read the expectations before the pods: whatever satisfied them is in the store.
-        let needs_sync = self.expectations.satisfied(&uid);
+        let needs_sync = self.pod_control.expectations().satisfied(&uid);
         let Some(spec) = rs.spec.as_ref() else {
             return Ok(Action::await_change());
         };
@@ -71,7 +71,7 @@ impl ReplicaSetController {
         self.release(rs, &pods_api, &claim.release).await?;
 
         let failure = if needs_sync && rs.metadata.deletion_timestamp.is_none() {
-            self.manage_replicas(rs, &pods_api, &owned).await
+            self.manage_replicas(rs, &owned).await
         } else {
             None
         };
@@ -104,7 +104,8 @@ impl ReplicaSetController {
         let availability = status::next_available_in(&owned, min_ready, now);
         // Normally the watch brings the next sync; this only bounds a lost event.
         let expectations = self
-            .expectations
+            .pod_control
+            .expectations()
             .pending_for(&uid)
             .map(|left| left + Duration::from_secs(1));
         Ok(match availability.into_iter().chain(expectations).min() {
@@ -115,138 +116,48 @@ impl ReplicaSetController {
 
     /// Creates or deletes pods so that `owned` becomes `spec.replicas` (at most
     /// [`BURST_REPLICAS`] at a time). Returns what failed, for the status.
-    async fn manage_replicas(
-        &self,
-        rs: &ReplicaSet,
-        pods_api: &Api<Pod>,
-        owned: &[Arc<Pod>],
-    ) -> Option<ManageFailure> {
-        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+    async fn manage_replicas(&self, rs: &ReplicaSet, owned: &[Arc<Pod>]) -> Option<ManageFailure> {
         let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         match manage::plan(owned.len(), replicas, BURST_REPLICAS) {
             Plan::Nothing => None,
             Plan::Create(count) => {
-                self.expectations.expect_creations(uid, count);
-                let (created, error) = manage::slow_start(count, SLOW_START_INITIAL_BATCH, || {
-                    self.create_pod(rs, pods_api)
-                })
-                .await;
-                // The watch will never show the creates that failed or never started.
-                for _ in created..count {
-                    self.expectations.creation_observed(uid);
-                }
-                error.map(|message| ManageFailure {
+                let name = rs.metadata.name.as_deref().unwrap_or_default();
+                let template = rs
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.clone())
+                    .unwrap_or_default();
+                let pod = pod_from_template(
+                    &template,
+                    namespace,
+                    &generate_name_prefix(name),
+                    controller_ref(rs),
+                );
+                let created = self
+                    .pod_control
+                    .create(rs, namespace, vec![pod; count])
+                    .await;
+                created.error.map(|e| ManageFailure {
                     reason: "FailedCreate",
-                    message,
+                    message: api_message(&e),
                 })
             }
             Plan::Delete(count) => {
                 let related = self.related_pods(rs);
-                let doomed = pods_to_delete(owned, &related, count, Timestamp::now());
-                self.expectations
-                    .expect_deletions(uid, doomed.iter().filter_map(|p| p.metadata.uid.clone()));
-                let results = futures::future::join_all(
-                    doomed.iter().map(|pod| self.delete_pod(rs, pods_api, pod)),
-                )
-                .await;
-                results
-                    .into_iter()
-                    .find_map(Result::err)
-                    .map(|message| ManageFailure {
-                        reason: "FailedDelete",
-                        message,
-                    })
-            }
-        }
-    }
-
-    /// Creates one pod from the template, with an Event either way.
-    async fn create_pod(&self, rs: &ReplicaSet, pods_api: &Api<Pod>) -> Result<(), String> {
-        let name = rs.metadata.name.as_deref().unwrap_or_default();
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let template = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default();
-        let pod = pod_from_template(
-            &template,
-            namespace,
-            &generate_name_prefix(name),
-            controller_ref(rs),
-        );
-        match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(created) => {
-                let pod_name = created.metadata.name.unwrap_or_default();
-                self.recorder.publish(
-                    rs,
-                    NORMAL,
-                    "SuccessfulCreate",
-                    format!("Created pod: {pod_name}"),
-                );
-                Ok(())
-            }
-            // Every create would fail the same way and the namespace's deletion removes the
-            // ReplicaSet anyway: no Event, no failure (Kubernetes); the watch will not show it.
-            Err(e) if is_namespace_terminating(&e) => {
-                self.expectations
-                    .creation_observed(rs.metadata.uid.as_deref().unwrap_or_default());
-                Ok(())
-            }
-            Err(e) => {
-                let message = api_message(&e);
-                self.recorder.publish(
-                    rs,
-                    WARNING,
-                    "FailedCreate",
-                    format!("Error creating: {message}"),
-                );
-                Err(message)
-            }
-        }
-    }
-
-    /// Deletes one pod, with an Event either way; a pod already gone is no failure.
-    async fn delete_pod(
-        &self,
-        rs: &ReplicaSet,
-        pods_api: &Api<Pod>,
-        pod: &Pod,
-    ) -> Result<(), String> {
-        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
-        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-        let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match pods_api.delete(pod_name, &params).await {
-            Ok(_) => {
-                self.recorder.publish(
-                    rs,
-                    NORMAL,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {pod_name}"),
-                );
-                Ok(())
-            }
-            Err(e) => {
-                // The watch will not show this deletion.
-                self.expectations.deletion_observed(uid, pod_uid);
-                if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
-                    return Ok(());
-                }
-                let message = api_message(&e);
-                self.recorder.publish(
-                    rs,
-                    WARNING,
-                    "FailedDelete",
-                    format!("Error deleting: {message}"),
-                );
-                Err(message)
+                let doomed: Vec<(String, String)> =
+                    pods_to_delete(owned, &related, count, Timestamp::now())
+                        .iter()
+                        .map(|p| {
+                            let name = p.metadata.name.clone().unwrap_or_default();
+                            (name, p.metadata.uid.clone().unwrap_or_default())
+                        })
+                        .collect();
+                let deleted = self.pod_control.delete(rs, namespace, &doomed).await;
+                deleted.err().map(|e| ManageFailure {
+                    reason: "FailedDelete",
+                    message: api_message(&e),
+                })
             }
         }
     }
@@ -360,20 +271,4 @@ impl ReplicaSetController {
             .filter(|p| controller_of(&p.metadata).is_some_and(|c| owners.contains(&c.uid)))
             .collect()
     }
-}
-
-/// The apiserver's message for an API error (what Kubernetes puts in Events and
-/// conditions), or the client's error.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether a create failed because the namespace is being deleted (no Event for that, as
-/// Kubernetes).
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s)
-        if s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }
