@@ -27,7 +27,6 @@ mod revisions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -40,16 +39,16 @@ use serde_json::json;
 
 use crate::context::{Context, Recorder, WARNING};
 use crate::expectations::Expectations;
-use crate::informer::{owned_pods, pod_triggers};
+use crate::informer::{owned_pods, pod_triggers, synced};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
-use crate::retry::{Retries, is_conflict, is_not_found};
+use crate::retry::{
+    Retries, drain, is_conflict, is_not_found, object_key, requeue_failed, run_forever,
+};
 use hash::REVISION_HASH_LABEL;
 
 /// The Events' component, as kube-controller-manager's DaemonSet controller names itself.
 const COMPONENT: &str = "daemonset-controller";
-/// How long a reconcile waits for the pod and node stores' first list.
-const STORES_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a DaemonSet reconcile failed; it is retried with back-off.
 #[derive(Debug, thiserror::Error)]
@@ -103,11 +102,7 @@ struct DaemonSetController {
 /// Runs the DaemonSet controller until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>) {
     let recorder = ctx.recorder(COMPONENT);
-    loop {
-        run_controller(&ctx, &recorder).await;
-        tracing::warn!("the daemonset controller's streams ended; restarting it");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    run_forever("daemonset", || run_controller(&ctx, &recorder)).await;
 }
 
 async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
@@ -146,7 +141,7 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
-    controller
+    let results = controller
         .owns_stream(pod_events)
         .owns_stream(revision_events)
         .watches_stream(node_events, move |_node: Node| {
@@ -157,40 +152,26 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
                 .collect::<Vec<_>>()
         })
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .run(reconcile, error_policy, state)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "daemonset reconcile failed");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    drain("daemonset", results).await;
 }
 
 fn key(ds: &DaemonSet) -> String {
-    format!("{}/{}", ds.namespace().unwrap_or_default(), ds.name_any())
+    object_key(ds)
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &DaemonSetError, c: Arc<DaemonSetController>) -> Action {
-    if error.is_conflict() {
-        tracing::debug!(daemonset = %key(&ds), %error, "daemonset sync raced a write; retrying");
-    } else {
-        tracing::warn!(daemonset = %key(&ds), %error, "daemonset sync failed");
-    }
-    Action::requeue(
-        c.retries
-            .failed(&ds.uid().unwrap_or_default(), error.is_conflict()),
-    )
+    requeue_failed(&c.retries, "daemonset", &*ds, error, error.is_conflict())
 }
 
 async fn reconcile(
     ds: Arc<DaemonSet>,
     c: Arc<DaemonSetController>,
 ) -> Result<Action, DaemonSetError> {
-    let synced = tokio::time::timeout(STORES_READY_TIMEOUT, async {
+    let ready = async {
         c.pods.wait_until_ready().await.is_ok() && c.nodes.wait_until_ready().await.is_ok()
-    })
-    .await;
-    if synced != Ok(true) {
+    };
+    if !synced(ready).await {
         return Err(DaemonSetError::NotSynced);
     }
     if ds.metadata.deletion_timestamp.is_some() {
@@ -250,12 +231,7 @@ impl DaemonSetController {
             self.recorder
                 .publish(ds, WARNING, "FailedDaemonPod", message.clone());
         }
-        let doomed: Vec<(String, String)> = plan
-            .delete
-            .iter()
-            .map(|p| (p.name.clone(), p.uid.clone()))
-            .collect();
-        let deleted = self.pod_control.delete(ds, &namespace, &doomed).await;
+        let deleted = self.pod_control.delete(ds, &namespace, &plan.delete).await;
         let new_pods: Vec<Pod> = plan
             .create
             .iter()

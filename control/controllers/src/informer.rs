@@ -98,6 +98,16 @@ pub(crate) fn pod_triggers(
     )
 }
 
+/// How long a reconcile waits for its stores' first list.
+const STORES_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether the stores `ready` waits for have listed within 30 s (client-go's
+/// `WaitForCacheSync`: before the pod watch has listed, "no pods" would mean "create them
+/// all"). `ready` is `true` once every store is ready.
+pub(crate) async fn synced(ready: impl std::future::Future<Output = bool>) -> bool {
+    tokio::time::timeout(STORES_READY_TIMEOUT, ready).await == Ok(true)
+}
+
 /// The pods in `store` of `namespace` controlled by the owner `owner_uid`.
 pub(crate) fn owned_pods(store: &Store<Pod>, namespace: &str, owner_uid: &str) -> Vec<Arc<Pod>> {
     store

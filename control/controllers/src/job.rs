@@ -28,7 +28,6 @@ mod template;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -41,15 +40,15 @@ use serde_json::{Value, json};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::expectations::Expectations;
-use crate::informer::{owned_pods, pod_triggers};
+use crate::informer::{owned_pods, pod_triggers, synced};
 use crate::pod_control::PodControl;
-use crate::retry::{Retries, is_conflict, is_not_found};
+use crate::retry::{
+    Retries, drain, is_conflict, is_not_found, object_key, requeue_failed, run_forever,
+};
 use plan::JobEvent;
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.
 const COMPONENT: &str = "job-controller";
-/// How long a reconcile waits for the pod store's first list.
-const STORE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `spec.managedBy` of Jobs this controller syncs (or none).
 const MANAGED_BY_US: &str = "kubernetes.io/job-controller";
 
@@ -121,11 +120,7 @@ struct JobController {
 /// Runs the Job controller until the task is aborted.
 pub(crate) async fn run(ctx: Arc<Context>) {
     let recorder = ctx.recorder(COMPONENT);
-    loop {
-        run_controller(&ctx, &recorder).await;
-        tracing::warn!("the job controller's streams ended; restarting it");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    run_forever("job", || run_controller(&ctx, &recorder)).await;
 }
 
 async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
@@ -144,33 +139,19 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
+    let results = Controller::new(Api::<Job>::all(client), watcher::Config::default())
         .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .run(reconcile, error_policy, controller)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "job reconcile failed");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, controller);
+    drain("job", results).await;
 }
 
 fn key(job: &Job) -> String {
-    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+    object_key(job)
 }
 
 fn error_policy(job: Arc<Job>, error: &JobError, c: Arc<JobController>) -> Action {
-    if error.is_conflict() {
-        // Our view of the Job was older than our own last status write.
-        tracing::debug!(job = %key(&job), %error, "job sync raced a write; retrying");
-    } else {
-        tracing::warn!(job = %key(&job), %error, "job sync failed");
-    }
-    Action::requeue(
-        c.retries
-            .failed(&job.uid().unwrap_or_default(), error.is_conflict()),
-    )
+    requeue_failed(&c.retries, "job", &*job, error, error.is_conflict())
 }
 
 async fn reconcile(job: Arc<Job>, c: Arc<JobController>) -> Result<Action, JobError> {
@@ -180,8 +161,7 @@ async fn reconcile(job: Arc<Job>, c: Arc<JobController>) -> Result<Action, JobEr
         return Ok(Action::await_change());
     }
     // Before the pod watch has listed, "no pods" would mean "create them all".
-    let synced = tokio::time::timeout(STORE_READY_TIMEOUT, c.pods.wait_until_ready()).await;
-    if !matches!(synced, Ok(Ok(()))) {
+    if !synced(async { c.pods.wait_until_ready().await.is_ok() }).await {
         return Err(JobError::NotSynced);
     }
     let action = if plan::is_finished(&job) {
@@ -236,12 +216,7 @@ impl JobController {
         let pods: Vec<&Pod> = owned.iter().map(Arc::as_ref).collect();
         let mut plan = plan::plan(job, &pods, Timestamp::now(), satisfied);
 
-        let doomed: Vec<(String, String)> = plan
-            .delete
-            .iter()
-            .map(|p| (p.name.clone(), p.uid.clone()))
-            .collect();
-        let deleted = self.pod_control.delete(job, &namespace, &doomed).await;
+        let deleted = self.pod_control.delete(job, &namespace, &plan.delete).await;
         if let Err(source) = deleted {
             // The status would claim the deletions; retry the whole sync instead.
             return Err(JobError::DeletePods {

@@ -27,6 +27,25 @@ use crate::retry::{is_conflict, is_not_found};
 /// The first slow-start batch (Kubernetes' `SlowStartInitialBatchSize`).
 pub(crate) const SLOW_START_INITIAL_BATCH: usize = 1;
 
+/// A pod a sync deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PodToDelete {
+    /// The pod's name.
+    pub(crate) name: String,
+    /// The pod's UID (the delete's precondition and the expectation key).
+    pub(crate) uid: String,
+}
+
+impl PodToDelete {
+    /// The name and UID of `pod`.
+    pub(crate) fn of(pod: &Pod) -> Self {
+        PodToDelete {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// What a batch of creations achieved.
 #[derive(Debug, Default)]
 pub(crate) struct Created {
@@ -128,14 +147,14 @@ impl PodControl {
         }
     }
 
-    /// Deletes the pods `(name, uid)` of `owner` in `namespace`, expecting the deletions
+    /// Deletes the pods of `owner` in `namespace`, expecting the deletions
     /// first. A pod already gone (404) or replaced by another of the same name (409 on the
     /// UID precondition) counts as deleted.
     pub(crate) async fn delete<K>(
         &self,
         owner: &K,
         namespace: &str,
-        pods: &[(String, String)],
+        pods: &[PodToDelete],
     ) -> Result<(), kube::Error>
     where
         K: Resource<DynamicType = ()>,
@@ -145,9 +164,9 @@ impl PodControl {
         }
         let owner_uid = owner.meta().uid.clone().unwrap_or_default();
         self.expectations
-            .expect_deletions(&owner_uid, pods.iter().map(|(_, uid)| uid.clone()));
+            .expect_deletions(&owner_uid, pods.iter().map(|p| p.uid.clone()));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let outcomes = join_all(pods.iter().map(|(name, uid)| {
+        let outcomes = join_all(pods.iter().map(|PodToDelete { name, uid }| {
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: Some(uid.clone()),

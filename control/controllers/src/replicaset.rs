@@ -40,7 +40,7 @@ use crate::expectations::Expectations;
 use crate::informer::{self, PodChange};
 use crate::pod_control::PodControl;
 use crate::pods::controller_of;
-use crate::retry::Retries;
+use crate::retry::{Retries, requeue_failed};
 
 /// The `source.component` of the controller's Events.
 pub(crate) const COMPONENT: &str = "replicaset-controller";
@@ -244,17 +244,7 @@ impl ReplicaSetController {
     /// Requeues a failed sync with exponential backoff per ReplicaSet (5 ms doubling to
     /// 1000 s, as client-go's default item rate limiter), reset by a successful sync.
     fn error_policy(&self, rs: &ReplicaSet, error: &Error) -> Action {
-        let delay = self
-            .retries
-            .failed(rs.metadata.uid.as_deref().unwrap_or_default(), false);
-        tracing::info!(
-            replicaset = %rs.metadata.name.as_deref().unwrap_or_default(),
-            namespace = %rs.metadata.namespace.as_deref().unwrap_or_default(),
-            error = %error,
-            retry_in = ?delay,
-            "ReplicaSet sync failed"
-        );
-        Action::requeue(delay)
+        requeue_failed(&self.retries, "replicaset", rs, error, false)
     }
 
     fn sync_succeeded(&self, rs: &ReplicaSet) {

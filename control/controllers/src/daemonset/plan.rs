@@ -20,16 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::eligibility::{eligibility, target_node};
 use super::hash::REVISION_HASH_LABEL;
+use crate::pod_control::PodToDelete;
 use crate::pods::{is_available, is_ready};
-
-/// A pod the sync deletes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PodToDelete {
-    /// The pod's name.
-    pub(crate) name: String,
-    /// The pod's UID.
-    pub(crate) uid: String,
-}
 
 /// The outcome of one sync.
 #[derive(Clone, Debug, Default)]
@@ -51,13 +43,6 @@ fn phase(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("")
-}
-
-fn to_delete(pod: &Pod) -> PodToDelete {
-    PodToDelete {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-    }
 }
 
 fn is_updated(pod: &Pod, hash: &str) -> bool {
@@ -217,7 +202,7 @@ pub(crate) fn plan(
             .copied()
             .filter(|p| p.metadata.deletion_timestamp.is_none());
         if !e.should_run && !e.should_continue_running {
-            plan.delete.extend(live.map(to_delete));
+            plan.delete.extend(live.map(PodToDelete::of));
         } else if e.should_run && on_node.is_empty() {
             plan.create.push(name.to_string());
         } else if e.should_continue_running {
@@ -230,16 +215,16 @@ pub(crate) fn plan(
                             pod.metadata.namespace.as_deref().unwrap_or(""),
                             pod.metadata.name.as_deref().unwrap_or("")
                         ));
-                        plan.delete.push(to_delete(pod));
+                        plan.delete.push(PodToDelete::of(pod));
                     }
-                    "Succeeded" => plan.delete.push(to_delete(pod)),
+                    "Succeeded" => plan.delete.push(PodToDelete::of(pod)),
                     _ => running.push(pod),
                 }
             }
             plan.delete
-                .extend(running.iter().skip(1).map(|p| to_delete(p)));
+                .extend(running.iter().skip(1).map(|p| PodToDelete::of(p)));
         } else {
-            plan.delete.extend(live.map(to_delete));
+            plan.delete.extend(live.map(PodToDelete::of));
         }
     }
     if satisfied {
@@ -249,7 +234,7 @@ pub(crate) fn plan(
                 let live = list
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none());
-                plan.delete.extend(live.map(|p| to_delete(p)));
+                plan.delete.extend(live.map(|p| PodToDelete::of(p)));
             }
         }
         if plan.create.is_empty() && plan.delete.is_empty() && is_rolling_update(ds) {
@@ -260,7 +245,7 @@ pub(crate) fn plan(
                 .collect();
             let limit = max_unavailable(ds, desired);
             let old = rolling_update(&eligible, hash, limit, min_ready, now);
-            plan.delete.extend(old.into_iter().map(to_delete));
+            plan.delete.extend(old.into_iter().map(PodToDelete::of));
         }
     }
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);

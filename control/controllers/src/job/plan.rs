@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::indexes::Indexes;
+use crate::pod_control::PodToDelete;
 use crate::pods::{is_active, is_ready, ready_since};
 
 /// The annotation (and label) with a pod's completion index.
@@ -41,15 +42,6 @@ const COMPLETIONS_REACHED_MESSAGE: &str = "Reached expected number of succeeded 
 pub(crate) const BACKOFF_LIMIT_MESSAGE: &str = "Job has reached the specified backoff limit";
 /// The message of a Job failed by its active deadline.
 pub(crate) const DEADLINE_MESSAGE: &str = "Job was active longer than specified deadline";
-
-/// A pod the sync deletes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PodToDelete {
-    /// The pod's name.
-    pub(crate) name: String,
-    /// The pod's UID (the delete's precondition and the expectation key).
-    pub(crate) uid: String,
-}
 
 /// What the Job's status write announces, as an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,13 +301,6 @@ fn active_pods_for_removal<'a>(
     remove
 }
 
-fn to_delete(pod: &Pod) -> PodToDelete {
-    PodToDelete {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-    }
-}
-
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -446,7 +431,8 @@ pub(crate) fn plan(job: &Job, pods: &[&Pod], now: Timestamp, satisfied: bool) ->
     let mut may_finish = true;
     if outcome.is_some() {
         // A finishing Job deletes every active pod, then waits for them to go.
-        plan.delete.extend(active.iter().map(|p| to_delete(p)));
+        plan.delete
+            .extend(active.iter().map(|p| PodToDelete::of(p)));
         terminating += active.len();
         active_count = 0;
         ready = 0;
@@ -457,7 +443,8 @@ pub(crate) fn plan(job: &Job, pods: &[&Pod], now: Timestamp, satisfied: bool) ->
             if suspended {
                 let mut doomed = active.clone();
                 doomed.sort_by(|a, b| deletion_order(a, b));
-                plan.delete.extend(doomed.iter().map(|p| to_delete(p)));
+                plan.delete
+                    .extend(doomed.iter().map(|p| PodToDelete::of(p)));
                 terminating += doomed.len();
                 active_count = 0;
                 ready = 0;
@@ -473,7 +460,8 @@ pub(crate) fn plan(job: &Job, pods: &[&Pod], now: Timestamp, satisfied: bool) ->
                 doomed.truncate(MAX_POD_CHANGES_PER_SYNC);
                 if !doomed.is_empty() {
                     ready -= doomed.iter().filter(|p| is_ready(p)).count();
-                    plan.delete.extend(doomed.iter().map(|p| to_delete(p)));
+                    plan.delete
+                        .extend(doomed.iter().map(|p| PodToDelete::of(p)));
                     terminating += doomed.len();
                     active_count -= doomed.len();
                 } else {

@@ -17,7 +17,7 @@ use super::manage::{self, BURST_REPLICAS, Plan};
 use super::ranking::pods_to_delete;
 use super::status::{self, ManageFailure};
 use super::{Error, ReplicaSetController};
-use crate::pod_control::api_message;
+use crate::pod_control::{PodToDelete, api_message};
 use crate::pods::{
     controller_of, controller_ref, generate_name_prefix, is_active, pod_from_template,
 };
@@ -145,13 +145,10 @@ impl ReplicaSetController {
             }
             Plan::Delete(count) => {
                 let related = self.related_pods(rs);
-                let doomed: Vec<(String, String)> =
+                let doomed: Vec<PodToDelete> =
                     pods_to_delete(owned, &related, count, Timestamp::now())
                         .iter()
-                        .map(|p| {
-                            let name = p.metadata.name.clone().unwrap_or_default();
-                            (name, p.metadata.uid.clone().unwrap_or_default())
-                        })
+                        .map(|p| PodToDelete::of(p))
                         .collect();
                 let deleted = self.pod_control.delete(rs, namespace, &doomed).await;
                 deleted.err().map(|e| ManageFailure {
