@@ -111,7 +111,7 @@ impl DensityCommand {
         let pods = usize::try_from(self.pods).context("--pods is too large")?;
         let kinds: Vec<&str> = self.kinds.iter().map(String::as_str).collect();
         let samples = self.common.samples(&kinds)?;
-        let server_args = workload::capacity_args(pods);
+        let server_args = self.common.server_args(pods);
         let mut header = RunHeader::now("density", &server_args);
         header.peer = Some("none (the server's own memory is measured)".to_owned());
         let mut results = Vec::new();

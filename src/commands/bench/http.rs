@@ -82,7 +82,7 @@ impl HttpCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
         let samples = self.common.samples(&[SAMPLE])?;
         let wasmtime = self.peer.find().await;
-        let server_args = workload::capacity_args(16);
+        let server_args = self.common.server_args(16);
         let mut header = RunHeader::now("http", &server_args);
         header.peer = wasmtime.as_ref().map(|w| w.version.clone());
         let mut workload = Workload::start(

@@ -125,7 +125,7 @@ impl PodsCommand {
         let pods = usize::try_from(self.pods).context("--pods is too large")?;
         let samples = self.common.samples(&[&self.sample])?;
         let wasmtime = self.peer.find().await;
-        let server_args = workload::capacity_args(pods);
+        let server_args = self.common.server_args(pods);
         let mut header = RunHeader::now("pods", &server_args);
         header.peer = wasmtime.as_ref().map(|w| w.version.clone());
         let mut workload = Workload::start(

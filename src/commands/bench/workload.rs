@@ -33,9 +33,21 @@ pub(crate) struct WorkloadArgs {
     /// Print the figures as one JSON document instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// An extra argument for the `wasmkube server` the bench starts (repeatable), after the
+    /// capacity flags the benchmark sets, e.g. `--server-arg=--disable-controllers`.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) server_args: Vec<String>,
 }
 
 impl WorkloadArgs {
+    /// The server's arguments: the capacity for `pods` pods ([`capacity_args`]), then
+    /// `--server-arg`s.
+    pub(crate) fn server_args(&self, pods: usize) -> Vec<String> {
+        let mut args = capacity_args(pods);
+        args.extend(self.server_args.iter().cloned());
+        args
+    }
+
     /// The samples directory, checked to hold the built `names`.
     pub(crate) fn samples(&self, names: &[&str]) -> anyhow::Result<Samples> {
         let samples = Samples::locate(self.samples.as_deref())?;
@@ -173,6 +185,32 @@ pub(crate) fn capacity_args(pods: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_args_come_after_the_capacity_flags() {
+        #[derive(clap::Parser, Debug)]
+        struct Cli {
+            #[command(flatten)]
+            args: WorkloadArgs,
+        }
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "x",
+            "--server-arg=--disable-controllers",
+            "--server-arg",
+            "--log-format=json",
+        ])
+        .expect("parses");
+        let args = cli.args.server_args(10);
+        assert_eq!(args[..2], ["--max-pods".to_owned(), "26".to_owned()]);
+        assert_eq!(
+            args[args.len() - 2..],
+            [
+                "--disable-controllers".to_owned(),
+                "--log-format=json".to_owned()
+            ]
+        );
+    }
 
     #[test]
     fn capacity_fits_the_pods_requests() {
