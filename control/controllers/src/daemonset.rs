@@ -38,8 +38,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::context::{Context, Recorder, WARNING};
-use crate::expectations::Expectations;
-use crate::informer::{owned_pods, pod_triggers, synced};
+use crate::informer::{owned_pod_informer, owned_pods, synced};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
 use crate::retry::{
@@ -107,15 +106,9 @@ pub(crate) async fn run(ctx: Arc<Context>) {
 
 async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
     let client = ctx.client.clone();
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (pods, pod_control, pod_events) = owned_pod_informer(&client, recorder.clone());
     let (nodes, node_writer) = reflector::store::<Node>();
     let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
-    let expectations = Arc::new(Expectations::default());
-    let pod_events = pod_triggers(
-        Api::<Pod>::all(client.clone()),
-        pod_writer,
-        expectations.clone(),
-    );
     let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(node_writer)
@@ -137,7 +130,7 @@ async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
         pods,
         nodes,
         revisions,
-        pod_control: PodControl::new(client, recorder.clone(), expectations),
+        pod_control,
         recorder: recorder.clone(),
         retries: Retries::default(),
     });

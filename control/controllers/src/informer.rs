@@ -13,7 +13,7 @@
 //!
 //! The ReplicaSet controller handles the changes itself ([`watch_pods`], [`watch_objects`]);
 //! controllers built on kube-runtime's `Controller` take [`pod_triggers`] as their
-//! `owns_stream`.
+//! `owns_stream` ([`owned_pod_informer`] makes the store, triggers and pod control together).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +28,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
+use crate::context::Recorder;
 use crate::expectations::Expectations;
+use crate::pod_control::PodControl;
 use crate::pods::{controller_of, is_controlled_by};
 
 /// A change to the pod store, reported after the store holds it.
@@ -96,6 +98,24 @@ pub(crate) fn pod_triggers(
         rx.map(Ok),
         futures::stream::once(watch).filter_map(|()| async { None }),
     )
+}
+
+/// What a kube-runtime `Controller` that owns pods is built from: the pod store it reads,
+/// the pod control that creates and deletes with the expectations the store's watch
+/// observes, and the pod triggers for its `owns_stream`.
+pub(crate) fn owned_pod_informer(
+    client: &kube::Client,
+    recorder: Recorder,
+) -> (
+    Store<Pod>,
+    PodControl,
+    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (pods, writer) = kube::runtime::reflector::store::<Pod>();
+    let expectations = Arc::new(Expectations::default());
+    let triggers = pod_triggers(Api::all(client.clone()), writer, expectations.clone());
+    let control = PodControl::new(client.clone(), recorder, expectations);
+    (pods, control, triggers)
 }
 
 /// How long a reconcile waits for its stores' first list.

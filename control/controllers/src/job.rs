@@ -33,14 +33,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
-use crate::expectations::Expectations;
-use crate::informer::{owned_pods, pod_triggers, synced};
+use crate::informer::{owned_pod_informer, owned_pods, synced};
 use crate::pod_control::PodControl;
 use crate::retry::{
     Retries, drain, is_conflict, is_not_found, object_key, requeue_failed, run_forever,
@@ -125,17 +124,11 @@ pub(crate) async fn run(ctx: Arc<Context>) {
 
 async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
     let client = ctx.client.clone();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let expectations = Arc::new(Expectations::default());
-    let pod_events = pod_triggers(
-        Api::<Pod>::all(client.clone()),
-        pod_writer,
-        expectations.clone(),
-    );
+    let (pods, pod_control, pod_events) = owned_pod_informer(&client, recorder.clone());
     let controller = Arc::new(JobController {
         client: client.clone(),
         pods,
-        pod_control: PodControl::new(client.clone(), recorder.clone(), expectations),
+        pod_control,
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
