@@ -184,10 +184,16 @@ pub async fn start(
             source,
         })?;
     }
+    let mut info = node::info::MachineInfo::detect(&agent_dir);
+    info.hostname = config.node_name.clone();
+    let capacity = config
+        .capacity
+        .unwrap_or_else(|| Capacity::of_machine(&info));
     let runtime = match config.runtime.clone() {
         Some(r) => r,
-        None => wasmkube_runtime::Runtime::new(wasmkube_runtime::RuntimeConfig::new(
+        None => wasmkube_runtime::Runtime::new(runtime_config(
             agent_dir.join("wasm-cache"),
+            capacity.pods,
         ))?,
     };
     let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
@@ -209,11 +215,6 @@ pub async fn start(
     )
     .await?;
 
-    let mut info = node::info::MachineInfo::detect(&agent_dir);
-    info.hostname = config.node_name.clone();
-    let capacity = config
-        .capacity
-        .unwrap_or_else(|| Capacity::of_machine(&info));
     let settings = node::NodeSettings {
         name: config.node_name.clone(),
         labels: config.labels.clone(),
@@ -303,5 +304,45 @@ async fn register_until_done(
             () = tokio::time::sleep(retry) => {}
         }
         retry = (retry * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Instances the runtime's pool holds beyond one per pod: in-flight HTTP requests of
+/// instance-per-request pods and init containers.
+const RUNTIME_INSTANCE_HEADROOM: u32 = 512;
+
+/// The runtime settings for a node of `pods` pods: the instance pool holds one running
+/// instance per pod plus headroom, and never less than the runtime's default.
+fn runtime_config(cache_dir: PathBuf, pods: i64) -> wasmkube_runtime::RuntimeConfig {
+    let mut config = wasmkube_runtime::RuntimeConfig::new(cache_dir);
+    let pods = u32::try_from(pods.max(0)).unwrap_or(u32::MAX);
+    config.total_instances = config
+        .total_instances
+        .max(pods.saturating_add(RUNTIME_INSTANCE_HEADROOM));
+    config
+}
+
+#[cfg(test)]
+mod runtime_pool_tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_pool_grows_with_the_nodes_pod_capacity() {
+        let small = runtime_config(PathBuf::from("c"), 110);
+        assert_eq!(
+            small.total_instances,
+            wasmkube_runtime::RuntimeConfig::new("c").total_instances
+        );
+        let big = runtime_config(PathBuf::from("c"), 5000);
+        assert_eq!(big.total_instances, 5000 + RUNTIME_INSTANCE_HEADROOM);
+    }
+
+    #[test]
+    fn a_runtime_for_ten_thousand_pods_can_reserve_its_pool() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = runtime_config(dir.path().join("cache"), 10_000);
+        if let Err(e) = wasmkube_runtime::Runtime::new(config) {
+            panic!("a pool for 10,000 pods: {e}");
+        }
     }
 }
