@@ -8,7 +8,9 @@
 //!   `wasmtime run` of the same module;
 //! - `http` ([`http`]): requests/s and latency of the `http-hello` sample served by a pod, next
 //!   to `wasmtime serve` of the same component;
-//! - `density` ([`density`]): the server's memory per idle running wasm pod over 1,000 pods.
+//! - `density` ([`density`]): the server's memory per idle running wasm pod over 1,000 pods;
+//! - `deployment` ([`deployment`]): a Deployment of 1,000 wasm replicas on one node: time to
+//!   all Ready, a rolling update and a delete, observed with watches.
 //!
 //! Shared pieces: the server the bench starts and its clients ([`target`]), the samples and
 //! their manifests ([`samples`]), the wasmtime CLI peer ([`peer`]), a pod watch that
@@ -25,6 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 mod api;
 mod creates;
 mod density;
+mod deployment;
 mod http;
 mod load;
 mod peer;
@@ -51,6 +54,9 @@ Subcommands (each has its own --help saying exactly what it measures):
             and 64, next to `wasmtime serve` of the same component, with the ratio.
   density   the server's RSS (and PSS) per idle running wasm pod over 1,000 pods, for an idle
             command module and for http-hello; and how long until all 1,000 were Running.
+  deployment
+            a Deployment of 1,000 http-hello replicas on one node: create -> all Ready and
+            rollout complete, a rolling update (its bounds and where its time goes), a delete.
 
 Every benchmark starts its own `wasmkube server` (this binary) on a free loopback port with a
 temporary data directory and stops it at the end. pods, http and density need the samples
@@ -61,13 +67,14 @@ Examples:
   wasmkube bench
   wasmkube bench pods --json
   wasmkube bench http --duration 10
-  wasmkube bench density --pods 1000";
+  wasmkube bench density --pods 1000
+  wasmkube bench deployment --replicas 1000";
 
 /// Benchmarks: the apiserver (default), pod startup, HTTP serving, pod density.
 #[derive(clap::Args, Debug)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 pub(crate) struct BenchCommand {
@@ -89,6 +96,8 @@ enum BenchSubcommand {
     Http(http::HttpCommand),
     /// Server memory per idle running wasm pod over 1,000 pods.
     Density(density::DensityCommand),
+    /// A Deployment of 1,000 wasm replicas on one node: all Ready, a rolling update, a delete.
+    Deployment(deployment::DeploymentCommand),
 }
 
 impl BenchCommand {
@@ -101,6 +110,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Pods(cmd)) => cmd.execute().await,
             Some(BenchSubcommand::Http(cmd)) => cmd.execute().await,
             Some(BenchSubcommand::Density(cmd)) => cmd.execute().await,
+            Some(BenchSubcommand::Deployment(cmd)) => cmd.execute().await,
         }
     }
 }
@@ -190,7 +200,7 @@ mod tests {
 
     #[test]
     fn each_benchmark_is_a_subcommand() {
-        for name in ["pods", "http", "density"] {
+        for name in ["pods", "http", "density", "deployment"] {
             let cli = Cli::try_parse_from(["bench", name]).expect("parses");
             assert!(cli.bench.command.is_some(), "{name}");
         }
