@@ -4,8 +4,8 @@
 //!
 //! Besides the milestones of each phase it reports where a rolling update's time goes: the
 //! update proceeds in cycles (the new ReplicaSet grows, its pods start and turn Ready, the
-//! old one shrinks, its pods go, the new one grows again), and each link of that cycle is
-//! timed from the watches ([`cycle`]).
+//! old one shrinks, its pods are deleted, the new one grows again), and each link of that
+//! cycle is timed from the watches ([`cycle`]).
 
 use std::time::{Duration, Instant};
 
@@ -58,18 +58,21 @@ instance per request, so idle pods hold no instance; strategy RollingUpdate with
 and --max-unavailable (Kubernetes' defaults 25% / 25%).
 
 1. Create: from just before the create request until all --replicas pods were seen created,
-   all Running, all Ready, the Deployment's status.readyReplicas reached --replicas, and
-   `kubectl rollout status` would return (observedGeneration >= generation, updatedReplicas
-   == availableReplicas == replicas). Per pod: created -> Running, Running -> Ready.
+   all Running, all Ready, the ReplicaSet's and then the Deployment's status.readyReplicas
+   reached --replicas, and `kubectl rollout status` would return (observedGeneration >=
+   generation, updatedReplicas == availableReplicas == replicas). Per pod: created -> bound
+   (scheduler) -> first agent status (the agent's watch delivered it, its worker wrote a
+   status) -> Running (started) -> Ready (readiness probe).
 2. Rolling update: an env var of the template changes (a new pod-template-hash); from just
    before the patch until the new ReplicaSet appeared, its first pod and all its pods were
    Ready, no old pod was left, and the rollout was complete. The watches also give the least
    Ready pods and the most pods at any moment, printed next to the strategy's bounds
    (replicas - maxUnavailable, replicas + maxSurge; terminating pods are not counted, as the
    ReplicaSets do not count them). Where the time goes: the update proceeds in cycles (new
-   ReplicaSet scaled up -> its pods created -> Running -> Ready -> old ReplicaSet scaled down
-   -> its pods deleted -> gone -> new ReplicaSet scaled up ...); each link is timed from the
-   watches (from the latest event of the previous link) and reported as p50/p99/max.
+   ReplicaSet scaled up -> its pods created -> bound -> started -> Running -> Ready -> old
+   ReplicaSet scaled down -> its pods deleting -> new ReplicaSet scaled up ...); each link is
+   timed from the watches, per pod or per scaling step from the latest event of the previous
+   link, and reported as p50/p99/max; an old pod's deleting -> gone (off the cycle) too.
 3. Delete with propagationPolicy Background: until the Deployment, its ReplicaSets and all
    its pods are gone.
 

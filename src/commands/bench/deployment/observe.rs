@@ -41,6 +41,10 @@ pub(crate) struct PodLife {
     pub(crate) hash: String,
     /// First seen (created).
     pub(crate) created: Instant,
+    /// First seen with `spec.nodeName` (bound by the scheduler).
+    pub(crate) bound: Option<Instant>,
+    /// First seen with container statuses (the agent's first status write).
+    pub(crate) agent_status: Option<Instant>,
     /// First seen Running with a running container.
     pub(crate) running: Option<Instant>,
     /// First seen with condition Ready=True.
@@ -206,6 +210,8 @@ impl State {
             let life = PodLife {
                 hash: label(&pod.metadata, POD_TEMPLATE_HASH),
                 created: at,
+                bound: None,
+                agent_status: None,
                 running: None,
                 ready: None,
                 ready_now: false,
@@ -220,7 +226,19 @@ impl State {
         }
         let (running, ready) = (is_running(pod), is_ready(pod));
         let deleting = pod.metadata.deletion_timestamp.is_some();
+        let bound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+        let agent_status = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| !c.is_empty());
         self.update_pod(name, |life| {
+            if bound {
+                life.bound.get_or_insert(at);
+            }
+            if agent_status {
+                life.agent_status.get_or_insert(at);
+            }
             if running {
                 life.running.get_or_insert(at);
             }

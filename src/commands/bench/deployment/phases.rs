@@ -77,9 +77,10 @@ impl Milestones {
 
 /// The create phase's figures.
 pub(crate) struct CreateResult {
-    /// Pods created, Running, Ready; readyReplicas; rollout complete.
+    /// Pods created, Running, Ready; the ReplicaSet's and the Deployment's readyReplicas;
+    /// rollout complete.
     pub(crate) milestones: Milestones,
-    /// Per pod: created -> Running, Running -> Ready.
+    /// Per pod: created -> bound -> agent status -> Running -> Ready.
     pub(crate) per_pod: Vec<LatencyRow>,
 }
 
@@ -99,7 +100,8 @@ pub(crate) async fn create(
         format!("all {n} pods created"),
         format!("all {n} pods Running"),
         format!("all {n} pods Ready"),
-        format!("status.readyReplicas = {n}"),
+        format!("ReplicaSet status.readyReplicas = {n}"),
+        format!("Deployment status.readyReplicas = {n}"),
         "rollout complete (kubectl rollout status)".to_owned(),
     ];
     let mut marks = Milestones::new(start, &labels);
@@ -110,9 +112,14 @@ pub(crate) async fn create(
             marks.check(0, total.seen >= n, at);
             marks.check(1, total.running >= n, at);
             marks.check(2, total.ready >= n, at);
+            let rs_ready = state.replica_sets.values().any(|rs| {
+                let ready = rs.status.as_ref().and_then(|s| s.ready_replicas);
+                ready.and_then(|r| usize::try_from(r).ok()) >= Some(n)
+            });
+            marks.check(3, rs_ready, at);
             let d = state.deployment.as_ref();
-            marks.check(3, d.is_some_and(|d| ready_replicas(d) >= n), at);
-            marks.check(4, d.is_some_and(|d| rollout_complete(d, generation)), at);
+            marks.check(4, d.is_some_and(|d| ready_replicas(d) >= n), at);
+            marks.check(5, d.is_some_and(|d| rollout_complete(d, generation)), at);
             marks.all()
         })
         .await;
@@ -268,28 +275,33 @@ fn stuck(phase: &str, marks: &Milestones, state: &State) -> String {
     )
 }
 
-/// Per pod: created -> Running, Running -> Ready, created -> Ready.
+/// Per pod: created -> bound -> first agent status -> Running -> Ready, and created -> Ready.
 fn pod_rows(pods: &[&PodLife]) -> Vec<LatencyRow> {
-    let mut histograms: [Histogram<u64>; 3] = [(); 3].map(|()| report::latency_histogram());
+    let mut histograms: [Histogram<u64>; 5] = [(); 5].map(|()| report::latency_histogram());
     for pod in pods {
-        if let Some(running) = pod.running {
-            report::record(
-                &mut histograms[0],
-                running.saturating_duration_since(pod.created),
-            );
-            if let Some(ready) = pod.ready {
-                report::record(&mut histograms[1], ready.saturating_duration_since(running));
+        let path = [
+            Some(pod.created),
+            pod.bound,
+            pod.agent_status,
+            pod.running,
+            pod.ready,
+        ];
+        for (i, pair) in path.windows(2).enumerate() {
+            if let [Some(from), Some(to)] = pair {
+                report::record(&mut histograms[i], to.saturating_duration_since(*from));
             }
         }
         if let Some(ready) = pod.ready {
             report::record(
-                &mut histograms[2],
+                &mut histograms[4],
                 ready.saturating_duration_since(pod.created),
             );
         }
     }
     let labels = [
-        "created -> Running",
+        "created -> bound (scheduler)",
+        "bound -> first agent status (agent's watch, worker)",
+        "first agent status -> Running (agent starts it)",
         "Running -> Ready (readiness probe)",
         "created -> Ready",
     ];
