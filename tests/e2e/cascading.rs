@@ -247,7 +247,10 @@ async fn orphan_deletion_removes_the_owner_and_keeps_its_dependents_without_the_
     wait_gone(&api, "or-owner").await?;
     let dep = api.get("or-dep").await?;
     ensure!(
-        dep.metadata.owner_references.as_ref().is_none_or(|r| r.is_empty()),
+        dep.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|r| r.is_empty()),
         "or-dep still has owner references: {:?}",
         dep.metadata.owner_references
     );
