@@ -109,6 +109,8 @@ pub(crate) struct DeploymentReport {
     create: CreateResult,
     rollout: RolloutResult,
     delete: DeleteResult,
+    /// Writes to the store (revisions) during create, rolling update and delete.
+    writes: [Option<u64>; 3],
 }
 
 impl DeploymentCommand {
@@ -135,7 +137,7 @@ impl DeploymentCommand {
         }
         .await;
         target.shutdown().await;
-        let (create, rollout, delete) = outcome?;
+        let (create, rollout, delete, writes) = outcome?;
         let report = DeploymentReport {
             header,
             replicas,
@@ -143,6 +145,7 @@ impl DeploymentCommand {
             create,
             rollout,
             delete,
+            writes,
         };
         if self.common.json {
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -153,13 +156,17 @@ impl DeploymentCommand {
     }
 }
 
+/// The three phases' figures and the store writes each made.
+type Phases = (CreateResult, RolloutResult, DeleteResult, [Option<u64>; 3]);
+
 /// The three phases, one after the other.
 async fn measure(
     client: &kube::Client,
     deployment: &Deployment,
     replicas: usize,
     bounds: Bounds,
-) -> anyhow::Result<(CreateResult, RolloutResult, DeleteResult)> {
+) -> anyhow::Result<Phases> {
+    let mut revisions = vec![store_revision(client).await];
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let mut observer = Observer::start(client, NAMESPACE).await?;
     let timeout = TIMEOUT + TIMEOUT_PER_REPLICA * u32::try_from(replicas).unwrap_or(u32::MAX);
@@ -174,6 +181,7 @@ async fn measure(
     let create = phases::create(&mut observer, start, generation, replicas, timeout, &bar).await;
     bar.finish_and_clear();
     let create = create?;
+    revisions.push(store_revision(client).await);
     eprintln!(
         "create: rollout complete after {:.1} s",
         create.milestones.last_s()
@@ -193,6 +201,7 @@ async fn measure(
     let rollout = phases::rollout(&mut observer, start, generation, replicas, timeout, &bar).await;
     bar.finish_and_clear();
     let rollout = rollout?;
+    revisions.push(store_revision(client).await);
     eprintln!(
         "rolling update: complete after {:.1} s (ready pods >= {}, pods <= {}; bounds {} / {})",
         rollout.milestones.last_s(),
@@ -209,7 +218,21 @@ async fn measure(
         .context("cannot delete the Deployment")?;
     let delete = phases::delete(&mut observer, start, timeout, &bar).await;
     bar.finish_and_clear();
-    Ok((create, rollout, delete?))
+    let delete = delete?;
+    revisions.push(store_revision(client).await);
+    let writes = [0, 1, 2].map(|i| Some(revisions[i + 1]?.saturating_sub(revisions[i]?)));
+    Ok((create, rollout, delete, writes))
+}
+
+/// The store's revision now: the resourceVersion of a list (every write, of any kind,
+/// including Events and Leases, raises it by one); `None` if it cannot be read.
+async fn store_revision(client: &kube::Client) -> Option<u64> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let list = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .ok()?;
+    list.metadata.resource_version?.parse().ok()
 }
 
 /// The Deployment the bench creates: `replicas` pods of the sample's container.

@@ -58,6 +58,11 @@ impl DeploymentReport {
             "delete": {
                 "milestones_s": milestones_json(&self.delete.milestones),
             },
+            "store_writes": {
+                "create": self.writes[0],
+                "rolling_update": self.writes[1],
+                "delete": self.writes[2],
+            },
         })
     }
 
