@@ -136,6 +136,7 @@ impl TestClusterBuilder {
             child: None,
             embedded,
             agents: Vec::new(),
+            imported: std::sync::Mutex::new(Vec::new()),
         };
         cluster.spawn_and_wait_ready().await?;
         if !self.agents.is_empty() {
@@ -173,6 +174,8 @@ pub(crate) struct TestCluster {
     child: Option<Child>,
     embedded: Option<EmbeddedNode>,
     agents: Vec<AgentProcess>,
+    /// The OCI layouts imported so far, for nodes that join later.
+    imported: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl TestCluster {

@@ -382,12 +382,15 @@ impl TestCluster {
     }
 
     /// Joins one more `wasmkube agent` node to the running cluster (index `agents().len()`)
-    /// and waits until every node is Ready; returns the new agent's index.
+    /// with every image imported so far, and waits until every node is Ready; returns the
+    /// new agent's index.
     #[allow(dead_code)]
     pub(crate) async fn join_agent(&mut self, spec: NodeSpec) -> Result<usize> {
         let token = self.join_token().await?;
         let i = self.agents.len();
         let agent = AgentProcess::spawn(spec, i + 1, &self.url(), &token)?;
+        let layouts = self.imported.lock().map(|l| l.clone()).unwrap_or_default();
+        import_into(agent.data_dir(), &layouts).await?;
         self.agents.push(agent);
         self.wait_nodes_ready().await?;
         Ok(i)
@@ -428,21 +431,34 @@ impl TestCluster {
         self.import_layouts(&[layout.to_path_buf()]).await
     }
 
-    /// Imports several OCI image layouts into every node's image store.
+    /// Imports several OCI image layouts into every node's image store; nodes joined later
+    /// with [`TestCluster::join_agent`] get them too.
     pub(crate) async fn import_layouts(&self, layouts: &[PathBuf]) -> Result<()> {
         for dir in self.node_data_dirs() {
-            let mut args = vec![
-                "image".to_owned(),
-                "import".to_owned(),
-                "--data-dir".to_owned(),
-                dir.display().to_string(),
-            ];
-            args.extend(layouts.iter().map(|p| p.display().to_string()));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_cli(&args).await?;
+            import_into(&dir, layouts).await?;
+        }
+        if let Ok(mut imported) = self.imported.lock() {
+            imported.extend(layouts.iter().cloned());
         }
         Ok(())
     }
+}
+
+/// Runs `wasmkube image import --data-dir dir layouts...`.
+async fn import_into(dir: &Path, layouts: &[PathBuf]) -> Result<()> {
+    if layouts.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec![
+        "image".to_owned(),
+        "import".to_owned(),
+        "--data-dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    args.extend(layouts.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cli(&args).await?;
+    Ok(())
 }
 
 /// Whether `node` reports the condition `Ready=True`.
