@@ -14,6 +14,7 @@ mod api_kubectl;
 mod api_semantics;
 mod bad_input;
 mod cascading;
+mod controller_manager;
 mod daemonsets;
 mod deployments;
 mod durability;
