@@ -123,6 +123,7 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
         ),
         Subresource::Binding => (None, "Binding", vec!["create"]),
         Subresource::Log => (None, rt.kind, vec!["get"]),
+        Subresource::Eviction => (Some(("policy", "v1")), "Eviction", vec!["create"]),
     };
     ApiResource {
         name: format!("{}/{}", rt.plural, sub.name()),
@@ -254,6 +255,12 @@ mod tests {
             find(&list, "pods/binding"),
             &json!({"name": "pods/binding", "singularName": "", "namespaced": true,
                     "kind": "Binding", "verbs": ["create"]})
+        );
+        assert_eq!(
+            find(&list, "pods/eviction"),
+            &json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
+                    "group": "policy", "version": "v1", "kind": "Eviction",
+                    "verbs": ["create"]})
         );
         assert_eq!(find(&list, "pods/log")["verbs"], json!(["get"]));
         assert_eq!(

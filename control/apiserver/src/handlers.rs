@@ -3,7 +3,8 @@
 //! `dispatch` maps (method, path shape, subresource) to a verb. Reads live in
 //! `handlers/read.rs`, create/update/patch in `handlers/write.rs`, deletion in
 //! `handlers/delete.rs`, `/status`, `/scale`, `/binding` and `/log` in
-//! `handlers/subresource.rs`; watches in `crate::watch`.
+//! `handlers/subresource.rs`, `pods/eviction` in `handlers/eviction.rs`; watches in
+//! `crate::watch`.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use crate::request::{Output, Query, Target};
 use crate::state::AppState;
 
 pub mod delete;
+pub mod eviction;
 pub mod read;
 pub mod subresource;
 pub mod write;
@@ -116,6 +118,9 @@ pub async fn dispatch(
         }
         (Method::POST, Some(name), Some(Subresource::Binding)) => {
             subresource::bind(&req, &name, body).await
+        }
+        (Method::POST, Some(name), Some(Subresource::Eviction)) => {
+            eviction::evict(&req, &name, body).await
         }
         (Method::GET, Some(name), Some(Subresource::Log)) => subresource::log(&req, &name).await,
         (Method::POST, Some(_), None) => Err(verb_not_allowed(

@@ -21,6 +21,9 @@ pub enum Subresource {
     Binding,
     /// `/log` (pods): container logs, served by the node agent.
     Log,
+    /// `/eviction` (pods): a `policy/v1` Eviction, the API-initiated deletion
+    /// `kubectl drain` asks for.
+    Eviction,
 }
 
 impl Subresource {
@@ -31,6 +34,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Eviction => "eviction",
         }
     }
 }
@@ -156,7 +160,7 @@ impl Registry {
     }
 }
 
-use Subresource::{Binding, Log, Scale, Status};
+use Subresource::{Binding, Eviction, Log, Scale, Status};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -247,7 +251,7 @@ fn builtin() -> Vec<ResourceType> {
                 "pods",
                 &["po"],
                 true,
-                &[Status, Binding, Log],
+                &[Status, Binding, Eviction, Log],
                 false,
             )
         },

@@ -59,32 +59,54 @@ impl DeleteOptions {
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
             let v: Value = crate::request::decode_body(&req.headers, body)?;
-            if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
-                opts.grace_period_seconds = Some(g.as_i64().ok_or_else(|| {
+            opts.merge_json(&v)?;
+        }
+        opts.checked()
+    }
+
+    /// Reads the options of a `DeleteOptions` JSON object (an Eviction's `deleteOptions`),
+    /// with the checks of [`DeleteOptions::from_request`].
+    pub fn from_json(v: &Value) -> ApiResult<Self> {
+        let mut opts = DeleteOptions::default();
+        opts.merge_json(v)?;
+        opts.checked()
+    }
+
+    /// Overrides the options with those a `DeleteOptions` object sets.
+    fn merge_json(&mut self, v: &Value) -> ApiResult<()> {
+        let opts = self;
+        if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+            opts.grace_period_seconds =
+                Some(g.as_i64().ok_or_else(|| {
                     ApiError::bad_request("gracePeriodSeconds must be an integer")
                 })?);
-            }
-            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
-                opts.propagation_policy = Some(p.to_string());
-            }
-            if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
-                opts.orphan_dependents = Some(o);
-            }
-            if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
-                opts.precondition_uid = Some(uid.to_string());
-            }
-            if let Some(rv) = v
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                opts.precondition_rv = Some(rv.to_string());
-            }
-            if let Some(d) = v.get("dryRun").and_then(Value::as_array)
-                && d.iter().any(|x| x.as_str() == Some("All"))
-            {
-                opts.dry_run = true;
-            }
         }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation_policy = Some(p.to_string());
+        }
+        if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+            opts.orphan_dependents = Some(o);
+        }
+        if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
+            opts.precondition_uid = Some(uid.to_string());
+        }
+        if let Some(rv) = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            opts.precondition_rv = Some(rv.to_string());
+        }
+        if let Some(d) = v.get("dryRun").and_then(Value::as_array)
+            && d.iter().any(|x| x.as_str() == Some("All"))
+        {
+            opts.dry_run = true;
+        }
+        Ok(())
+    }
+
+    /// The Kubernetes `ValidateDeleteOptions` checks, and a negative grace period as 1.
+    fn checked(mut self) -> ApiResult<Self> {
+        let opts = &mut self;
         if let Some(p) = &opts.propagation_policy {
             if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
                 return Err(ApiError::bad_request(format!(
@@ -110,7 +132,7 @@ impl DeleteOptions {
         if opts.grace_period_seconds.is_some_and(|g| g < 0) {
             opts.grace_period_seconds = Some(1);
         }
-        Ok(opts)
+        Ok(self)
     }
 
     /// Whether the dependents are to be orphaned (`shouldOrphanDependents`): the options

@@ -11,7 +11,8 @@
 use serde_json::{Map, Value, json};
 
 use super::schemas::{
-    API_RESOURCE_LIST, BINDING, DELETE_OPTIONS, PATCH, REF_PREFIX, SCALE, STATUS, schema_name,
+    API_RESOURCE_LIST, BINDING, DELETE_OPTIONS, EVICTION, PATCH, REF_PREFIX, SCALE, STATUS,
+    schema_name,
 };
 use crate::registry::{ResourceType, Subresource};
 
@@ -485,17 +486,17 @@ impl Kind<'_> {
         Value::Object(item)
     }
 
-    fn binding(&self) -> Value {
-        let gvk = json!({"group": "", "kind": "Binding", "version": "v1"});
+    /// The `create` (POST) of `binding` or `eviction`, whose body is another kind.
+    fn create_subresource(&self, kind: &str, schema: &str, gvk: Value) -> Value {
         let mut item = Map::new();
         item.insert(
             "post".into(),
             self.op(
-                format!("create binding of a {}", self.rt.kind),
-                self.id("create", "Binding"),
+                format!("create {} of a {}", kind.to_lowercase(), self.rt.kind),
+                self.id("create", kind),
                 write_params(),
-                Some(body(BINDING)),
-                responses(BINDING, &[("201", "Created"), ("202", "Accepted")]),
+                Some(body(schema)),
+                responses(schema, &[("201", "Created"), ("202", "Accepted")]),
                 "post",
                 gvk,
             ),
@@ -596,7 +597,16 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                     SCALE,
                     json!({"group": "autoscaling", "kind": "Scale", "version": "v1"}),
                 ),
-                Subresource::Binding => kind.binding(),
+                Subresource::Binding => kind.create_subresource(
+                    "Binding",
+                    BINDING,
+                    json!({"group": "", "kind": "Binding", "version": "v1"}),
+                ),
+                Subresource::Eviction => kind.create_subresource(
+                    "Eviction",
+                    EVICTION,
+                    json!({"group": "policy", "kind": "Eviction", "version": "v1"}),
+                ),
                 Subresource::Log => kind.log(),
             };
             paths.insert(path, item);
@@ -685,6 +695,17 @@ mod tests {
         assert_eq!(
             p["/api/v1/namespaces/{namespace}/pods/{name}/binding"]["post"]["operationId"],
             "createCoreV1NamespacedPodBinding"
+        );
+        let eviction = &p["/api/v1/namespaces/{namespace}/pods/{name}/eviction"]["post"];
+        assert_eq!(eviction["operationId"], "createCoreV1NamespacedPodEviction");
+        assert_eq!(eviction["description"], "create eviction of a Pod");
+        assert_eq!(
+            eviction["x-kubernetes-group-version-kind"],
+            json!({"group": "policy", "kind": "Eviction", "version": "v1"})
+        );
+        assert_eq!(
+            eviction["requestBody"]["content"]["*/*"]["schema"]["$ref"],
+            "#/components/schemas/io.k8s.api.policy.v1.Eviction"
         );
         assert_eq!(
             p["/api/v1/namespaces/{namespace}/pods/{name}/log"]["get"]["operationId"],

@@ -10,7 +10,7 @@
 //!   `x-kubernetes-patch-merge-key`, which kubectl's client-side apply reads from
 //!   `/openapi/v3` to merge lists such as `containers` by name.
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -29,6 +29,7 @@ pub(crate) const WATCH_EVENT: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Watch
 pub(crate) const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
 pub(crate) const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 pub(crate) const BINDING: &str = "io.k8s.api.core.v1.Binding";
+pub(crate) const EVICTION: &str = "io.k8s.api.policy.v1.Eviction";
 const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
 /// `(schema, property, x-kubernetes-patch-strategy, x-kubernetes-patch-merge-key)`, from
@@ -402,6 +403,9 @@ pub(crate) fn components(
     if has(Subresource::Binding) {
         generator.subschema_for::<core::v1::Binding>();
     }
+    if has(Subresource::Eviction) {
+        generator.subschema_for::<policy::v1::Eviction>();
+    }
     let mut defs = generator.take_definitions(true);
 
     for (rt, known) in kinds {
@@ -445,6 +449,7 @@ pub(crate) fn components(
     set_gvks(&mut defs, STATUS, vec![gvk("", "v1", "Status")]);
     set_gvks(&mut defs, SCALE, vec![gvk("autoscaling", "v1", "Scale")]);
     set_gvks(&mut defs, BINDING, vec![gvk("", "v1", "Binding")]);
+    set_gvks(&mut defs, EVICTION, vec![gvk("policy", "v1", "Eviction")]);
     add_patch_meta(&mut defs);
     defs
 }
@@ -477,6 +482,11 @@ mod tests {
         );
         assert!(defs.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
         assert!(defs.contains_key(BINDING));
+        assert_eq!(
+            defs[EVICTION]["x-kubernetes-group-version-kind"],
+            json!([{"group": "policy", "kind": "Eviction", "version": "v1"}])
+        );
+        assert!(defs[EVICTION]["properties"]["deleteOptions"].is_object());
         assert!(!defs.contains_key(SCALE));
     }
 
