@@ -17,6 +17,7 @@ mod cascading;
 mod controller_manager;
 mod daemonsets;
 mod deployments;
+mod drain;
 mod durability;
 mod harness;
 mod hostile;
