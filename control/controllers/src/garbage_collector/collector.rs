@@ -275,67 +275,60 @@ impl Collector {
         identity: &Identity,
         edit: impl Fn(&OwnerReference) -> Option<OwnerReference>,
     ) -> Result<(), GcError> {
-        let kind = self.resolve(&identity.api_version, &identity.kind)?;
-        let api = kind.api(&self.client, identity.namespace.as_deref());
-        for _ in 0..5 {
-            let Some(latest) = self.get_latest(identity).await? else {
-                return Ok(());
-            };
+        self.edit_metadata(identity, "ownerReferences", |latest| {
             let refs = latest.metadata.owner_references.clone().unwrap_or_default();
             let new: Vec<OwnerReference> = refs.iter().filter_map(&edit).collect();
             if new == refs {
-                return Ok(());
+                return None;
             }
-            let value = if new.is_empty() {
+            Some(if new.is_empty() {
                 Value::Null
             } else {
                 serde_json::to_value(&new).unwrap_or(Value::Null)
-            };
-            let patch = json!({"metadata": {
-                "resourceVersion": latest.metadata.resource_version,
-                "ownerReferences": value,
-            }});
-            match api
-                .patch(
-                    &identity.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if status_code(&e) == Some(409) => continue,
-                Err(e) if status_code(&e) == Some(404) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(GcError::Api(kube::Error::Service(
-            "owner references kept changing".into(),
-        )))
+            })
+        })
+        .await
     }
 
     /// Removes `finalizer` from `identity` (the apiserver then removes the object when
     /// it was the last one).
     async fn remove_finalizer(&self, identity: &Identity, finalizer: &str) -> Result<(), GcError> {
+        self.edit_metadata(identity, "finalizers", |latest| {
+            let finalizers = latest.metadata.finalizers.clone().unwrap_or_default();
+            if !finalizers.iter().any(|f| f == finalizer) {
+                return None;
+            }
+            let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+            Some(if kept.is_empty() {
+                Value::Null
+            } else {
+                json!(kept)
+            })
+        })
+        .await
+    }
+
+    /// Sets `metadata.<field>` of `identity` to what `edit` computes from a fresh read
+    /// (None: nothing to change), with a merge patch that carries the read's
+    /// resourceVersion; a conflict is retried on a new read, a vanished object is done.
+    async fn edit_metadata(
+        &self,
+        identity: &Identity,
+        field: &str,
+        edit: impl Fn(&DynamicObject) -> Option<Value>,
+    ) -> Result<(), GcError> {
         let kind = self.resolve(&identity.api_version, &identity.kind)?;
         let api = kind.api(&self.client, identity.namespace.as_deref());
         for _ in 0..5 {
             let Some(latest) = self.get_latest(identity).await? else {
                 return Ok(());
             };
-            let finalizers = latest.metadata.finalizers.clone().unwrap_or_default();
-            if !finalizers.iter().any(|f| f == finalizer) {
+            let Some(value) = edit(&latest) else {
                 return Ok(());
-            }
-            let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-            let value = if kept.is_empty() {
-                Value::Null
-            } else {
-                json!(kept)
             };
             let patch = json!({"metadata": {
                 "resourceVersion": latest.metadata.resource_version,
-                "finalizers": value,
+                field: value,
             }});
             match api
                 .patch(
@@ -352,7 +345,7 @@ impl Collector {
             }
         }
         Err(GcError::Api(kube::Error::Service(
-            "finalizers kept changing".into(),
+            format!("metadata.{field} kept changing").into(),
         )))
     }
 
