@@ -301,29 +301,6 @@ async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
     Ok(())
 }
 
-/// A Deployment `name` of `replicas` counter pods whose template carries `finalizers`.
-fn counter_deployment(
-    cluster: &TestCluster,
-    name: &str,
-    replicas: i32,
-    finalizers: &[&str],
-) -> Result<Value> {
-    let pod = cluster.sample_pod("counter")?;
-    Ok(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "finalizers": finalizers},
-                "spec": pod["spec"],
-            },
-        },
-    }))
-}
-
 /// The Deployment's ReplicaSets and pods (by its `app` label).
 async fn workload(client: &kube::Client, app: &str) -> Result<(Vec<ReplicaSet>, Vec<Pod>)> {
     let selector = ListParams::default().labels(&format!("app={app}"));
@@ -343,14 +320,10 @@ async fn running_deployment(
     finalizers: &[&str],
 ) -> Result<()> {
     let client = cluster.client().await?;
-    cluster
-        .apply_json(&counter_deployment(
-            cluster,
-            name,
-            replicas as i32,
-            finalizers,
-        )?)
-        .await?;
+    let mut deployment =
+        cluster.sample_workload("Deployment", name, "counter", i32::try_from(replicas)?)?;
+    deployment["spec"]["template"]["metadata"]["finalizers"] = json!(finalizers);
+    cluster.apply_json(&deployment).await?;
     poll_until(
         &format!("deployment {name} running"),
         Duration::from_secs(120),

@@ -18,24 +18,6 @@ use crate::harness::{TestCluster, poll_until, raw};
 /// How long pods may take to be scheduled, started, and replaced.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A Deployment `name` of `replicas` counter pods labelled `app: <name>`.
-fn counter_deployment(cluster: &TestCluster, name: &str, replicas: i32) -> Result<Value> {
-    let pod = cluster.sample_pod("counter")?;
-    Ok(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": pod["spec"],
-            },
-        },
-    }))
-}
-
 fn node_of(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
@@ -103,7 +85,7 @@ async fn kubectl_drain_evicts_a_nodes_pods_to_the_other_node_and_uncordon_reopen
     };
     let client = cluster.client().await?;
     cluster
-        .apply_json(&counter_deployment(&cluster, "drained", 2)?)
+        .apply_json(&cluster.sample_workload("Deployment", "drained", "counter", 2)?)
         .await?;
     let before = wait_running(&client, "drained", 2, |_| true).await?;
     let node = node_of(&before[0]).to_string();

@@ -18,24 +18,6 @@ use crate::harness::{TestCluster, events_of, poll_until};
 /// agent and a guest start).
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A ReplicaSet `name` of `replicas` counter pods labelled `app: <name>`.
-fn counter_replicaset(cluster: &TestCluster, name: &str, replicas: i32) -> Result<Value> {
-    let pod = cluster.sample_pod("counter")?;
-    Ok(json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": pod["spec"],
-            },
-        },
-    }))
-}
-
 /// The counter sample as a bare pod `name` labelled `app: <app>`.
 fn counter_pod(cluster: &TestCluster, name: &str, app: &str) -> Result<Value> {
     let mut pod = cluster.sample_pod("counter")?;
@@ -202,7 +184,7 @@ async fn replicaset_keeps_three_counter_pods_and_replaces_a_deleted_one() -> Res
     };
     let client = cluster.client().await?;
     cluster
-        .apply_json(&counter_replicaset(&cluster, "web", 3)?)
+        .apply_json(&cluster.sample_workload("ReplicaSet", "web", "counter", 3)?)
         .await?;
     let settled = wait_settled(&client, "web", 3).await?;
     for pod in &settled.pods {
@@ -284,7 +266,7 @@ async fn kubectl_scale_of_a_replicaset_creates_and_deletes_pods() -> Result<()> 
     };
     let client = cluster.client().await?;
     cluster
-        .apply_json(&counter_replicaset(&cluster, "scaled", 2)?)
+        .apply_json(&cluster.sample_workload("ReplicaSet", "scaled", "counter", 2)?)
         .await?;
     wait_settled(&client, "scaled", 2).await?;
 
@@ -331,7 +313,7 @@ async fn replicaset_adopts_matching_orphans_and_releases_relabelled_pods() -> Re
         .await?;
 
     cluster
-        .apply_json(&counter_replicaset(&cluster, "adopter", 2)?)
+        .apply_json(&cluster.sample_workload("ReplicaSet", "adopter", "counter", 2)?)
         .await?;
     let settled = wait_settled(&client, "adopter", 2).await?;
     assert!(
@@ -392,7 +374,7 @@ async fn available_replicas_wait_for_min_ready_seconds() -> Result<()> {
         return Ok(());
     };
     let client = cluster.client().await?;
-    let mut rs = counter_replicaset(&cluster, "slow", 2)?;
+    let mut rs = cluster.sample_workload("ReplicaSet", "slow", "counter", 2)?;
     rs["spec"]["minReadySeconds"] = json!(5);
     cluster.apply_json(&rs).await?;
     // Ready but not yet available: the pods have not been ready for 5 s.

@@ -102,6 +102,31 @@ impl TestCluster {
         pod.ok_or_else(|| anyhow!("{} has no Pod", path.display()))
     }
 
+    /// An apps/v1 `kind` (Deployment, ReplicaSet) `name` of `replicas` pods of the sample's
+    /// pod spec, selected and labelled `app: <name>`.
+    pub(crate) fn sample_workload(
+        &self,
+        kind: &str,
+        name: &str,
+        sample: &str,
+        replicas: i32,
+    ) -> Result<Value> {
+        let pod = self.sample_pod(sample)?;
+        Ok(serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": pod["spec"],
+                },
+            },
+        }))
+    }
+
     /// `kubectl apply -f samples/<sample>/pod.yaml` (every document of the file).
     pub(crate) async fn apply_sample(&self, sample: &str) -> Result<String> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
