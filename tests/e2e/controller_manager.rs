@@ -3,7 +3,6 @@
 //! Two of them run at once; the Lease `kube-system/wasmkube-controller-manager` makes one act,
 //! and when that one is killed the other takes over.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -13,9 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::harness::{TestCluster, poll_until};
+use crate::harness::{TestCluster, poll_until, spawn_wasmkube};
 
 /// How long a controller-manager may take to act: a successor waits for the killed leader's
 /// 15 s Lease to expire first.
@@ -23,21 +22,15 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Starts `wasmkube controllers --kubeconfig <the cluster's>`, its output in the data dir.
 fn spawn_controllers(cluster: &TestCluster, n: usize) -> Result<Child> {
-    let log = std::fs::File::create(cluster.data_dir().join(format!("controllers-{n}.log")))
-        .context("creating the controllers' log file")?;
-    let err = log.try_clone().context("cloning the log file handle")?;
-    Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .arg("controllers")
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig_path())
-        .env_remove("KUBECONFIG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning wasmkube controllers")
+    let args = [
+        "controllers".to_string(),
+        "--kubeconfig".to_string(),
+        cluster.kubeconfig_path().display().to_string(),
+    ];
+    spawn_wasmkube(
+        &args,
+        &cluster.data_dir().join(format!("controllers-{n}.log")),
+    )
 }
 
 /// The pods the ReplicaSet `uid` controls.

@@ -218,31 +218,16 @@ impl TestCluster {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .context("opening the server log")?;
-        let log_err = log
-            .try_clone()
-            .context("duplicating the server log handle")?;
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(&self.extra_args)
-            .env_remove("WASMKUBE_DATA_DIR")
-            .env_remove("WASMKUBE_BIND")
-            .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning `wasmkube server`")?;
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+            "--bind".into(),
+            format!("127.0.0.1:{}", self.port),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let child =
+            spawn_wasmkube(&args, &self.log_path()).context("spawning `wasmkube server`")?;
         self.child = Some(child);
         Ok(())
     }
@@ -491,6 +476,42 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// Spawns `wasmkube args...` with stdout and stderr appended to `log`, none of the
+/// `WASMKUBE_*`/`KUBECONFIG` variables of the test's environment, and `kill_on_drop`.
+pub(crate) fn spawn_wasmkube(args: &[String], log: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone().context("duplicating the log handle")?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
+    command.args(args);
+    for var in [
+        "WASMKUBE_DATA_DIR",
+        "WASMKUBE_BIND",
+        "WASMKUBE_SERVER",
+        "WASMKUBE_TOKEN",
+        "KUBECONFIG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("RUST_BACKTRACE", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "spawning wasmkube {}",
+                args.first().map_or("", String::as_str)
+            )
+        })
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now.

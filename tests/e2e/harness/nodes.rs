@@ -194,26 +194,7 @@ impl AgentProcess {
     }
 
     fn start(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .context("opening the agent log")?;
-        let log_err = log
-            .try_clone()
-            .context("duplicating the agent log handle")?;
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(&self.args)
-            .env_remove("WASMKUBE_DATA_DIR")
-            .env_remove("WASMKUBE_SERVER")
-            .env_remove("WASMKUBE_TOKEN")
-            .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
-            .spawn()
+        let child = super::spawn_wasmkube(&self.args, &self.log_path())
             .with_context(|| format!("spawning `wasmkube agent` for node {}", self.name))?;
         self.child = Some(child);
         Ok(())
