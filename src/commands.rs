@@ -1,7 +1,6 @@
 //! The subcommands of the CLI, one file each.
 
 pub(crate) mod agent;
-pub(crate) mod bench;
 pub(crate) mod cluster;
 pub(crate) mod controllers;
 pub(crate) mod image;

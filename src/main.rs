@@ -22,8 +22,6 @@ enum Command {
     Agent(commands::agent::AgentCommand),
     /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
     Controllers(commands::controllers::ControllersCommand),
-    /// Benchmarks: the apiserver (default), wasm pod startup, HTTP serving, pod density.
-    Bench(commands::bench::BenchCommand),
     /// Manage the node's local image store: import OCI image layouts of wasm images.
     Image(commands::image::ImageCommand),
 }
@@ -45,7 +43,6 @@ fn main() -> std::process::ExitCode {
             Command::Server(cmd) => cmd.execute().await,
             Command::Agent(cmd) => cmd.execute().await,
             Command::Controllers(cmd) => cmd.execute().await,
-            Command::Bench(cmd) => cmd.execute().await,
             Command::Image(cmd) => cmd.execute().await,
         }
     });

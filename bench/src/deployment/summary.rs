@@ -1,4 +1,4 @@
-//! The report of `wasmkube bench deployment`: a table for people, JSON for `--json`.
+//! The report of `wasmkube-bench deployment`: a table for people, JSON for `--json`.
 
 use std::fmt::Write as _;
 
@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::DeploymentReport;
 use super::phases::{ALL_RUNNING, Milestones};
-use crate::commands::bench::table::{self, LatencyRow};
+use crate::table::{self, LatencyRow};
 
 impl DeploymentReport {
     /// Pods per second from the create until all were Running.

@@ -21,7 +21,7 @@ pub(crate) struct Samples {
 
 impl Samples {
     /// The samples directory: `explicit` if given, else `samples/` in the current directory,
-    /// else the one of the repository the running binary was built in (`target/*/wasmkube`).
+    /// else the one of the repository the running binary was built in (`target/*/wasmkube-bench`).
     pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<Self> {
         if let Some(dir) = explicit {
             return Ok(Self {
@@ -30,7 +30,7 @@ impl Samples {
         }
         let mut candidates = vec![PathBuf::from("samples")];
         if let Ok(exe) = std::env::current_exe() {
-            // target/release/wasmkube -> the repository is two levels above target/.
+            // target/release/wasmkube-bench -> the repository is two levels above target/.
             if let Some(repo) = exe.ancestors().nth(3) {
                 candidates.push(repo.join("samples"));
             }

@@ -1,9 +1,13 @@
-//! `wasmkube bench`: benchmarks that start their own `wasmkube server` (this same binary) and
-//! print their figures (a table, or JSON with `--json`), recorded in `docs/benchmarks.md`.
+//! `wasmkube-bench`: benchmarks that start their own `wasmkube server` (the `wasmkube` binary
+//! next to this one, or `--wasmkube PATH`) and print their figures (a table, or JSON with
+//! `--json`), recorded in `docs/benchmarks.md`.
+//!
+//! A binary of its own, so that the load generators, histograms and progress bars stay out of
+//! the `wasmkube` binary a cluster runs.
 //!
 //! Subcommands:
 //! - `api` ([`api`]): the apiserver: durable creates/s and watch delivery latency; plain
-//!   `wasmkube bench` with no subcommand runs it too (it was the only benchmark at first);
+//!   `wasmkube-bench` with no subcommand runs it too (it was the only benchmark at first);
 //! - `pods` ([`pods`]): wasm pod startup latency, create -> Running via a watch, next to
 //!   `wasmtime run` of the same module;
 //! - `http` ([`http`]): requests/s and latency of the `http-hello` sample served by a pod, next
@@ -18,8 +22,10 @@
 //! latency histograms ([`report`]).
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Parser as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -41,11 +47,11 @@ mod target;
 mod watch;
 mod workload;
 
-/// What `wasmkube bench --help` explains after the options.
+/// What `wasmkube-bench --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 Subcommands (each has its own --help saying exactly what it measures):
   api       the apiserver: durable creates/s at 1, 8 and 64 clients (and the raw redb store in
-            process), watch event delivery latency with 100 watchers. `wasmkube bench` with no
+            process), watch event delivery latency with 100 watchers. `wasmkube-bench` with no
             subcommand runs it, with the options above.
   pods      wasm pod startup, create -> Running observed via a watch, 200 pods one at a time and
             as a burst, p50/p99/max; next to `wasmtime run` of the same module (spawn until its
@@ -58,29 +64,38 @@ Subcommands (each has its own --help saying exactly what it measures):
             a Deployment of 1,000 http-hello replicas on one node: create -> all Ready and
             rollout complete, a rolling update (its bounds and where its time goes), a delete.
 
-Every benchmark starts its own `wasmkube server` (this binary) on a free loopback port with a
-temporary data directory and stops it at the end. pods, http and density need the samples
+Every benchmark starts its own `wasmkube server` (the wasmkube binary next to this one, or
+--wasmkube PATH) on a free loopback port with a temporary data directory and stops it at the
+end. pods, http and density need the samples
 built (`samples/build --oci --quiet`) and, for the peer rows, the wasmtime CLI; scripts/bench
 builds and installs what is missing.
 
 Examples:
-  wasmkube bench
-  wasmkube bench pods --json
-  wasmkube bench http --duration 10
-  wasmkube bench density --pods 1000
-  wasmkube bench deployment --replicas 1000";
+  wasmkube-bench
+  wasmkube-bench pods --json
+  wasmkube-bench http --duration 10
+  wasmkube-bench density --pods 1000
+  wasmkube-bench deployment --replicas 1000";
 
-/// Benchmarks: the apiserver (default), pod startup, HTTP serving, pod density.
-#[derive(clap::Args, Debug)]
+/// Benchmarks of wasmkube: the apiserver (default), pod startup, HTTP serving, pod density,
+/// a Deployment of 1,000 replicas.
+#[derive(clap::Parser, Debug)]
 #[command(
+    name = "wasmkube-bench",
+    version,
     args_conflicts_with_subcommands = true,
     after_help = "Subcommands: api (default), pods, http, density, deployment.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
-pub(crate) struct BenchCommand {
+struct BenchCommand {
+    /// The wasmkube binary whose `server` the benchmarks start (and whose `image import` loads
+    /// the samples), after the benchmark's name: `wasmkube-bench pods --wasmkube PATH`
+    /// [default: `wasmkube` next to this binary, else on PATH].
+    #[arg(long, env = "WASMKUBE_BIN", value_name = "PATH", global = true)]
+    wasmkube: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<BenchSubcommand>,
-    /// The options of `wasmkube bench api`, for `wasmkube bench` without a subcommand.
+    /// The options of `wasmkube-bench api`, for `wasmkube-bench` without a subcommand.
     #[command(flatten)]
     api: api::ApiCommand,
 }
@@ -102,15 +117,37 @@ enum BenchSubcommand {
 
 impl BenchCommand {
     /// Runs the chosen benchmark (the apiserver's without a subcommand).
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    async fn execute(self) -> anyhow::Result<()> {
         target::raise_open_files_limit();
+        let wasmkube = target::wasmkube_binary(self.wasmkube);
         match self.command {
-            None => self.api.execute().await,
-            Some(BenchSubcommand::Api(cmd)) => cmd.execute().await,
-            Some(BenchSubcommand::Pods(cmd)) => cmd.execute().await,
-            Some(BenchSubcommand::Http(cmd)) => cmd.execute().await,
-            Some(BenchSubcommand::Density(cmd)) => cmd.execute().await,
-            Some(BenchSubcommand::Deployment(cmd)) => cmd.execute().await,
+            None => self.api.execute(&wasmkube).await,
+            Some(BenchSubcommand::Api(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Pods(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Http(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Density(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Deployment(cmd)) => cmd.execute(&wasmkube).await,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let command = BenchCommand::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command.execute()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
@@ -180,40 +217,54 @@ async fn delete_namespace(client: &kube::Client, name: &str) {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::Parser as _;
 
     use super::*;
 
-    #[derive(clap::Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        bench: BenchCommand,
-    }
-
     #[test]
     fn no_subcommand_runs_the_api_benchmark_with_its_options() {
-        let cli = Cli::try_parse_from(["bench", "--creates", "10"]).expect("parses");
-        assert!(cli.bench.command.is_none());
-        let cli = Cli::try_parse_from(["bench", "api", "--creates", "10"]).expect("parses");
-        assert!(matches!(cli.bench.command, Some(BenchSubcommand::Api(_))));
+        let bench =
+            BenchCommand::try_parse_from(["wasmkube-bench", "--creates", "10"]).expect("parses");
+        assert!(bench.command.is_none());
+        let bench = BenchCommand::try_parse_from(["wasmkube-bench", "api", "--creates", "10"])
+            .expect("parses");
+        assert!(matches!(bench.command, Some(BenchSubcommand::Api(_))));
     }
 
     #[test]
     fn each_benchmark_is_a_subcommand() {
         for name in ["pods", "http", "density", "deployment"] {
-            let cli = Cli::try_parse_from(["bench", name]).expect("parses");
-            assert!(cli.bench.command.is_some(), "{name}");
+            let bench = BenchCommand::try_parse_from(["wasmkube-bench", name]).expect("parses");
+            assert!(bench.command.is_some(), "{name}");
         }
     }
 
     #[test]
     fn api_options_do_not_combine_with_another_subcommand() {
-        assert!(Cli::try_parse_from(["bench", "--creates", "10", "pods"]).is_err());
+        assert!(
+            BenchCommand::try_parse_from(["wasmkube-bench", "--creates", "10", "pods"]).is_err()
+        );
+    }
+
+    #[test]
+    fn the_wasmkube_binary_is_an_option_of_every_benchmark() {
+        for args in [
+            &["wasmkube-bench", "--wasmkube", "/x/wasmkube"][..],
+            &["wasmkube-bench", "pods", "--wasmkube", "/x/wasmkube"][..],
+            &["wasmkube-bench", "deployment", "--wasmkube", "/x/wasmkube"][..],
+        ] {
+            let bench = BenchCommand::try_parse_from(args).expect("parses");
+            assert_eq!(
+                bench.wasmkube,
+                Some(PathBuf::from("/x/wasmkube")),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
-        Cli::command().debug_assert();
+        BenchCommand::command().debug_assert();
     }
 }

@@ -1,4 +1,4 @@
-//! What `wasmkube bench deployment` sees of its Deployment: three watches (the Deployment,
+//! What `wasmkube-bench deployment` sees of its Deployment: three watches (the Deployment,
 //! its ReplicaSets, its pods) merged into one stream of timestamped changes, and the state
 //! they add up to: each pod's milestones (first seen, Running, Ready, deletion asked, gone),
 //! each ReplicaSet's scaling steps and the Deployment's latest status.

@@ -26,19 +26,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Starts `wasmkube server` (this same binary) on a free loopback port with a data dir
-    /// under `data_dir` (a fresh temporary directory when `None`) and waits until it is ready.
-    pub(crate) async fn start_server(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        Self::start_server_with(data_dir, &[]).await
+    /// Starts `wasmkube server` (of the binary `wasmkube`) on a free loopback port with a data
+    /// dir under `data_dir` (a fresh temporary directory when `None`) and waits until it is
+    /// ready.
+    pub(crate) async fn start_server(
+        wasmkube: &Path,
+        data_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Self::start_server_with(wasmkube, data_dir, &[]).await
     }
 
     /// Like [`Target::start_server`], with `extra_args` appended to `wasmkube server`'s
     /// command line (e.g. `--max-pods 2000` for the embedded agent).
     pub(crate) async fn start_server_with(
+        wasmkube: &Path,
         data_dir: Option<PathBuf>,
         extra_args: &[String],
     ) -> anyhow::Result<Self> {
-        let server = ServerProcess::start(data_dir, extra_args).await?;
+        let server = ServerProcess::start(wasmkube, data_dir, extra_args).await?;
         let config = match load_config(&server.kubeconfig_path()).await {
             Ok(config) => config,
             Err(e) => {
@@ -102,20 +107,21 @@ impl Target {
         self.server.as_ref()?.pid
     }
 
-    /// The data directory of the server the bench started.
-    pub(crate) fn data_dir(&self) -> Option<&Path> {
-        self.server.as_ref().map(|s| s.data_dir.as_path())
+    /// The size in bytes of the `wasmkube` binary of the server the bench started.
+    pub(crate) fn server_binary_bytes(&self) -> Option<u64> {
+        let server = self.server.as_ref()?;
+        std::fs::metadata(&server.binary).ok().map(|m| m.len())
     }
 
     /// Imports an OCI image layout (directory or archive) into the image store of the
-    /// server's embedded agent, with `wasmkube image import --data-dir DIR PATH` (this same
-    /// binary). Only for a server the bench started.
+    /// server's embedded agent, with `wasmkube image import --data-dir DIR PATH` (the binary
+    /// that runs the server). Only for a server the bench started.
     pub(crate) async fn import_image(&self, layout: &Path) -> anyhow::Result<()> {
-        let Some(data_dir) = self.data_dir() else {
+        let Some(server) = &self.server else {
             bail!("images can only be imported into a server the bench started");
         };
-        let exe = std::env::current_exe().context("cannot find the wasmkube binary")?;
-        let output = tokio::process::Command::new(&exe)
+        let (exe, data_dir) = (&server.binary, &server.data_dir);
+        let output = tokio::process::Command::new(exe)
             .arg("image")
             .arg("import")
             .arg("--data-dir")
@@ -197,6 +203,8 @@ async fn load_config(path: &Path) -> anyhow::Result<kube::Config> {
 
 /// A `wasmkube server` child process with its data directory.
 struct ServerProcess {
+    /// The `wasmkube` binary it runs.
+    binary: PathBuf,
     child: tokio::process::Child,
     pid: Option<u32>,
     data_dir: PathBuf,
@@ -207,7 +215,18 @@ struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns the server and waits for its kubeconfig and a 200 from `/readyz`.
-    async fn start(data_dir: Option<PathBuf>, extra_args: &[String]) -> anyhow::Result<Self> {
+    async fn start(
+        wasmkube: &Path,
+        data_dir: Option<PathBuf>,
+        extra_args: &[String],
+    ) -> anyhow::Result<Self> {
+        if !wasmkube.is_file() {
+            bail!(
+                "the wasmkube binary {} does not exist: build it with `cargo build --release \
+                 --bin wasmkube` (scripts/bench does), or pass --wasmkube PATH",
+                wasmkube.display()
+            );
+        }
         let (data_dir, temp_dir) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -222,7 +241,7 @@ impl ServerProcess {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let port = free_loopback_port()?;
         let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let exe = std::env::current_exe().context("cannot find the wasmkube binary")?;
+        let exe = wasmkube.to_path_buf();
         let log_path = data_dir.join("bench-server.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create server log {}", log_path.display()))?;
@@ -245,6 +264,7 @@ impl ServerProcess {
             .with_context(|| format!("cannot start {} server", exe.display()))?;
         let pid = child.id();
         let mut server = Self {
+            binary: exe,
             child,
             pid,
             data_dir,
@@ -363,6 +383,28 @@ pub(crate) fn raise_open_files_limit() {
     }
 }
 
+/// The `wasmkube` binary the benchmarks start: `explicit` (`--wasmkube`, `WASMKUBE_BIN`) if
+/// given, else `wasmkube` in this binary's directory (`cargo build --release` puts both in
+/// `target/release/`), else `wasmkube` on `PATH`. Its existence is checked when a server is
+/// started, so `--kubeconfig` runs need none.
+pub(crate) fn wasmkube_binary(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path;
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wasmkube")));
+    if let Some(sibling) = sibling.filter(|p| p.is_file()) {
+        return sibling;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("wasmkube"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("wasmkube"))
+}
+
 /// A loopback port nothing listens on right now (the OS picks it).
 pub(crate) fn free_loopback_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -413,6 +455,24 @@ mod tests {
         let rollup = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:   9000 kB\nPss:   8123 kB\n";
         assert_eq!(proc_field_kib(rollup, "Pss:"), Some(8123));
         assert_eq!(proc_field_kib(rollup, "Swap:"), None);
+    }
+
+    #[test]
+    fn an_explicit_wasmkube_binary_wins() {
+        let path = PathBuf::from("/opt/wasmkube/bin/wasmkube");
+        assert_eq!(wasmkube_binary(Some(path.clone())), path);
+    }
+
+    #[tokio::test]
+    async fn a_missing_wasmkube_binary_names_the_build_command() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Err(e) = Target::start_server(&dir.path().join("wasmkube"), None).await else {
+            panic!("a missing binary must fail");
+        };
+        assert!(
+            format!("{e:#}").contains("cargo build --release --bin wasmkube"),
+            "{e:#}"
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use super::report::{CreateResult, LatencySummary, latency_histogram, record};
 use super::target::Target;
 
 /// The payload every benchmark ConfigMap carries (about the size of a small real one).
-pub(crate) const PAYLOAD: &str = "wasmkube benchmark payload: a few hundred bytes of configuration, \
+pub(crate) const PAYLOAD: &str = "wasmkube-benchmark payload: a few hundred bytes of configuration, \
      comparable to a small real ConfigMap such as an nginx.conf snippet or feature flags. \
      0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz";
 

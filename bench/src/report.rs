@@ -154,7 +154,7 @@ impl WatchResult {
     }
 }
 
-/// Everything one `wasmkube bench` run measured.
+/// Everything one `wasmkube-bench` run measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Report {
     /// A line describing the target (started server or `--kubeconfig`).
@@ -227,7 +227,7 @@ impl Report {
     /// The report as a table for a terminal.
     pub(crate) fn to_table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "wasmkube bench {}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "wasmkube-bench {}", env!("CARGO_PKG_VERSION"));
         let _ = writeln!(out, "target: {} at {}", self.target, self.url);
         let load = self.load_average.map_or_else(String::new, |l| {
             format!(", load average {l:.2} at the start")

@@ -1,4 +1,4 @@
-//! `wasmkube bench deployment`: a Deployment of 1,000 wasm replicas on one node — how long
+//! `wasmkube-bench deployment`: a Deployment of 1,000 wasm replicas on one node — how long
 //! until all are Ready, a rolling update of it, and its deletion — observed with watches on
 //! the Deployment, its ReplicaSets and its pods, as `kubectl rollout status` would.
 //!
@@ -7,6 +7,7 @@
 //! old one shrinks, its pods are deleted, the new one grows again), and each link of that
 //! cycle is timed from the watches ([`cycle`]).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -44,7 +45,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// The time allowed per replica on top of [`TIMEOUT`] (3 replicas/s is far below the pace).
 const TIMEOUT_PER_REPLICA: Duration = Duration::from_millis(300);
 
-/// What `wasmkube bench deployment --help` explains after the options.
+/// What `wasmkube-bench deployment --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured, on a fresh `wasmkube server` (apiserver, scheduler, controller-manager and
 the embedded agent in one process: one node, with --max-pods, --cpu and --memory raised so
@@ -77,12 +78,12 @@ and --max-unavailable (Kubernetes' defaults 25% / 25%).
    its pods are gone.
 
 Peer: Kubernetes publishes no figure for a Deployment on one node; its density SLO is pod
-startup p99 <= 5 s. Compare the pods/s here with `wasmkube bench pods` (burst) and `bench
+startup p99 <= 5 s. Compare the pods/s here with `wasmkube-bench pods` (burst) and `bench
 density` on the same machine.
 
 Examples:
-  wasmkube bench deployment
-  wasmkube bench deployment --replicas 200 --max-surge 1 --max-unavailable 0 --json";
+  wasmkube-bench deployment
+  wasmkube-bench deployment --replicas 200 --max-surge 1 --max-unavailable 0 --json";
 
 /// A Deployment of many wasm replicas on one node: all Ready, a rolling update, a delete.
 #[derive(clap::Args, Debug)]
@@ -115,7 +116,7 @@ pub(crate) struct DeploymentReport {
 
 impl DeploymentCommand {
     /// Runs the benchmark and prints the report.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
         let replicas = usize::try_from(self.replicas).context("--replicas is too large")?;
         let bounds = Bounds::resolve(&self.max_surge, &self.max_unavailable, replicas)?;
         let samples = self.common.samples(&[SAMPLE])?;
@@ -128,7 +129,8 @@ impl DeploymentCommand {
         );
         let deployment = deployment(&samples.pod(SAMPLE)?, replicas, &self)?;
         eprintln!("starting wasmkube server {} ...", server_args.join(" "));
-        let target = Target::start_server_with(self.common.data_dir.clone(), &server_args).await?;
+        let target =
+            Target::start_server_with(wasmkube, self.common.data_dir.clone(), &server_args).await?;
         let outcome = async {
             target.import_image(&samples.oci_layout(SAMPLE)).await?;
             let client = target.new_client()?;

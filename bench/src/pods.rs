@@ -1,4 +1,4 @@
-//! `wasmkube bench pods`: wasm pod startup latency, create -> Running as a watching client
+//! `wasmkube-bench pods`: wasm pod startup latency, create -> Running as a watching client
 //! sees it, next to `wasmtime run` of the same module in the same run.
 //!
 //! Our figure for one pod is the time from just before the create request is sent until the
@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,7 +28,7 @@ use super::workload::{self, PeerArgs, Workload, WorkloadArgs};
 /// How long one phase may take before the bench gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// What `wasmkube bench pods --help` explains after the options.
+/// What `wasmkube-bench pods --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured (one run, ours and the peer side by side):
 
@@ -53,8 +54,8 @@ Prints p50/p99/max per row and the ratios ours / `wasmtime run` (one at a time v
 defaults). Targets (TARGETS.md): p99 <= 20 ms on one node, within 3x of `wasmtime run`.
 
 Examples:
-  wasmkube bench pods
-  wasmkube bench pods --pods 50 --peer-runs 50 --json";
+  wasmkube-bench pods
+  wasmkube-bench pods --pods 50 --peer-runs 50 --json";
 
 /// Wasm pod startup latency (create -> Running via a watch) next to `wasmtime run`.
 #[derive(clap::Args, Debug)]
@@ -121,7 +122,7 @@ fn phase_rows(phases: &PhaseHistograms) -> Vec<LatencyRow> {
 
 impl PodsCommand {
     /// Runs the benchmark and prints the report.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
         let pods = usize::try_from(self.pods).context("--pods is too large")?;
         let samples = self.common.samples(&[&self.sample])?;
         let wasmtime = self.peer.find().await;
@@ -129,6 +130,7 @@ impl PodsCommand {
         let mut header = RunHeader::now("pods", &server_args);
         header.peer = wasmtime.as_ref().map(|w| w.version.clone());
         let mut workload = Workload::start(
+            wasmkube,
             self.common.data_dir.clone(),
             &server_args,
             &samples,

@@ -1,10 +1,11 @@
-//! `wasmkube bench http`: requests/s and latency of the `http-hello` sample (a wasi:http
+//! `wasmkube-bench http`: requests/s and latency of the `http-hello` sample (a wasi:http
 //! component) served by a pod on the embedded agent, next to `wasmtime serve` of the same
 //! component, both loaded by the same generator ([`super::load`]) in the same run.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,7 +24,7 @@ const SAMPLE: &str = "http-hello";
 /// How long the pod may take to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What `wasmkube bench http --help` explains after the options.
+/// What `wasmkube-bench http --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured (one run, ours and the peer side by side):
 
@@ -45,8 +46,8 @@ Targets (TARGETS.md): >= 1.2x `wasmtime serve` requests/s; p50 <= 100 us at conc
 p99 <= 2 ms at concurrency 64.
 
 Examples:
-  wasmkube bench http
-  wasmkube bench http --duration 3 --concurrency 1,16 --json";
+  wasmkube-bench http
+  wasmkube-bench http --duration 3 --concurrency 1,16 --json";
 
 /// Requests/s and latency of the http-hello pod next to `wasmtime serve`.
 #[derive(clap::Args, Debug)]
@@ -79,13 +80,14 @@ struct Level {
 
 impl HttpCommand {
     /// Runs the benchmark and prints the report.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
         let samples = self.common.samples(&[SAMPLE])?;
         let wasmtime = self.peer.find().await;
         let server_args = self.common.server_args(16);
         let mut header = RunHeader::now("http", &server_args);
         header.peer = wasmtime.as_ref().map(|w| w.version.clone());
         let mut workload = Workload::start(
+            wasmkube,
             self.common.data_dir.clone(),
             &server_args,
             &samples,

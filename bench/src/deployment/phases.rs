@@ -1,4 +1,4 @@
-//! The three timed phases of `wasmkube bench deployment` — create, rolling update, delete —
+//! The three timed phases of `wasmkube-bench deployment` — create, rolling update, delete —
 //! each a set of milestones reached when the watched state first satisfies them.
 
 use std::time::{Duration, Instant};
@@ -10,8 +10,8 @@ use indicatif::ProgressBar;
 use super::cycle;
 use super::observe::{Observer, PodLife, ScaleStep, State};
 use super::strategy::{ready_replicas, rollout_complete};
-use crate::commands::bench::report::{self, LatencySummary};
-use crate::commands::bench::table::LatencyRow;
+use crate::report::{self, LatencySummary};
+use crate::table::LatencyRow;
 
 /// The moments a phase reached its milestones.
 #[derive(Clone, Debug)]

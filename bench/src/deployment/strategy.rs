@@ -1,5 +1,5 @@
 //! The rolling update's bounds as Kubernetes resolves them, and `kubectl rollout status`'s
-//! notion of a finished rollout, for `wasmkube bench deployment`.
+//! notion of a finished rollout, for `wasmkube-bench deployment`.
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::Deployment;

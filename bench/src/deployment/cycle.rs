@@ -19,8 +19,8 @@ use hdrhistogram::Histogram;
 
 use super::observe::{PodLife, ScaleStep};
 use super::phases::latency_row;
-use crate::commands::bench::report;
-use crate::commands::bench::table::LatencyRow;
+use crate::report;
+use crate::table::LatencyRow;
 
 /// The links of the cycle, in cycle order, each as a latency row.
 pub(crate) fn links(

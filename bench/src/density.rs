@@ -1,4 +1,4 @@
-//! `wasmkube bench density`: the memory of the server (apiserver, scheduler and the embedded
+//! `wasmkube-bench density`: the memory of the server (apiserver, scheduler and the embedded
 //! agent in one process) per idle running wasm pod, over 1,000 pods, and how long it takes
 //! until all of them are Running.
 //!
@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,7 +32,7 @@ const RUNNING_TIMEOUT_PER_POD: Duration = Duration::from_millis(50);
 /// The pause before a memory reading, so that transient allocations have been returned.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// What `wasmkube bench density --help` explains after the options.
+/// What `wasmkube-bench density --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured, for each kind of idle pod on a fresh `wasmkube server` (apiserver,
 scheduler and the embedded agent in one process, started with --max-pods, --cpu and --memory
@@ -52,8 +53,8 @@ raised so that all pods fit):
 Target (TARGETS.md): <= 100 KiB RSS per idle pod (10,000 pods on one agent).
 
 Examples:
-  wasmkube bench density
-  wasmkube bench density --pods 200 --kinds counter --json";
+  wasmkube-bench density
+  wasmkube-bench density --pods 200 --kinds counter --json";
 
 /// Server memory per idle running wasm pod over 1,000 pods.
 #[derive(clap::Args, Debug)]
@@ -107,7 +108,7 @@ impl KindResult {
 
 impl DensityCommand {
     /// Runs the benchmark and prints the report.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
         let pods = usize::try_from(self.pods).context("--pods is too large")?;
         let kinds: Vec<&str> = self.kinds.iter().map(String::as_str).collect();
         let samples = self.common.samples(&kinds)?;
@@ -117,6 +118,7 @@ impl DensityCommand {
         let mut results = Vec::new();
         for kind in &kinds {
             let mut workload = Workload::start(
+                wasmkube,
                 self.common.data_dir.clone(),
                 &server_args,
                 &samples,

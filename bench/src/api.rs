@@ -1,7 +1,7 @@
-//! `wasmkube bench api` (also plain `wasmkube bench`): measures the apiserver through its real
+//! `wasmkube-bench api` (also plain `wasmkube-bench`): measures the apiserver through its real
 //! HTTPS API with kube-rs and prints the figures (a table, or JSON with `--json`).
 //!
-//! By default it starts its own `wasmkube server` (this same binary) on a free loopback port
+//! By default it starts its own `wasmkube server` on a free loopback port
 //! with a temporary data directory and stops it at the end; `--kubeconfig` targets a running
 //! cluster instead. Two benchmarks:
 //! - durable creates per second at several client concurrencies ([`super::creates`]), with the
@@ -9,7 +9,7 @@
 //!   ([`super::store`]), so the cost of HTTP, TLS, JSON and the apiserver is visible;
 //! - watch event delivery latency with many concurrent watchers ([`super::watch`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
@@ -18,7 +18,7 @@ use super::target::{self, Target};
 use super::watch::{self, WatchPlan};
 use super::{create_namespace, creates, delete_namespace, progress_bar, store};
 
-/// What `wasmkube bench api --help` explains after the options.
+/// What `wasmkube-bench api --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured, all through the real HTTPS API with kube-rs clients (one connection each):
 
@@ -31,8 +31,8 @@ What is measured, all through the real HTTPS API with kube-rs clients (one conne
    Prints p50/p99/max of (arrival - send) over all deliveries, and how many arrived
    (watchers x events when nothing is lost).
 
-Target: by default the bench starts its own `wasmkube server` (this binary) on a free loopback
-port with a temporary data directory, waits for /readyz, and stops it with SIGTERM at the end.
+Target: by default the bench starts its own `wasmkube server` (see --wasmkube) on a free
+loopback port with a temporary data directory, waits for /readyz, and stops it with SIGTERM at the end.
 With --kubeconfig it measures a running cluster instead, in two namespaces named
 wasmkube-bench-*, which it deletes afterwards.
 
@@ -40,15 +40,15 @@ Output: figures on stdout (a table, or JSON with --json); progress bars on stder
 terminal. The exit status is non-zero if a create failed or a watch event was lost.
 
 Examples:
-  wasmkube bench api
-  wasmkube bench api --creates 1000 --clients 1,8 --watchers 10 --json
-  wasmkube bench api --kubeconfig ~/.local/share/wasmkube/kubeconfig.yaml";
+  wasmkube-bench api
+  wasmkube-bench api --creates 1000 --clients 1,8 --watchers 10 --json
+  wasmkube-bench api --kubeconfig ~/.local/share/wasmkube/kubeconfig.yaml";
 
 /// Benchmark the apiserver: durable creates/s and watch event delivery latency.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  wasmkube bench\n  wasmkube bench --creates 1000 --clients 1,8 --watchers 10 --json\n  \
-    wasmkube bench api --kubeconfig ~/.local/share/wasmkube/kubeconfig.yaml\n\nMore: --help",
+    after_help = "Examples:\n  wasmkube-bench\n  wasmkube-bench --creates 1000 --clients 1,8 --watchers 10 --json\n  \
+    wasmkube-bench api --kubeconfig ~/.local/share/wasmkube/kubeconfig.yaml\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 pub(crate) struct ApiCommand {
@@ -91,13 +91,13 @@ pub(crate) struct ApiCommand {
 
 impl ApiCommand {
     /// Runs the benchmarks, prints the report and stops the server it started.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
         target::raise_open_files_limit();
         let target = match &self.kubeconfig {
             Some(path) => Target::from_kubeconfig(path).await?,
             None => {
                 eprintln!("starting wasmkube server ...");
-                Target::start_server(self.data_dir.clone()).await?
+                Target::start_server(wasmkube, self.data_dir.clone()).await?
             }
         };
         let outcome = self.measure(&target).await;
@@ -127,10 +127,7 @@ impl ApiCommand {
             load_average: report::load_average(),
             creates_per_level: creates,
             server_idle_rss_kib: target.server_memory().map(|m| m.rss_kib),
-            binary_bytes: std::env::current_exe()
-                .and_then(std::fs::metadata)
-                .map(|m| m.len())
-                .ok(),
+            binary_bytes: target.server_binary_bytes(),
             ..Report::default()
         };
         let admin = target.new_client()?;

@@ -38,7 +38,7 @@ impl RunHeader {
     pub(crate) fn write(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "wasmkube bench {} {}",
+            "wasmkube-bench {} {}",
             self.benchmark,
             env!("CARGO_PKG_VERSION")
         );

@@ -3,7 +3,7 @@
 //! agent, a namespace to work in and a pod watch on it.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -93,13 +93,14 @@ impl Workload {
     /// Starts `wasmkube server <server_args>`, imports the OCI layouts of `images` (sample
     /// names) into its embedded agent, creates [`NAMESPACE`] and starts watching its pods.
     pub(crate) async fn start(
+        wasmkube: &Path,
         data_dir: Option<PathBuf>,
         server_args: &[String],
         samples: &Samples,
         images: &[&str],
     ) -> anyhow::Result<Self> {
         eprintln!("starting wasmkube server {} ...", server_args.join(" "));
-        let target = Target::start_server_with(data_dir, server_args).await?;
+        let target = Target::start_server_with(wasmkube, data_dir, server_args).await?;
         match Self::prepare(&target, samples, images).await {
             Ok((client, watch)) => Ok(Self {
                 target,
