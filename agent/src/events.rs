@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::mpsc;
+use wasmkube_client::status::{is_forbidden, is_not_found};
 
 /// The event source component, as the kubelet's.
 pub const COMPONENT: &str = "kubelet";
@@ -165,7 +166,7 @@ async fn write_events(client: kube::Client, node: String, mut rx: mpsc::Receiver
                         done = true;
                         break;
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 => break,
+                    Err(e) if is_not_found(&e) => break,
                     Err(e) => {
                         tracing::debug!(error = %e, attempt, "updating an event failed");
                         tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
@@ -212,7 +213,7 @@ async fn write_events(client: kube::Client, node: String, mut rx: mpsc::Receiver
                     seen.insert(key, Seen { name, count: 1 });
                     break;
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
+                Err(e) if is_not_found(&e) || is_forbidden(&e) => {
                     // The namespace is gone (or we may not write there): nothing to do.
                     break;
                 }

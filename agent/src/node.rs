@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use wasmkube_client::status::{is_already_exists, is_not_found};
 
 pub mod info;
 pub mod lease;
@@ -314,7 +315,7 @@ pub async fn register(
             };
             match nodes.create(&PostParams::default(), &node).await {
                 Ok(_) => tracing::info!(node = %settings.name, "registered the node"),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) if is_already_exists(&e) => {}
                 Err(e) => return Err(e),
             }
             None
@@ -379,7 +380,7 @@ pub async fn run_status(
                 last = Some(status);
                 last_post = Instant::now();
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => {
+            Err(e) if is_not_found(&e) => {
                 tracing::warn!(node = %settings.name, "the node object is gone; registering again");
                 if let Ok(s) = register(&client, &settings, &info).await {
                     last = Some(s);

@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::watch;
+use wasmkube_client::status::{is_invalid, is_not_found};
 
 use crate::pod::lifecycle::{
     ContainerRecord, ContainerState, Phase, PodLifecycle, Role, Termination,
@@ -385,7 +386,7 @@ impl StatusWriter {
 /// Whether an error means the pod (with our UID) is gone, so writing is pointless: 404, or
 /// 422 from the patch's `test` of the UID. A 409 is a concurrent write: retry.
 fn pod_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if matches!(s.code, 404 | 422))
+    is_not_found(e) || is_invalid(e)
 }
 
 async fn write_loop(

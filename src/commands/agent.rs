@@ -58,7 +58,7 @@ impl AgentCommand {
             .node
             .node_name
             .clone()
-            .unwrap_or_else(super::cluster::default_node_name);
+            .unwrap_or_else(wasmkube_client::identity::default_node_name);
         let agent = self
             .node
             .agent_config(&data_dir, client, &ca_pem, index_from_name(&name))?;

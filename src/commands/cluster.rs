@@ -76,31 +76,6 @@ impl Shutdown {
     }
 }
 
-/// The host's name, lower-cased, as the default node name.
-pub(crate) fn default_node_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_else(|_| "wasmkube-node".to_string());
-    let name: String = raw
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let name = name.trim_matches(|c| c == '-' || c == '.').to_string();
-    if name.is_empty() {
-        "wasmkube-node".to_string()
-    } else {
-        name
-    }
-}
-
 /// Parses `key=value` labels.
 pub(crate) fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     labels
@@ -207,7 +182,10 @@ impl NodeArgs {
         ca_pem: &str,
         default_index: u8,
     ) -> anyhow::Result<wasmkube_agent::AgentConfig> {
-        let node_name = self.node_name.clone().unwrap_or_else(default_node_name);
+        let node_name = self
+            .node_name
+            .clone()
+            .unwrap_or_else(wasmkube_client::identity::default_node_name);
         let mut config = wasmkube_agent::AgentConfig::new(node_name.clone(), data_dir, client);
         config.node_index = self.node_index.unwrap_or(default_index);
         config.labels = parse_labels(&self.node_labels)?;

@@ -71,16 +71,7 @@ impl MachineInfo {
 
 /// The machine's host name (lowercase), `localhost` if unknown.
 pub fn hostname() -> String {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .trim()
-        .to_ascii_lowercase();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
+    wasmkube_client::identity::hostname()
 }
 
 fn read_trimmed(path: &str) -> String {

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use wasmkube_client::status::{is_already_exists, is_not_found};
 
 /// The namespace of node leases.
 pub const NAMESPACE: &str = "kube-node-lease";
@@ -35,7 +36,7 @@ pub async fn renew(client: &kube::Client, node: &str) -> Result<(), kube::Error>
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => {
+        Err(e) if is_not_found(&e) => {
             let owner = Api::<Node>::all(client.clone())
                 .get_opt(node)
                 .await?
@@ -63,7 +64,7 @@ pub async fn renew(client: &kube::Client, node: &str) -> Result<(), kube::Error>
             };
             match leases.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) if is_already_exists(&e) => Ok(()),
                 Err(e) => Err(e),
             }
         }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use wasmkube_scheduler::leader::{LeaderElectionConfig, LeaderElectionError};
+use wasmkube_client::identity::default_identity;
+use wasmkube_client::{LeaderElectionConfig, LeaderElectionError};
 
 /// The namespace of the controller-manager's Lease.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
@@ -46,7 +47,7 @@ pub struct ControllersConfig {
 
 impl Default for ControllersConfig {
     fn default() -> Self {
-        let identity = wasmkube_scheduler::config::default_identity();
+        let identity = default_identity();
         ControllersConfig {
             leader_election: Some(LeaderElectionConfig::new(
                 DEFAULT_LEASE_NAMESPACE,

@@ -36,14 +36,13 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
-use crate::retry::{
-    Retries, drain, is_conflict, is_not_found, object_key, requeue_failed, run_forever,
-};
+use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
 use hash::REVISION_HASH_LABEL;
 
 /// The Events' component, as kube-controller-manager's DaemonSet controller names itself.

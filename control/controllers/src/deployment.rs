@@ -43,6 +43,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use wasmkube_client::status::is_conflict;
 
 use crate::context::{Context, Recorder, WARNING};
 use crate::pods::controller_of;
@@ -150,7 +151,7 @@ fn error_policy(d: Arc<Deployment>, error: &DeploymentError, state: Arc<State>) 
         Err(_) => 1,
     };
     match error {
-        DeploymentError::Api(kube::Error::Api(e)) if e.code == 409 => {
+        DeploymentError::Api(e) if is_conflict(e) => {
             tracing::debug!(deployment = %key(&d), "sync read stale data; retrying");
         }
         _ => tracing::warn!(deployment = %key(&d), error = %error, "deployment sync failed"),

@@ -37,13 +37,12 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
 use crate::pod_control::PodControl;
-use crate::retry::{
-    Retries, drain, is_conflict, is_not_found, object_key, requeue_failed, run_forever,
-};
+use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
 use plan::JobEvent;
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.

@@ -19,7 +19,7 @@
 //! templates, owner references, readiness), and for the controllers that own pods
 //! (ReplicaSet, Job, DaemonSet): [`informer`] (the pod watch feeding a store and the
 //! [`expectations`]), [`pod_control`] (creating in slow-start batches and deleting, with
-//! Events) and [`retry`] (per-object back-off).
+//! Events) and [`retry`] (the error policy and run loops around the per-object back-off).
 
 pub mod config;
 pub mod context;
@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wasmkube_scheduler::LeaderElector;
+use wasmkube_client::LeaderElector;
 
 pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
 pub use context::Context;

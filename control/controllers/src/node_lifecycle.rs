@@ -36,6 +36,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinSet;
+use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder};
 use eviction::Eviction;
@@ -298,7 +299,7 @@ async fn patch_pod_conditions(ctx: &Context, pod: &Pod, conditions: Vec<PodCondi
         .await
     {
         Ok(_) => true,
-        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(e) if is_not_found(&e) => true,
         Err(e) => {
             tracing::debug!(pod = %name, error = %e, "node lifecycle: updating pod conditions failed");
             false
@@ -407,7 +408,7 @@ async fn evict(ctx: &Context, recorder: &Recorder, pod: &Pod) -> bool {
     };
     match api.delete(name, &params).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) if is_not_found(&e) || is_conflict(&e) => {}
         Err(e) => {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "taint eviction: deleting the pod failed; retrying");
             return false;

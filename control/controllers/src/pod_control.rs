@@ -19,10 +19,10 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Resource};
+use wasmkube_client::status::{api_message, is_conflict, is_namespace_terminating, is_not_found};
 
 use crate::context::{NORMAL, Recorder, WARNING};
 use crate::expectations::Expectations;
-use crate::retry::{is_conflict, is_not_found};
 
 /// The first slow-start batch (Kubernetes' `SlowStartInitialBatchSize`).
 pub(crate) const SLOW_START_INITIAL_BATCH: usize = 1;
@@ -254,21 +254,6 @@ where
     (done, None)
 }
 
-/// The apiserver's message for an API error (what Kubernetes puts in Events and
-/// conditions), or the client's error.
-pub(crate) fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether a create failed because the namespace is being deleted.
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s)
-        if s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,27 +301,5 @@ mod tests {
         assert_eq!(ok.len(), 6);
         assert_eq!(err.as_deref(), Some("call 3 failed"));
         assert_eq!(calls.load(Ordering::SeqCst), 7);
-    }
-
-    #[test]
-    fn events_carry_the_apiserver_message_and_namespace_deletion_is_recognised() {
-        let status = |reason: &str| {
-            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
-                "status": "Failure",
-                "message": "pods \"x\" is forbidden: namespace ns is being terminated",
-                "reason": "Forbidden",
-                "code": 403,
-                "details": {"causes": [{"reason": reason}]},
-            }))
-            .expect("a Status");
-            kube::Error::Api(Box::new(status))
-        };
-        let terminating = status("NamespaceTerminating");
-        assert!(is_namespace_terminating(&terminating));
-        assert!(!is_namespace_terminating(&status("FieldValueInvalid")));
-        assert_eq!(
-            api_message(&terminating),
-            "pods \"x\" is forbidden: namespace ns is being terminated"
-        );
     }
 }

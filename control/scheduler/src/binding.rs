@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use wasmkube_client::status::{api_message, is_conflict, is_not_found};
 
 use crate::snapshot::PodInfo;
 
@@ -44,8 +45,8 @@ pub(crate) async fn bind(client: kube::Client, pod: &PodInfo, node: &str) -> Bin
         .await;
     match result {
         Ok(_) => BindOutcome::Bound,
-        Err(kube::Error::Api(s)) if s.is_conflict() => BindOutcome::Conflict(s.message),
-        Err(kube::Error::Api(s)) if s.is_not_found() => BindOutcome::Gone,
+        Err(e) if is_conflict(&e) => BindOutcome::Conflict(api_message(&e)),
+        Err(e) if is_not_found(&e) => BindOutcome::Gone,
         Err(e) => BindOutcome::Failed(e.to_string()),
     }
 }
@@ -122,7 +123,7 @@ pub(crate) async fn set_unschedulable(
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }

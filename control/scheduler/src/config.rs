@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::leader::{LeaderElectionConfig, LeaderElectionError};
+use wasmkube_client::identity::default_identity;
+use wasmkube_client::{LeaderElectionConfig, LeaderElectionError};
+
 use crate::metrics::Metrics;
 
 /// The scheduler name pods get when they name none.
@@ -97,21 +99,6 @@ pub enum SchedulerError {
     LeaderElection(#[from] LeaderElectionError),
 }
 
-/// `<hostname>_<uuid>`, as kube-scheduler names its Lease holders.
-pub fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "wasmkube".to_string());
-    format!("{host}_{}", uuid::Uuid::new_v4())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,10 +121,5 @@ mod tests {
             ..SchedulerConfig::default()
         };
         assert!(matches!(c.validate(), Err(SchedulerError::Config(_))));
-    }
-
-    #[test]
-    fn identities_differ_per_call() {
-        assert_ne!(default_identity(), default_identity());
     }
 }

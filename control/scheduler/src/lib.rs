@@ -4,7 +4,8 @@
 //! `schedulerName` picks a node with the plugins of [`plugins::default_framework`], then binds
 //! the pod through `pods/binding`. Pods that fit nowhere get `PodScheduled=False` with
 //! kube-scheduler's message and a `FailedScheduling` event, and are retried when the cluster
-//! changes. With several replicas, a Lease ([`leader`]) makes exactly one of them schedule.
+//! changes. With several replicas, a Lease (`wasmkube_client::leader`) makes exactly one of
+//! them schedule.
 //!
 //! Modules:
 //! - [`snapshot`]: the cluster as the scheduler sees it (nodes, pods per node, assumed pods).
@@ -14,7 +15,6 @@
 //! - [`resources`]: pod requests and node allocatable as integers.
 //! - [`labels`]: node labels numbered so selectors match with integer comparisons.
 //! - [`queue`]: the active / backoff / unschedulable queues.
-//! - [`leader`]: Lease-based leader election, reusable by other components.
 //! - [`events`], `binding`: what the scheduler writes back.
 
 mod binding;
@@ -22,7 +22,6 @@ pub mod config;
 pub mod events;
 pub mod framework;
 pub mod labels;
-pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod queue;
@@ -36,9 +35,9 @@ mod testing;
 use std::future::Future;
 
 use tokio::sync::watch;
+use wasmkube_client::LeaderElector;
 
 pub use config::{SchedulerConfig, SchedulerError};
-pub use leader::{LeaderElectionConfig, LeaderElectionError, LeaderElector};
 pub use metrics::{Metrics, MetricsSnapshot};
 
 /// Runs the scheduler until `shutdown` resolves, then releases its Lease (if it led).

@@ -19,7 +19,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tokio::sync::oneshot;
-use wasmkube_scheduler::{LeaderElectionConfig, Metrics, SchedulerConfig};
+use wasmkube_client::LeaderElectionConfig;
+use wasmkube_scheduler::{Metrics, SchedulerConfig};
 
 /// Generous bound so a broken scheduler fails the test instead of hanging it.
 const DEADLINE: Duration = Duration::from_secs(60);

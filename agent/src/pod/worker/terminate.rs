@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
+use wasmkube_client::status::{is_conflict, is_not_found};
 
 use super::{DEFAULT_GRACE, Done, FINAL_STATUS_WAIT, Worker};
 use crate::events::EventType;
@@ -149,7 +150,7 @@ impl Worker {
         loop {
             match pods.delete(&self.name, &params).await {
                 Ok(_) => break,
-                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => break,
+                Err(e) if is_not_found(&e) || is_conflict(&e) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "confirming the pod deletion failed; retrying");
                     tokio::select! {

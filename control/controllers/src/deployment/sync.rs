@@ -17,6 +17,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use wasmkube_api::LabelSelector;
+use wasmkube_client::status::{
+    is_already_exists, is_conflict, is_namespace_terminating, is_not_found,
+};
 
 use super::hash::{POD_TEMPLATE_HASH, compute_hash, equal_ignore_hash, find_new};
 use super::history::{
@@ -236,7 +239,7 @@ impl<'a> Sync<'a> {
             .await
         {
             Ok(created) => (created, false),
-            Err(kube::Error::Api(e)) if e.code == 409 => {
+            Err(e) if is_already_exists(&e) => {
                 let existing = self.replica_sets().get(&name).await?;
                 let ours = self
                     .d
@@ -258,9 +261,7 @@ impl<'a> Sync<'a> {
                     return Err(DeploymentError::HashCollision { name });
                 }
             }
-            Err(kube::Error::Api(e)) if is_namespace_terminating(&e) => {
-                return Err(kube::Error::Api(e).into());
-            }
+            Err(e) if is_namespace_terminating(&e) => return Err(e.into()),
             Err(e) => {
                 let message = format!("Failed to create new replica set \"{name}\": {e}");
                 if progress_deadline(&self.d).is_some() {
@@ -386,7 +387,7 @@ impl<'a> Sync<'a> {
                 .await
             {
                 Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
             if let Some(i) = self.index_of(&name) {
@@ -480,10 +481,6 @@ impl<'a> Sync<'a> {
     }
 }
 
-fn is_namespace_terminating(e: &kube::core::Status) -> bool {
-    e.message.contains("is being terminated")
-}
-
 /// The ReplicaSets of namespace `rss` that `d` controls after claiming: orphans matching
 /// its selector are adopted (unless it is being deleted), and ReplicaSets it controls that
 /// no longer match are released (Kubernetes' `ClaimReplicaSets`).
@@ -527,7 +524,7 @@ pub(super) async fn claim_replica_sets(
                         .await
                     {
                         Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                        Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -552,7 +549,7 @@ pub(super) async fn claim_replica_sets(
                     .await
                 {
                     Ok(adopted) => claimed.push(adopted),
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -13,6 +13,7 @@ use kube::api::{
     DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use serde_json::{Value, json};
+use wasmkube_client::status::{is_conflict, is_not_found};
 
 use super::decide::{Decision, OwnerState, Policy, decide};
 use super::graph::{FOREGROUND_FINALIZER, Graph, Identity, ORPHAN_FINALIZER, Uid, Work};
@@ -339,8 +340,8 @@ impl Collector {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if status_code(&e) == Some(409) => continue,
-                Err(e) if status_code(&e) == Some(404) => return Ok(()),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -368,16 +369,8 @@ impl Collector {
         match api.delete(&identity.name, &params).await {
             Ok(_) => Ok(()),
             // Gone already, or another object took the name.
-            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// The HTTP status of an API error.
-fn status_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
     }
 }

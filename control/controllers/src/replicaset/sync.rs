@@ -11,13 +11,14 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use wasmkube_api::selector::LabelSelector;
+use wasmkube_client::status::{api_message, is_conflict, is_invalid, is_not_found};
 
 use super::claim::{self, claim_pods};
 use super::manage::{self, BURST_REPLICAS, Plan};
 use super::ranking::pods_to_delete;
 use super::status::{self, ManageFailure};
 use super::{Error, ReplicaSetController};
-use crate::pod_control::{PodToDelete, api_message};
+use crate::pod_control::PodToDelete;
 use crate::pods::{
     controller_of, controller_ref, generate_name_prefix, is_active, pod_from_template,
 };
@@ -85,7 +86,7 @@ impl ReplicaSetController {
             {
                 Ok(_) => {}
                 // Deleted meanwhile: nothing left to report.
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(source) => {
                     return Err(Error::Api {
                         context: format!("updating the status of ReplicaSet {namespace}/{name}"),
@@ -200,7 +201,7 @@ impl ReplicaSetController {
                     }
                 }
                 // Gone or changed meanwhile: the watch brings another sync.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {}
+                Err(e) if is_not_found(&e) || is_conflict(&e) || is_invalid(&e) => {}
                 Err(source) => {
                     return Err(Error::Api {
                         context: format!("adopting pod {namespace}/{pod_name}"),
@@ -233,7 +234,7 @@ impl ReplicaSetController {
                     pod = %pod_name,
                     "released pod"
                 ),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
+                Err(e) if is_not_found(&e) || is_invalid(&e) => {}
                 Err(source) => {
                     return Err(Error::Api {
                         context: format!("releasing pod {namespace}/{pod_name}"),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use wasmkube_scheduler::{LeaderElectionConfig, LeaderElector};
+use wasmkube_client::{LeaderElectionConfig, LeaderElector};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 

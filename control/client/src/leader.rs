@@ -26,12 +26,14 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::status::{is_already_exists, is_conflict, is_not_found};
+
 /// Where the Lease is and how it is kept.
 #[derive(Clone, Debug)]
 pub struct LeaderElectionConfig {
     /// Namespace of the Lease (`kube-system`).
     pub namespace: String,
-    /// Name of the Lease (`wasmkube-scheduler`).
+    /// Name of the Lease (`wasmkube-scheduler`, `wasmkube-controller-manager`).
     pub name: String,
     /// This candidate's `holderIdentity`; unique per process.
     pub identity: String,
@@ -192,7 +194,7 @@ impl LeaderElector {
                     self.observe(&created);
                     Ok(true)
                 }
-                Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => Ok(false),
+                Err(e) if is_already_exists(&e) || is_conflict(&e) => Ok(false),
                 Err(e) => Err(api(e)),
             };
         };
@@ -227,7 +229,7 @@ impl LeaderElector {
                 self.observe(&updated);
                 Ok(true)
             }
-            Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
+            Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(api(e)),
         }
     }
@@ -258,7 +260,7 @@ impl LeaderElector {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => Ok(()),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(()),
             Err(e) => Err(api(e)),
         }
     }
