@@ -51,6 +51,12 @@ pub(crate) struct ServerCommand {
     /// added to every pod that does not already tolerate that taint.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     default_unreachable_toleration_seconds: i64,
+    /// Authorizers every request is put to, in order, as kube-apiserver's flag: RBAC,
+    /// AlwaysAllow or AlwaysDeny (comma-separated). The system:masters group is always
+    /// allowed.
+    #[arg(long, default_value = "RBAC", value_name = "MODE[,MODE]", value_delimiter = ',',
+          value_parser = parse_authorization_mode)]
+    authorization_mode: Vec<wasmkube_apiserver::authz::AuthorizationMode>,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -68,6 +74,15 @@ pub(crate) struct ServerCommand {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// Parses one value of `--authorization-mode`.
+fn parse_authorization_mode(
+    value: &str,
+) -> Result<wasmkube_apiserver::authz::AuthorizationMode, String> {
+    value
+        .parse()
+        .map_err(|e: wasmkube_apiserver::authz::ModeError| e.to_string())
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -106,6 +121,7 @@ impl ServerCommand {
                 not_ready: self.default_not_ready_toleration_seconds,
                 unreachable: self.default_unreachable_toleration_seconds,
             },
+            authorization_modes: self.authorization_mode.clone(),
         };
         let running = wasmkube_apiserver::start(config, shutdown.wait())
             .await

@@ -34,6 +34,7 @@ async fn apiserver() -> ApiServer {
             history_max_events: 10_000,
             history_max_age: Duration::from_secs(60),
             default_toleration_seconds: Default::default(),
+            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
         },
         async move {
             let _ = stopped.await;

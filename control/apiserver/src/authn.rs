@@ -7,9 +7,9 @@
 //! A request with neither is answered 401, except for the public health and version
 //! endpoints that Kubernetes' `system:public-info-viewer` role opens to everyone.
 //!
-//! Authorization is a separate step behind the [`Authorizer`] trait; today's
-//! [`AllowAuthenticated`] lets every authenticated identity do anything, and RBAC can
-//! replace it without touching authentication.
+//! The same middleware then applies impersonation (`crate::impersonation`) and asks the
+//! authorizer chain (`crate::authz`) about the request: authentication, impersonation and
+//! authorization run in kube-apiserver's order before any handler.
 
 use std::sync::{Arc, RwLock};
 
@@ -17,9 +17,10 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{Method, header};
+use http::header;
 use thiserror::Error;
 
+use crate::authz::{Attributes, Authorizer, Decision, forbidden, resolve_request};
 use crate::error::ApiError;
 
 /// The group every authenticated identity belongs to.
@@ -306,53 +307,8 @@ fn quote_column(column: &str) -> String {
     }
 }
 
-/// What an [`Authorizer`] is asked about.
-#[derive(Clone, Debug)]
-pub struct RequestAttributes<'a> {
-    /// The authenticated (or anonymous) identity.
-    pub identity: &'a Identity,
-    /// The HTTP method.
-    pub method: &'a Method,
-    /// The request path.
-    pub path: &'a str,
-}
-
-/// An authorizer's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Go on to the handler.
-    Allow,
-    /// Answer 403 Forbidden with this message.
-    Deny(String),
-}
-
-/// The authorization seam: decides whether an identified request may proceed.
-pub trait Authorizer: Send + Sync + 'static {
-    /// Decides on one request.
-    fn authorize(&self, attributes: &RequestAttributes<'_>) -> Decision;
-}
-
-/// Allows every authenticated identity everything, and anonymous requests only the
-/// public paths (the authenticator already refuses them elsewhere).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AllowAuthenticated;
-
-impl Authorizer for AllowAuthenticated {
-    fn authorize(&self, attributes: &RequestAttributes<'_>) -> Decision {
-        if !attributes.identity.is_anonymous() || is_public_path(attributes.path) {
-            Decision::Allow
-        } else {
-            Decision::Deny(format!(
-                "User \"{}\" cannot {} path \"{}\"",
-                attributes.identity.user,
-                attributes.method.as_str().to_ascii_lowercase(),
-                attributes.path
-            ))
-        }
-    }
-}
-
-/// The state of the [`authenticate`] middleware.
+/// The state of the [`authenticate`] middleware: the token authenticator and the
+/// authorizer chain (for impersonation and for the request itself).
 #[derive(Clone)]
 pub struct Authn {
     tokens: Arc<TokenAuthenticator>,
@@ -366,18 +322,9 @@ impl std::fmt::Debug for Authn {
 }
 
 impl Authn {
-    /// Bearer tokens from `tokens`, authorization by [`AllowAuthenticated`].
-    pub fn new(tokens: Arc<TokenAuthenticator>) -> Self {
-        Authn {
-            tokens,
-            authorizer: Arc::new(AllowAuthenticated),
-        }
-    }
-
-    /// Replaces the authorizer.
-    pub fn with_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
-        self.authorizer = authorizer;
-        self
+    /// Bearer tokens from `tokens`, requests authorized by `authorizer`.
+    pub fn new(tokens: Arc<TokenAuthenticator>, authorizer: Arc<dyn Authorizer>) -> Self {
+        Authn { tokens, authorizer }
     }
 }
 
@@ -399,13 +346,21 @@ pub fn is_public_path(path: &str) -> bool {
     PUBLIC_PATHS.contains(&path)
 }
 
-/// Axum middleware: establishes the request's [`Identity`] and asks the authorizer.
+/// Paths served before authorization: the CA bundle a joining agent fetches (and checks
+/// against its join token's hash) before it has any way to authenticate.
+const UNAUTHORIZED_PATHS: &[&str] = &["/cacerts"];
+
+/// Axum middleware: establishes the request's [`Identity`], applies impersonation and asks
+/// the authorizer.
 ///
 /// Order: an `Identity` extension from the TLS client certificate, else an
 /// `Authorization: Bearer` token; a wrong token is 401 everywhere, no credentials is 401
-/// except on the public paths (which then see [`Identity::anonymous`]). Authenticated
-/// identities get the `system:authenticated` group. The `Authorization` header is removed
-/// before the handler runs.
+/// except on the public paths (which then see [`Identity::anonymous`], authorized by the
+/// `system:public-info-viewer` binding). Authenticated identities get the
+/// `system:authenticated` group. Then `Impersonate-*` headers, then the request's
+/// [`crate::authz::RequestInfo`] is authorized: a refusal is 403. The `Authorization`
+/// header is removed before the handler runs, which finds the [`Identity`] and the
+/// `RequestInfo` in the request's extensions.
 pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Next) -> Response {
     let identity = match req.extensions().get::<Identity>().cloned() {
         Some(identity) => with_authenticated_group(identity),
@@ -419,17 +374,32 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
             None => return unauthorized(&req, "no credentials"),
         },
     };
-    let attributes = RequestAttributes {
-        identity: &identity,
-        method: req.method(),
-        path: req.uri().path(),
+    let identity = match crate::impersonation::impersonate(
+        authn.authorizer.as_ref(),
+        identity,
+        req.headers_mut(),
+    ) {
+        Ok(identity) => identity,
+        Err(e) => return e.into_response(),
     };
-    if let Decision::Deny(message) = authn.authorizer.authorize(&attributes) {
-        tracing::debug!(user = %identity.user, path = %req.uri().path(), "forbidden");
-        return ApiError::forbidden(message).into_response();
+    let info = resolve_request(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    );
+    if !UNAUTHORIZED_PATHS.contains(&info.path.as_str()) {
+        let decision = authn.authorizer.authorize(&Attributes {
+            user: &identity,
+            request: &info,
+        });
+        if !matches!(decision, Decision::Allow(_)) {
+            tracing::debug!(user = %identity.user, verb = %info.verb, path = %info.path, "forbidden");
+            return forbidden(&identity, &info, decision.reason()).into_response();
+        }
     }
     req.headers_mut().remove(header::AUTHORIZATION);
     req.extensions_mut().insert(identity);
+    req.extensions_mut().insert(info);
     next.run(req).await
 }
 
@@ -483,7 +453,10 @@ mod tests {
                 "/healthz",
                 get(|Extension(id): Extension<Identity>| async move { Json(id.user) }),
             );
-        require_authentication(router, Authn::new(tokens()))
+        require_authentication(
+            router,
+            Authn::new(tokens(), Arc::new(crate::authz::AlwaysAllow)),
+        )
     }
 
     async fn call(req: http::Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -634,22 +607,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_denying_authorizer_answers_403() {
-        struct DenyAll;
-        impl Authorizer for DenyAll {
-            fn authorize(&self, _: &RequestAttributes<'_>) -> Decision {
-                Decision::Deny("no".into())
-            }
-        }
+    async fn a_denying_authorizer_answers_403_in_kubernetes_words() {
         let router = Router::new().route("/x", get(|| async { "x" }));
         let app = require_authentication(
             router,
-            Authn::new(tokens()).with_authorizer(Arc::new(DenyAll)),
+            Authn::new(tokens(), Arc::new(crate::authz::AlwaysDeny)),
         );
         let response = app
-            .oneshot(get_req("/x", Some("Bearer secret-admin")))
+            .oneshot(get_req("/x", Some("Bearer node-token")))
             .await
             .expect("infallible");
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            body["message"],
+            "forbidden: User \"system:node:a\" cannot get path \"/x\""
+        );
+    }
+
+    #[tokio::test]
+    async fn system_masters_needs_no_rule_but_others_do() {
+        let router = Router::new().route("/x", get(|| async { "x" }));
+        let chain = crate::authz::build_chain(
+            &[crate::authz::AuthorizationMode::AlwaysDeny],
+            Arc::new(crate::authz::AlwaysDeny),
+        );
+        let app = require_authentication(router, Authn::new(tokens(), Arc::new(chain)));
+        let admin = app
+            .clone()
+            .oneshot(get_req("/x", Some("Bearer secret-admin")))
+            .await
+            .expect("infallible");
+        assert_eq!(admin.status(), StatusCode::OK);
+        let node = app
+            .oneshot(get_req("/x", Some("Bearer node-token")))
+            .await
+            .expect("infallible");
+        assert_eq!(node.status(), StatusCode::FORBIDDEN);
     }
 }

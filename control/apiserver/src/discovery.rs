@@ -151,7 +151,11 @@ pub(crate) fn api_resources(registry: &Registry, group: &str, version: &str) -> 
             namespaced: rt.namespaced,
             group_version: None,
             kind: rt.kind,
-            verbs: RESOURCE_VERBS.to_vec(),
+            verbs: if rt.create_only {
+                vec!["create"]
+            } else {
+                RESOURCE_VERBS.to_vec()
+            },
             short_names: rt.short_names,
             categories: rt.categories,
         });
@@ -303,7 +307,14 @@ mod tests {
         let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["apps", "batch", "coordination.k8s.io", "node.k8s.io"]
+            [
+                "apps",
+                "authorization.k8s.io",
+                "batch",
+                "rbac.authorization.k8s.io",
+                "coordination.k8s.io",
+                "node.k8s.io"
+            ]
         );
         assert_eq!(
             groups[0]["preferredVersion"],

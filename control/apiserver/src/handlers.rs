@@ -20,6 +20,7 @@ use crate::state::AppState;
 pub mod delete;
 pub mod eviction;
 pub mod read;
+pub mod review;
 pub mod subresource;
 pub mod write;
 
@@ -33,6 +34,9 @@ pub struct Request<'a> {
     pub output: Output,
     /// Which object a Table row carries (`includeObject`).
     pub include: crate::table::IncludeObject,
+    /// The (possibly impersonated) user making the request; `None` only for requests the
+    /// server makes to itself.
+    pub user: Option<crate::authn::Identity>,
 }
 
 impl Request<'_> {
@@ -55,6 +59,7 @@ pub async fn dispatch(
     query: Query,
     headers: HeaderMap,
     body: Bytes,
+    user: Option<crate::authn::Identity>,
 ) -> ApiResult<Response> {
     let output = crate::request::negotiate(&headers)?;
     let Target {
@@ -79,7 +84,17 @@ pub async fn dispatch(
         headers,
         output,
         include,
+        user,
     };
+    if rt.create_only {
+        return match (method, name, subresource) {
+            (Method::POST, None, None) => review::create(&req, body).await,
+            (m, _, _) => Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on {}: it only supports create (POST)",
+                rt.plural
+            ))),
+        };
+    }
     let verb_not_allowed = |what: &str| {
         ApiError::method_not_allowed(format!(
             "{what} is not supported on {}",

@@ -1,16 +1,19 @@
 //! The wasmkube apiserver: the Kubernetes REST API over a revisioned [`Store`].
 //!
-//! Request flow: TLS (`serve`) -> authentication (`authn`) -> axum router (`routes`)
+//! Request flow: TLS (`serve`) -> authentication (`authn`), impersonation
+//! (`impersonation`) and authorization (`authz`, `rbac`) -> axum router (`routes`)
 //! -> generic handlers (`handlers`) keyed by the [`registry::Registry`] -> object storage
 //! (`storage`) -> the store. Watches stream from the store's watch (`watch`).
 //! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
 //! from the same registry.
 
 pub mod authn;
+pub mod authz;
 pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod handlers;
+pub mod impersonation;
 pub mod join;
 pub mod namespace;
 pub mod node_proxy;
@@ -18,6 +21,7 @@ pub mod object;
 pub mod openapi;
 pub mod pki;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod request;
 pub mod routes;

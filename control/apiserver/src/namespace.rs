@@ -81,7 +81,12 @@ async fn finalize_once(
 ) -> Result<bool, wasmkube_store::StoreError> {
     let store = state.store();
     let mut remaining = 0usize;
-    for rt in state.registry().all().iter().filter(|t| t.namespaced) {
+    for rt in state
+        .registry()
+        .all()
+        .iter()
+        .filter(|t| t.namespaced && !t.create_only)
+    {
         let prefix = format!("{}{namespace}/", rt.key_prefix());
         let items = store
             .list(ListOptions {

@@ -150,6 +150,28 @@ mod tests {
     }
 
     #[test]
+    fn access_reviews_are_post_only_and_have_no_list_schema() {
+        let api = openapi();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&api.document("apis/authorization.k8s.io/v1").unwrap().json)
+                .unwrap();
+        let path = &doc["paths"]["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"];
+        assert_eq!(
+            path["post"]["operationId"],
+            "createAuthorizationV1SelfSubjectAccessReview"
+        );
+        assert!(path.get("get").is_none());
+        assert!(
+            doc["paths"]
+                .get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews/{name}")
+                .is_none()
+        );
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        assert!(schemas.contains_key("io.k8s.api.authorization.v1.SelfSubjectAccessReview"));
+        assert!(!schemas.contains_key("io.k8s.api.authorization.v1.SelfSubjectAccessReviewList"));
+    }
+
+    #[test]
     fn index_lists_every_group_version_with_its_hash() {
         let api = openapi();
         let paths = api.index()["paths"].as_object().unwrap();
@@ -159,9 +181,11 @@ mod tests {
             [
                 "api/v1",
                 "apis/apps/v1",
+                "apis/authorization.k8s.io/v1",
                 "apis/batch/v1",
                 "apis/coordination.k8s.io/v1",
-                "apis/node.k8s.io/v1"
+                "apis/node.k8s.io/v1",
+                "apis/rbac.authorization.k8s.io/v1"
             ]
         );
         let doc = api.document("apis/apps/v1").unwrap();

@@ -81,6 +81,9 @@ pub struct ResourceType {
     pub has_spec: bool,
     pub default: DefaultFn,
     pub validate: ValidateFn,
+    /// Kinds that are only created, never stored (the access reviews): discovery lists
+    /// only `create`, and a POST is answered by the kind's handler.
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -212,6 +215,41 @@ fn rt(
         has_spec,
         default: validation::default_nothing,
         validate: validation::validate_nothing,
+        create_only: false,
+    }
+}
+
+/// An RBAC kind: any path-segment name, as Kubernetes' `ValidateRBACName`.
+fn rbac(kind: &'static str, plural: &'static str, namespaced: bool) -> ResourceType {
+    ResourceType {
+        name_rule: NameRule::PathSegment,
+        ..rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            kind,
+            plural,
+            &[],
+            namespaced,
+            &[],
+            false,
+        )
+    }
+}
+
+/// An authorization.k8s.io access review: created, evaluated, answered, never stored.
+fn review(kind: &'static str, plural: &'static str, namespaced: bool) -> ResourceType {
+    ResourceType {
+        create_only: true,
+        ..rt(
+            "authorization.k8s.io",
+            "v1",
+            kind,
+            plural,
+            &[],
+            namespaced,
+            &[],
+            false,
+        )
     }
 }
 
@@ -378,12 +416,38 @@ fn builtin() -> Vec<ResourceType> {
             &[],
             false,
         ),
+        review(
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+        ),
+        review("SelfSubjectAccessReview", "selfsubjectaccessreviews", false),
+        review("SelfSubjectRulesReview", "selfsubjectrulesreviews", false),
+        review("SubjectAccessReview", "subjectaccessreviews", false),
         ResourceType {
             categories: ALL,
             field_selectors: &["status.successful"],
             validate: validation::validate_job,
             default: validation::default_job,
             ..rt("batch", "v1", "Job", "jobs", &[], true, &[Status], true)
+        },
+        ResourceType {
+            validate: validation::validate_cluster_role,
+            ..rbac("ClusterRole", "clusterroles", false)
+        },
+        ResourceType {
+            validate: validation::validate_cluster_role_binding,
+            default: validation::default_role_binding,
+            ..rbac("ClusterRoleBinding", "clusterrolebindings", false)
+        },
+        ResourceType {
+            validate: validation::validate_role,
+            ..rbac("Role", "roles", true)
+        },
+        ResourceType {
+            validate: validation::validate_role_binding,
+            default: validation::default_role_binding,
+            ..rbac("RoleBinding", "rolebindings", true)
         },
         rt(
             "coordination.k8s.io",

@@ -155,7 +155,17 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
     };
     let body = read_body(body, &parts.headers).await?;
     let query = Query::parse(parts.uri.query());
-    handlers::dispatch(&state, parts.method, target, query, parts.headers, body).await
+    let user = parts.extensions.get::<crate::authn::Identity>().cloned();
+    handlers::dispatch(
+        &state,
+        parts.method,
+        target,
+        query,
+        parts.headers,
+        body,
+        user,
+    )
+    .await
 }
 
 /// The address the client reached us at, for `serverAddressByClientCIDRs`.

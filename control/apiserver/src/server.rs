@@ -25,6 +25,9 @@ pub struct Config {
     /// The `tolerationSeconds` of the not-ready/unreachable tolerations pods get by
     /// default (the DefaultTolerationSeconds admission plugin; 300 s each).
     pub default_toleration_seconds: crate::validation::DefaultTolerationSeconds,
+    /// The authorizers every request is put to, in order (`--authorization-mode`; the
+    /// `system:masters` group is always allowed first).
+    pub authorization_modes: Vec<crate::authz::AuthorizationMode>,
 }
 
 /// Errors that stop the apiserver from starting.
@@ -69,6 +72,31 @@ pub struct Running {
     pub ca_pem: String,
     /// Finishes when the server has stopped.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Reconciles the default RBAC policy, loads the RBAC cache, aggregates the aggregated
+/// ClusterRoles once (so `admin`, `edit` and `view` are complete before the first request)
+/// and keeps them aggregated; returns the authorizer chain of `modes`.
+async fn start_authorization(
+    state: &AppState,
+    modes: &[crate::authz::AuthorizationMode],
+) -> Result<Arc<dyn crate::authz::Authorizer>, wasmkube_store::StoreError> {
+    crate::rbac::bootstrap(state).await?;
+    let cache = crate::rbac::PolicyCache::start(Arc::clone(state.store())).await?;
+    let rbac: Arc<dyn crate::authz::Authorizer> =
+        Arc::new(crate::rbac::RbacAuthorizer::new(Arc::clone(&cache)));
+    let chain: Arc<dyn crate::authz::Authorizer> = Arc::new(crate::authz::build_chain(modes, rbac));
+    let _ = state.inner.authz.set(crate::authz::Authz {
+        authorizer: Arc::clone(&chain),
+        rbac: Arc::clone(&cache),
+    });
+    crate::rbac::converge(state, &cache).await?;
+    crate::rbac::spawn_aggregation_controller(state.clone(), cache);
+    tracing::info!(
+        modes = ?modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "authorization ready"
+    );
+    Ok(chain)
 }
 
 /// Opens the store, prepares TLS and identity, bootstraps and starts serving.
@@ -135,9 +163,12 @@ pub async fn start(
     crate::namespace::bootstrap(&state, addr)
         .await
         .map_err(StartError::Store)?;
+    let authorizer = start_authorization(&state, &config.authorization_modes)
+        .await
+        .map_err(StartError::Store)?;
     state.set_ready();
 
-    let authn = crate::authn::Authn::new(pki.token_authenticator());
+    let authn = crate::authn::Authn::new(pki.token_authenticator(), authorizer);
     let app = crate::authn::require_authentication(crate::routes::router(state.clone()), authn)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let tls = pki.server_config();

@@ -30,6 +30,8 @@ pub struct Inner {
     pub node_client: std::sync::OnceLock<crate::node_proxy::NodeClient>,
     /// The cluster CA certificate (PEM), served at `/cacerts`.
     pub ca_pem: std::sync::OnceLock<String>,
+    /// The authorizer chain and the RBAC cache, once the server has loaded them.
+    pub authz: std::sync::OnceLock<crate::authz::Authz>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
                 garbage_collector: AtomicBool::new(true),
                 node_client: std::sync::OnceLock::new(),
                 ca_pem: std::sync::OnceLock::new(),
+                authz: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -64,6 +67,15 @@ impl AppState {
 
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
+    }
+
+    /// The authorizer chain and the RBAC cache (a 500 before the server set them up:
+    /// requests are only served after that).
+    pub fn authz(&self) -> crate::error::ApiResult<&crate::authz::Authz> {
+        self.inner
+            .authz
+            .get()
+            .ok_or_else(|| crate::error::ApiError::internal("authorization is not configured"))
     }
 
     /// Whether deletions add the garbage collector's finalizers (see

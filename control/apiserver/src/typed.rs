@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    node::v1 as node,
+    apps::v1 as apps, authorization::v1 as authorization, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, node::v1 as node, rbac::v1 as rbac,
 };
 
 /// Round-trips `obj` through the k8s-openapi type of `group`/`kind`.
@@ -35,6 +35,24 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("batch", "Job") => roundtrip::<batch::Job>(obj),
         ("coordination.k8s.io", "Lease") => roundtrip::<coordination::Lease>(obj),
         ("node.k8s.io", "RuntimeClass") => roundtrip::<node::RuntimeClass>(obj),
+        ("rbac.authorization.k8s.io", "Role") => roundtrip::<rbac::Role>(obj),
+        ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<rbac::ClusterRole>(obj),
+        ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<rbac::RoleBinding>(obj),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            roundtrip::<rbac::ClusterRoleBinding>(obj)
+        }
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            roundtrip::<authorization::SelfSubjectAccessReview>(obj)
+        }
+        ("authorization.k8s.io", "SubjectAccessReview") => {
+            roundtrip::<authorization::SubjectAccessReview>(obj)
+        }
+        ("authorization.k8s.io", "LocalSubjectAccessReview") => {
+            roundtrip::<authorization::LocalSubjectAccessReview>(obj)
+        }
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            roundtrip::<authorization::SelfSubjectRulesReview>(obj)
+        }
         ("autoscaling", "Scale") => roundtrip::<k8s_openapi::api::autoscaling::v1::Scale>(obj),
         _ => return Ok(Vec::new()),
     }?;

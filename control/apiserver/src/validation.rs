@@ -11,7 +11,8 @@
 //! Submodules, by concept: [`metadata`] (object metadata, labels, selectors), `pod` (pod
 //! specs and pod updates), `container` (containers, ports, env, resources, probes),
 //! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `data`
-//! (ConfigMap, Secret) and `kinds` (Namespace, Node, Event, RuntimeClass).
+//! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass) and `rbac` (roles
+//! and bindings).
 //! Field errors are built with `wasmkube_api::field` and turned into [`Cause`]s here.
 
 mod container;
@@ -21,6 +22,7 @@ mod kinds;
 mod metadata;
 mod pod;
 mod pod_defaults;
+mod rbac;
 mod service;
 mod workload;
 
@@ -39,6 +41,10 @@ pub use pod::validate_pod;
 pub use pod_defaults::{
     DefaultTolerationSeconds, default_pod, default_toleration_seconds, pod_qos_class,
     set_default_toleration_seconds,
+};
+pub use rbac::{
+    default_role_binding, validate_cluster_role, validate_cluster_role_binding, validate_role,
+    validate_role_binding,
 };
 pub use service::{default_service, validate_service};
 pub use workload::{

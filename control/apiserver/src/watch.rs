@@ -98,6 +98,7 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
             headers: req.headers.clone(),
             output: req.output,
             include: req.include,
+            user: req.user.clone(),
         };
         let listed = list_objects(&listing, &filter).await?;
         initial = listed.items;

@@ -38,7 +38,13 @@ impl TestServer {
     async fn start(routes: Router) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::load_or_create(dir.path(), &["127.0.0.1".to_string()]).expect("pki");
-        let app = require_authentication(routes, Authn::new(pki.token_authenticator()));
+        let app = require_authentication(
+            routes,
+            Authn::new(
+                pki.token_authenticator(),
+                Arc::new(wasmkube_apiserver::authz::AlwaysAllow),
+            ),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();

@@ -26,6 +26,7 @@ async fn start_apiserver() -> Result<(
             history_max_events: 10_000,
             history_max_age: Duration::from_secs(600),
             default_toleration_seconds: Default::default(),
+            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
         },
         async move {
             let _ = stopped.await;

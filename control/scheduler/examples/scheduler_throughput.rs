@@ -38,6 +38,7 @@ async fn main() -> Result<()> {
             history_max_events: 1_000_000,
             history_max_age: Duration::from_secs(600),
             default_toleration_seconds: Default::default(),
+            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
         },
         async move {
             let _ = server_stopped.await;

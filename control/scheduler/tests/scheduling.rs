@@ -67,6 +67,7 @@ impl Cluster {
                 history_max_events: 100_000,
                 history_max_age: Duration::from_secs(600),
                 default_toleration_seconds: Default::default(),
+                authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
             },
             async move {
                 let _ = stopped.await;

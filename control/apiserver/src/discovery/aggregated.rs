@@ -165,7 +165,14 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["apps", "batch", "coordination.k8s.io", "node.k8s.io"]
+            [
+                "apps",
+                "authorization.k8s.io",
+                "batch",
+                "rbac.authorization.k8s.io",
+                "coordination.k8s.io",
+                "node.k8s.io"
+            ]
         );
         let deployments = resource(&items[0]["versions"][0], "deployments");
         assert_eq!(

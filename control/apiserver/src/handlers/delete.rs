@@ -351,6 +351,7 @@ pub async fn delete_object(
         match store.delete(&key, Some(rev)).await {
             Ok((_, deleted_at)) => {
                 crate::services::on_deleted(req.state, rt, &current).await;
+                crate::rbac::observe_write(req.state, rt, deleted_at).await;
                 let mut gone = current;
                 meta_mut(&mut gone).insert("resourceVersion".into(), json!(deleted_at.to_string()));
                 return Ok(Deleted::Gone(gone));
@@ -387,6 +388,7 @@ pub async fn delete_collection(req: &Request<'_>, body: Bytes) -> ApiResult<Resp
             headers: req.headers.clone(),
             output: req.output,
             include: req.include,
+            user: req.user.clone(),
         };
         match delete_object(&per_object, &name, &opts).await {
             Ok(Deleted::Gone(o) | Deleted::Pending(o)) => items.push(o),

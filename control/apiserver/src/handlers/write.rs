@@ -200,6 +200,8 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     prune_nulls(&mut obj);
     normalize(rt, &mut obj);
     (rt.default)(&mut obj);
+    let namespace = req.store_namespace().unwrap_or("");
+    crate::rbac::admit(req.state, req.user.as_ref(), rt, namespace, &obj, None)?;
     validate(rt, &obj, None)?;
     if let Some(ns) = req.store_namespace() {
         ensure_namespace_open(req, ns).await?;
@@ -227,6 +229,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
         }
     };
     let created = object::decode(&kv)?;
+    crate::rbac::observe_write(req.state, rt, kv.mod_revision).await;
     tracing::debug!(kind = rt.kind, name = %name, rv = kv.mod_revision, "created");
     Ok(with_warnings(
         object_response(req, StatusCode::CREATED, created),
@@ -487,6 +490,15 @@ pub async fn apply_update(
                 crate::services::carry_over(&current, &mut new);
             }
             (rt.default)(&mut new);
+            let namespace = req.store_namespace().unwrap_or("");
+            crate::rbac::admit(
+                req.state,
+                req.user.as_ref(),
+                rt,
+                namespace,
+                &new,
+                Some(&current),
+            )?;
         }
         validate(rt, &new, Some(&current))?;
         if same_object(&current, &new) {
@@ -513,6 +525,7 @@ pub async fn apply_update(
             return match store.delete(&key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
                     crate::services::on_deleted(req.state, rt, &new).await;
+                    crate::rbac::observe_write(req.state, rt, rev).await;
                     meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                     Ok(Updated {
                         object: new,
@@ -528,6 +541,7 @@ pub async fn apply_update(
             .await
         {
             Ok(kv) => {
+                crate::rbac::observe_write(req.state, rt, kv.mod_revision).await;
                 return Ok(Updated {
                     object: object::decode(&kv)?,
                     warnings: Vec::new(),

@@ -369,6 +369,26 @@ impl Kind<'_> {
         Value::Object(item)
     }
 
+    /// The POST-only collection of a create-only kind (the access reviews).
+    fn create_only(&self) -> Value {
+        let kind = self.rt.kind;
+        let mut item = Map::new();
+        item.insert(
+            "post".into(),
+            self.op(
+                format!("create a {kind}"),
+                self.id("create", ""),
+                write_params(),
+                Some(body(&self.schema)),
+                responses(&self.schema, &[("201", "Created"), ("202", "Accepted")]),
+                "post",
+                self.gvk(),
+            ),
+        );
+        item.insert("parameters".into(), json!(self.path_params(false)));
+        Value::Object(item)
+    }
+
     fn path_params(&self, named: bool) -> Vec<Value> {
         let mut params = Vec::new();
         if named {
@@ -580,6 +600,10 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
         } else {
             format!("{prefix}/{}", rt.plural)
         };
+        if rt.create_only {
+            paths.insert(base, kind.create_only());
+            continue;
+        }
         let named = format!("{base}/{{name}}");
         paths.insert(base.clone(), kind.collection());
         paths.insert(named.clone(), kind.item());

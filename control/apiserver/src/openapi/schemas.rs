@@ -10,7 +10,9 @@
 //!   `x-kubernetes-patch-merge-key`, which kubectl's client-side apply reads from
 //!   `/openapi/v3` to merge lists such as `containers` by name.
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy};
+use k8s_openapi::api::{
+    apps, authorization, autoscaling, batch, coordination, core, node, policy, rbac,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -298,6 +300,24 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("batch", "CronJob") => add::<batch::v1::CronJob>(generator),
         ("coordination.k8s.io", "Lease") => add::<coordination::v1::Lease>(generator),
         ("node.k8s.io", "RuntimeClass") => add::<node::v1::RuntimeClass>(generator),
+        ("rbac.authorization.k8s.io", "Role") => add::<rbac::v1::Role>(generator),
+        ("rbac.authorization.k8s.io", "ClusterRole") => add::<rbac::v1::ClusterRole>(generator),
+        ("rbac.authorization.k8s.io", "RoleBinding") => add::<rbac::v1::RoleBinding>(generator),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            add::<rbac::v1::ClusterRoleBinding>(generator)
+        }
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            add::<authorization::v1::SelfSubjectAccessReview>(generator)
+        }
+        ("authorization.k8s.io", "SubjectAccessReview") => {
+            add::<authorization::v1::SubjectAccessReview>(generator)
+        }
+        ("authorization.k8s.io", "LocalSubjectAccessReview") => {
+            add::<authorization::v1::LocalSubjectAccessReview>(generator)
+        }
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            add::<authorization::v1::SelfSubjectRulesReview>(generator)
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             add::<autoscaling::v1::HorizontalPodAutoscaler>(generator)
         }
@@ -417,10 +437,13 @@ pub(crate) fn components(
                 name
             }
         };
+        set_gvks(&mut defs, &name, vec![gvk(rt.group, rt.version, rt.kind)]);
+        if rt.create_only {
+            continue;
+        }
         let list_name = format!("{name}List");
         let list_kind = format!("{}List", rt.kind);
         defs.insert(list_name.clone(), list_schema(&name, rt.kind));
-        set_gvks(&mut defs, &name, vec![gvk(rt.group, rt.version, rt.kind)]);
         set_gvks(
             &mut defs,
             &list_name,

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, batch, coordination, core};
+use k8s_openapi::api::{apps, batch, coordination, core, rbac};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Value, json};
@@ -282,6 +282,22 @@ fn event() -> Vec<ColumnDefinition> {
     ]
 }
 
+/// RoleBinding and ClusterRoleBinding: NAME, ROLE, AGE, then the wide subject columns.
+fn binding(what: &str) -> Vec<ColumnDefinition> {
+    vec![
+        name_col(),
+        col("Role", "string", doc::<rbac::v1::RoleBinding>("roleRef")),
+        age_col(),
+        wide(col("Users", "string", format!("Users in the {what}"))),
+        wide(col("Groups", "string", format!("Groups in the {what}"))),
+        wide(col(
+            "ServiceAccounts",
+            "string",
+            format!("ServiceAccounts in the {what}"),
+        )),
+    ]
+}
+
 fn simple(extra: Vec<ColumnDefinition>) -> Vec<ColumnDefinition> {
     let mut cols = vec![name_col()];
     cols.extend(extra);
@@ -307,11 +323,15 @@ pub(crate) enum Printer {
     ServiceAccount,
     Lease,
     RuntimeClass,
+    /// Role and ClusterRole: NAME, CREATED AT.
+    Role,
+    RoleBinding,
+    ClusterRoleBinding,
     /// NAME and AGE only.
     Default,
 }
 
-const ALL: [Printer; 16] = [
+const ALL: [Printer; 19] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -327,6 +347,9 @@ const ALL: [Printer; 16] = [
     Printer::ServiceAccount,
     Printer::Lease,
     Printer::RuntimeClass,
+    Printer::Role,
+    Printer::RoleBinding,
+    Printer::ClusterRoleBinding,
     Printer::Default,
 ];
 
@@ -349,6 +372,9 @@ impl Printer {
             ("", "ServiceAccount") => Printer::ServiceAccount,
             ("coordination.k8s.io", "Lease") => Printer::Lease,
             ("node.k8s.io", "RuntimeClass") => Printer::RuntimeClass,
+            ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Printer::Role,
+            ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
             _ => Printer::Default,
         }
     }
@@ -391,6 +417,12 @@ impl Printer {
             )]),
             // Kubernetes looks the handler's description up on ObjectMeta, finding nothing.
             Printer::RuntimeClass => simple(vec![col("Handler", "string", String::new())]),
+            Printer::Role => vec![
+                name_col(),
+                col("Created At", "date", doc::<ObjectMeta>("creationTimestamp")),
+            ],
+            Printer::RoleBinding => binding("roleBinding"),
+            Printer::ClusterRoleBinding => binding("clusterRoleBinding"),
             Printer::Default => simple(Vec::new()),
         }
     }

@@ -106,8 +106,42 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
             age(obj, now),
         ],
         Printer::RuntimeClass => vec![name(obj), json!(str_at(obj, &["handler"])), age(obj, now)],
+        Printer::Role => vec![
+            name(obj),
+            json!(str_at(obj, &["metadata", "creationTimestamp"])),
+        ],
+        Printer::RoleBinding | Printer::ClusterRoleBinding => binding(obj, now),
         Printer::Default => vec![name(obj), age(obj, now)],
     }
+}
+
+/// NAME, ROLE (`Kind/name`), AGE, USERS, GROUPS, SERVICEACCOUNTS (`namespace/name`).
+fn binding(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        str_at(obj, &["roleRef", "kind"]),
+        str_at(obj, &["roleRef", "name"])
+    );
+    let (mut users, mut groups, mut accounts) = (Vec::new(), Vec::new(), Vec::new());
+    for subject in arr_at(obj, &["subjects"]) {
+        let name = str_at(subject, &["name"]);
+        match str_at(subject, &["kind"]) {
+            "User" => users.push(name.to_string()),
+            "Group" => groups.push(name.to_string()),
+            "ServiceAccount" => {
+                accounts.push(format!("{}/{name}", str_at(subject, &["namespace"])));
+            }
+            _ => {}
+        }
+    }
+    vec![
+        name(obj),
+        json!(role),
+        age(obj, now),
+        json!(users.join(", ")),
+        json!(groups.join(", ")),
+        json!(accounts.join(", ")),
+    ]
 }
 
 fn node(obj: &Value, now: Timestamp) -> Vec<Value> {

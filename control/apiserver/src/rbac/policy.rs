@@ -1,0 +1,804 @@
+//! The default roles and bindings, after Kubernetes' `bootstrappolicy` (`policy.go` and
+//! `controller_policy.go`, v1.33), trimmed to the API wasmkube serves and its components.
+//!
+//! Differences from Kubernetes, each on purpose:
+//! - `system:node` is bound to the `system:nodes` group, as Kubernetes did before the node
+//!   authorizer existed: `wasmkube agent --token` joins with a shared token in that group.
+//!   The node authorizer (and per-node certificates) will take this binding's place.
+//! - The scheduler's and controller-manager's leader-election Leases are named
+//!   `wasmkube-scheduler` and `wasmkube-controller-manager`; their roles name both those and
+//!   Kubernetes' names. The scheduler also reads RuntimeClasses (its RuntimeClass plugin).
+
+use serde_json::{Value, json};
+
+use super::rule::{GROUP, PolicyRule, RoleRef, Subject};
+
+/// The annotation that lets the apiserver reconcile a default object at start-up.
+pub(super) const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
+/// The label of every bootstrapped object.
+const BOOTSTRAP_LABEL: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-defaults");
+/// The prefix of the controller roles (bound to `kube-system` service accounts).
+const CONTROLLER_PREFIX: &str = "system:controller:";
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+const LEGACY: &str = "";
+const APPS: &str = "apps";
+const AUTHENTICATION: &str = "authentication.k8s.io";
+const AUTHORIZATION: &str = "authorization.k8s.io";
+const AUTOSCALING: &str = "autoscaling";
+const BATCH: &str = "batch";
+const CERTIFICATES: &str = "certificates.k8s.io";
+const COORDINATION: &str = "coordination.k8s.io";
+const DISCOVERY: &str = "discovery.k8s.io";
+const EVENTS: &str = "events.k8s.io";
+const EXTENSIONS: &str = "extensions";
+const NETWORKING: &str = "networking.k8s.io";
+const NODE: &str = "node.k8s.io";
+const POLICY: &str = "policy";
+const STORAGE: &str = "storage.k8s.io";
+
+fn rule(verbs: &[&str]) -> PolicyRule {
+    PolicyRule::new(verbs)
+}
+
+fn events_rule() -> PolicyRule {
+    rule(&["create", "update", "patch"])
+        .groups(&[LEGACY, EVENTS])
+        .resources(&["events"])
+}
+
+fn metadata(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut all: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    all.insert(BOOTSTRAP_LABEL.0.into(), json!(BOOTSTRAP_LABEL.1));
+    json!({
+        "name": name,
+        "labels": all,
+        "annotations": {AUTOUPDATE_ANNOTATION: "true"},
+    })
+}
+
+fn cluster_role(name: &str, rules: Vec<PolicyRule>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(name, &[]),
+        "rules": rules,
+    })
+}
+
+/// An aggregated ClusterRole (`admin`, `edit`, `view`): its rules come from the
+/// ClusterRoles labelled `rbac.authorization.k8s.io/aggregate-to-<name>: "true"`.
+fn aggregated_role(name: &str, labels: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(name, labels),
+        "aggregationRule": {"clusterRoleSelectors": [
+            {"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{name}"): "true"}}
+        ]},
+    })
+}
+
+fn aggregating_role(name: &str, into: &str, rules: Vec<PolicyRule>) -> Value {
+    let label = format!("rbac.authorization.k8s.io/aggregate-to-{into}");
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(name, &[(&label, "true")]),
+        "rules": rules,
+    })
+}
+
+fn binding(name: &str, role: &str, subjects: Vec<Subject>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": metadata(name, &[]),
+        "roleRef": RoleRef::cluster_role(role),
+        "subjects": subjects,
+    })
+}
+
+/// The rules of `system:node`: what a node agent needs to register its Node, run its pods
+/// and report their status (Kubernetes' `NodeRules`).
+fn node_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(&["create"])
+            .groups(&[AUTHENTICATION])
+            .resources(&["tokenreviews"]),
+        rule(&["create"])
+            .groups(&[AUTHORIZATION])
+            .resources(&["subjectaccessreviews", "localsubjectaccessreviews"]),
+        rule(READ).groups(&[LEGACY]).resources(&["services"]),
+        rule(&["create", "get", "list", "watch"])
+            .groups(&[LEGACY])
+            .resources(&["nodes"]),
+        rule(&["update", "patch"])
+            .groups(&[LEGACY])
+            .resources(&["nodes/status"]),
+        rule(&["update", "patch"])
+            .groups(&[LEGACY])
+            .resources(&["nodes"]),
+        rule(&["create", "update", "patch"])
+            .groups(&[LEGACY])
+            .resources(&["events"]),
+        rule(READ).groups(&[LEGACY]).resources(&["pods"]),
+        rule(&["create", "delete"])
+            .groups(&[LEGACY])
+            .resources(&["pods"]),
+        rule(&["update", "patch"])
+            .groups(&[LEGACY])
+            .resources(&["pods/status"]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["pods/eviction"]),
+        rule(READ)
+            .groups(&[LEGACY])
+            .resources(&["secrets", "configmaps"]),
+        rule(&["get"])
+            .groups(&[LEGACY])
+            .resources(&["persistentvolumeclaims", "persistentvolumes"]),
+        rule(&["get"]).groups(&[LEGACY]).resources(&["endpoints"]),
+        rule(&["create", "get", "list", "watch"])
+            .groups(&[CERTIFICATES])
+            .resources(&["certificatesigningrequests"]),
+        rule(&["get", "create", "update", "patch", "delete"])
+            .groups(&[COORDINATION])
+            .resources(&["leases"]),
+        rule(&["get"])
+            .groups(&[STORAGE])
+            .resources(&["volumeattachments"]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["serviceaccounts/token"]),
+        rule(&["get", "watch", "list"])
+            .groups(&[STORAGE])
+            .resources(&["csidrivers"]),
+        rule(&["get", "create", "update", "patch", "delete"])
+            .groups(&[STORAGE])
+            .resources(&["csinodes"]),
+        rule(READ).groups(&[NODE]).resources(&["runtimeclasses"]),
+    ]
+}
+
+fn aggregate_to_admin() -> Vec<PolicyRule> {
+    vec![
+        rule(&["create"])
+            .groups(&[AUTHORIZATION])
+            .resources(&["localsubjectaccessreviews"]),
+        rule(READ_WRITE)
+            .groups(&[GROUP])
+            .resources(&["roles", "rolebindings"]),
+    ]
+}
+
+fn aggregate_to_edit() -> Vec<PolicyRule> {
+    vec![
+        rule(READ).groups(&[LEGACY]).resources(&[
+            "pods/attach",
+            "pods/proxy",
+            "pods/exec",
+            "pods/portforward",
+            "secrets",
+            "services/proxy",
+        ]),
+        rule(&["impersonate"])
+            .groups(&[LEGACY])
+            .resources(&["serviceaccounts"]),
+        rule(WRITE).groups(&[LEGACY]).resources(&[
+            "pods",
+            "pods/attach",
+            "pods/proxy",
+            "pods/exec",
+            "pods/portforward",
+        ]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["pods/eviction"]),
+        rule(WRITE).groups(&[LEGACY]).resources(&[
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "serviceaccounts",
+            "services",
+            "services/proxy",
+            "persistentvolumeclaims",
+            "configmaps",
+            "secrets",
+            "events",
+        ]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["serviceaccounts/token"]),
+        rule(WRITE).groups(&[APPS]).resources(&[
+            "statefulsets",
+            "statefulsets/scale",
+            "daemonsets",
+            "deployments",
+            "deployments/scale",
+            "deployments/rollback",
+            "replicasets",
+            "replicasets/scale",
+        ]),
+        rule(WRITE)
+            .groups(&[AUTOSCALING])
+            .resources(&["horizontalpodautoscalers"]),
+        rule(WRITE)
+            .groups(&[BATCH])
+            .resources(&["jobs", "cronjobs"]),
+        rule(WRITE).groups(&[EXTENSIONS]).resources(&[
+            "daemonsets",
+            "deployments",
+            "deployments/scale",
+            "deployments/rollback",
+            "ingresses",
+            "replicasets",
+            "replicasets/scale",
+            "replicationcontrollers/scale",
+            "networkpolicies",
+        ]),
+        rule(WRITE)
+            .groups(&[POLICY])
+            .resources(&["poddisruptionbudgets"]),
+        rule(WRITE)
+            .groups(&[NETWORKING])
+            .resources(&["networkpolicies", "ingresses"]),
+    ]
+}
+
+fn aggregate_to_view() -> Vec<PolicyRule> {
+    vec![
+        rule(READ).groups(&[LEGACY]).resources(&[
+            "pods",
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "serviceaccounts",
+            "services",
+            "services/status",
+            "endpoints",
+            "persistentvolumeclaims",
+            "persistentvolumeclaims/status",
+            "configmaps",
+        ]),
+        rule(READ).groups(&[LEGACY]).resources(&[
+            "limitranges",
+            "resourcequotas",
+            "bindings",
+            "events",
+            "pods/status",
+            "resourcequotas/status",
+            "namespaces/status",
+            "replicationcontrollers/status",
+            "pods/log",
+        ]),
+        rule(READ).groups(&[LEGACY]).resources(&["namespaces"]),
+        rule(READ)
+            .groups(&[DISCOVERY])
+            .resources(&["endpointslices"]),
+        rule(READ).groups(&[APPS]).resources(&[
+            "controllerrevisions",
+            "statefulsets",
+            "statefulsets/status",
+            "statefulsets/scale",
+            "daemonsets",
+            "daemonsets/status",
+            "deployments",
+            "deployments/status",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/status",
+            "replicasets/scale",
+        ]),
+        rule(READ).groups(&[AUTOSCALING]).resources(&[
+            "horizontalpodautoscalers",
+            "horizontalpodautoscalers/status",
+        ]),
+        rule(READ).groups(&[BATCH]).resources(&[
+            "jobs",
+            "cronjobs",
+            "cronjobs/status",
+            "jobs/status",
+        ]),
+        rule(READ).groups(&[EXTENSIONS]).resources(&[
+            "daemonsets",
+            "daemonsets/status",
+            "deployments",
+            "deployments/scale",
+            "deployments/status",
+            "ingresses",
+            "ingresses/status",
+            "replicasets",
+            "replicasets/scale",
+            "replicasets/status",
+            "replicationcontrollers/scale",
+            "networkpolicies",
+        ]),
+        rule(READ)
+            .groups(&[POLICY])
+            .resources(&["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+        rule(READ).groups(&[NETWORKING]).resources(&[
+            "networkpolicies",
+            "ingresses",
+            "ingresses/status",
+        ]),
+    ]
+}
+
+fn scheduler_rules() -> Vec<PolicyRule> {
+    vec![
+        events_rule(),
+        rule(&["create"])
+            .groups(&[COORDINATION])
+            .resources(&["leases"]),
+        rule(&["get", "update"])
+            .groups(&[COORDINATION])
+            .resources(&["leases"])
+            .names(&["kube-scheduler", "wasmkube-scheduler"]),
+        rule(READ).groups(&[LEGACY]).resources(&["nodes"]),
+        rule(&["get", "list", "watch", "delete"])
+            .groups(&[LEGACY])
+            .resources(&["pods"]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["pods/binding", "bindings"]),
+        rule(&["patch", "update"])
+            .groups(&[LEGACY])
+            .resources(&["pods/status"]),
+        rule(READ)
+            .groups(&[LEGACY])
+            .resources(&["services", "replicationcontrollers"]),
+        rule(READ)
+            .groups(&[APPS, EXTENSIONS])
+            .resources(&["replicasets"]),
+        rule(READ).groups(&[APPS]).resources(&["statefulsets"]),
+        rule(READ)
+            .groups(&[POLICY])
+            .resources(&["poddisruptionbudgets"]),
+        rule(READ)
+            .groups(&[LEGACY])
+            .resources(&["persistentvolumeclaims", "persistentvolumes"]),
+        rule(&["create"])
+            .groups(&[AUTHENTICATION])
+            .resources(&["tokenreviews"]),
+        rule(&["create"])
+            .groups(&[AUTHORIZATION])
+            .resources(&["subjectaccessreviews"]),
+        rule(READ).groups(&[STORAGE]).resources(&["csinodes"]),
+        rule(READ).groups(&[NODE]).resources(&["runtimeclasses"]),
+    ]
+}
+
+fn controller_manager_rules() -> Vec<PolicyRule> {
+    vec![
+        events_rule(),
+        rule(&["create"])
+            .groups(&[COORDINATION])
+            .resources(&["leases"]),
+        rule(&["get", "update"])
+            .groups(&[COORDINATION])
+            .resources(&["leases"])
+            .names(&["kube-controller-manager", "wasmkube-controller-manager"]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["secrets", "serviceaccounts"]),
+        rule(&["delete"]).groups(&[LEGACY]).resources(&["secrets"]),
+        rule(&["get"]).groups(&[LEGACY]).resources(&[
+            "namespaces",
+            "secrets",
+            "serviceaccounts",
+            "configmaps",
+        ]),
+        rule(&["update"])
+            .groups(&[LEGACY])
+            .resources(&["secrets", "serviceaccounts"]),
+        rule(&["create"])
+            .groups(&[AUTHENTICATION])
+            .resources(&["tokenreviews"]),
+        rule(&["create"])
+            .groups(&[AUTHORIZATION])
+            .resources(&["subjectaccessreviews"]),
+        rule(&["list", "watch"]).groups(&["*"]).resources(&["*"]),
+        rule(&["create"])
+            .groups(&[LEGACY])
+            .resources(&["serviceaccounts/token"]),
+    ]
+}
+
+/// The roles of the controllers wasmkube runs, bound to `kube-system/<controller>`
+/// service accounts as `controller_policy.go` binds them.
+fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
+    vec![
+        (
+            "clusterrole-aggregation-controller",
+            vec![
+                rule(&["escalate", "get", "list", "watch", "update", "patch"])
+                    .groups(&[GROUP])
+                    .resources(&["clusterroles"]),
+            ],
+        ),
+        (
+            "daemon-set-controller",
+            vec![
+                rule(READ)
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["daemonsets"]),
+                rule(&["update"])
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["daemonsets/status"]),
+                rule(&["update"])
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["daemonsets/finalizers"]),
+                rule(&["list", "watch"])
+                    .groups(&[LEGACY])
+                    .resources(&["nodes"]),
+                rule(&["list", "watch", "create", "delete", "patch"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                rule(&["create"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods/binding"]),
+                rule(&[
+                    "get", "list", "watch", "create", "delete", "update", "patch",
+                ])
+                .groups(&[APPS])
+                .resources(&["controllerrevisions"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "deployment-controller",
+            vec![
+                rule(&["get", "list", "watch", "update"])
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["deployments"]),
+                rule(&["update"])
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["deployments/status"]),
+                rule(&["update"])
+                    .groups(&[EXTENSIONS, APPS])
+                    .resources(&["deployments/finalizers"]),
+                rule(&[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ])
+                .groups(&[APPS, EXTENSIONS])
+                .resources(&["replicasets"]),
+                rule(&["get", "list", "watch", "update"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "generic-garbage-collector",
+            vec![
+                rule(&["get", "list", "watch", "patch", "update", "delete"])
+                    .groups(&["*"])
+                    .resources(&["*"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "job-controller",
+            vec![
+                rule(&["get", "list", "watch", "update", "patch"])
+                    .groups(&[BATCH])
+                    .resources(&["jobs"]),
+                rule(&["update"])
+                    .groups(&[BATCH])
+                    .resources(&["jobs/status"]),
+                rule(&["update"])
+                    .groups(&[BATCH])
+                    .resources(&["jobs/finalizers"]),
+                rule(&["list", "watch", "create", "delete", "patch"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "namespace-controller",
+            vec![
+                rule(&["get", "list", "watch", "delete"])
+                    .groups(&[LEGACY])
+                    .resources(&["namespaces"]),
+                rule(&["update"])
+                    .groups(&[LEGACY])
+                    .resources(&["namespaces/finalize", "namespaces/status"]),
+                rule(&["get", "list", "watch", "delete", "deletecollection"])
+                    .groups(&["*"])
+                    .resources(&["*"]),
+            ],
+        ),
+        (
+            "node-controller",
+            vec![
+                rule(&["get", "list", "watch", "update", "delete", "patch"])
+                    .groups(&[LEGACY])
+                    .resources(&["nodes"]),
+                rule(&["patch", "update"])
+                    .groups(&[LEGACY])
+                    .resources(&["nodes/status"]),
+                rule(&["patch", "update"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods/status"]),
+                rule(&["list", "watch", "get", "delete"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "pod-garbage-collector",
+            vec![
+                rule(&["list", "watch", "delete"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                rule(READ).groups(&[LEGACY]).resources(&["nodes"]),
+                rule(&["patch"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods/status"]),
+            ],
+        ),
+        (
+            "replicaset-controller",
+            vec![
+                rule(&["get", "list", "watch", "update"])
+                    .groups(&[APPS, EXTENSIONS])
+                    .resources(&["replicasets"]),
+                rule(&["update"])
+                    .groups(&[APPS, EXTENSIONS])
+                    .resources(&["replicasets/status"]),
+                rule(&["update"])
+                    .groups(&[APPS, EXTENSIONS])
+                    .resources(&["replicasets/finalizers"]),
+                rule(&["list", "watch", "patch", "create", "delete"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "ttl-after-finished-controller",
+            vec![
+                rule(&["get", "list", "watch", "delete"])
+                    .groups(&[BATCH])
+                    .resources(&["jobs"]),
+                events_rule(),
+            ],
+        ),
+    ]
+}
+
+/// The default ClusterRoles, in the order they are reconciled.
+pub(super) fn cluster_roles() -> Vec<Value> {
+    let discovery_urls = &[
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/version",
+        "/version/",
+        "/openapi",
+        "/openapi/*",
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+    ];
+    let mut roles = vec![
+        cluster_role(
+            "cluster-admin",
+            vec![
+                rule(&["*"]).groups(&["*"]).resources(&["*"]),
+                rule(&["*"]).urls(&["*"]),
+            ],
+        ),
+        cluster_role(
+            "system:discovery",
+            vec![rule(&["get"]).urls(discovery_urls)],
+        ),
+        cluster_role(
+            "system:monitoring",
+            vec![rule(&["get"]).urls(&[
+                "/metrics",
+                "/metrics/slis",
+                "/livez",
+                "/readyz",
+                "/healthz",
+                "/livez/*",
+                "/readyz/*",
+                "/healthz/*",
+            ])],
+        ),
+        cluster_role(
+            "system:basic-user",
+            vec![
+                rule(&["create"])
+                    .groups(&[AUTHORIZATION])
+                    .resources(&["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+                rule(&["create"])
+                    .groups(&[AUTHENTICATION])
+                    .resources(&["selfsubjectreviews"]),
+            ],
+        ),
+        cluster_role(
+            "system:public-info-viewer",
+            vec![rule(&["get"]).urls(&["/livez", "/readyz", "/healthz", "/version", "/version/"])],
+        ),
+        aggregated_role("admin", &[]),
+        aggregated_role(
+            "edit",
+            &[("rbac.authorization.k8s.io/aggregate-to-admin", "true")],
+        ),
+        aggregated_role(
+            "view",
+            &[("rbac.authorization.k8s.io/aggregate-to-edit", "true")],
+        ),
+        aggregating_role("system:aggregate-to-admin", "admin", aggregate_to_admin()),
+        aggregating_role("system:aggregate-to-edit", "edit", aggregate_to_edit()),
+        aggregating_role("system:aggregate-to-view", "view", aggregate_to_view()),
+        cluster_role("system:node", node_rules()),
+        cluster_role(
+            "system:node-bootstrapper",
+            vec![
+                rule(&["create", "get", "list", "watch"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests"]),
+            ],
+        ),
+        cluster_role(
+            "system:node-proxier",
+            vec![
+                rule(&["list", "watch"])
+                    .groups(&[LEGACY])
+                    .resources(&["services", "endpoints"]),
+                rule(READ).groups(&[LEGACY]).resources(&["nodes"]),
+                events_rule(),
+                rule(&["list", "watch"])
+                    .groups(&[DISCOVERY])
+                    .resources(&["endpointslices"]),
+            ],
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            vec![
+                rule(&["create"])
+                    .groups(&[AUTHENTICATION])
+                    .resources(&["tokenreviews"]),
+                rule(&["create"])
+                    .groups(&[AUTHORIZATION])
+                    .resources(&["subjectaccessreviews"]),
+            ],
+        ),
+        cluster_role("system:kube-scheduler", scheduler_rules()),
+        cluster_role("system:kube-controller-manager", controller_manager_rules()),
+    ];
+    for (name, rules) in controller_roles() {
+        roles.push(cluster_role(&format!("{CONTROLLER_PREFIX}{name}"), rules));
+    }
+    roles
+}
+
+/// The default ClusterRoleBindings.
+pub(super) fn cluster_role_bindings() -> Vec<Value> {
+    let authenticated = || Subject::group("system:authenticated");
+    let mut bindings = vec![
+        binding(
+            "cluster-admin",
+            "cluster-admin",
+            vec![Subject::group("system:masters")],
+        ),
+        binding(
+            "system:discovery",
+            "system:discovery",
+            vec![authenticated()],
+        ),
+        binding(
+            "system:basic-user",
+            "system:basic-user",
+            vec![authenticated()],
+        ),
+        binding(
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            vec![authenticated(), Subject::group("system:unauthenticated")],
+        ),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            vec![Subject::group("system:monitoring")],
+        ),
+        binding(
+            "system:node",
+            "system:node",
+            vec![Subject::group("system:nodes")],
+        ),
+        binding(
+            "system:node-proxier",
+            "system:node-proxier",
+            vec![Subject::user("system:kube-proxy")],
+        ),
+        binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            vec![Subject::user("system:kube-controller-manager")],
+        ),
+        binding(
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            vec![Subject::user("system:kube-scheduler")],
+        ),
+    ];
+    for (name, _) in controller_roles() {
+        let role = format!("{CONTROLLER_PREFIX}{name}");
+        bindings.push(binding(
+            &role,
+            &role,
+            vec![Subject::service_account("kube-system", name)],
+        ));
+    }
+    bindings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(objects: &[Value]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_binding_names_a_default_cluster_role() {
+        let roles = names(&cluster_roles());
+        for b in cluster_role_bindings() {
+            let role = b["roleRef"]["name"].as_str().unwrap();
+            assert!(roles.iter().any(|r| r == role), "{role}");
+        }
+    }
+
+    #[test]
+    fn defaults_carry_the_bootstrap_label_and_autoupdate_annotation() {
+        for obj in cluster_roles().iter().chain(cluster_role_bindings().iter()) {
+            assert_eq!(
+                obj["metadata"]["labels"]["kubernetes.io/bootstrapping"],
+                "rbac-defaults"
+            );
+            assert_eq!(
+                obj["metadata"]["annotations"][AUTOUPDATE_ANNOTATION],
+                "true"
+            );
+        }
+    }
+
+    #[test]
+    fn view_edit_and_admin_aggregate_one_into_the_next() {
+        let roles = cluster_roles();
+        let find = |n: &str| roles.iter().find(|r| r["metadata"]["name"] == n).unwrap();
+        assert_eq!(
+            find("view")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
+            "true"
+        );
+        assert_eq!(
+            find("edit")["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
+            "true"
+        );
+        assert!(find("admin").get("rules").is_none());
+    }
+}
