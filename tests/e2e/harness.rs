@@ -303,6 +303,29 @@ impl TestCluster {
         kube::Client::try_from(config).context("building a bearer-token kube client")
     }
 
+    /// A kubeconfig for `user` in `groups` that authenticates with a client certificate the
+    /// cluster CA issued (what `kubeadm kubeconfig user` makes), written next to the admin
+    /// kubeconfig. Pass it to kubectl as `--kubeconfig=<path>` after the harness's own.
+    pub(crate) fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let pki = wasmkube_apiserver::pki::Pki::load_or_create(self.data_dir(), &[])
+            .context("loading the cluster PKI")?;
+        let (cert, key) = pki
+            .issue_client_cert(user, groups)
+            .context("issuing a client certificate")?;
+        let yaml = wasmkube_apiserver::pki::kubeconfig_yaml(
+            &format!("https://127.0.0.1:{}", self.port),
+            pki.ca_pem(),
+            user,
+            &cert,
+            &key,
+        )?;
+        let path = self
+            .data_dir()
+            .join(format!("kubeconfig-{}.yaml", user.replace(':', "-")));
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// A `kubectl` command pointed at this cluster, with its own discovery cache.
     pub(crate) fn kubectl_command(&self, args: &[&str]) -> Command {
         let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());

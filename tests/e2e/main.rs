@@ -9,6 +9,9 @@
 //! The wasm workload tests (`wasm_pods`, `scheduling`, `hostile`) add nodes: `wasmkube agent`
 //! processes joined with the server's token (or the server's embedded agent), with the sample
 //! images (`samples/build --oci`) or modules written at test time imported into their stores.
+//!
+//! `rbac` acts as several users: client certificates the cluster CA issues for them
+//! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
 mod api_kubectl;
 mod api_semantics;
@@ -25,6 +28,8 @@ mod jobs;
 mod kube_client;
 mod kubectl;
 mod node_lifecycle;
+mod rbac;
+mod rbac_roles;
 mod replicasets;
 mod scheduling;
 mod tables;

@@ -275,32 +275,51 @@ pub fn kubeconfig_path(data_dir: &Path) -> PathBuf {
 /// Writes the admin kubeconfig to `<data-dir>/kubeconfig.yaml` (mode 0600): cluster,
 /// user and context `wasmkube`/`admin`/`wasmkube`, CA and client certificate embedded.
 pub fn write_kubeconfig(data_dir: &Path, server_url: &str, pki: &Pki) -> Result<PathBuf, PkiError> {
+    let yaml = kubeconfig_yaml(
+        server_url,
+        pki.ca_pem(),
+        ADMIN_USER,
+        pki.admin_cert_pem(),
+        pki.admin_key_pem(),
+    )?;
+    let path = kubeconfig_path(data_dir);
+    write_private(&path, yaml.as_bytes())?;
+    Ok(path)
+}
+
+/// A kubeconfig (YAML) for the cluster at `server_url` that authenticates with a client
+/// certificate (e.g. one from [`Pki::issue_client_cert`]): cluster and context `wasmkube`,
+/// user `user`, CA and certificate embedded.
+pub fn kubeconfig_yaml(
+    server_url: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<String, PkiError> {
     let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{
             "name": KUBECONFIG_NAME,
-            "cluster": { "server": server_url, "certificate-authority-data": b64(pki.ca_pem()) },
+            "cluster": { "server": server_url, "certificate-authority-data": b64(ca_pem) },
         }],
         "users": [{
-            "name": ADMIN_USER,
+            "name": user,
             "user": {
-                "client-certificate-data": b64(pki.admin_cert_pem()),
-                "client-key-data": b64(pki.admin_key_pem()),
+                "client-certificate-data": b64(cert_pem),
+                "client-key-data": b64(key_pem),
             },
         }],
         "contexts": [{
             "name": KUBECONFIG_NAME,
-            "context": { "cluster": KUBECONFIG_NAME, "user": ADMIN_USER },
+            "context": { "cluster": KUBECONFIG_NAME, "user": user },
         }],
         "current-context": KUBECONFIG_NAME,
         "preferences": {},
     });
-    let yaml = serde_yaml_ng::to_string(&config)?;
-    let path = kubeconfig_path(data_dir);
-    write_private(&path, yaml.as_bytes())?;
-    Ok(path)
+    Ok(serde_yaml_ng::to_string(&config)?)
 }
 
 /// Loads `tokens.csv`, creating it or adding an admin token when there is none.

@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 use super::rule::{GROUP, PolicyRule, RoleRef, Subject};
 
+mod controllers;
+
+use controllers::controller_roles;
+
 /// The annotation that lets the apiserver reconcile a default object at start-up.
 pub(super) const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// The label of every bootstrapped object.
@@ -20,7 +24,7 @@ const BOOTSTRAP_LABEL: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-defa
 /// The prefix of the controller roles (bound to `kube-system` service accounts).
 const CONTROLLER_PREFIX: &str = "system:controller:";
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 const READ_WRITE: &[&str] = &[
     "get",
@@ -33,27 +37,27 @@ const READ_WRITE: &[&str] = &[
     "deletecollection",
 ];
 
-const LEGACY: &str = "";
-const APPS: &str = "apps";
+pub(super) const LEGACY: &str = "";
+pub(super) const APPS: &str = "apps";
 const AUTHENTICATION: &str = "authentication.k8s.io";
 const AUTHORIZATION: &str = "authorization.k8s.io";
 const AUTOSCALING: &str = "autoscaling";
-const BATCH: &str = "batch";
+pub(super) const BATCH: &str = "batch";
 const CERTIFICATES: &str = "certificates.k8s.io";
 const COORDINATION: &str = "coordination.k8s.io";
 const DISCOVERY: &str = "discovery.k8s.io";
 const EVENTS: &str = "events.k8s.io";
-const EXTENSIONS: &str = "extensions";
+pub(super) const EXTENSIONS: &str = "extensions";
 const NETWORKING: &str = "networking.k8s.io";
 const NODE: &str = "node.k8s.io";
 const POLICY: &str = "policy";
 const STORAGE: &str = "storage.k8s.io";
 
-fn rule(verbs: &[&str]) -> PolicyRule {
+pub(super) fn rule(verbs: &[&str]) -> PolicyRule {
     PolicyRule::new(verbs)
 }
 
-fn events_rule() -> PolicyRule {
+pub(super) fn events_rule() -> PolicyRule {
     rule(&["create", "update", "patch"])
         .groups(&[LEGACY, EVENTS])
         .resources(&["events"])
@@ -415,171 +419,6 @@ fn controller_manager_rules() -> Vec<PolicyRule> {
         rule(&["create"])
             .groups(&[LEGACY])
             .resources(&["serviceaccounts/token"]),
-    ]
-}
-
-/// The roles of the controllers wasmkube runs, bound to `kube-system/<controller>`
-/// service accounts as `controller_policy.go` binds them.
-fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
-    vec![
-        (
-            "clusterrole-aggregation-controller",
-            vec![
-                rule(&["escalate", "get", "list", "watch", "update", "patch"])
-                    .groups(&[GROUP])
-                    .resources(&["clusterroles"]),
-            ],
-        ),
-        (
-            "daemon-set-controller",
-            vec![
-                rule(READ)
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["daemonsets"]),
-                rule(&["update"])
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["daemonsets/status"]),
-                rule(&["update"])
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["daemonsets/finalizers"]),
-                rule(&["list", "watch"])
-                    .groups(&[LEGACY])
-                    .resources(&["nodes"]),
-                rule(&["list", "watch", "create", "delete", "patch"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                rule(&["create"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods/binding"]),
-                rule(&[
-                    "get", "list", "watch", "create", "delete", "update", "patch",
-                ])
-                .groups(&[APPS])
-                .resources(&["controllerrevisions"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "deployment-controller",
-            vec![
-                rule(&["get", "list", "watch", "update"])
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["deployments"]),
-                rule(&["update"])
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["deployments/status"]),
-                rule(&["update"])
-                    .groups(&[EXTENSIONS, APPS])
-                    .resources(&["deployments/finalizers"]),
-                rule(&[
-                    "get", "list", "watch", "create", "update", "patch", "delete",
-                ])
-                .groups(&[APPS, EXTENSIONS])
-                .resources(&["replicasets"]),
-                rule(&["get", "list", "watch", "update"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "generic-garbage-collector",
-            vec![
-                rule(&["get", "list", "watch", "patch", "update", "delete"])
-                    .groups(&["*"])
-                    .resources(&["*"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "job-controller",
-            vec![
-                rule(&["get", "list", "watch", "update", "patch"])
-                    .groups(&[BATCH])
-                    .resources(&["jobs"]),
-                rule(&["update"])
-                    .groups(&[BATCH])
-                    .resources(&["jobs/status"]),
-                rule(&["update"])
-                    .groups(&[BATCH])
-                    .resources(&["jobs/finalizers"]),
-                rule(&["list", "watch", "create", "delete", "patch"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "namespace-controller",
-            vec![
-                rule(&["get", "list", "watch", "delete"])
-                    .groups(&[LEGACY])
-                    .resources(&["namespaces"]),
-                rule(&["update"])
-                    .groups(&[LEGACY])
-                    .resources(&["namespaces/finalize", "namespaces/status"]),
-                rule(&["get", "list", "watch", "delete", "deletecollection"])
-                    .groups(&["*"])
-                    .resources(&["*"]),
-            ],
-        ),
-        (
-            "node-controller",
-            vec![
-                rule(&["get", "list", "watch", "update", "delete", "patch"])
-                    .groups(&[LEGACY])
-                    .resources(&["nodes"]),
-                rule(&["patch", "update"])
-                    .groups(&[LEGACY])
-                    .resources(&["nodes/status"]),
-                rule(&["patch", "update"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods/status"]),
-                rule(&["list", "watch", "get", "delete"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "pod-garbage-collector",
-            vec![
-                rule(&["list", "watch", "delete"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                rule(READ).groups(&[LEGACY]).resources(&["nodes"]),
-                rule(&["patch"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods/status"]),
-            ],
-        ),
-        (
-            "replicaset-controller",
-            vec![
-                rule(&["get", "list", "watch", "update"])
-                    .groups(&[APPS, EXTENSIONS])
-                    .resources(&["replicasets"]),
-                rule(&["update"])
-                    .groups(&[APPS, EXTENSIONS])
-                    .resources(&["replicasets/status"]),
-                rule(&["update"])
-                    .groups(&[APPS, EXTENSIONS])
-                    .resources(&["replicasets/finalizers"]),
-                rule(&["list", "watch", "patch", "create", "delete"])
-                    .groups(&[LEGACY])
-                    .resources(&["pods"]),
-                events_rule(),
-            ],
-        ),
-        (
-            "ttl-after-finished-controller",
-            vec![
-                rule(&["get", "list", "watch", "delete"])
-                    .groups(&[BATCH])
-                    .resources(&["jobs"]),
-                events_rule(),
-            ],
-        ),
     ]
 }
 
