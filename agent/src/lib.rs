@@ -9,7 +9,7 @@
 //!   CrashLoopBackOff, graceful deletion; [`status`] writes `pods/status` when it changes.
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] seam and its wasmtime implementation.
 //! - [`logs`]: CRI-format log files and the HTTPS server behind `kubectl logs`.
-//! - [`events`]: `core/v1` Events with repeat aggregation.
+//! - Events (source `kubelet`, the node as host) go through `wasmkube_client::events`.
 //! - [`images`], [`volumes`], [`probes`], [`network`]: the image store, volumes, probes and
 //!   pod IPs.
 //!
@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
 use tokio::sync::watch;
+use wasmkube_client::events::{EventMetrics, EventRecorder, Reporter};
 
-pub mod events;
 pub mod images;
 pub mod logs;
 pub mod network;
@@ -49,6 +49,9 @@ pub use node::{Capacity, RUNTIME_LABEL_WASMTIME};
 
 /// The kubelet's port, the default of the log server.
 pub const DEFAULT_LOG_PORT: u16 = 10250;
+
+/// The `source.component` of the agent's Events, as the kubelet's.
+pub const EVENT_COMPONENT: &str = "kubelet";
 
 /// Settings of an agent.
 #[derive(Clone)]
@@ -230,7 +233,15 @@ pub async fn start(
         host_ip: config.node_ip,
         runtime: Arc::new(runtime::wasm::WasmRuntime::new(runtime)),
         images,
-        events: events::EventRecorder::start(config.client.clone(), config.node_name.clone()),
+        events: EventRecorder::new(
+            config.client.clone(),
+            Reporter {
+                component: EVENT_COMPONENT.to_string(),
+                host: Some(config.node_name.clone()),
+                instance: config.node_name.clone(),
+            },
+            Arc::new(EventMetrics::default()),
+        ),
         logs: log_registry,
         pods_dir,
         allocatable: capacity.allocatable(),

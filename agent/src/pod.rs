@@ -27,8 +27,8 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use wasmkube_client::events::EventRecorder;
 
-use crate::events::EventRecorder;
 use crate::images::ImageStore;
 use crate::logs::LogRegistry;
 use crate::node::Capacity;

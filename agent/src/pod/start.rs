@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use wasmkube_api::quantity::Quantity;
+use wasmkube_client::events::{EventType, pod_reference};
 
 use super::PodContext;
 use super::env::{self, Environment, PodFacts};
-use crate::events::EventType;
 use crate::images::{PullPolicy, ResolvedImage};
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
@@ -70,8 +70,8 @@ pub async fn start_container(
     let c = &req.container;
     let pod = &req.pod;
     let event = |type_: EventType, reason: &str, message: String| {
-        ctx.events
-            .pod(pod, Some((&c.name, req.init)), type_, reason, message);
+        let involved = pod_reference(pod, Some((&c.name, req.init)));
+        ctx.events.record(involved, type_, reason, message);
     };
     let image_ref = c.image.clone().unwrap_or_default();
     let policy = PullPolicy::for_container(c.image_pull_policy.as_deref(), &image_ref);

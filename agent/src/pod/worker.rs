@@ -23,11 +23,11 @@ use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{mpsc, watch};
+use wasmkube_client::events::{EventType, pod_reference};
 
 use super::lifecycle::{ContainerState, Phase, PodLifecycle, PodStage, StartFailure, Termination};
 use super::start::{StartFailed, StartRequest, Started, start_container};
 use super::{PodContext, PodMessage};
-use crate::events::EventType;
 use crate::probes::{ProbeKind, ProbeSet, ProbeUpdate};
 use crate::runtime::{Outcome, StopHandle};
 use crate::status::{StatusInputs, StatusWriter, build};
@@ -167,9 +167,8 @@ impl Worker {
         let container = index
             .and_then(|i| self.container(i))
             .map(|(c, init)| (c.name.as_str(), init));
-        self.ctx
-            .events
-            .pod(&self.pod, container, type_, reason, message);
+        let involved = pod_reference(&self.pod, container);
+        self.ctx.events.record(involved, type_, reason, message);
     }
 
     async fn run(mut self) {

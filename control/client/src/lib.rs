@@ -6,6 +6,8 @@
 //! (kube-rs over HTTPS, also in-process). What they all need lives here, in a layer every
 //! component imports, never in one component that the others borrow from:
 //!
+//! - [`events`]: the one Event recorder, with client-go's aggregation, de-duplication and
+//!   spam filtering, a bounded queue and bounded, retried writes.
 //! - [`leader`]: Lease leader election, so of several replicas of a component exactly one
 //!   acts ([`LeaderElector::spawn_or_always`] is what a component's `run` calls).
 //! - [`identity`]: who this process is (host name, `<hostname>_<uuid>` Lease holder
@@ -19,9 +21,11 @@
 //! Pure predicates over API objects (toleration matching, node affinity, the pod-template
 //! hash) have no I/O and live in `wasmkube-api`, as Kubernetes' component-helpers.
 
+pub mod events;
 pub mod identity;
 pub mod leader;
 pub mod retry;
 pub mod status;
 
+pub use events::{EventMetrics, EventRecorder, EventType, Reporter};
 pub use leader::{LeaderElectionConfig, LeaderElectionError, LeaderElector};

@@ -2,17 +2,18 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Resource;
-use wasmkube_scheduler::Metrics;
-use wasmkube_scheduler::events::EventRecorder;
+use wasmkube_client::events::{EventMetrics, EventType, Reporter};
 
 use crate::config::ControllersConfig;
 
+/// Records Events about objects in the background (`wasmkube-client`'s recorder: a write
+/// never blocks a reconcile; repeats are counted, similar Events combined, spam filtered).
+pub use wasmkube_client::events::EventRecorder as Recorder;
+
 /// `Normal` events.
-pub use wasmkube_scheduler::events::NORMAL;
+pub const NORMAL: EventType = EventType::Normal;
 /// `Warning` events.
-pub use wasmkube_scheduler::events::WARNING;
+pub const WARNING: EventType = EventType::Warning;
 
 /// Shared by the controllers of one controller-manager. Cheap to clone (`Arc` it).
 #[derive(Clone)]
@@ -21,7 +22,8 @@ pub struct Context {
     pub client: kube::Client,
     /// The controller-manager's settings.
     pub config: ControllersConfig,
-    metrics: Arc<Metrics>,
+    /// What the controllers' Event recorders did.
+    pub events: Arc<EventMetrics>,
 }
 
 impl Context {
@@ -30,7 +32,7 @@ impl Context {
         Context {
             client,
             config,
-            metrics: Arc::new(Metrics::default()),
+            events: Arc::new(EventMetrics::default()),
         }
     }
 
@@ -39,42 +41,14 @@ impl Context {
     /// themselves; `kubectl describe` shows it in the `From` column). Call once per
     /// controller: it starts a background writer task.
     pub fn recorder(&self, component: &str) -> Recorder {
-        Recorder {
-            inner: EventRecorder::new(
-                self.client.clone(),
-                component.to_string(),
-                self.config.identity.clone(),
-                self.metrics.clone(),
-            ),
-        }
-    }
-}
-
-/// Records Events about objects in the background (a write never blocks a reconcile;
-/// repeats of the same reason and message bump `count`).
-#[derive(Clone, Debug)]
-pub struct Recorder {
-    inner: EventRecorder,
-}
-
-impl Recorder {
-    /// Records an Event of `type_` ([`NORMAL`] or [`WARNING`]) about `object`.
-    pub fn publish<K>(&self, object: &K, type_: &'static str, reason: &'static str, message: String)
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        self.publish_ref(object.object_ref(&()), type_, reason, message);
-    }
-
-    /// Records an Event about the object `involved` refers to.
-    pub fn publish_ref(
-        &self,
-        involved: ObjectReference,
-        type_: &'static str,
-        reason: &'static str,
-        message: String,
-    ) {
-        self.inner
-            .record_object(involved, type_, reason, reason, message);
+        Recorder::new(
+            self.client.clone(),
+            Reporter {
+                component: component.to_string(),
+                host: None,
+                instance: self.config.identity.clone(),
+            },
+            self.events.clone(),
+        )
     }
 }

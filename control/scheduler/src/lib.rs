@@ -15,11 +15,10 @@
 //! - [`resources`]: pod requests and node allocatable as integers.
 //! - [`labels`]: node labels numbered so selectors match with integer comparisons.
 //! - [`queue`]: the active / backoff / unschedulable queues.
-//! - [`events`], `binding`: what the scheduler writes back.
+//! - `binding`: what the scheduler writes back (Events go through `wasmkube_client::events`).
 
 mod binding;
 pub mod config;
-pub mod events;
 pub mod framework;
 pub mod labels;
 pub mod metrics;

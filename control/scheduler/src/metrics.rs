@@ -1,7 +1,10 @@
 //! Counters of what the scheduler did, readable while it runs (tests, benchmarks, and later
 //! the Prometheus endpoint).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmkube_client::EventMetrics;
 
 /// Live counters; share one `Arc<Metrics>` through [`crate::SchedulerConfig::metrics`].
 #[derive(Debug, Default)]
@@ -16,8 +19,8 @@ pub struct Metrics {
     pub bind_conflicts: AtomicU64,
     /// Bindings that failed otherwise (network, server errors).
     pub bind_errors: AtomicU64,
-    /// Events not written (too many in flight, or the write failed).
-    pub events_dropped: AtomicU64,
+    /// What the scheduler's Event recorder did (`wasmkube-client`'s counters).
+    pub events: Arc<EventMetrics>,
 }
 
 /// A copy of the counters at one moment.
@@ -33,7 +36,8 @@ pub struct MetricsSnapshot {
     pub bind_conflicts: u64,
     /// See [`Metrics::bind_errors`].
     pub bind_errors: u64,
-    /// See [`Metrics::events_dropped`].
+    /// Events not written (the queue was full, or the write failed for good); see
+    /// [`EventMetrics::dropped`].
     pub events_dropped: u64,
 }
 
@@ -47,7 +51,7 @@ impl Metrics {
             unschedulable: get(&self.unschedulable),
             bind_conflicts: get(&self.bind_conflicts),
             bind_errors: get(&self.bind_errors),
-            events_dropped: get(&self.events_dropped),
+            events_dropped: get(&self.events.dropped),
         }
     }
 

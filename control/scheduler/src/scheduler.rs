@@ -26,10 +26,10 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::{Semaphore, mpsc, watch};
+use wasmkube_client::events::{EventRecorder, EventType, Reporter, pod_reference};
 
 use crate::binding::{self, BindOutcome};
 use crate::config::SchedulerConfig;
-use crate::events::{EventRecorder, NORMAL, WARNING};
 use crate::framework::Framework;
 use crate::metrics::Metrics;
 use crate::plugins::default_framework;
@@ -113,9 +113,12 @@ impl Scheduler {
         });
         let recorder = EventRecorder::new(
             client.clone(),
-            config.scheduler_name.clone(),
-            config.identity.clone(),
-            metrics.clone(),
+            Reporter {
+                component: config.scheduler_name.clone(),
+                host: None,
+                instance: config.identity.clone(),
+            },
+            metrics.events.clone(),
         );
         Scheduler {
             client,
@@ -226,10 +229,21 @@ impl Scheduler {
         true
     }
 
+    /// Records an Event about `pod` (with the scheduler's `action`).
+    fn record(&self, pod: &PodInfo, type_: EventType, reason: &str, action: &str, message: String) {
+        self.recorder.record_action(
+            pod_reference(&pod.pod, None),
+            type_,
+            reason,
+            Some(action),
+            message,
+        );
+    }
+
     fn report_unschedulable(&self, pod: &Arc<PodInfo>, message: String) {
-        self.recorder.record(
+        self.record(
             pod,
-            WARNING,
+            EventType::Warning,
             "FailedScheduling",
             "Scheduling",
             message.clone(),
@@ -258,9 +272,9 @@ impl Scheduler {
             BindOutcome::Bound => {
                 Metrics::inc(&self.metrics.bound);
                 self.queue.remove(&pod.uid);
-                self.recorder.record(
+                self.record(
                     &pod,
-                    NORMAL,
+                    EventType::Normal,
                     "Scheduled",
                     "Binding",
                     format!(
@@ -284,9 +298,9 @@ impl Scheduler {
                 tracing::warn!(pod = %pod.name, namespace = %pod.namespace, %node, %message, "binding failed");
                 self.snapshot.forget(&pod.uid);
                 self.queue.backoff(&pod.uid, now);
-                self.recorder.record(
+                self.record(
                     &pod,
-                    WARNING,
+                    EventType::Warning,
                     "FailedScheduling",
                     "Scheduling",
                     format!("Binding rejected: {message}"),

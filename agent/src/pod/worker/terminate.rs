@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
+use wasmkube_client::events::EventType;
 use wasmkube_client::status::{is_conflict, is_not_found};
 
 use super::{DEFAULT_GRACE, Done, FINAL_STATUS_WAIT, Worker};
-use crate::events::EventType;
 use crate::pod::PodMessage;
 use crate::pod::lifecycle::PodStage;
 

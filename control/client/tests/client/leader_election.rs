@@ -6,38 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use wasmkube_client::{LeaderElectionConfig, LeaderElector};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+use crate::apiserver::start_apiserver;
 
-async fn start_apiserver() -> Result<(
-    tempfile::TempDir,
-    kube::Client,
-    tokio::sync::oneshot::Sender<()>,
-)> {
-    let dir = tempfile::tempdir()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().to_path_buf(),
-            bind: "127.0.0.1:0".parse()?,
-            extra_sans: Vec::new(),
-            history_max_events: 10_000,
-            history_max_age: Duration::from_secs(600),
-            default_toleration_seconds: Default::default(),
-            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await?;
-    let kubeconfig = Kubeconfig::read_from(&running.kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok((dir, kube::Client::try_from(config)?, stop))
-}
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn config(identity: &str) -> LeaderElectionConfig {
     LeaderElectionConfig {
