@@ -342,14 +342,23 @@ async fn requests_without_valid_credentials_get_401() -> Result<()> {
     let response = raw::get(&wrong, "/api/v1/namespaces").await?;
     expect_status(&response, 401, "Unauthorized")?;
 
-    match std::fs::read_to_string(cluster.data_dir().join("token")) {
-        Ok(token) => {
-            let bearer = cluster.client_with_bearer_token(token.trim()).await?;
-            let response = raw::get(&bearer, "/api/v1/namespaces").await?;
-            assert_eq!(response.status, 200, "{}", response.body);
-        }
-        Err(e) => eprintln!("skipping the bearer-token check: no token file ({e})"),
-    }
+    // The admin bearer token of `<data-dir>/tokens.csv` (kube-apiserver's --token-auth-file
+    // format: token,user,uid,"groups") is accepted.
+    let tokens_path = cluster.data_dir().join("tokens.csv");
+    let tokens = std::fs::read_to_string(&tokens_path)
+        .with_context(|| format!("reading {}", tokens_path.display()))?;
+    let admin_token = tokens
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let mut fields = line.split(',');
+            let token = fields.next()?;
+            (fields.next()? == "admin").then(|| token.to_owned())
+        })
+        .with_context(|| format!("no admin token in {}:\n{tokens}", tokens_path.display()))?;
+    let bearer = cluster.client_with_bearer_token(&admin_token).await?;
+    let response = raw::get(&bearer, "/api/v1/namespaces").await?;
+    assert_eq!(response.status, 200, "{}", response.body);
     still_serving(&admin, "the credential checks").await?;
     Ok(())
 }

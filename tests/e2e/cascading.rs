@@ -344,7 +344,9 @@ async fn deployments_cascade_in_the_background_and_foreground_and_are_orphaned_o
 -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("deployments_cascade")
+        .start_with_samples(
+            "deployments_cascade_in_the_background_and_foreground_and_are_orphaned_on_request",
+        )
         .await?
     else {
         return Ok(());

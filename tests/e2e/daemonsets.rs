@@ -2,10 +2,10 @@
 //! DaemonSet on every eligible `wasmkube agent` node (the scheduler binds it to the node its
 //! node affinity names), follows nodes that join, keeps pods off nodes with untolerated
 //! taints, and rolls a template change out node by node until `kubectl rollout status`
-//! says it is done. Each test skips (with a message) when the sample images are not built.
+//! says it is done. Each test fails, naming `samples/build --oci`, when the sample images are
+//! not built.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
@@ -48,13 +48,6 @@ fn daemonset_manifest(name: &str, tolerations: Value) -> Value {
             },
         },
     })
-}
-
-/// Imports the counter sample into every node, so that nodes joined after the start (which
-/// `start_with_samples` did not see) can run it.
-async fn import_counter(cluster: &TestCluster) -> Result<()> {
-    let layout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/out/oci/counter");
-    cluster.import_image(&layout).await
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -206,7 +199,9 @@ async fn wait_one_running_pod_per_node(
 async fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes_that_join() -> Result<()> {
     let Some(mut cluster) = TestCluster::builder()
         .agents(2)
-        .start_with_samples("daemonsets_spread")
+        .start_with_samples(
+            "a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes_that_join",
+        )
         .await?
     else {
         return Ok(());
@@ -264,7 +259,6 @@ async fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes_that_join(
 
     // A third node joins: a pod appears there.
     cluster.join_agent(NodeSpec::named("third")).await?;
-    import_counter(&cluster).await?;
     nodes.push("third".to_owned());
     wait_one_running_pod_per_node(&cluster, "ticker", &nodes).await?;
 
@@ -272,7 +266,6 @@ async fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes_that_join(
     cluster
         .join_agent(NodeSpec::named("infra").taint("dedicated=infra:NoSchedule"))
         .await?;
-    import_counter(&cluster).await?;
     cluster
         .apply_json(&daemonset_manifest(
             "infra-agent",
@@ -321,7 +314,7 @@ async fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes_that_join(
 async fn a_template_change_rolls_out_to_every_node() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(2)
-        .start_with_samples("daemonsets_rollout")
+        .start_with_samples("a_template_change_rolls_out_to_every_node")
         .await?
     else {
         return Ok(());

@@ -5,7 +5,7 @@
 //! `resume` and `restart` work; a watch on the pods checks the rolling update's promises
 //! (never fewer than `replicas - maxUnavailable` ready pods, never more than
 //! `replicas + maxSurge` pods) and that Recreate never runs old and new pods together.
-//! Each test skips (with a message) when the sample images are not built.
+//! Each test fails, naming `samples/build --oci`, when the sample images are not built.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

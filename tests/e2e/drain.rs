@@ -78,7 +78,9 @@ async fn kubectl_drain_evicts_a_nodes_pods_to_the_other_node_and_uncordon_reopen
 {
     let Some(cluster) = TestCluster::builder()
         .agents(2)
-        .start_with_samples("kubectl_drain_evicts_a_nodes_pods_to_the_other_node")
+        .start_with_samples(
+            "kubectl_drain_evicts_a_nodes_pods_to_the_other_node_and_uncordon_reopens_it",
+        )
         .await?
     else {
         return Ok(());

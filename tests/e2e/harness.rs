@@ -11,8 +11,8 @@
 //! Without nodes asked for, the server runs with `--disable-agent` (the apiserver tests need
 //! none). `.agents(2)` / `.agent(NodeSpec::named("a").label("disk", "ssd").cpu("1"))` join
 //! separate `wasmkube agent` processes and `.embedded_agent(spec)` runs the server's own node
-//! ([`nodes`]); `.start_with_samples(test)` also imports the sample images into every node, or
-//! skips the test when they are not built ([`pods`]); [`images`] packages modules written at
+//! ([`nodes`]); `.start_with_samples(test)` also imports the sample images into every node, and
+//! fails naming `samples/build --oci` when they are not built ([`pods`]); [`images`] packages modules written at
 //! test time. `cluster.kill9_agent(i)` / `cluster.restart_agent(i)` act on agent processes.
 
 use std::net::TcpListener;

@@ -1,8 +1,8 @@
 //! Jobs end to end: the controller-manager inside `wasmkube server` runs a Job's pods on
 //! separate `wasmkube agent` nodes until enough succeed, as a Kubernetes user sees it with the
 //! real `kubectl` (`kubectl wait --for=condition=complete`, `kubectl logs`, Events) and a pod
-//! watch that checks parallelism was never exceeded. Each test skips (with a message) when
-//! the sample images are not built.
+//! watch that checks parallelism was never exceeded. Each test fails, naming `samples/build
+//! --oci`, when the sample images are not built.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -113,7 +113,7 @@ fn watch_max_active(
 async fn a_job_of_five_completions_runs_two_pods_at_a_time_until_complete() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(2)
-        .start_with_samples("jobs_parallel")
+        .start_with_samples("a_job_of_five_completions_runs_two_pods_at_a_time_until_complete")
         .await?
     else {
         return Ok(());
@@ -185,7 +185,7 @@ async fn a_job_of_five_completions_runs_two_pods_at_a_time_until_complete() -> R
 async fn an_indexed_job_gives_each_pod_its_index_and_records_completed_indexes() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("jobs_indexed")
+        .start_with_samples("an_indexed_job_gives_each_pod_its_index_and_records_completed_indexes")
         .await?
     else {
         return Ok(());
@@ -246,7 +246,7 @@ async fn an_indexed_job_gives_each_pod_its_index_and_records_completed_indexes()
 async fn a_failing_job_stops_at_its_backoff_limit_with_backoff_limit_exceeded() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("jobs_backoff")
+        .start_with_samples("a_failing_job_stops_at_its_backoff_limit_with_backoff_limit_exceeded")
         .await?
     else {
         return Ok(());
@@ -295,7 +295,7 @@ async fn a_failing_job_stops_at_its_backoff_limit_with_backoff_limit_exceeded() 
 async fn an_active_deadline_stops_a_job_and_a_ttl_deletes_a_finished_one() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("jobs_deadline_ttl")
+        .start_with_samples("an_active_deadline_stops_a_job_and_a_ttl_deletes_a_finished_one")
         .await?
     else {
         return Ok(());

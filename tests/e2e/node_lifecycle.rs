@@ -82,7 +82,9 @@ async fn a_killed_node_goes_unknown_its_pods_move_and_it_heals_without_duplicate
         .server_arg("5")
         .server_arg("--default-not-ready-toleration-seconds")
         .server_arg("5")
-        .start_with_samples("node_lifecycle")
+        .start_with_samples(
+            "a_killed_node_goes_unknown_its_pods_move_and_it_heals_without_duplicates",
+        )
         .await?
     else {
         return Ok(());

@@ -101,7 +101,7 @@ async fn node_selectors_and_tolerations_decide_placement() -> Result<()> {
                 .label("disk", "hdd")
                 .taint("dedicated=gpu:NoSchedule"),
         )
-        .start_with_samples("placement")
+        .start_with_samples("node_selectors_and_tolerations_decide_placement")
         .await?
     else {
         return Ok(());
@@ -158,7 +158,9 @@ async fn resource_requests_must_fit_and_a_pod_too_big_for_every_node_stays_pendi
     let Some(cluster) = TestCluster::builder()
         .agent(NodeSpec::named("small").cpu("1").memory("256Mi"))
         .agent(NodeSpec::named("large").cpu("4").memory("4Gi"))
-        .start_with_samples("resources")
+        .start_with_samples(
+            "resource_requests_must_fit_and_a_pod_too_big_for_every_node_stays_pending",
+        )
         .await?
     else {
         return Ok(());
@@ -212,7 +214,7 @@ async fn resource_requests_must_fit_and_a_pod_too_big_for_every_node_stays_pendi
 async fn a_cordoned_node_gets_no_new_pods() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(2)
-        .start_with_samples("cordon")
+        .start_with_samples("a_cordoned_node_gets_no_new_pods")
         .await?
     else {
         return Ok(());

@@ -1,7 +1,7 @@
 //! Wasm pods end to end, as a Kubernetes user sees them: the sample guests (`samples/`)
 //! imported into a node agent running as its own `wasmkube agent` process, deployed with the
 //! real `kubectl apply`, observed through pod status, events, `kubectl logs` and the pod's own
-//! IP. Each test skips (with a message) when the sample images are not built.
+//! IP. Each test fails, naming `samples/build --oci`, when the sample images are not built.
 
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
 async fn hello_succeeds_with_exit_code_0_and_kubectl_logs_shows_its_output() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("hello")
+        .start_with_samples("hello_succeeds_with_exit_code_0_and_kubectl_logs_shows_its_output")
         .await?
     else {
         return Ok(());
@@ -91,7 +91,7 @@ async fn hello_succeeds_with_exit_code_0_and_kubectl_logs_shows_its_output() -> 
 async fn hello_component_runs_on_the_servers_embedded_agent() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .embedded_agent(NodeSpec::named("embedded"))
-        .start_with_samples("hello-component")
+        .start_with_samples("hello_component_runs_on_the_servers_embedded_agent")
         .await?
     else {
         return Ok(());
@@ -128,7 +128,7 @@ fn back_off_seconds(message: &str) -> Option<u64> {
 async fn crash_with_restart_policy_always_backs_off_longer_after_each_failure() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("crash")
+        .start_with_samples("crash_with_restart_policy_always_backs_off_longer_after_each_failure")
         .await?
     else {
         return Ok(());
@@ -247,7 +247,9 @@ async fn memhog_over_its_memory_limit_is_oom_killed_and_its_neighbour_keeps_runn
 {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("memhog")
+        .start_with_samples(
+            "memhog_over_its_memory_limit_is_oom_killed_and_its_neighbour_keeps_running",
+        )
         .await?
     else {
         return Ok(());
@@ -352,7 +354,7 @@ fn pod_address(pod: &Pod) -> Result<(String, u16)> {
 async fn http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("http-hello")
+        .start_with_samples("http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready")
         .await?
     else {
         return Ok(());
@@ -406,7 +408,7 @@ async fn http_hello_answers_on_its_pod_ip_and_readiness_probes_gate_ready() -> R
 async fn a_failing_liveness_probe_restarts_http_hello() -> Result<()> {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("liveness")
+        .start_with_samples("a_failing_liveness_probe_restarts_http_hello")
         .await?
     else {
         return Ok(());
@@ -446,7 +448,7 @@ async fn kubectl_logs_follow_streams_counter_and_kubectl_delete_stops_it() -> Re
     use tokio::io::AsyncBufReadExt;
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("counter")
+        .start_with_samples("kubectl_logs_follow_streams_counter_and_kubectl_delete_stops_it")
         .await?
     else {
         return Ok(());
@@ -517,7 +519,9 @@ async fn files_sees_its_configmap_secret_downward_api_and_empty_dir_volumes_and_
 {
     let Some(cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("files")
+        .start_with_samples(
+            "files_sees_its_configmap_secret_downward_api_and_empty_dir_volumes_and_env",
+        )
         .await?
     else {
         return Ok(());
@@ -581,7 +585,7 @@ fn consecutive(counts: &[u64]) -> bool {
 async fn after_kill_9_and_restart_of_the_agent_its_pods_run_again_exactly_once() -> Result<()> {
     let Some(mut cluster) = TestCluster::builder()
         .agents(1)
-        .start_with_samples("agent-restart")
+        .start_with_samples("after_kill_9_and_restart_of_the_agent_its_pods_run_again_exactly_once")
         .await?
     else {
         return Ok(());

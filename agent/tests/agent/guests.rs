@@ -152,12 +152,13 @@ pub(crate) fn import(data_dir: &Path, name: &str, wat: &str) {
     import_wasm(data_dir, name, &wat::parse_str(wat).expect("valid WAT"));
 }
 
-/// A sample built by `samples/build` (`samples/out/<name>.wasm`), if it was built.
-pub(crate) fn sample(name: &str) -> Option<Vec<u8>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../samples/out")
-        .join(format!("{name}.wasm"));
-    std::fs::read(path).ok()
+/// The bytes of a sample built by `samples/build` (`samples/out/<name>.wasm`) for `test`.
+/// Panics naming the build command when it is not built; `None` only when
+/// `WASMKUBE_ALLOW_MISSING_SAMPLES=1` lets the test skip.
+pub(crate) fn sample(test: &str, name: &str) -> Option<Vec<u8>> {
+    let path =
+        wasmkube_samples::built(test, &format!("{name}.wasm")).unwrap_or_else(|e| panic!("{e}"))?;
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
 }
 
 /// Imports wasm bytes as image `name`.

@@ -1,6 +1,6 @@
 //! Integration tests of wasmkube-runtime, one binary: guests written in WAT (and turned into
-//! components) run through the public API; the samples' real C guests run too once
-//! `samples/build` has produced `samples/out/*.wasm`.
+//! components) run through the public API, and the samples' real C guests
+//! (`samples/out/*.wasm`; a test whose sample is not built fails naming `samples/build --oci`).
 
 mod guests;
 mod http;

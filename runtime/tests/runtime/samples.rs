@@ -1,5 +1,6 @@
-//! The real C guests of `samples/` (built by `samples/build` into `samples/out/`). Each test
-//! says so and passes without checking anything when its sample is not built.
+//! The real C guests of `samples/` (built by `samples/build` into `samples/out/`). A test whose
+//! sample is not built fails naming that command (it skips only with
+//! `WASMKUBE_ALLOW_MISSING_SAMPLES=1`, see `wasmkube_samples`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,20 +11,11 @@ use wasmkube_runtime::{HttpSpec, Limits, Outcome, Preopen, Program, ProgramKind,
 
 use crate::{PATIENCE, captured_spec, eventually, outcome_of, test_runtime};
 
-/// `samples/out/<name>`, if built.
+/// `samples/out/<name>`. Panics naming the build command when it is not built; `None` only
+/// when `WASMKUBE_ALLOW_MISSING_SAMPLES=1` lets the test skip.
 fn sample(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../samples/out")
-        .join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} is not built (run samples/build)",
-            path.display()
-        );
-        None
-    }
+    wasmkube_samples::built(&format!("the {name} sample test"), name)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn load_sample(runtime: &Runtime, name: &str) -> Option<Program> {

@@ -16,20 +16,12 @@ use serde_json::Value;
 
 use super::{TestCluster, TestClusterBuilder, poll_until};
 
-/// The directory of the samples' OCI image layouts, when `samples/build --oci` has run.
-/// Otherwise prints why the calling test is skipped and returns `None`.
-pub(crate) fn samples_available(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/out/oci");
-    if dir.join("hello").join("index.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: the sample images are missing ({} has no hello/index.json); \
-             build them with `samples/build --oci` (tests/run does)",
-            dir.display()
-        );
-        None
-    }
+/// The OCI image layout of `sample` (`<samples out>/oci/<sample>`, written by `samples/build
+/// --oci`) for `test`: an error naming the build command when it is not built, `None` only
+/// when `WASMKUBE_ALLOW_MISSING_SAMPLES=1` lets the test skip (see `wasmkube_samples`).
+pub(crate) fn sample_layout(test: &str, sample: &str) -> Result<Option<PathBuf>> {
+    let index = wasmkube_samples::built(test, &format!("oci/{sample}/index.json"))?;
+    Ok(index.and_then(|index| index.parent().map(PathBuf::from)))
 }
 
 /// The first container's status of `pod`.
@@ -59,17 +51,17 @@ pub(crate) async fn events_of(client: &kube::Client, name: &str) -> Result<Vec<E
 }
 
 impl TestClusterBuilder {
-    /// Starts the cluster and imports every sample image into every node; `None` (after
-    /// printing why) when the samples are not built, so the calling test can skip.
+    /// Starts the cluster and imports every sample image into every node. Fails, naming the
+    /// command that builds them, when the samples are not built; `None` only when
+    /// `WASMKUBE_ALLOW_MISSING_SAMPLES=1` lets the calling test skip.
     pub(crate) async fn start_with_samples(self, test: &str) -> Result<Option<TestCluster>> {
-        let Some(dir) = samples_available(test) else {
+        let Some(hello) = sample_layout(test, "hello")? else {
             return Ok(None);
         };
+        let dir = hello.parent().context("the samples' OCI directory")?;
         let cluster = self.start().await?;
         let mut layouts = Vec::new();
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
             if path.join("index.json").is_file() {
                 layouts.push(path);
