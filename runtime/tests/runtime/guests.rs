@@ -1,7 +1,8 @@
 //! Guest programs for the tests, written in WAT (core modules for WASI preview1) and turned
 //! into components with wit-component: command components through the preview1 command
 //! adapter, the HTTP handler from a core module whose `wasi:http` imports are declared from
-//! the canonical-ABI signatures that wit-parser computes for the real WIT in `tests/wit`.
+//! the canonical-ABI signatures that wit-parser computes for the real WIT in the repository's
+//! `wit/` (world `hello-proxy`).
 
 use std::path::Path;
 
@@ -194,7 +195,7 @@ const IO_STREAMS: &str = "wasi:io/streams@0.2.12";
 /// as `handler` says.
 pub(crate) fn proxy_component(handler: &Handler) -> Vec<u8> {
     let mut resolve = Resolve::default();
-    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wit");
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
     let (package, _) = resolve
         .push_dir(&wit)
         .unwrap_or_else(|e| panic!("cannot parse {}: {e:?}", wit.display()));

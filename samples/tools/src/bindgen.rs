@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn http_hello_wit() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../http-hello/wit")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit")
     }
 
     #[test]
