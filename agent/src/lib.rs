@@ -76,6 +76,8 @@ pub struct AgentConfig {
     pub log_server: LogServerConfig,
     /// A wasm runtime to share (one per process); `None` = the agent makes its own.
     pub runtime: Option<wasmkube_runtime::Runtime>,
+    /// Host directories hostPath volumes may mount (`--allowed-host-path`); none by default.
+    pub allowed_host_paths: Vec<volumes::AllowedHostPath>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -88,6 +90,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("capacity", &self.capacity)
             .field("node_ip", &self.node_ip)
             .field("log_server", &self.log_server)
+            .field("allowed_host_paths", &self.allowed_host_paths)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +122,7 @@ impl AgentConfig {
                 names: vec![node_name],
             },
             runtime: None,
+            allowed_host_paths: Vec::new(),
         }
     }
 
@@ -155,6 +159,9 @@ pub enum AgentError {
     /// Pod networking cannot be set up.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
+    /// An `--allowed-host-path` cannot be used.
+    #[error(transparent)]
+    HostPaths(#[from] volumes::host_path::HostPathPolicyError),
 }
 
 /// A started agent.
@@ -181,12 +188,13 @@ pub async fn start(
     }
     let agent_dir = config.agent_dir();
     let pods_dir = agent_dir.join("pods");
-    for dir in [&agent_dir, &pods_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| AgentError::DataDir {
+    for dir in [&config.data_dir, &agent_dir, &pods_dir] {
+        create_private_dir(dir).map_err(|source| AgentError::DataDir {
             path: dir.clone(),
             source,
         })?;
     }
+    let host_paths = volumes::HostPathPolicy::new(&config.allowed_host_paths, &config.data_dir)?;
     let mut info = node::info::MachineInfo::detect(&agent_dir);
     info.hostname = config.node_name.clone();
     let capacity = config
@@ -246,6 +254,7 @@ pub async fn start(
         pods_dir,
         allocatable: capacity.allocatable(),
         network,
+        host_paths,
     });
     let client = config.client.clone();
     let node_name = config.node_name.clone();
@@ -282,6 +291,22 @@ pub async fn start(
         log_cert_pem: log_server.cert_pem,
         task: supervisor,
     })
+}
+
+/// Creates `dir` (and its parents) readable only by this user (0700), or makes an existing
+/// one so: the data directory holds keys, the store, compiled code and pods' secrets.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        if std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Runs the agent until `shutdown` resolves.

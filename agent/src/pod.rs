@@ -63,6 +63,8 @@ pub struct PodContext {
     pub allocatable: Capacity,
     /// Pod IPs.
     pub network: sandbox::Network,
+    /// Which host directories hostPath volumes may mount.
+    pub host_paths: crate::volumes::HostPathPolicy,
 }
 
 impl std::fmt::Debug for PodContext {

@@ -4,12 +4,15 @@
 //! - `emptyDir`: a directory (mode 0777), kept across container restarts and agent restarts
 //!   (it goes with the pod). `medium: Memory` is a directory too, and `sizeLimit` is not
 //!   enforced: a wasm guest's writes go through the agent, not a tmpfs.
-//! - `hostPath`: the node's directory itself; `DirectoryOrCreate` creates it, `Directory` and
-//!   no type require it to exist. File, socket and device types cannot be preopened (WASI
-//!   preopens are directories) and fail with a message saying so.
+//! - `hostPath`: a directory of the node, only if the node allows it ([`host_path`]: under an
+//!   `--allowed-host-path`, never the agent's data directory); `DirectoryOrCreate` creates it,
+//!   `Directory` and no type require it to exist. File, socket and device types cannot be
+//!   preopened (WASI preopens are directories) and fail with a message saying so. A hostPath
+//!   the node refuses fails every container of the pod with `CreateContainerConfigError`.
 //! - `configMap`, `secret`: one file per key (all keys, or the `items` listed, at their
-//!   `path`), mode `items[].mode` or `defaultMode` (0644); secret values are the decoded bytes.
-//!   A missing object or key fails the mount unless `optional`.
+//!   `path`), created with mode `items[].mode` or `defaultMode` (0644) in a directory only the
+//!   agent's user may enter (0700); secret values are the decoded bytes. A missing object or
+//!   key fails the mount unless `optional`.
 //! - `downwardAPI`: pod metadata (`metadata.name|namespace|uid|labels|annotations` and
 //!   `labels['k']`) and container resource fields, labels and annotations as `key="value"`
 //!   lines like the kubelet writes.
@@ -23,12 +26,15 @@
 //!
 //! [`PodVolumes::preopens_for`] turns a container's `volumeMounts` into preopened directories:
 //! `mountPath` is the guest path, read-only when the mount says so or the volume is a
-//! configMap, secret, downwardAPI or projected one; `subPath` mounts a subdirectory.
+//! configMap, secret, downwardAPI or projected one; `subPath` (or `subPathExpr`, expanded
+//! with the container's environment) mounts a subdirectory. Every directory is handed over
+//! as an open handle ([`beneath::DirHandle`]) and a subPath is opened beneath its volume's
+//! handle, so a symlink a guest wrote into its volume never leads a mount out of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
@@ -36,15 +42,21 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
+pub mod beneath;
 mod downward;
+pub mod host_path;
 #[cfg(test)]
 mod tests;
 
-pub use wasmkube_runtime::Preopen;
+pub use beneath::DirHandle;
+pub use host_path::{AllowedHostPath, HostPathPolicy};
 
 /// The mode of configMap, secret and downwardAPI files when neither the item nor the volume
 /// sets one (0644, Kubernetes' default).
 const DEFAULT_FILE_MODE: u32 = 0o644;
+/// The mode of the directories of configMap, secret, downwardAPI and projected volumes: only
+/// the agent's user may enter them, whatever their files' modes.
+const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Why a pod's volumes cannot be set up; the message is the `FailedMount` event's.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +92,15 @@ pub enum VolumeError {
         #[source]
         source: std::io::Error,
     },
-    /// A container's volume mount cannot be made (unknown volume, bad or file subPath).
+    /// The node refuses the volume (a hostPath outside its allow-list).
+    #[error("volume {volume:?}: {message}")]
+    NotAllowed {
+        /// The volume's name.
+        volume: String,
+        /// Why, and which flag would allow it.
+        message: String,
+    },
+    /// A container's volume mount cannot be made (unknown volume, bad, escaping or file subPath).
     #[error("cannot mount volume {volume:?} at {mount_path}: {message}")]
     Mount {
         /// The volume's name.
@@ -97,6 +117,8 @@ pub enum VolumeError {
 pub struct PreparedVolume {
     /// Its directory on the node.
     pub host: PathBuf,
+    /// The directory, open: what containers get (never `host` looked up again).
+    pub dir: DirHandle,
     /// Whether its kind is read-only for containers (configMap, secret, downwardAPI,
     /// projected).
     pub read_only: bool,
@@ -104,10 +126,24 @@ pub struct PreparedVolume {
     pub managed: bool,
 }
 
+/// A directory a container sees: an open handle of the node's directory, the guest path and
+/// whether it is read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the node, open.
+    pub dir: DirHandle,
+    /// Where the guest sees it (`mountPath`).
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
 /// The prepared volumes of one pod, by volume name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodVolumes {
     volumes: HashMap<String, PreparedVolume>,
+    /// Volumes the node refuses (name, why), in the pod's order.
+    refused: Vec<(String, String)>,
 }
 
 impl PodVolumes {
@@ -116,8 +152,27 @@ impl PodVolumes {
         self.volumes.get(name)
     }
 
-    /// The preopened directories of `container`, one per `volumeMounts` entry.
-    pub fn preopens_for(&self, container: &Container) -> Result<Vec<Preopen>, VolumeError> {
+    /// The first volume the node refuses to set up, if any: (name, why).
+    pub fn refused(&self) -> Option<(&str, &str)> {
+        self.refused
+            .first()
+            .map(|(name, why)| (name.as_str(), why.as_str()))
+    }
+
+    /// The preopened directories of `container`, one per `volumeMounts` entry; `env` looks up
+    /// the container's environment variables for `subPathExpr`. Fails for every container when
+    /// the pod has a volume the node refuses.
+    pub fn preopens_for(
+        &self,
+        container: &Container,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Preopen>, VolumeError> {
+        if let Some((volume, message)) = self.refused() {
+            return Err(VolumeError::NotAllowed {
+                volume: volume.to_string(),
+                message: message.to_string(),
+            });
+        }
         let mut preopens = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
             let error = |message: String| VolumeError::Mount {
@@ -129,48 +184,41 @@ impl PodVolumes {
                 .volumes
                 .get(&mount.name)
                 .ok_or_else(|| error("the pod has no volume of that name".into()))?;
-            if mount
-                .sub_path_expr
-                .as_deref()
-                .is_some_and(|e| !e.is_empty())
-            {
-                return Err(error(
-                    "subPathExpr is not supported yet; use subPath".into(),
-                ));
-            }
-            let host = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                None => volume.host.clone(),
+            let sub_path = match mount.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
+                Some(expr) => Some(expand_sub_path_expr(expr, &env).map_err(error)?),
+                None => mount.sub_path.clone().filter(|s| !s.is_empty()),
+            };
+            let dir = match sub_path.as_deref() {
+                None => volume.dir.clone(),
                 Some(sub) => {
                     let rel = relative_path(sub).ok_or_else(|| {
                         error(format!(
                             "subPath {sub:?} must be a relative path without '..'"
                         ))
                     })?;
-                    let dir = volume.host.join(rel);
-                    if dir.is_file() {
-                        return Err(error(format!(
-                            "subPath {sub:?} is a file; wasm containers can mount only \
-                             directories (mount the whole volume and read the file from it)"
-                        )));
-                    }
-                    if !dir.exists() && !volume.read_only {
-                        fs::create_dir_all(&dir).map_err(|e| {
-                            error(format!("cannot create subPath {}: {e}", dir.display()))
-                        })?;
-                    }
-                    if !dir.is_dir() {
-                        return Err(error(format!(
-                            "subPath {sub:?} does not exist in the volume"
-                        )));
-                    }
-                    dir
+                    // Beneath the volume's open handle: a symlink a guest made in the
+                    // volume may not lead out of it (CVE-2017-1002101).
+                    let create = (!volume.read_only).then_some(0o755);
+                    volume
+                        .dir
+                        .open_beneath(&rel, create, false)
+                        .map_err(|e| match e {
+                            beneath::BeneathError::NotADirectory => error(format!(
+                                "subPath {sub:?} is a file; wasm containers can mount only \
+                                 directories (mount the whole volume and read the file from it)"
+                            )),
+                            beneath::BeneathError::NotFound => {
+                                error(format!("subPath {sub:?} does not exist in the volume"))
+                            }
+                            e => error(format!("subPath {sub:?} {e}")),
+                        })?
                 }
             };
             if !mount.mount_path.starts_with('/') {
                 return Err(error("mountPath must be absolute".into()));
             }
             preopens.push(Preopen {
-                host,
+                dir,
                 guest: mount.mount_path.clone(),
                 read_only: volume.read_only || mount.read_only == Some(true),
             });
@@ -180,29 +228,42 @@ impl PodVolumes {
 }
 
 /// Prepares every volume of `pod` under `pod_dir/volumes/`, reading ConfigMaps and Secrets in
-/// the pod's namespace with `client`.
+/// the pod's namespace with `client`; hostPath volumes only as `host_paths` allows. A
+/// refused hostPath is not an error here (retrying cannot help): it is recorded, and
+/// [`PodVolumes::preopens_for`] fails with it.
 pub async fn prepare(
     pod: &Pod,
     pod_dir: &Path,
     client: &kube::Client,
+    host_paths: &HostPathPolicy,
 ) -> Result<PodVolumes, VolumeError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let sources = Sources {
         configmaps: Api::namespaced(client.clone(), namespace),
         secrets: Api::namespaced(client.clone(), namespace),
+        host_paths,
     };
-    let mut volumes = HashMap::new();
+    let mut prepared = PodVolumes::default();
+    let volumes_dir = pod_dir.join("volumes");
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let prepared = prepare_volume(pod, volume, &pod_dir.join("volumes"), &sources).await?;
-        volumes.insert(volume.name.clone(), prepared);
+        match prepare_volume(pod, volume, &volumes_dir, &sources).await {
+            Ok(v) => {
+                prepared.volumes.insert(volume.name.clone(), v);
+            }
+            Err(VolumeError::NotAllowed { volume, message }) => {
+                prepared.refused.push((volume, message));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(PodVolumes { volumes })
+    Ok(prepared)
 }
 
-/// Where ConfigMaps and Secrets come from.
-struct Sources {
+/// Where ConfigMaps and Secrets come from, and which host directories may be mounted.
+struct Sources<'a> {
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
+    host_paths: &'a HostPathPolicy,
 }
 
 /// A file to write into a managed volume: relative path, content, mode.
@@ -212,7 +273,7 @@ async fn prepare_volume(
     pod: &Pod,
     volume: &Volume,
     volumes_dir: &Path,
-    sources: &Sources,
+    sources: &Sources<'_>,
 ) -> Result<PreparedVolume, VolumeError> {
     let name = volume.name.as_str();
     let set_up = |message: String| VolumeError::SetUp {
@@ -225,37 +286,47 @@ async fn prepare_volume(
             "the volume name is not a valid directory name".into(),
         ));
     }
+    let open = |dir: &Path| {
+        DirHandle::open(dir).map_err(|source| VolumeError::Io {
+            volume: name.to_string(),
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
     if volume.empty_dir.is_some() {
         create_dir(name, &dir, 0o777)?;
         return Ok(PreparedVolume {
+            dir: open(&dir)?,
             host: dir,
             read_only: false,
             managed: true,
         });
     }
     if let Some(host_path) = &volume.host_path {
-        let path = PathBuf::from(&host_path.path);
-        match host_path.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => create_dir(name, &path, 0o755)?,
-            "" | "Directory" => {
-                if !path.is_dir() {
-                    return Err(set_up(format!(
-                        "hostPath {} is not an existing directory (use type DirectoryOrCreate \
-                         to create it)",
-                        path.display()
-                    )));
-                }
-            }
+        let create = match host_path.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => true,
+            "" | "Directory" => false,
             other => {
                 return Err(set_up(format!(
                     "hostPath type {other} cannot be mounted in a wasm container: only \
                      directories can be preopened"
                 )));
             }
-        }
+        };
+        let granted = sources
+            .host_paths
+            .open(&host_path.path, create)
+            .map_err(|e| match e {
+                host_path::HostPathError::NotAllowed(message) => VolumeError::NotAllowed {
+                    volume: name.to_string(),
+                    message,
+                },
+                host_path::HostPathError::SetUp(message) => set_up(message),
+            })?;
         return Ok(PreparedVolume {
-            host: path,
-            read_only: false,
+            host: PathBuf::from(&host_path.path),
+            dir: granted.dir,
+            read_only: granted.read_only,
             managed: false,
         });
     }
@@ -344,6 +415,7 @@ async fn prepare_volume(
     };
     write_files(name, &dir, &files)?;
     Ok(PreparedVolume {
+        dir: open(&dir)?,
         host: dir,
         read_only: true,
         managed: true,
@@ -357,7 +429,7 @@ fn default_mode(mode: Option<i32>) -> u32 {
 
 /// The key -> bytes of a ConfigMap (data and binaryData); `None` when it is absent and optional.
 async fn fetch_configmap(
-    sources: &Sources,
+    sources: &Sources<'_>,
     volume: &str,
     name: &str,
     optional: Option<bool>,
@@ -397,7 +469,7 @@ async fn fetch_configmap(
 
 /// The key -> bytes of a Secret (values already base64-decoded by the client).
 async fn fetch_secret(
-    sources: &Sources,
+    sources: &Sources<'_>,
     volume: &str,
     name: &str,
     optional: Option<bool>,
@@ -514,6 +586,32 @@ fn downward_files(
     Ok(files)
 }
 
+/// Expands `$(VAR)` in a `subPathExpr` with the container's environment, as the kubelet does:
+/// a variable that is missing or empty is an error.
+fn expand_sub_path_expr(
+    expr: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let expanded = crate::pod::env::expand(expr, |name| {
+        let value = env(name).filter(|v| !v.is_empty());
+        if value.is_none() {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        Some(value.unwrap_or_default())
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(expanded)
+    } else {
+        let names: Vec<String> = missing.into_iter().collect();
+        Err(format!(
+            "subPathExpr {expr:?}: missing value for {}",
+            names.join(", ")
+        ))
+    }
+}
+
 /// A path made only of normal components (no root, `.`, `..`); `None` otherwise.
 fn relative_path(p: &str) -> Option<PathBuf> {
     let path = Path::new(p);
@@ -521,14 +619,27 @@ fn relative_path(p: &str) -> Option<PathBuf> {
     normal.then(|| path.to_path_buf())
 }
 
+/// Creates `dir` (and missing parents) with `mode` if it does not exist; an existing one gets
+/// `mode` too, so a directory made by an older agent becomes private.
 fn create_dir(volume: &str, dir: &Path, mode: u32) -> Result<(), VolumeError> {
     let io = |source| VolumeError::Io {
         volume: volume.to_string(),
         path: dir.to_path_buf(),
         source,
     };
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).map_err(io)?;
+    if dir.is_dir() {
+        let current = fs::metadata(dir).map_err(io)?.permissions().mode() & 0o7777;
+        if current != mode {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(io)?;
+    }
+    fs::DirBuilder::new().mode(mode).create(dir).map_err(io)?;
+    // The umask may have taken bits the volume needs (an emptyDir is 0777).
+    if fs::metadata(dir).map_err(io)?.permissions().mode() & 0o7777 != mode {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io)?;
     }
     Ok(())
@@ -545,17 +656,32 @@ fn write_files(volume: &str, dir: &Path, files: &[File]) -> Result<(), VolumeErr
             source,
         }
     };
-    create_dir(volume, dir, 0o755)?;
+    create_dir(volume, dir, PRIVATE_DIR_MODE)?;
     for (rel, content, mode) in files {
         let dest = dir.join(rel);
         let parent = dest.parent().unwrap_or(dir);
         fs::create_dir_all(parent).map_err(io(parent))?;
+        // Created with its mode (the umask may only take bits away, never add them), so the
+        // file is never more open than asked, not even for a moment.
         let mut tmp = tempfile::Builder::new()
             .prefix(".wasmkube-")
+            .permissions(fs::Permissions::from_mode(*mode))
             .tempfile_in(parent)
             .map_err(io(parent))?;
         tmp.write_all(content).map_err(io(&dest))?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode)).map_err(io(&dest))?;
+        if tmp
+            .as_file()
+            .metadata()
+            .map_err(io(&dest))?
+            .permissions()
+            .mode()
+            & 0o777
+            != *mode
+        {
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(*mode))
+                .map_err(io(&dest))?;
+        }
         tmp.persist(&dest).map_err(|e| VolumeError::Io {
             volume: volume.to_string(),
             path: dest.clone(),

@@ -163,6 +163,11 @@ pub(crate) struct NodeArgs {
     /// How many pods the node accepts.
     #[arg(long, value_name = "N")]
     pub(crate) max_pods: Option<u32>,
+    /// A host directory pods may mount as a hostPath volume, with everything beneath it
+    /// (repeatable); `PATH:ro` makes those mounts read-only. Without it no hostPath volume
+    /// is mounted; the data directory never is.
+    #[arg(long = "allowed-host-path", value_name = "PATH[:ro]")]
+    pub(crate) allowed_host_paths: Vec<wasmkube_agent::volumes::AllowedHostPath>,
 }
 
 /// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
@@ -191,6 +196,7 @@ impl NodeArgs {
         config.labels = parse_labels(&self.node_labels)?;
         config.taints = parse_taints(&self.node_taints)?;
         config.node_ip = self.node_ip;
+        config.allowed_host_paths = self.allowed_host_paths.clone();
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);
         let bind_ip = if self.node_ip.is_loopback() {
             self.node_ip

@@ -23,6 +23,7 @@ mod deployments;
 mod drain;
 mod durability;
 mod harness;
+mod host_files;
 mod hostile;
 mod jobs;
 mod kube_client;

@@ -104,17 +104,9 @@ pub async fn start_container(
         StartFailed::Config(message)
     };
     // Volumes are refreshed on every start (configMap, secret and downwardAPI content).
-    let mounts: Vec<Mount> = volumes::prepare(pod, &req.pod_dir, &ctx.client)
+    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths)
         .await
-        .and_then(|v| v.preopens_for(c))
-        .map_err(|e| config_error(e.to_string()))?
-        .into_iter()
-        .map(|p| Mount {
-            host: p.host,
-            guest: p.guest,
-            read_only: p.read_only,
-        })
-        .collect();
+        .map_err(|e| config_error(e.to_string()))?;
     let sources = env::fetch_sources(&ctx.client, &namespace, c)
         .await
         .map_err(|e| config_error(e.to_string()))?;
@@ -127,6 +119,20 @@ pub async fn start_container(
     };
     let container_env =
         env::resolve_env(c, &facts, &sources).map_err(|e| config_error(e.to_string()))?;
+    let preopens = volumes
+        .preopens_for(c, |name| container_env.get(name).map(str::to_string))
+        .map_err(|e| config_error(e.to_string()))?;
+    // The open directories stay open until the instance ends: the runtime preopens them by
+    // their /proc/self/fd path (an HTTP handler does so for every request).
+    let held: Vec<volumes::DirHandle> = preopens.iter().map(|p| p.dir.clone()).collect();
+    let mounts: Vec<Mount> = preopens
+        .into_iter()
+        .map(|p| Mount {
+            host: p.dir.proc_path(),
+            guest: p.guest,
+            read_only: p.read_only,
+        })
+        .collect();
     // The image's Env comes first; the container's overrides it.
     let mut environment = Environment::default();
     for (k, v) in &image.env {
@@ -215,7 +221,13 @@ pub async fn start_container(
         format!("Created container: {}", c.name),
     );
     match ctx.runtime.start(spec).await {
-        Ok(running) => {
+        Ok(mut running) => {
+            let outcome = running.outcome;
+            running.outcome = Box::pin(async move {
+                let outcome = outcome.await;
+                drop(held);
+                outcome
+            });
             event(
                 EventType::Normal,
                 "Started",

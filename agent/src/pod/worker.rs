@@ -297,8 +297,17 @@ impl Worker {
             return;
         }
         let dir = self.ctx.pods_dir.join(&self.uid);
-        match volumes::prepare(&self.pod, &dir, &self.ctx.client).await {
+        match volumes::prepare(&self.pod, &dir, &self.ctx.client, &self.ctx.host_paths).await {
             Ok(v) => {
+                if let Some((volume, message)) = v.refused() {
+                    // Not retried: the containers fail with CreateContainerConfigError.
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedMount",
+                        format!("MountVolume.SetUp failed for volume {volume:?} : {message}"),
+                    );
+                }
                 self.volumes = Some(v);
                 self.volume_retry_at = None;
             }

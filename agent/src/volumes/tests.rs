@@ -54,6 +54,19 @@ async fn apiserver() -> ApiServer {
 }
 
 impl ApiServer {
+    /// The hostPath rules of a node with data directory `<tmp>/server` that allows `<tmp>/host`.
+    fn host_paths(&self) -> HostPathPolicy {
+        fs::create_dir_all(self.dir.path().join("host")).expect("mkdir");
+        HostPathPolicy::new(
+            &[AllowedHostPath {
+                prefix: self.dir.path().join("host"),
+                read_only: false,
+            }],
+            &self.dir.path().join("server"),
+        )
+        .expect("policy")
+    }
+
     async fn create_configmap(&self, name: &str, data: &[(&str, &str)]) {
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -188,7 +201,9 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
         },
     ]);
     let pod_dir = api.dir.path().join("pods").join("0f0e-uid");
-    let volumes = prepare(&pod, &pod_dir, &api.client).await.expect("prepare");
+    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
+        .await
+        .expect("prepare");
 
     let config = volumes.get("config").expect("config");
     assert!(config.read_only);
@@ -203,6 +218,9 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
     let secret = volumes.get("secret").expect("secret");
     assert_eq!(read(&secret.host.join("password")), "s3cr3t\n");
     assert_eq!(mode(&secret.host.join("password")), 0o400);
+    // Only the agent's user may enter the directories of secrets and configMaps.
+    assert_eq!(mode(&secret.host), 0o700);
+    assert_eq!(mode(&config.host), 0o700);
 
     let podinfo = volumes.get("podinfo").expect("podinfo");
     assert_eq!(
@@ -217,7 +235,7 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
     fs::write(scratch.host.join("kept"), "x").expect("write");
 
     // Preparing again (a restart) keeps emptyDir content.
-    let again = prepare(&pod, &pod_dir, &api.client)
+    let again = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
         .await
         .expect("prepare again");
     assert_eq!(
@@ -252,23 +270,38 @@ async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
         }])
     };
     let pod_dir = api.dir.path().join("pods").join("p");
-    let volumes = prepare(&with_items(&[("a", "conf/a.txt")]), &pod_dir, &api.client)
-        .await
-        .expect("prepare");
+    let volumes = prepare(
+        &with_items(&[("a", "conf/a.txt")]),
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+    )
+    .await
+    .expect("prepare");
     let dir = volumes.get("config").expect("config").host.clone();
     assert_eq!(read(&dir.join("conf/a.txt")), "1");
     assert_eq!(mode(&dir.join("conf/a.txt")), 0o600);
     assert!(!dir.join("b").exists());
 
-    prepare(&with_items(&[("b", "b.txt")]), &pod_dir, &api.client)
-        .await
-        .expect("refresh");
+    prepare(
+        &with_items(&[("b", "b.txt")]),
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+    )
+    .await
+    .expect("refresh");
     assert_eq!(read(&dir.join("b.txt")), "2");
     assert!(!dir.join("conf").exists(), "stale files are removed");
 
-    let err = prepare(&with_items(&[("zzz", "z")]), &pod_dir, &api.client)
-        .await
-        .expect_err("missing key");
+    let err = prepare(
+        &with_items(&[("zzz", "z")]),
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+    )
+    .await
+    .expect_err("missing key");
     assert_eq!(
         err.to_string(),
         "MountVolume.SetUp failed for volume \"config\" : configmap \"cfg\" references \
@@ -290,16 +323,21 @@ async fn missing_objects_fail_the_mount_unless_optional() {
         }])
     };
     let pod_dir = api.dir.path().join("pods").join("m");
-    let err = prepare(&missing(None), &pod_dir, &api.client)
+    let err = prepare(&missing(None), &pod_dir, &api.client, &api.host_paths())
         .await
         .expect_err("absent secret");
     assert_eq!(
         err.to_string(),
         "MountVolume.SetUp failed for volume \"creds\" : secret \"absent\" not found"
     );
-    let volumes = prepare(&missing(Some(true)), &pod_dir, &api.client)
-        .await
-        .expect("optional");
+    let volumes = prepare(
+        &missing(Some(true)),
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+    )
+    .await
+    .expect("optional");
     let dir = &volumes.get("creds").expect("creds").host;
     assert_eq!(fs::read_dir(dir).expect("dir").count(), 0);
 }
@@ -307,7 +345,7 @@ async fn missing_objects_fail_the_mount_unless_optional() {
 #[tokio::test]
 async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
     let api = apiserver().await;
-    let host = api.dir.path().join("host-data");
+    let host = api.dir.path().join("host").join("data");
     let host_path = |type_: Option<&str>| {
         pod(vec![
             Volume {
@@ -324,20 +362,31 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
         ])
     };
     let pod_dir = api.dir.path().join("pods").join("h");
-    let err = prepare(&host_path(Some("Directory")), &pod_dir, &api.client)
-        .await
-        .expect_err("absent directory");
+    let policy = api.host_paths();
+    let err = prepare(
+        &host_path(Some("Directory")),
+        &pod_dir,
+        &api.client,
+        &policy,
+    )
+    .await
+    .expect_err("absent directory");
     assert!(
         err.to_string().contains("is not an existing directory"),
         "{err}"
     );
-    let err = prepare(&host_path(Some("File")), &pod_dir, &api.client)
+    let err = prepare(&host_path(Some("File")), &pod_dir, &api.client, &policy)
         .await
         .expect_err("file type");
     assert!(err.to_string().contains("only directories"), "{err}");
-    let volumes = prepare(&host_path(Some("DirectoryOrCreate")), &pod_dir, &api.client)
-        .await
-        .expect("created");
+    let volumes = prepare(
+        &host_path(Some("DirectoryOrCreate")),
+        &pod_dir,
+        &api.client,
+        &policy,
+    )
+    .await
+    .expect("created");
     assert!(host.is_dir());
 
     let container = Container {
@@ -358,28 +407,36 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
         ]),
         ..Container::default()
     };
-    let preopens = volumes.preopens_for(&container).expect("preopens");
+    let preopens = volumes.preopens_for(&container, no_env).expect("preopens");
     let scratch = volumes
         .get("scratch")
         .expect("scratch")
         .host
         .join("sub/dir");
+    let shown: Vec<(PathBuf, &str, bool)> = preopens
+        .iter()
+        .map(|p| {
+            (
+                p.dir.shown_path().to_path_buf(),
+                p.guest.as_str(),
+                p.read_only,
+            )
+        })
+        .collect();
     assert_eq!(
-        preopens,
+        shown,
         vec![
-            Preopen {
-                host: host.clone(),
-                guest: "/data".into(),
-                read_only: true,
-            },
-            Preopen {
-                host: scratch.clone(),
-                guest: "/work".into(),
-                read_only: false,
-            },
+            (host.clone(), "/data", true),
+            (scratch.clone(), "/work", false)
         ]
     );
     assert!(scratch.is_dir(), "a subPath directory is created");
+    fs::write(scratch.join("marker"), "m").expect("write");
+    assert_eq!(
+        read(&preopens[1].dir.proc_path().join("marker")),
+        "m",
+        "the preopen's path names the subPath directory"
+    );
 
     let escaping = Container {
         volume_mounts: Some(vec![VolumeMount {
@@ -391,9 +448,124 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
         ..Container::default()
     };
     assert!(matches!(
-        volumes.preopens_for(&escaping),
+        volumes.preopens_for(&escaping, no_env),
         Err(VolumeError::Mount { .. })
     ));
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[tokio::test]
+async fn a_host_path_outside_the_allow_list_or_in_the_data_dir_is_refused_for_every_container() {
+    let api = apiserver().await;
+    let pod_dir = api.dir.path().join("pods").join("r");
+    for path in [
+        api.dir.path().join("server").join("pki"),
+        PathBuf::from("/etc"),
+    ] {
+        let pod = pod(vec![Volume {
+            host_path: Some(HostPathVolumeSource {
+                path: path.display().to_string(),
+                type_: None,
+            }),
+            ..volume("h")
+        }]);
+        let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
+            .await
+            .expect("a refusal is not a set-up failure");
+        let (volume, message) = volumes.refused().expect("refused");
+        assert_eq!(volume, "h");
+        assert!(message.contains("not allowed"), "{message}");
+        let unrelated = Container {
+            name: "c".into(),
+            ..Container::default()
+        };
+        let err = volumes
+            .preopens_for(&unrelated, no_env)
+            .expect_err("refused");
+        assert!(matches!(err, VolumeError::NotAllowed { .. }), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_sub_path_through_a_symlink_a_guest_made_does_not_leave_the_volume() {
+    let api = apiserver().await;
+    let pod = pod(vec![Volume {
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..volume("shared")
+    }]);
+    let pod_dir = api.dir.path().join("pods").join("s");
+    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
+        .await
+        .expect("prepare");
+    let shared = volumes.get("shared").expect("shared").host.clone();
+    // What an init container can do in its emptyDir: links up and out.
+    std::os::unix::fs::symlink("../../..", shared.join("esc")).expect("symlink");
+    std::os::unix::fs::symlink("/etc", shared.join("etc")).expect("symlink");
+    fs::create_dir_all(shared.join("real")).expect("mkdir");
+    std::os::unix::fs::symlink("real", shared.join("inside")).expect("symlink");
+    let mounting = |sub: &str| Container {
+        name: "main".into(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "shared".into(),
+            mount_path: "/m".into(),
+            sub_path: Some(sub.into()),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    for sub in ["esc", "etc", "esc/new", "etc/wasmkube-test"] {
+        let err = volumes
+            .preopens_for(&mounting(sub), no_env)
+            .expect_err(sub)
+            .to_string();
+        assert!(err.contains("outside of the volume"), "{sub}: {err}");
+    }
+    assert!(!Path::new("/etc/wasmkube-test").exists());
+    let inside = volumes
+        .preopens_for(&mounting("inside"), no_env)
+        .expect("a link that stays inside");
+    fs::write(shared.join("real/f"), "inside").expect("write");
+    assert_eq!(read(&inside[0].dir.proc_path().join("f")), "inside");
+}
+
+#[tokio::test]
+async fn sub_path_expr_expands_the_containers_environment() {
+    let api = apiserver().await;
+    let pod = pod(vec![Volume {
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..volume("logs")
+    }]);
+    let pod_dir = api.dir.path().join("pods").join("e");
+    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
+        .await
+        .expect("prepare");
+    let container = Container {
+        name: "main".into(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "logs".into(),
+            mount_path: "/logs".into(),
+            sub_path_expr: Some("pods/$(POD_NAME)".into()),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    let preopens = volumes
+        .preopens_for(&container, |name| {
+            (name == "POD_NAME").then(|| "web-1".to_string())
+        })
+        .expect("expanded");
+    assert_eq!(
+        preopens[0].dir.shown_path(),
+        volumes.get("logs").expect("logs").host.join("pods/web-1")
+    );
+    let err = volumes
+        .preopens_for(&container, no_env)
+        .expect_err("missing variable")
+        .to_string();
+    assert!(err.contains("missing value for POD_NAME"), "{err}");
 }
 
 #[test]

@@ -51,14 +51,26 @@ pub fn ensure_join_token(data_dir: &Path, pki: &Pki) -> Result<String, PkiError>
     Ok(token)
 }
 
+/// Writes `text` to a file created with mode 0600 (never readable by others, not even
+/// for a moment), through a temporary file renamed over `path`.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{text}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    // A stale temporary file may have another mode: start from none.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(format!("{text}\n").as_bytes())?;
+    file.sync_all()?;
+    debug_assert_eq!(file.metadata()?.permissions().mode() & 0o777, 0o600);
     std::fs::rename(&tmp, path)
 }
 

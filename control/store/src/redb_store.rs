@@ -123,7 +123,10 @@ impl RedbStore {
         {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
-        let db = Database::create(&config.path).map_err(backend)?;
+        let file = open_private(&config.path).map_err(backend)?;
+        let db = Database::builder()
+            .create_with_backend(redb::backends::FileBackend::new(file).map_err(backend)?)
+            .map_err(backend)?;
         let boot = tables::bootstrap(&db)?;
         let ring = Ring::new(boot.current, config.ring_max_events, RING_MAX_BYTES);
         let (notify, _) = tokio::sync::watch::channel(boot.current);
@@ -300,6 +303,25 @@ impl Store for RedbStore {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// Opens (or creates) the store file readable and writable only by this user: created with
+/// mode 0600, and an existing file of an older version tightened to it. It holds every
+/// object, Secrets included.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// Wraps a backend failure, keeping it as the error's source.

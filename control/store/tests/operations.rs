@@ -561,3 +561,23 @@ async fn the_history_policy_compacts_events_older_than_the_maximum_age() {
     }
     assert_eq!(list(&store, "/k/", None).await.len(), 5);
 }
+
+#[tokio::test]
+async fn the_store_file_is_private_to_its_user_even_when_an_older_version_made_it_0644() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let store = open(&dir);
+        store.create("/a", value("1")).await.unwrap();
+    }
+    assert_eq!(mode(&path), 0o600, "created 0600");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(&dir);
+    assert_eq!(mode(&path), 0o600, "tightened on open");
+    assert!(
+        store.get("/a").await.unwrap().is_some(),
+        "and still readable"
+    );
+}

@@ -47,6 +47,7 @@ pub(crate) struct NodeSpec {
     cpu: Option<String>,
     memory: Option<String>,
     max_pods: Option<u32>,
+    allowed_host_paths: Vec<String>,
 }
 
 impl NodeSpec {
@@ -89,6 +90,13 @@ impl NodeSpec {
         self
     }
 
+    /// A host directory hostPath volumes may mount (`--allowed-host-path PATH[:ro]`).
+    #[allow(dead_code)]
+    pub(crate) fn allowed_host_path(mut self, path: &str) -> NodeSpec {
+        self.allowed_host_paths.push(path.to_owned());
+        self
+    }
+
     /// The node flags shared by `server` and `agent`.
     fn args(&self, name: &str, port: u16, index: u8) -> Vec<String> {
         let mut args = vec![
@@ -112,6 +120,9 @@ impl NodeSpec {
         }
         if let Some(n) = self.max_pods {
             args.extend(["--max-pods".to_owned(), n.to_string()]);
+        }
+        for path in &self.allowed_host_paths {
+            args.extend(["--allowed-host-path".to_owned(), path.clone()]);
         }
         args
     }
