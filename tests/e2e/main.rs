@@ -13,6 +13,7 @@
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
+mod admission;
 mod api_kubectl;
 mod api_semantics;
 mod bad_input;

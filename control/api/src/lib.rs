@@ -6,12 +6,15 @@
 //! - [`field`]: field paths and field errors rendered as Kubernetes renders them.
 //! - [`quantity`]: resource quantities (`100m`, `128Mi`), used by validation and the
 //!   scheduler.
+//! - [`quota`]: what an object consumes of a ResourceQuota, shared by the apiserver's quota
+//!   admission and the quota controller.
 //!
 //! Types of the Kubernetes API themselves come from `k8s-openapi`.
 
 pub mod field;
 pub mod patch;
 pub mod quantity;
+pub mod quota;
 pub mod selector;
 pub mod validate;
 

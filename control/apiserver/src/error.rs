@@ -74,6 +74,20 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// 403 Forbidden for an object, as `apierrors.NewForbidden`: `pods "web" is forbidden:
+    /// <why>` (`pods is forbidden: <why>` without a name), with the resource in the details.
+    pub fn forbidden_object(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        let gr = group_resource(group, plural);
+        let message = if name.is_empty() {
+            format!("{gr} is forbidden: {why}")
+        } else {
+            format!("{gr} \"{name}\" is forbidden: {why}")
+        };
+        let mut e = Self::new(StatusCode::FORBIDDEN, "Forbidden", message);
+        e.details = Some(details(group, plural, name));
+        e
+    }
+
     /// 404 NotFound for a named object: `pods "web" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let gr = group_resource(group, plural);

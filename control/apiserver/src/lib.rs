@@ -7,6 +7,7 @@
 //! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
 //! from the same registry.
 
+pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod discovery;

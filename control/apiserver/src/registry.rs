@@ -350,6 +350,33 @@ fn builtin() -> Vec<ResourceType> {
             validate: validation::validate_event,
             ..rt("", "v1", "Event", "events", &["ev"], true, &[], false)
         },
+        ResourceType {
+            validate: validation::validate_resource_quota,
+            ..rt(
+                "",
+                "v1",
+                "ResourceQuota",
+                "resourcequotas",
+                &["quota"],
+                true,
+                &[Status],
+                false,
+            )
+        },
+        ResourceType {
+            validate: validation::validate_limit_range,
+            default: validation::default_limit_range,
+            ..rt(
+                "",
+                "v1",
+                "LimitRange",
+                "limitranges",
+                &["limits"],
+                true,
+                &[],
+                false,
+            )
+        },
         rt(
             "",
             "v1",

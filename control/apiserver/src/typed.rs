@@ -28,6 +28,8 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("", "Secret") => roundtrip::<core::Secret>(obj),
         ("", "Event") => roundtrip::<core::Event>(obj),
         ("", "ServiceAccount") => roundtrip::<core::ServiceAccount>(obj),
+        ("", "ResourceQuota") => roundtrip::<core::ResourceQuota>(obj),
+        ("", "LimitRange") => roundtrip::<core::LimitRange>(obj),
         ("", "Binding") => roundtrip::<core::Binding>(obj),
         ("apps", "Deployment") => roundtrip::<apps::Deployment>(obj),
         ("apps", "ReplicaSet") => roundtrip::<apps::ReplicaSet>(obj),

@@ -22,6 +22,7 @@ mod kinds;
 mod metadata;
 mod pod;
 mod pod_defaults;
+mod quota;
 mod rbac;
 mod service;
 mod workload;
@@ -42,6 +43,7 @@ pub use pod_defaults::{
     DefaultTolerationSeconds, default_pod, default_toleration_seconds, pod_qos_class,
     set_default_toleration_seconds,
 };
+pub use quota::{default_limit_range, validate_limit_range, validate_resource_quota};
 pub use rbac::{
     default_role_binding, validate_cluster_role, validate_cluster_role_binding, validate_role,
     validate_role_binding,

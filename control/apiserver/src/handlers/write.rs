@@ -11,6 +11,7 @@ use wasmkube_api::patch::PatchType;
 use wasmkube_store::{Revision, StoreError};
 
 use super::{Request, object_response, store_error};
+use crate::admission::{self, Operation};
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta_mut};
 use crate::registry::{ResourceType, Subresource};
@@ -142,34 +143,6 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// Makes sure the namespace exists and is not terminating.
-pub async fn ensure_namespace_open(req: &Request<'_>, ns: &str) -> ApiResult<()> {
-    let ns_rt = req
-        .state
-        .registry()
-        .by_kind("", "Namespace")
-        .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-    match req.state.store().get(&ns_rt.key(None, ns)).await {
-        Ok(Some(kv)) => {
-            let ns_obj = object::decode(&kv)?;
-            if object::is_deleting(&ns_obj) {
-                let mut e = ApiError::forbidden(format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    crate::error::group_resource(req.rt.group, req.rt.plural),
-                    "",
-                ));
-                e.details = Some(
-                    json!({"causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
-                );
-                return Err(e);
-            }
-            Ok(())
-        }
-        Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
-        Err(e) => Err(store_error(ns_rt, ns, e)),
-    }
-}
-
 /// `POST` a new object.
 pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     let rt = req.rt;
@@ -202,10 +175,22 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     (rt.default)(&mut obj);
     let namespace = req.store_namespace().unwrap_or("");
     crate::rbac::admit(req.state, req.user.as_ref(), rt, namespace, &obj, None)?;
+    // Admission: namespace lifecycle, then the mutating plugins, validation, and the
+    // validating plugins (quota last, charging what it admits).
+    let namespace = admission::namespace_lifecycle::admit(req, object::name(&obj)).await?;
+    admission::mutate(req, Operation::Create, &mut obj).await?;
     validate(rt, &obj, None)?;
-    if let Some(ns) = req.store_namespace() {
-        ensure_namespace_open(req, ns).await?;
-    }
+    let admitted = admission::validate(
+        req,
+        Operation::Create,
+        namespace.as_ref(),
+        &obj,
+        None,
+        dry_run,
+    )
+    .await?;
+    let mut warnings = warnings;
+    warnings.extend(admitted.warnings);
     let name = object::name(&obj).to_string();
     if dry_run {
         return Ok(with_warnings(
@@ -507,10 +492,32 @@ pub async fn apply_update(
                 warnings: Vec::new(),
             });
         }
+        let warnings = if part == Part::Main {
+            let namespace = if admission::reads_namespace_on_update(rt) {
+                admission::namespace_lifecycle::admit(req, name)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            admission::validate(
+                req,
+                Operation::Update,
+                namespace.as_ref(),
+                &new,
+                Some(&current),
+                dry_run,
+            )
+            .await?
+            .warnings
+        } else {
+            Vec::new()
+        };
         if dry_run {
             return Ok(Updated {
                 object: new,
-                warnings: Vec::new(),
+                warnings,
             });
         }
         // The last finalizer of a deleting object is gone: the object goes.
@@ -544,7 +551,7 @@ pub async fn apply_update(
                 crate::rbac::observe_write(req.state, rt, kv.mod_revision).await;
                 return Ok(Updated {
                     object: object::decode(&kv)?,
-                    warnings: Vec::new(),
+                    warnings,
                 });
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,

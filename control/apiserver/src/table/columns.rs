@@ -325,13 +325,17 @@ pub(crate) enum Printer {
     RuntimeClass,
     /// Role and ClusterRole: NAME, CREATED AT.
     Role,
+    /// NAME, AGE, REQUEST, LIMIT (used/hard of each resource).
+    ResourceQuota,
+    /// NAME, CREATED AT.
+    LimitRange,
     RoleBinding,
     ClusterRoleBinding,
     /// NAME and AGE only.
     Default,
 }
 
-const ALL: [Printer; 19] = [
+const ALL: [Printer; 21] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -348,6 +352,8 @@ const ALL: [Printer; 19] = [
     Printer::Lease,
     Printer::RuntimeClass,
     Printer::Role,
+    Printer::ResourceQuota,
+    Printer::LimitRange,
     Printer::RoleBinding,
     Printer::ClusterRoleBinding,
     Printer::Default,
@@ -370,6 +376,8 @@ impl Printer {
             ("", "ConfigMap") => Printer::ConfigMap,
             ("", "Secret") => Printer::Secret,
             ("", "ServiceAccount") => Printer::ServiceAccount,
+            ("", "ResourceQuota") => Printer::ResourceQuota,
+            ("", "LimitRange") => Printer::LimitRange,
             ("coordination.k8s.io", "Lease") => Printer::Lease,
             ("node.k8s.io", "RuntimeClass") => Printer::RuntimeClass,
             ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Printer::Role,
@@ -418,6 +426,28 @@ impl Printer {
             // Kubernetes looks the handler's description up on ObjectMeta, finding nothing.
             Printer::RuntimeClass => simple(vec![col("Handler", "string", String::new())]),
             Printer::Role => vec![
+                name_col(),
+                col("Created At", "date", doc::<ObjectMeta>("creationTimestamp")),
+            ],
+            Printer::ResourceQuota => vec![
+                name_col(),
+                col("Age", "string", doc::<ObjectMeta>("creationTimestamp")),
+                col(
+                    "Request",
+                    "string",
+                    text(
+                        "Request represents a minimum amount of cpu/memory that a container may consume.",
+                    ),
+                ),
+                col(
+                    "Limit",
+                    "string",
+                    text(
+                        "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+                    ),
+                ),
+            ],
+            Printer::LimitRange => vec![
                 name_col(),
                 col("Created At", "date", doc::<ObjectMeta>("creationTimestamp")),
             ],

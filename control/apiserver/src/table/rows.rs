@@ -110,9 +110,39 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
             name(obj),
             json!(str_at(obj, &["metadata", "creationTimestamp"])),
         ],
+        Printer::ResourceQuota => resource_quota(obj, now),
+        Printer::LimitRange => vec![
+            name(obj),
+            json!(str_at(obj, &["metadata", "creationTimestamp"])),
+        ],
         Printer::RoleBinding | Printer::ClusterRoleBinding => binding(obj, now),
         Printer::Default => vec![name(obj), age(obj, now)],
     }
+}
+
+/// NAME, AGE, REQUEST (`pods: 1/2, requests.cpu: 0/1`), LIMIT (the `limits.*` resources),
+/// from the status, as `printResourceQuota`.
+fn resource_quota(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let hard = wasmkube_api::quota::from_json(at(obj, &["status", "hard"]));
+    let used = wasmkube_api::quota::from_json(at(obj, &["status", "used"]));
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for (resource, h) in &hard {
+        let u = used
+            .get(resource)
+            .map_or("0".to_string(), ToString::to_string);
+        let cell = format!("{resource}: {u}/{h}");
+        if resource.starts_with("limits.") {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    vec![
+        name(obj),
+        age(obj, now),
+        json!(request.join(", ")),
+        json!(limit.join(", ")),
+    ]
 }
 
 /// NAME, ROLE (`Kind/name`), AGE, USERS, GROUPS, SERVICEACCOUNTS (`namespace/name`).
