@@ -8,6 +8,10 @@
 //!   scheduler.
 //! - [`quota`]: what an object consumes of a ResourceQuota, shared by the apiserver's quota
 //!   admission and the quota controller.
+//! - [`scheduling`]: toleration and node-affinity matching, as Kubernetes'
+//!   component-helpers (the scheduler's plugins, the DaemonSet controller and taint
+//!   eviction decide with them).
+//! - [`template_hash`]: the pod-template hash of ReplicaSet names and DaemonSet revisions.
 //!
 //! Types of the Kubernetes API themselves come from `k8s-openapi`.
 
@@ -15,9 +19,12 @@ pub mod field;
 pub mod patch;
 pub mod quantity;
 pub mod quota;
+pub mod scheduling;
 pub mod selector;
+pub mod template_hash;
 pub mod validate;
 
 pub use field::{FieldError, FieldPath};
 pub use quantity::{Quantity, QuantityError, QuantityFormat, parse_quantity};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
+pub use template_hash::pod_template_hash;

@@ -99,13 +99,19 @@ mod tests {
         // If this changes, every Deployment's next ReplicaSet and every DaemonSet's pods get
         // new names/labels after an upgrade: change it only on purpose.
         assert_eq!(pod_template_hash(&template("a:v1"), None), PINNED_V1);
-        assert_eq!(pod_template_hash(&template("a:v1"), Some(1)), PINNED_V1_COLLISION_1);
-        assert_eq!(pod_template_hash(&PodTemplateSpec::default(), None), PINNED_EMPTY);
+        assert_eq!(
+            pod_template_hash(&template("a:v1"), Some(1)),
+            PINNED_V1_COLLISION_1
+        );
+        assert_eq!(
+            pod_template_hash(&PodTemplateSpec::default(), None),
+            PINNED_EMPTY
+        );
     }
 
-    const PINNED_V1: &str = "";
-    const PINNED_V1_COLLISION_1: &str = "";
-    const PINNED_EMPTY: &str = "";
+    const PINNED_V1: &str = "cf6f67597";
+    const PINNED_V1_COLLISION_1: &str = "596fcc79d8";
+    const PINNED_EMPTY: &str = "5859f96865";
 
     #[test]
     fn the_same_template_always_hashes_the_same_and_another_differently() {
@@ -126,7 +132,13 @@ mod tests {
     fn each_collision_count_gives_another_hash() {
         let t = template("a:v1");
         assert_ne!(pod_template_hash(&t, None), pod_template_hash(&t, Some(0)));
-        assert_ne!(pod_template_hash(&t, Some(0)), pod_template_hash(&t, Some(1)));
-        assert_ne!(pod_template_hash(&t, Some(1)), pod_template_hash(&t, Some(2)));
+        assert_ne!(
+            pod_template_hash(&t, Some(0)),
+            pod_template_hash(&t, Some(1))
+        );
+        assert_ne!(
+            pod_template_hash(&t, Some(1)),
+            pod_template_hash(&t, Some(2))
+        );
     }
 }

@@ -23,12 +23,12 @@ mod node_unschedulable;
 mod runtime_class;
 mod taint_toleration;
 
-pub use node_affinity::{NodeAffinity, node_selector_term_matches};
+pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_resources::{BalancedAllocation, NodeResourcesFit};
 pub use node_unschedulable::{NodeUnschedulable, UNSCHEDULABLE_TAINT_KEY};
 pub use runtime_class::{RuntimeClass, RuntimeClassScheduling};
-pub use taint_toleration::{TaintToleration, effective_tolerations, tolerates};
+pub use taint_toleration::{TaintToleration, effective_tolerations};
 
 use crate::framework::Framework;
 

@@ -34,10 +34,11 @@ pub fn node_selector_term_matches(
     if expressions.is_empty() && fields.is_empty() {
         return false;
     }
-    expressions
+    expressions.iter().all(|r| {
+        label_requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str))
+    }) && fields
         .iter()
-        .all(|r| label_requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
-        && fields.iter().all(|r| field_requirement_matches(r, node_name))
+        .all(|r| field_requirement_matches(r, node_name))
 }
 
 /// Whether any term of `selector` matches the node (`MatchNodeSelectorTerms`).
@@ -65,7 +66,10 @@ pub fn required_node_affinity_matches(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     selector_ok && required.is_none_or(|r| node_selector_matches(r, name, labels))
 }
 
@@ -155,7 +159,10 @@ mod tests {
 
     #[test]
     fn exists_and_does_not_exist_look_at_the_key_only() {
-        let t = term(vec![req("zone", "Exists", &[]), req("gpu", "DoesNotExist", &[])]);
+        let t = term(vec![
+            req("zone", "Exists", &[]),
+            req("gpu", "DoesNotExist", &[]),
+        ]);
         assert!(matches(&t, &[("zone", "a")]));
         assert!(!matches(&t, &[("zone", "a"), ("gpu", "1")]));
         assert!(!matches(&t, &[]));
@@ -168,16 +175,28 @@ mod tests {
         assert!(!matches(&gt, &[("cores", "4")]));
         assert!(!matches(&gt, &[("cores", "many")]));
         assert!(!matches(&gt, &[]));
-        assert!(matches(&term(vec![req("cores", "Lt", &["4"])]), &[("cores", "2")]));
-        assert!(!matches(&term(vec![req("cores", "Lt", &["4", "5"])]), &[("cores", "2")]));
-        assert!(!matches(&term(vec![req("cores", "Lt", &["x"])]), &[("cores", "2")]));
+        assert!(matches(
+            &term(vec![req("cores", "Lt", &["4"])]),
+            &[("cores", "2")]
+        ));
+        assert!(!matches(
+            &term(vec![req("cores", "Lt", &["4", "5"])]),
+            &[("cores", "2")]
+        ));
+        assert!(!matches(
+            &term(vec![req("cores", "Lt", &["x"])]),
+            &[("cores", "2")]
+        ));
     }
 
     #[test]
     fn an_empty_term_and_an_unknown_operator_match_no_node() {
         assert!(!matches(&NodeSelectorTerm::default(), &[("zone", "a")]));
         assert!(!matches(&term(vec![]), &[("zone", "a")]));
-        assert!(!matches(&term(vec![req("zone", "Like", &["a"])]), &[("zone", "a")]));
+        assert!(!matches(
+            &term(vec![req("zone", "Like", &["a"])]),
+            &[("zone", "a")]
+        ));
     }
 
     #[test]
@@ -186,11 +205,31 @@ mod tests {
             match_expressions: None,
             match_fields: Some(vec![req(key, op, &["n2"])]),
         };
-        assert!(node_selector_term_matches(&by_name("In", "metadata.name"), "n2", None));
-        assert!(!node_selector_term_matches(&by_name("In", "metadata.name"), "n1", None));
-        assert!(node_selector_term_matches(&by_name("NotIn", "metadata.name"), "n1", None));
-        assert!(!node_selector_term_matches(&by_name("In", "metadata.labels"), "n2", None));
-        assert!(!node_selector_term_matches(&by_name("Exists", "metadata.name"), "n2", None));
+        assert!(node_selector_term_matches(
+            &by_name("In", "metadata.name"),
+            "n2",
+            None
+        ));
+        assert!(!node_selector_term_matches(
+            &by_name("In", "metadata.name"),
+            "n1",
+            None
+        ));
+        assert!(node_selector_term_matches(
+            &by_name("NotIn", "metadata.name"),
+            "n1",
+            None
+        ));
+        assert!(!node_selector_term_matches(
+            &by_name("In", "metadata.labels"),
+            "n2",
+            None
+        ));
+        assert!(!node_selector_term_matches(
+            &by_name("Exists", "metadata.name"),
+            "n2",
+            None
+        ));
     }
 
     #[test]
@@ -219,8 +258,14 @@ mod tests {
             node_selector: Some(labels(&[("disk", "ssd")])),
             ..PodSpec::default()
         };
-        assert!(required_node_affinity_matches(&spec, &node("a", &[("disk", "ssd")])));
-        assert!(!required_node_affinity_matches(&spec, &node("b", &[("disk", "hdd")])));
+        assert!(required_node_affinity_matches(
+            &spec,
+            &node("a", &[("disk", "ssd")])
+        ));
+        assert!(!required_node_affinity_matches(
+            &spec,
+            &node("b", &[("disk", "hdd")])
+        ));
         spec.affinity = Some(Affinity {
             node_affinity: Some(NodeAffinity {
                 required_during_scheduling_ignored_during_execution: Some(NodeSelector {
@@ -230,11 +275,17 @@ mod tests {
             }),
             ..Affinity::default()
         });
-        assert!(!required_node_affinity_matches(&spec, &node("a", &[("disk", "ssd")])));
+        assert!(!required_node_affinity_matches(
+            &spec,
+            &node("a", &[("disk", "ssd")])
+        ));
         assert!(required_node_affinity_matches(
             &spec,
             &node("a", &[("disk", "ssd"), ("zone", "z")])
         ));
-        assert!(required_node_affinity_matches(&PodSpec::default(), &node("any", &[])));
+        assert!(required_node_affinity_matches(
+            &PodSpec::default(),
+            &node("any", &[])
+        ));
     }
 }

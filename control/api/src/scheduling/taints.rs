@@ -86,7 +86,10 @@ mod tests {
     fn an_empty_key_with_exists_tolerates_every_taint() {
         let t = toleration("", Some("Exists"), "", "");
         assert!(tolerates(&t, &GPU()));
-        assert!(tolerates(&t, &taint("node.kubernetes.io/unreachable", None, "NoExecute")));
+        assert!(tolerates(
+            &t,
+            &taint("node.kubernetes.io/unreachable", None, "NoExecute")
+        ));
         assert!(tolerates(&t, &taint("x", Some("y"), "PreferNoSchedule")));
     }
 
@@ -96,7 +99,10 @@ mod tests {
         let t = toleration("", Some("Equal"), "gpu", "");
         assert!(tolerates(&t, &GPU()));
         assert!(tolerates(&t, &taint("other", Some("gpu"), "NoExecute")));
-        assert!(!tolerates(&t, &taint("dedicated", Some("tpu"), "NoSchedule")));
+        assert!(!tolerates(
+            &t,
+            &taint("dedicated", Some("tpu"), "NoSchedule")
+        ));
         let valueless = toleration("", None, "", "");
         assert!(tolerates(&valueless, &taint("k", None, "NoSchedule")));
         assert!(!tolerates(&valueless, &GPU()));
@@ -106,22 +112,43 @@ mod tests {
     fn an_empty_effect_tolerates_every_effect() {
         let t = toleration("dedicated", Some("Exists"), "", "");
         for effect in ["NoSchedule", "PreferNoSchedule", "NoExecute"] {
-            assert!(tolerates(&t, &taint("dedicated", Some("gpu"), effect)), "{effect}");
+            assert!(
+                tolerates(&t, &taint("dedicated", Some("gpu"), effect)),
+                "{effect}"
+            );
         }
     }
 
     #[test]
     fn another_effect_or_key_does_not_tolerate() {
-        assert!(!tolerates(&toleration("dedicated", Some("Exists"), "", "NoExecute"), &GPU()));
-        assert!(!tolerates(&toleration("other", Some("Exists"), "", ""), &GPU()));
+        assert!(!tolerates(
+            &toleration("dedicated", Some("Exists"), "", "NoExecute"),
+            &GPU()
+        ));
+        assert!(!tolerates(
+            &toleration("other", Some("Exists"), "", ""),
+            &GPU()
+        ));
     }
 
     #[test]
     fn the_operator_defaults_to_equal_and_compares_values() {
-        assert!(tolerates(&toleration("dedicated", None, "gpu", "NoSchedule"), &GPU()));
-        assert!(tolerates(&toleration("dedicated", Some(""), "gpu", ""), &GPU()));
-        assert!(!tolerates(&toleration("dedicated", None, "tpu", ""), &GPU()));
-        assert!(!tolerates(&toleration("dedicated", Some("Equal"), "", ""), &GPU()));
+        assert!(tolerates(
+            &toleration("dedicated", None, "gpu", "NoSchedule"),
+            &GPU()
+        ));
+        assert!(tolerates(
+            &toleration("dedicated", Some(""), "gpu", ""),
+            &GPU()
+        ));
+        assert!(!tolerates(
+            &toleration("dedicated", None, "tpu", ""),
+            &GPU()
+        ));
+        assert!(!tolerates(
+            &toleration("dedicated", Some("Equal"), "", ""),
+            &GPU()
+        ));
         // An absent value equals the empty one.
         assert!(tolerates(
             &toleration("k", Some("Equal"), "", ""),
@@ -131,7 +158,10 @@ mod tests {
 
     #[test]
     fn exists_ignores_the_value() {
-        assert!(tolerates(&toleration("dedicated", Some("Exists"), "", "NoSchedule"), &GPU()));
+        assert!(tolerates(
+            &toleration("dedicated", Some("Exists"), "", "NoSchedule"),
+            &GPU()
+        ));
         assert!(tolerates(
             &toleration("k", Some("Exists"), "", ""),
             &taint("k", None, "NoExecute")
@@ -140,7 +170,10 @@ mod tests {
 
     #[test]
     fn an_unknown_operator_tolerates_nothing() {
-        assert!(!tolerates(&toleration("dedicated", Some("Lt"), "5", ""), &GPU()));
+        assert!(!tolerates(
+            &toleration("dedicated", Some("Lt"), "5", ""),
+            &GPU()
+        ));
         assert!(!tolerates(&toleration("", Some("exists"), "", ""), &GPU()));
     }
 

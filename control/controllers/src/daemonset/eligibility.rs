@@ -13,13 +13,11 @@
 //! with a required node affinity on the node's `metadata.name` (`matchFields`), which
 //! replaces the template's required terms (the node was already checked against them).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, Taint, Toleration,
 };
-use wasmkube_scheduler::plugins::{node_selector_term_matches, tolerates};
+use wasmkube_api::scheduling::{find_matching_untolerated_taint, required_node_affinity_matches};
 
 /// The tolerations every daemon pod gets (`AddOrUpdateDaemonPodTolerations`).
 const DAEMON_TOLERATIONS: &[(&str, &str)] = &[
@@ -76,46 +74,6 @@ pub(crate) fn add_daemon_tolerations(spec: &mut PodSpec) {
     }
 }
 
-fn node_labels(node: &Node) -> Option<&BTreeMap<String, String>> {
-    node.metadata.labels.as_ref()
-}
-
-/// Whether the template's `nodeSelector` and required node affinity match `node`.
-fn affinity_matches(spec: &PodSpec, node: &Node) -> bool {
-    let name = node.metadata.name.as_deref().unwrap_or("");
-    let labels = node_labels(node);
-    let selector_ok = spec.node_selector.as_ref().is_none_or(|selector| {
-        selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    });
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let affinity_ok = required.is_none_or(|r| {
-        r.node_selector_terms
-            .iter()
-            .any(|t| node_selector_term_matches(t, name, labels))
-    });
-    selector_ok && affinity_ok
-}
-
-fn untolerated<'a>(
-    taints: &'a [Taint],
-    tolerations: &[Toleration],
-    effects: &[&str],
-) -> Option<&'a Taint> {
-    taints
-        .iter()
-        .filter(|t| effects.contains(&t.effect.as_str()))
-        .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
 /// Whether `node` should run a pod of the DaemonSet whose pod template spec is `template`.
 pub(crate) fn eligibility(template: &PodSpec, node: &Node) -> Eligibility {
     let never = Eligibility {
@@ -130,7 +88,7 @@ pub(crate) fn eligibility(template: &PodSpec, node: &Node) -> Eligibility {
     {
         return never;
     }
-    if !affinity_matches(template, node) {
+    if !required_node_affinity_matches(template, node) {
         return never;
     }
     let mut spec = template.clone();
@@ -141,10 +99,17 @@ pub(crate) fn eligibility(template: &PodSpec, node: &Node) -> Eligibility {
         .as_ref()
         .and_then(|s| s.taints.as_deref())
         .unwrap_or(&[]);
-    if untolerated(taints, &tolerations, &["NoSchedule", "NoExecute"]).is_some() {
+    let hard = |t: &Taint| t.effect == "NoSchedule" || t.effect == "NoExecute";
+    if find_matching_untolerated_taint(taints, &tolerations, hard).is_some() {
+        let evicting = |t: &Taint| t.effect == "NoExecute";
         return Eligibility {
             should_run: false,
-            should_continue_running: untolerated(taints, &tolerations, &["NoExecute"]).is_none(),
+            should_continue_running: find_matching_untolerated_taint(
+                taints,
+                &tolerations,
+                evicting,
+            )
+            .is_none(),
         };
     }
     Eligibility {

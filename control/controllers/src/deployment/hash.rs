@@ -3,14 +3,11 @@
 //! template comparison that finds the "new" ReplicaSet (the one running the Deployment's
 //! current template) among the old ones.
 //!
-//! The hash is computed the way Kubernetes' `controller.ComputeHash` is: FNV-32a over a
-//! serialization of the template, then the Deployment's `collisionCount` (4 bytes, little
-//! endian) when set, and the decimal value rendered with the "safe encode" alphabet (no
-//! vowels, no look-alikes). Kubernetes serializes the Go struct with a deep printer; we hash
-//! the template's JSON (k8s-openapi's field order, fixed), so the value differs from a real
-//! cluster's for the same template, but is just as stable: the same template always gives
-//! the same name. What makes a template "the same" is [`equal_ignore_hash`], not the hash,
-//! exactly as in Kubernetes (a hash collision is resolved by bumping `collisionCount`).
+//! The hash is `wasmkube_api::pod_template_hash` (Kubernetes' `controller.ComputeHash`, over
+//! the template's JSON: as stable as Kubernetes' value, but not equal to it) with the
+//! Deployment's `collisionCount`. What makes a template "the same" is [`equal_ignore_hash`],
+//! not the hash, exactly as in Kubernetes (a hash collision is resolved by bumping
+//! `collisionCount`).
 
 use std::cmp::Ordering;
 
@@ -20,38 +17,6 @@ use serde_json::Value;
 
 /// The label (and selector term) that ties a ReplicaSet and its pods to one template.
 pub(crate) const POD_TEMPLATE_HASH: &str = "pod-template-hash";
-
-/// The characters `rand.SafeEncodeString` maps bytes to.
-const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// FNV-32a of `bytes`, continuing from `hash`.
-fn fnv32a(mut hash: u32, bytes: &[u8]) -> u32 {
-    for b in bytes {
-        hash ^= u32::from(*b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-const FNV32_OFFSET: u32 = 0x811c_9dc5;
-
-/// `rand.SafeEncodeString`: each byte of `s` becomes a character of the safe alphabet.
-fn safe_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| char::from(SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()]))
-        .collect()
-}
-
-/// The `pod-template-hash` of `template` given the Deployment's `collisionCount`.
-pub(crate) fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    // Serializing a k8s-openapi struct cannot fail (no maps with non-string keys).
-    let bytes = serde_json::to_vec(template).unwrap_or_default();
-    let mut hash = fnv32a(FNV32_OFFSET, &bytes);
-    if let Some(count) = collision_count {
-        hash = fnv32a(hash, &count.to_le_bytes());
-    }
-    safe_encode(&hash.to_string())
-}
 
 /// The template as JSON without the `pod-template-hash` label and with empty values
 /// dropped (Kubernetes' semantic equality treats nil and empty alike).
@@ -141,41 +106,6 @@ mod tests {
                 ..PodSpec::default()
             }),
         }
-    }
-
-    #[test]
-    fn fnv32a_matches_the_reference_vectors() {
-        assert_eq!(fnv32a(FNV32_OFFSET, b""), 0x811c_9dc5);
-        assert_eq!(fnv32a(FNV32_OFFSET, b"a"), 0xe40c_292c);
-        assert_eq!(fnv32a(FNV32_OFFSET, b"foobar"), 0xbf9c_f968);
-    }
-
-    #[test]
-    fn safe_encoding_uses_only_consonants_and_unambiguous_digits() {
-        // '0' is byte 48: 48 % 27 = 21 -> '4'; '1' -> '5'.
-        assert_eq!(safe_encode("01"), "45");
-        let hash = compute_hash(&template("a:v1"), None);
-        assert!(!hash.is_empty() && hash.len() <= 10);
-        assert!(hash.bytes().all(|b| SAFE_ALPHABET.contains(&b)), "{hash}");
-    }
-
-    #[test]
-    fn the_same_template_always_hashes_the_same_and_another_differently() {
-        assert_eq!(
-            compute_hash(&template("a:v1"), None),
-            compute_hash(&template("a:v1"), None)
-        );
-        assert_ne!(
-            compute_hash(&template("a:v1"), None),
-            compute_hash(&template("a:v2"), None)
-        );
-    }
-
-    #[test]
-    fn a_collision_count_changes_the_hash() {
-        let t = template("a:v1");
-        assert_ne!(compute_hash(&t, None), compute_hash(&t, Some(1)));
-        assert_ne!(compute_hash(&t, Some(1)), compute_hash(&t, Some(2)));
     }
 
     #[test]

@@ -16,12 +16,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use wasmkube_api::LabelSelector;
+use wasmkube_api::{LabelSelector, pod_template_hash};
 use wasmkube_client::status::{
     is_already_exists, is_conflict, is_namespace_terminating, is_not_found,
 };
 
-use super::hash::{POD_TEMPLATE_HASH, compute_hash, equal_ignore_hash, find_new};
+use super::hash::{POD_TEMPLATE_HASH, equal_ignore_hash, find_new};
 use super::history::{
     REVISION, cleanup_candidates, max_revision, replicas_annotations_for,
     replicas_annotations_need_update, set_new_replica_set_annotations,
@@ -197,7 +197,7 @@ impl<'a> Sync<'a> {
             return Ok(());
         };
         let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
-        let hash = compute_hash(&spec.template, collision_count);
+        let hash = pod_template_hash(&spec.template, collision_count);
         let mut template = spec.template.clone();
         let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
         meta.labels

@@ -1,34 +1,13 @@
 //! Taint-based eviction, as Kubernetes' taint eviction controller decides it: a pod on a
 //! node with NoExecute taints is evicted at once when one of them is not tolerated, after
 //! the shortest `tolerationSeconds` of the tolerations used (counted from the taint's
-//! `timeAdded`) when all are, and never when those tolerate forever. Pure functions.
+//! `timeAdded`) when all are, and never when those tolerate forever. Pure functions; which
+//! toleration tolerates a taint is `wasmkube_api::scheduling::tolerates`, as the scheduler
+//! decides it.
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-
-/// Whether `toleration` tolerates `taint` (Kubernetes' `ToleratesTaint`).
-pub(crate) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or("");
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    let operator = toleration.operator.as_deref().unwrap_or("Equal");
-    if key.is_empty() {
-        // An empty key with Exists tolerates everything.
-        return operator == "Exists";
-    }
-    if key != taint.key {
-        return false;
-    }
-    match operator {
-        "Exists" => true,
-        "Equal" | "" => {
-            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+use wasmkube_api::scheduling::tolerates;
 
 /// When a pod with `tolerations` on a node with `taints` is to be evicted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

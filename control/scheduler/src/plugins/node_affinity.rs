@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeAffinity as NodeAffinitySpec, NodeSelectorRequirement};
-use k8s_openapi::api::core::v1::{NodeSelectorTerm, PodSpec};
+use k8s_openapi::api::core::v1::{NodeAffinity as NodeAffinitySpec, PodSpec};
+use wasmkube_api::scheduling::{labels_match, node_selector_matches, node_selector_term_matches};
 
 use super::taint_toleration::default_normalize;
 use crate::framework::{CycleState, FilterPlugin, ScorePlugin, Unschedulable};
@@ -77,18 +77,13 @@ impl FilterPlugin for NodeAffinity {
             return Ok(());
         };
         let labels = labels_of(node);
-        let required = Some(affinity).and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-        if let Some(required) = required {
-            let matches = required
-                .node_selector_terms
-                .iter()
-                .any(|term| node_selector_term_matches(term, node.name(), labels));
-            if !matches {
-                return Err(Unschedulable::unresolvable(REASON));
-            }
+        let required = affinity
+            .required_during_scheduling_ignored_during_execution
+            .as_ref();
+        if let Some(required) = required
+            && !node_selector_matches(required, node.name(), labels)
+        {
+            return Err(Unschedulable::unresolvable(REASON));
         }
         Ok(())
     }
@@ -121,79 +116,13 @@ impl ScorePlugin for NodeAffinity {
     }
 }
 
-/// Whether every `(key, value)` of `selector` is among `labels`.
-pub(crate) fn labels_match(
-    selector: &BTreeMap<String, String>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-}
-
-/// Whether a node selector term matches a node: a term with no requirements matches
-/// nothing; otherwise every label expression and every field expression must hold.
-pub fn node_selector_term_matches(
-    term: &NodeSelectorTerm,
-    node_name: &str,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
-        && fields.iter().all(|r| field_matches(r, node_name))
-}
-
-fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = requirement.values.as_deref().unwrap_or(&[]);
-    match requirement.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|w| w == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|w| w == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let [bound] = values else {
-                return false;
-            };
-            let (Some(value), Ok(bound)) = (value, bound.parse::<i64>()) else {
-                return false;
-            };
-            let Ok(value) = value.parse::<i64>() else {
-                return false;
-            };
-            if requirement.operator == "Gt" {
-                value > bound
-            } else {
-                value < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// `matchFields` supports `metadata.name` with `In` and `NotIn`, as in Kubernetes.
-fn field_matches(requirement: &NodeSelectorRequirement, node_name: &str) -> bool {
-    if requirement.key != "metadata.name" {
-        return false;
-    }
-    let values = requirement.values.as_deref().unwrap_or(&[]);
-    match requirement.operator.as_str() {
-        "In" => values.iter().any(|v| v == node_name),
-        "NotIn" => !values.iter().any(|v| v == node_name),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{info, labelled, node, node_info, pod, with_spec};
-    use k8s_openapi::api::core::v1::{Affinity, NodeSelector, PreferredSchedulingTerm};
+    use k8s_openapi::api::core::v1::{
+        Affinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PreferredSchedulingTerm,
+    };
 
     fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
         NodeSelectorRequirement {

@@ -3,7 +3,9 @@
 
 use k8s_openapi::api::core::v1::Taint;
 
-use super::taint_toleration::{effective_tolerations, tolerates};
+use wasmkube_api::scheduling::tolerates;
+
+use super::taint_toleration::effective_tolerations;
 use crate::framework::{CycleState, FilterPlugin, Unschedulable};
 use crate::snapshot::{NodeInfo, PodInfo};
 

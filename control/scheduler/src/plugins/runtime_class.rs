@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
 
-use super::node_affinity::labels_match;
 use crate::framework::{CycleState, FilterPlugin, Unschedulable};
 use crate::labels::CompiledSelector;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+use wasmkube_api::scheduling::labels_match;
 
 /// What the pod's RuntimeClass asks of nodes; written into the [`CycleState`] by the
 /// pre-filter.

@@ -5,32 +5,11 @@
 //! ([`effective_tolerations`]).
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use wasmkube_api::scheduling::tolerates;
 
 use super::runtime_class::RuntimeClassScheduling;
 use crate::framework::{CycleState, FilterPlugin, MAX_NODE_SCORE, ScorePlugin, Unschedulable};
 use crate::snapshot::{NodeInfo, PodInfo};
-
-/// Whether `toleration` tolerates `taint` (`Toleration.ToleratesTaint`): an empty effect or
-/// key matches any; `Exists` ignores the value, `Equal` (or no operator) compares it.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
-        && key != taint.key
-    {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        "Exists" => true,
-        _ => false,
-    }
-}
 
 /// The pod's tolerations followed by its RuntimeClass's (resolved in the RuntimeClass
 /// plugin's pre-filter).
