@@ -161,21 +161,22 @@ async fn a_job_of_five_completions_runs_two_pods_at_a_time_until_complete() -> R
     );
     assert!(max >= 1, "the pod watch saw no active pod");
 
-    let events = events_of(&client, "hello-job").await?;
+    // Events are written in the background, shortly after what they report.
+    let events = poll_until("the Completed event of hello-job", JOB_DEADLINE, || async {
+        let events = events_of(&client, "hello-job").await?;
+        let completed = events.iter().any(|e| {
+            e.reason.as_deref() == Some("Completed")
+                && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("job-controller")
+        });
+        Ok(completed.then_some(events))
+    })
+    .await?;
     let creates = events
         .iter()
         .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
         .map(|e| e.count.unwrap_or(1))
         .sum::<i32>();
     assert_eq!(creates, 5, "one SuccessfulCreate per pod");
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Completed")
-                && e.source.as_ref().and_then(|s| s.component.as_deref())
-                    == Some("job-controller")),
-        "no Completed event from the job-controller: {events:?}"
-    );
     let table = cluster.kubectl_ok(&["get", "job", "hello-job"]).await?;
     assert!(table.contains("5/5"), "{table}");
     Ok(())
