@@ -5,7 +5,7 @@
 //! -> generic handlers (`handlers`) keyed by the [`registry::Registry`] -> object storage
 //! (`storage`) -> the store. Watches stream from the store's watch (`watch`).
 //! Table output (`table`), discovery (`discovery`) and OpenAPI (`openapi`) are derived
-//! from the same registry.
+//! from the same registry. `/metrics` serves the request and watch counters (`metrics`).
 
 pub mod admission;
 pub mod authn;
@@ -16,6 +16,7 @@ pub mod filter;
 pub mod handlers;
 pub mod impersonation;
 pub mod join;
+pub mod metrics;
 pub mod namespace;
 pub mod node_proxy;
 pub mod object;

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::handlers::{self, json_response};
+use crate::metrics::RequestLabels;
 use crate::request::{self, ApiPath, MAX_BODY_BYTES, Query};
 use crate::state::AppState;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(version))
         .route("/cacerts", get(cacerts))
+        .route("/metrics", get(metrics))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .fallback(api)
@@ -57,6 +59,16 @@ async fn cacerts(State(state): State<AppState>) -> Response {
             .into_response(),
         None => ApiError::unavailable("the cluster CA is not loaded yet").into_response(),
     }
+}
+
+/// The Prometheus metrics (authenticated, as kube-apiserver's `/metrics`).
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn version() -> Response {
@@ -153,19 +165,61 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
         }
         ApiPath::Resource(target) => target,
     };
-    let body = read_body(body, &parts.headers).await?;
     let query = Query::parse(parts.uri.query());
-    let user = parts.extensions.get::<crate::authn::Identity>().cloned();
-    handlers::dispatch(
-        &state,
-        parts.method,
-        target,
-        query,
-        parts.headers,
-        body,
-        user,
-    )
-    .await
+    let labels = request_labels(&parts.method, &target, &query);
+    let result = match read_body(body, &parts.headers).await {
+        Ok(body) => {
+            let user = parts.extensions.get::<crate::authn::Identity>().cloned();
+            handlers::dispatch(
+                &state,
+                parts.method,
+                target,
+                query,
+                parts.headers,
+                body,
+                user,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let code = match &result {
+        Ok(response) => response.status(),
+        Err(e) => e.code,
+    };
+    state.metrics().request_done(labels, code.as_u16());
+    result
+}
+
+/// kube-apiserver's labels of a resource request for `apiserver_request_total`.
+fn request_labels<'a>(
+    method: &Method,
+    target: &request::Target<'a>,
+    query: &Query,
+) -> RequestLabels<'a> {
+    let named = target.name.is_some();
+    let verb = match *method {
+        Method::GET | Method::HEAD if named => "GET",
+        Method::GET | Method::HEAD if query.flag("watch") => "WATCH",
+        Method::GET | Method::HEAD => "LIST",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE if named => "DELETE",
+        Method::DELETE => "DELETECOLLECTION",
+        _ => "OTHER",
+    };
+    RequestLabels {
+        verb,
+        resource: target.rt,
+        subresource: target.subresource.map_or("", |s| s.name()),
+        scope: if named {
+            "resource"
+        } else {
+            crate::metrics::collection_scope(target.namespace.as_deref())
+        },
+        dry_run: query.get("dryRun") == Some("All"),
+    }
 }
 
 /// The address the client reached us at, for `serverAddressByClientCIDRs`.

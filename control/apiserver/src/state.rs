@@ -32,6 +32,8 @@ pub struct Inner {
     pub ca_pem: std::sync::OnceLock<String>,
     /// The authorizer chain and the RBAC cache, once the server has loaded them.
     pub authz: std::sync::OnceLock<crate::authz::Authz>,
+    /// Request and watch counters, served at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
                 node_client: std::sync::OnceLock::new(),
                 ca_pem: std::sync::OnceLock::new(),
                 authz: std::sync::OnceLock::new(),
+                metrics: crate::metrics::Metrics::default(),
             }),
         }
     }
@@ -59,6 +62,10 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub fn is_ready(&self) -> bool {

@@ -125,8 +125,14 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
 
     if let Some(mut watch) = watch {
         let state_store = req.state.store().clone();
+        let registered = req
+            .state
+            .metrics()
+            .watch_started(req.rt, req.namespace.as_deref());
         tokio::spawn(async move {
             let _keep = state_store;
+            // Counted in `apiserver_registered_watchers` until the watch ends.
+            let _registered = registered;
             for obj in initial {
                 if tx.send(encoder.event("ADDED", obj)).await.is_err() {
                     return;
