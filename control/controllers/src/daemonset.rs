@@ -16,14 +16,16 @@
 //!   history` and `undo`;
 //! - writes the status when it changed.
 //!
-//! The pod store and its expectations come from [`crate::informer`], pod creation and
-//! deletion (with their Events) from [`crate::pod_control`].
+//! The stores are the controller-manager's shared informers' ([`crate::informers`]); the
+//! pod expectations come from [`crate::informer`], pod creation and deletion (with their
+//! Events) from [`crate::pod_control`].
 
 mod eligibility;
 mod hash;
 mod plan;
 mod revisions;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,14 +34,14 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
+use crate::informers::{SharedInformer, SharedInformerFactory, Synced};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
 use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
@@ -91,60 +93,69 @@ struct DaemonSetController {
     client: kube::Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// The pod and node informers' first lists.
+    synced: [Synced; 2],
     revisions: Store<ControllerRevision>,
     pod_control: PodControl,
     recorder: Recorder,
     retries: Retries,
 }
 
-/// Runs the DaemonSet controller until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let recorder = ctx.recorder(COMPONENT);
-    run_forever("daemonset", || run_controller(&ctx, &recorder)).await;
+/// The shared informers the DaemonSet controller reads.
+#[derive(Clone)]
+struct Informers {
+    daemonsets: SharedInformer<DaemonSet>,
+    pods: SharedInformer<Pod>,
+    nodes: SharedInformer<Node>,
+    revisions: SharedInformer<ControllerRevision>,
 }
 
-async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
+/// The DaemonSet controller over the shared DaemonSet, pod, node and ControllerRevision
+/// informers; runs until the task is aborted.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    informers: &SharedInformerFactory,
+) -> impl Future<Output = ()> + Send + 'static {
+    let informers = Informers {
+        daemonsets: informers.informer(),
+        pods: informers.informer(),
+        nodes: informers.informer(),
+        revisions: informers.informer(),
+    };
+    async move {
+        let recorder = ctx.recorder(COMPONENT);
+        run_forever("daemonset", || run_controller(&ctx, &recorder, &informers)).await;
+    }
+}
+
+async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder, informers: &Informers) {
     let client = ctx.client.clone();
-    let (pods, pod_control, pod_events) = owned_pod_informer(&client, recorder.clone());
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .touched_objects();
-    let revision_events = watcher(
-        Api::<ControllerRevision>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(revision_writer)
-    .touched_objects();
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let daemonsets = controller.store();
+    let (pods, pod_control, pod_events) =
+        owned_pod_informer(&informers.pods, &client, recorder.clone());
+    let daemonsets = informers.daemonsets.store();
     let state = Arc::new(DaemonSetController {
-        client: client.clone(),
+        client,
         pods,
-        nodes,
-        revisions,
+        nodes: informers.nodes.store(),
+        synced: [informers.pods.synced(), informers.nodes.synced()],
+        revisions: informers.revisions.store(),
         pod_control,
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
-    let results = controller
-        .owns_stream(pod_events)
-        .owns_stream(revision_events)
-        .watches_stream(node_events, move |_node: Node| {
-            daemonsets
-                .state()
-                .iter()
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .run(reconcile, error_policy, state);
+    let results =
+        Controller::for_shared_stream(informers.daemonsets.subscribe(), daemonsets.clone())
+            .owns_shared_stream(pod_events)
+            .owns_shared_stream(informers.revisions.subscribe())
+            .watches_shared_stream(informers.nodes.subscribe(), move |_node: Arc<Node>| {
+                daemonsets
+                    .state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+            .run(reconcile, error_policy, state);
     drain("daemonset", results).await;
 }
 
@@ -160,9 +171,7 @@ async fn reconcile(
     ds: Arc<DaemonSet>,
     c: Arc<DaemonSetController>,
 ) -> Result<Action, DaemonSetError> {
-    let ready = async {
-        c.pods.wait_until_ready().await.is_ok() && c.nodes.wait_until_ready().await.is_ok()
-    };
+    let ready = async { c.synced[0].wait().await && c.synced[1].wait().await };
     if !synced(ready).await {
         return Err(DaemonSetError::NotSynced);
     }

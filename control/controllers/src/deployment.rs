@@ -5,8 +5,10 @@
 //! ReplicaSets into pods and reports their readiness in the ReplicaSets' status, which
 //! drives the rollout's next step.
 //!
-//! A kube-runtime `Controller` reconciles each Deployment when it, a ReplicaSet it owns,
-//! or (for Recreate) one of its pods being deleted changes. Each reconcile reads the
+//! A kube-runtime `Controller` over the controller-manager's shared Deployment, ReplicaSet
+//! and pod informers ([`crate::informers`]) reconciles each Deployment when it, a
+//! ReplicaSet it owns, or (for Recreate) one of its pods being deleted changes; failed
+//! syncs are retried with the per-Deployment back-off of [`crate::retry`]. Each reconcile reads the
 //! Deployment and its namespace's ReplicaSets fresh, then does what Kubernetes'
 //! `syncDeployment` does:
 //! 1. claim ReplicaSets ([`sync::claim_replica_sets`]);
@@ -31,22 +33,22 @@ mod status;
 mod strategy;
 mod sync;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use wasmkube_client::status::is_conflict;
 
 use crate::context::{Context, Recorder, WARNING};
+use crate::informers::SharedInformerFactory;
 use crate::pods::controller_of;
+use crate::retry::{Retries, drain, requeue_failed, run_forever};
 
 /// Why a sync of a Deployment failed; it is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -70,54 +72,50 @@ pub(crate) enum DeploymentError {
 pub(crate) struct State {
     client: kube::Client,
     recorder: Recorder,
-    /// Consecutive failures per Deployment (`namespace/name`), for the retry backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    retries: Retries,
 }
 
 /// How long to wait before looking at a Deployment again when nothing changes: a safety
 /// net, as Kubernetes' informer resync.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Runs the Deployment controller until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let state = Arc::new(State {
-        client: ctx.client.clone(),
-        recorder: ctx.recorder("deployment-controller"),
-        failures: Mutex::new(HashMap::new()),
-    });
-    loop {
-        let client = ctx.client.clone();
-        let controller = Controller::new(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        );
-        let deployments = controller.store();
-        controller
-            .owns(
-                Api::<ReplicaSet>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .watches(
-                Api::<Pod>::all(client),
-                watcher::Config::default(),
-                move |pod| {
-                    pod_to_deployment(pod).filter(|d| {
-                        deployments
+/// The first retry of a failed sync; doubling per consecutive failure up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest retry of a failed sync.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// The Deployment controller over the shared Deployment, ReplicaSet and pod informers;
+/// runs until the task is aborted.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    informers: &SharedInformerFactory,
+) -> impl Future<Output = ()> + Send + 'static {
+    let deployments = informers.informer::<Deployment>();
+    let replicasets = informers.informer::<ReplicaSet>();
+    let pods = informers.informer::<Pod>();
+    async move {
+        let state = Arc::new(State {
+            client: ctx.client.clone(),
+            recorder: ctx.recorder("deployment-controller"),
+            retries: Retries::new(FIRST_RETRY, MAX_RETRY),
+        });
+        run_forever("deployment", || {
+            let store = deployments.store();
+            let recreate = store.clone();
+            let results = Controller::for_shared_stream(deployments.subscribe(), store)
+                .owns_shared_stream(replicasets.subscribe())
+                .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
+                    pod_to_deployment(&pod).filter(|d| {
+                        recreate
                             .get(d)
                             .is_some_and(|d| strategy::strategy_type(&d) == strategy::RECREATE)
                     })
-                },
-            )
-            .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-            .run(reconcile, error_policy, state.clone())
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "deployment controller");
-                }
-            })
-            .await;
-        tracing::warn!("the deployment controller's watch ended; restarting it");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+                })
+                .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+                .run(reconcile, error_policy, state.clone());
+            drain("deployment", results)
+        })
+        .await;
     }
 }
 
@@ -125,7 +123,7 @@ pub(crate) async fn run(ctx: Arc<Context>) {
 /// (the controller keeps only Recreate Deployments). The pod's ReplicaSet is
 /// `<deployment>-<pod-template-hash>`; only pods with a `deletionTimestamp` are of interest
 /// (the final delete event carries it too), and their phase changes as they stop.
-fn pod_to_deployment(pod: Pod) -> Option<ObjectRef<Deployment>> {
+fn pod_to_deployment(pod: &Pod) -> Option<ObjectRef<Deployment>> {
     pod.metadata.deletion_timestamp.as_ref()?;
     let owner = controller_of(&pod.metadata)?;
     if owner.kind != "ReplicaSet" {
@@ -136,35 +134,16 @@ fn pod_to_deployment(pod: Pod) -> Option<ObjectRef<Deployment>> {
     Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
-fn key(d: &Deployment) -> String {
-    format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any())
-}
-
-/// Retries a failed sync: 100 ms doubling per consecutive failure up to 30 s.
+/// Requeues a failed sync after its back-off (100 ms doubling to 30 s per Deployment, reset
+/// by a successful sync; a write conflict after a short pause).
 fn error_policy(d: Arc<Deployment>, error: &DeploymentError, state: Arc<State>) -> Action {
-    let failures = match state.failures.lock() {
-        Ok(mut f) => {
-            let n = f.entry(key(&d)).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        }
-        Err(_) => 1,
-    };
-    match error {
-        DeploymentError::Api(e) if is_conflict(e) => {
-            tracing::debug!(deployment = %key(&d), "sync read stale data; retrying");
-        }
-        _ => tracing::warn!(deployment = %key(&d), error = %error, "deployment sync failed"),
-    }
-    let delay_ms = 100u64.saturating_mul(1 << failures.min(9)).min(30_000);
-    Action::requeue(Duration::from_millis(delay_ms))
+    let conflict = matches!(error, DeploymentError::Api(e) if is_conflict(e));
+    requeue_failed(&state.retries, "deployment", &*d, error, conflict)
 }
 
 async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action, DeploymentError> {
     let action = sync_deployment(&d, &state).await?;
-    if let Ok(mut f) = state.failures.lock() {
-        f.remove(&key(&d));
-    }
+    state.retries.succeeded(&d.uid().unwrap_or_default());
     Ok(action)
 }
 
@@ -264,22 +243,22 @@ mod tests {
 
     #[test]
     fn a_deleted_pod_maps_to_the_deployment_of_its_replica_set() {
-        let r = pod_to_deployment(pod("ReplicaSet", "web-api-5d8f9", "5d8f9", true));
+        let r = pod_to_deployment(&pod("ReplicaSet", "web-api-5d8f9", "5d8f9", true));
         assert_eq!(r, Some(ObjectRef::new("web-api").within("default")));
     }
 
     #[test]
     fn other_pods_map_to_nothing() {
         assert_eq!(
-            pod_to_deployment(pod("ReplicaSet", "web-5d8f9", "5d8f9", false)),
+            pod_to_deployment(&pod("ReplicaSet", "web-5d8f9", "5d8f9", false)),
             None
         );
         assert_eq!(
-            pod_to_deployment(pod("Job", "web-5d8f9", "5d8f9", true)),
+            pod_to_deployment(&pod("Job", "web-5d8f9", "5d8f9", true)),
             None
         );
         assert_eq!(
-            pod_to_deployment(pod("ReplicaSet", "plain", "5d8f9", true)),
+            pod_to_deployment(&pod("ReplicaSet", "plain", "5d8f9", true)),
             None
         );
     }

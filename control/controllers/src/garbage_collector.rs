@@ -3,8 +3,11 @@
 //! finalizers the apiserver puts on deleted owners are carried out.
 //!
 //! - [`kinds`]: every listable, watchable, deletable kind found by discovery;
-//! - monitors (here): a metadata-only watch per kind feeds the [`graph`] (owner uid ->
-//!   dependents, virtual nodes for owners not seen), which says what needs a look;
+//! - monitors (here): every kind's metadata, from the controller-manager's shared informer
+//!   of that kind (the typed one the other controllers read for pods, ReplicaSets, nodes,
+//!   ...; a metadata-only one for the rest, [`crate::informers`]), feeds the [`graph`]
+//!   (owner uid -> dependents, virtual nodes for owners not seen), which says what needs a
+//!   look; an object a relist no longer lists is a deletion;
 //! - [`collector`]: workers take the [`queue`]'s items once every kind is listed, check
 //!   them against the apiserver and [`decide`] what to do:
 //!   - *Background*: a dependent all of whose owners are gone (by uid: an object of the
@@ -25,27 +28,25 @@ mod kinds;
 mod queue;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch_stream};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::context::Context;
+use crate::informers::{Change, HandlerRegistration, MetadataHandler, SharedInformerFactory};
 use collector::Collector;
 use kinds::Kinds;
 
 /// How long to wait before asking discovery again after a failure.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
-/// Runs the garbage collector until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
+/// Runs the garbage collector until the task is aborted, following every kind through
+/// `informers` (the typed informers other controllers made, metadata-only ones for the
+/// rest).
+pub(crate) async fn run(ctx: Arc<Context>, informers: SharedInformerFactory) {
     let kinds = loop {
         match Kinds::discover(&ctx.client).await {
             Ok(kinds) => break kinds,
@@ -57,83 +58,41 @@ pub(crate) async fn run(ctx: Arc<Context>) {
     };
     tracing::info!(
         kinds = kinds.all().len(),
-        "garbage collector: watching every deletable kind"
+        "garbage collector: following every deletable kind"
     );
     let collector = Arc::new(Collector::new(ctx.client.clone(), kinds));
-    let (synced_tx, synced_rx) = watch::channel(false);
+    let (synced_tx, synced_rx) = watch::channel(collector.kinds.all().is_empty());
+    let monitors = monitor(&collector, &informers, synced_tx);
     let mut tasks = JoinSet::new();
     let workers = usize::from(ctx.config.concurrency).max(1) * 2;
     for _ in 0..workers {
         tasks.spawn(worker(collector.clone(), synced_rx.clone()));
     }
-    tasks.spawn(build_graph(collector, synced_tx));
-    // The tasks run forever; aborting this task drops the set, which aborts them.
+    // The tasks run forever; aborting this task drops the set, which aborts them, and the
+    // monitors' registrations.
     while tasks.join_next().await.is_some() {}
+    drop(monitors);
 }
 
-type MetaEvent = Result<Event<PartialObjectMeta<DynamicObject>>, watcher::Error>;
-
-/// Feeds every kind's watch events into the graph and queues the work they make.
-async fn build_graph(collector: Arc<Collector>, synced: watch::Sender<bool>) {
-    let client = collector.client.clone();
-    let streams: Vec<BoxStream<'static, (usize, MetaEvent)>> = collector
-        .kinds
-        .all()
-        .iter()
-        .enumerate()
-        .map(|(i, kind)| {
-            let api: Api<PartialObjectMeta<DynamicObject>> =
-                Api::all_with(client.clone(), &kind.resource);
-            watch_stream(api, watcher::Config::default())
-                .default_backoff()
-                .map(move |e| (i, e))
-                .boxed()
-        })
-        .collect();
-    let total = streams.len();
-    let mut listed: HashSet<usize> = HashSet::new();
-    // Per kind, the uids seen during a (re)list.
-    let mut relisting: Vec<Option<HashSet<String>>> = vec![None; total];
-    if total == 0 {
-        let _ = synced.send(true);
-    }
-    let mut events = futures::stream::select_all(streams);
-    while let Some((i, event)) = events.next().await {
-        let Some(kind) = collector.kinds.all().get(i).cloned() else {
-            continue;
-        };
-        let observe = |obj: &PartialObjectMeta<DynamicObject>| {
-            let kinds = &collector.kinds;
-            collector.graph().observe(
-                i,
-                &kind.resource.api_version,
-                &kind.resource.kind,
-                &obj.metadata,
-                &|r| kinds.namespaced(&r.api_version, &r.kind),
-            )
-        };
-        match event {
-            Ok(Event::Init) => relisting[i] = Some(HashSet::new()),
-            Ok(Event::InitApply(obj)) => {
-                if let (Some(seen), Some(uid)) = (relisting[i].as_mut(), obj.metadata.uid.clone()) {
-                    seen.insert(uid);
-                }
-                collector.enqueue(observe(&obj));
-            }
-            Ok(Event::InitDone) => {
-                let seen = relisting[i].take().unwrap_or_default();
-                // Objects deleted while the watch was down.
-                let gone: Vec<String> = collector
-                    .graph()
-                    .uids_from(i)
-                    .into_iter()
-                    .filter(|uid| !seen.contains(uid))
-                    .collect();
-                for uid in gone {
-                    collector.mark_absent(&uid);
-                    let work = collector.graph().remove(&uid);
-                    collector.enqueue(work);
-                }
+/// Follows every kind's changes into the graph and queues the work they make; `synced`
+/// turns true once every kind was listed. The monitors run while the registrations live.
+fn monitor(
+    collector: &Arc<Collector>,
+    informers: &SharedInformerFactory,
+    synced: watch::Sender<bool>,
+) -> Vec<HandlerRegistration> {
+    let total = collector.kinds.all().len();
+    let listed = Arc::new(Mutex::new(HashSet::new()));
+    let synced = Arc::new(synced);
+    let mut registrations = Vec::with_capacity(total);
+    for (i, kind) in collector.kinds.all().iter().enumerate() {
+        let collector = collector.clone();
+        let listed = listed.clone();
+        let synced = synced.clone();
+        let handler: MetadataHandler = Arc::new(move |change: &Change<'_, ObjectMeta>| {
+            monitor_change(&collector, i, change);
+            if matches!(change, Change::Relisted) {
+                let mut listed = listed.lock().unwrap_or_else(PoisonError::into_inner);
                 if listed.insert(i) && listed.len() == total {
                     tracing::info!(
                         objects = collector.graph().len(),
@@ -142,18 +101,36 @@ async fn build_graph(collector: Arc<Collector>, synced: watch::Sender<bool>) {
                     let _ = synced.send(true);
                 }
             }
-            Ok(Event::Apply(obj)) => collector.enqueue(observe(&obj)),
-            Ok(Event::Delete(obj)) => {
-                if let Some(uid) = obj.metadata.uid.as_deref() {
-                    collector.mark_absent(uid);
-                    let work = collector.graph().remove(uid);
-                    collector.enqueue(work);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(kind = %kind.resource.kind, error = %e, "garbage collector: watch error, retrying");
+        });
+        registrations.push(informers.subscribe_metadata(&kind.resource, handler));
+    }
+    registrations
+}
+
+/// One change of the kind numbered `i`, into the graph.
+fn monitor_change(collector: &Collector, i: usize, change: &Change<'_, ObjectMeta>) {
+    let Some(kind) = collector.kinds.all().get(i) else {
+        return;
+    };
+    match change {
+        Change::Applied { new, .. } => {
+            let kinds = &collector.kinds;
+            let work = collector.graph().observe(
+                &kind.resource.api_version,
+                &kind.resource.kind,
+                new,
+                &|r| kinds.namespaced(&r.api_version, &r.kind),
+            );
+            collector.enqueue(work);
+        }
+        Change::Deleted(meta) => {
+            if let Some(uid) = meta.uid.as_deref() {
+                collector.mark_absent(uid);
+                let work = collector.graph().remove(uid);
+                collector.enqueue(work);
             }
         }
+        Change::Relisted => {}
     }
 }
 

@@ -1,121 +1,49 @@
-//! The watches a pod-owning controller reads from, as client-go's shared informers: a
-//! kube-runtime watcher keeps a reflector store of every object current, and, for pods, each
-//! change is reported to the controller *after* the store holds it, with the version it
-//! replaced, and observed in the [`Expectations`] (a new pod is an observed creation of its
-//! controller; a pod being or having been deleted an observed deletion).
+//! The shared pod informer as the pod-owning controllers (ReplicaSet, Job, DaemonSet) use
+//! it: each change is observed in the controller's [`Expectations`] (a new pod is an
+//! observed creation of its controller; a pod being or having been deleted an observed
+//! deletion) *after* the store holds it, and only then triggers a sync
+//! ([`crate::informers`] guarantees the order), so a sync that finds its expectations
+//! satisfied also finds the pods that satisfied them. A sync reads its expectations before
+//! its pods. A relist observes the listed pods and, as deletions, the vanished ones once the
+//! store was replaced.
 //!
-//! Order matters: a sync that finds its expectations satisfied must also find the pods that
-//! satisfied them in the store, so the store is written before the observation (as client-go
-//! updates its indexer before calling handlers), and a sync reads its expectations before its
-//! pods. A relist (the watch's `Init` .. `InitDone`) replaces the store only at `InitDone`, so
-//! its observations wait until then, and pods that vanished during the gap are observed as
-//! deleted.
-//!
-//! The ReplicaSet controller handles the changes itself ([`watch_pods`], [`watch_objects`]);
-//! controllers built on kube-runtime's `Controller` take [`pod_triggers`] as their
-//! `owns_stream` ([`owned_pod_informer`] makes the store, triggers and pod control together).
+//! [`trim_pod`] is the controller-manager's pod transform: what none of its controllers
+//! reads is not kept in the one pod store they share.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::Resource;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher::{self, Event};
-use serde::de::DeserializeOwned;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::runtime::reflector::Store;
 
 use crate::context::Recorder;
 use crate::expectations::Expectations;
+use crate::informers::{Change, SharedInformer, Subscription};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_of, is_controlled_by};
 
-/// A change to the pod store, reported after the store holds it.
-#[derive(Debug)]
-pub(crate) enum PodChange<'a> {
-    /// A pod was added (`old` is `None`) or modified.
-    Applied {
-        /// The version the store held before, if any.
-        old: Option<Arc<Pod>>,
-        /// The version the store holds now.
-        new: &'a Pod,
-    },
-    /// A pod was deleted.
-    Deleted(&'a Pod),
-    /// The store was relisted: anything may have changed.
-    Relisted,
-}
-
-/// Keeps `writer`'s store equal to the pods `api` lists, observes `expectations`, and calls
-/// `on_change` for every change. Runs until the task is aborted (watch errors are retried
-/// with backoff).
-pub(crate) async fn watch_pods<F>(
-    api: Api<Pod>,
-    writer: Writer<Pod>,
-    expectations: Arc<Expectations>,
-    mut on_change: F,
-) where
-    F: FnMut(PodChange<'_>) + Send,
-{
-    let mut cache = PodCache::new(writer, expectations);
-    let mut events = std::pin::pin!(watcher(api).default_backoff());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => cache.apply(&event, &mut on_change),
-            Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
-        }
+/// Observes a pod change in `expectations` (call it from a handler of the pod informer,
+/// before anything the change triggers).
+pub(crate) fn observe(expectations: &Expectations, change: &Change<'_, Arc<Pod>>) {
+    match change {
+        Change::Applied { old, new } => observe_applied(expectations, old.map(|p| &**p), new),
+        Change::Deleted(pod) => observe_deleted(expectations, pod),
+        Change::Relisted => {}
     }
 }
 
-/// The pods whose changes trigger a kube-runtime `Controller`'s reconciles of their owners
-/// (its `owns_stream`): [`watch_pods`] runs as part of this stream, so the store is written
-/// and the expectations observed before the pod is yielded; a relist yields every pod.
-pub(crate) fn pod_triggers(
-    api: Api<Pod>,
-    writer: Writer<Pod>,
-    expectations: Arc<Expectations>,
-) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
-    let reader = writer.as_reader();
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Pod>();
-    let watch = watch_pods(api, writer, expectations, move |change| match change {
-        PodChange::Applied { new, .. } => {
-            let _ = tx.unbounded_send(new.clone());
-        }
-        PodChange::Deleted(pod) => {
-            let _ = tx.unbounded_send(pod.clone());
-        }
-        PodChange::Relisted => {
-            for pod in reader.state() {
-                let _ = tx.unbounded_send(Pod::clone(&pod));
-            }
-        }
-    });
-    // The watch never ends; it runs whenever the controller polls for triggers.
-    futures::stream::select(
-        rx.map(Ok),
-        futures::stream::once(watch).filter_map(|()| async { None }),
-    )
-}
-
 /// What a kube-runtime `Controller` that owns pods is built from: the pod store it reads,
-/// the pod control that creates and deletes with the expectations the store's watch
-/// observes, and the pod triggers for its `owns_stream`.
+/// the pod control that creates and deletes with the expectations the informer observes,
+/// and the pod triggers for its `owns_shared_stream` (each yielded after its observation).
 pub(crate) fn owned_pod_informer(
+    pods: &SharedInformer<Pod>,
     client: &kube::Client,
     recorder: Recorder,
-) -> (
-    Store<Pod>,
-    PodControl,
-    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-) {
-    let (pods, writer) = kube::runtime::reflector::store::<Pod>();
+) -> (Store<Pod>, PodControl, Subscription<Pod>) {
     let expectations = Arc::new(Expectations::default());
-    let triggers = pod_triggers(Api::all(client.clone()), writer, expectations.clone());
+    let observed = expectations.clone();
+    let triggers = pods.subscribe_with(move |change| observe(&observed, change));
     let control = PodControl::new(client.clone(), recorder, expectations);
-    (pods, control, triggers)
+    (pods.store(), control, triggers)
 }
 
 /// How long a reconcile waits for its stores' first list.
@@ -138,110 +66,47 @@ pub(crate) fn owned_pods(store: &Store<Pod>, namespace: &str, owner_uid: &str) -
         .collect()
 }
 
-/// The pod store's writer, the expectations it observes and the relist in progress.
-struct PodCache {
-    writer: Writer<Pod>,
-    reader: Store<Pod>,
-    expectations: Arc<Expectations>,
-    relist: Option<Vec<Pod>>,
-}
-
-impl PodCache {
-    fn new(writer: Writer<Pod>, expectations: Arc<Expectations>) -> Self {
-        PodCache {
-            reader: writer.as_reader(),
-            writer,
-            expectations,
-            relist: None,
+/// The controller-manager's pod transform: drops what none of its controllers reads from
+/// the pod store, so each pod costs the controller-manager little. Kept: all metadata but
+/// managedFields (owner references, labels, annotations such as the completion index and
+/// the deletion cost, finalizers, timestamps), the spec's scheduling fields (`nodeName`,
+/// affinity, tolerations, ...), and the status (phase, conditions: the node lifecycle
+/// controller writes them back; container statuses' states and restart counts). Dropped:
+/// the containers' definitions but their names (images, commands, env, probes, resources,
+/// mounts: pods are created from their owners' templates, never from the store), volumes,
+/// ephemeral containers, and the container statuses' image names and IDs.
+pub(crate) fn trim_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        let names_only = |containers: &mut Vec<Container>| {
+            for c in containers.iter_mut() {
+                *c = Container {
+                    name: std::mem::take(&mut c.name),
+                    ..Container::default()
+                };
+            }
+        };
+        names_only(&mut spec.containers);
+        if let Some(init) = spec.init_containers.as_mut() {
+            names_only(init);
+        }
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        let statuses = [
+            status.container_statuses.as_mut(),
+            status.init_container_statuses.as_mut(),
+            status.ephemeral_container_statuses.as_mut(),
+        ];
+        for s in statuses.into_iter().flatten().flatten() {
+            s.image = String::new();
+            s.image_id = String::new();
+            s.container_id = None;
+            s.volume_mounts = None;
+            s.resources = None;
+            s.allocated_resources = None;
         }
     }
-
-    /// Applies one watch event: writes the store, then observes, then reports the change.
-    fn apply<F>(&mut self, event: &Event<Pod>, on_change: &mut F)
-    where
-        F: FnMut(PodChange<'_>),
-    {
-        let expectations = &*self.expectations;
-        match event {
-            Event::Apply(pod) => {
-                let old = self.reader.get(&ObjectRef::from_obj(pod));
-                self.writer.apply_watcher_event(event);
-                observe_applied(expectations, old.as_deref(), pod);
-                on_change(PodChange::Applied { old, new: pod });
-            }
-            Event::Delete(pod) => {
-                self.writer.apply_watcher_event(event);
-                observe_deleted(expectations, pod);
-                on_change(PodChange::Deleted(pod));
-            }
-            Event::Init => {
-                self.writer.apply_watcher_event(event);
-                self.relist = Some(Vec::new());
-            }
-            Event::InitApply(pod) => {
-                self.writer.apply_watcher_event(event);
-                self.relist.get_or_insert_with(Vec::new).push(pod.clone());
-            }
-            Event::InitDone => {
-                let before: HashMap<ObjectRef<Pod>, Arc<Pod>> = self
-                    .reader
-                    .state()
-                    .into_iter()
-                    .map(|p| (ObjectRef::from_obj(&*p), p))
-                    .collect();
-                self.writer.apply_watcher_event(event);
-                let listed = self.relist.take().unwrap_or_default();
-                let keys: HashSet<ObjectRef<Pod>> =
-                    listed.iter().map(ObjectRef::from_obj).collect();
-                for pod in &listed {
-                    observe_applied(
-                        expectations,
-                        before.get(&ObjectRef::from_obj(pod)).map(|p| &**p),
-                        pod,
-                    );
-                }
-                for (key, pod) in &before {
-                    if !keys.contains(key) {
-                        observe_deleted(expectations, pod);
-                    }
-                }
-                on_change(PodChange::Relisted);
-            }
-        }
-    }
-}
-
-/// Keeps `writer`'s store equal to the objects `api` lists and calls `on_event` with every
-/// event after the store holds it. Runs until the task is aborted.
-pub(crate) async fn watch_objects<K, F>(api: Api<K>, mut writer: Writer<K>, mut on_event: F)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    F: FnMut(&Event<K>, &Store<K>) + Send,
-{
-    let reader = writer.as_reader();
-    let mut events = std::pin::pin!(watcher(api).default_backoff());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => {
-                writer.apply_watcher_event(&event);
-                on_event(&event, &reader);
-            }
-            Err(e) => tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying"),
-        }
-    }
-}
-
-fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, watcher::Config::default())
 }
 
 /// A pod version the store now holds: a creation of its controller if the pod is new (a
@@ -269,10 +134,14 @@ fn observe_deleted(expectations: &Expectations, pod: &Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus, Toleration, Volume};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
     use k8s_openapi::jiff::Timestamp;
     use kube::ResourceExt;
     use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use crate::informers::HandlerRegistration;
 
     fn owned_pod(uid: &str) -> Pod {
         Pod {
@@ -291,6 +160,25 @@ mod tests {
         }
     }
 
+    /// A pod informer whose handler observes `e` and checks, at each observation, that the
+    /// store already holds what satisfied it.
+    fn observed_informer(e: &Arc<Expectations>) -> (SharedInformer<Pod>, HandlerRegistration) {
+        let informer = SharedInformer::<Pod>::new(());
+        let store = informer.store();
+        let observed = e.clone();
+        let registration = informer.add_handler(move |change| {
+            if let Change::Applied { new, .. } = change {
+                assert!(
+                    store
+                        .get(&reflector::ObjectRef::from_obj(&***new))
+                        .is_some()
+                );
+            }
+            observe(&observed, change);
+        });
+        (informer, registration)
+    }
+
     #[test]
     fn only_new_pods_count_as_observed_creations() {
         let e = Expectations::default();
@@ -306,65 +194,42 @@ mod tests {
 
     #[test]
     fn a_pod_listed_by_a_relist_counts_only_once_the_store_holds_it() {
-        let (reader, writer) = reflector::store::<Pod>();
         let e = Arc::new(Expectations::default());
-        let mut cache = PodCache::new(writer, e.clone());
-        let mut relisted = 0;
+        let (informer, _registration) = observed_informer(&e);
+        let mut reflector = informer.reflector();
         e.expect_creations("rs", 1);
-        cache.apply(&Event::Init, &mut |_| {});
-        cache.apply(&Event::InitApply(owned_pod("a")), &mut |_| {});
+        reflector.apply(Event::Init);
+        reflector.apply(Event::InitApply(owned_pod("a")));
         // A sync now would read no pod "a": it must not find its expectations satisfied.
-        assert!(reader.state().is_empty());
+        assert!(informer.store().state().is_empty());
         assert!(!e.satisfied("rs"));
-        cache.apply(&Event::InitDone, &mut |change| {
-            if matches!(change, PodChange::Relisted) {
-                relisted += 1;
-            }
-        });
-        assert_eq!(reader.state().len(), 1);
+        reflector.apply(Event::InitDone);
+        assert_eq!(informer.store().state().len(), 1);
         assert!(e.satisfied("rs"));
-        assert_eq!(relisted, 1);
     }
 
     #[test]
     fn a_pod_gone_after_a_relist_is_an_observed_deletion() {
-        let (reader, writer) = reflector::store::<Pod>();
         let e = Arc::new(Expectations::default());
-        let mut cache = PodCache::new(writer, e.clone());
+        let (informer, _registration) = observed_informer(&e);
+        let mut reflector = informer.reflector();
         for uid in ["a", "b"] {
-            cache.apply(&Event::Apply(owned_pod(uid)), &mut |_| {});
+            reflector.apply(Event::Apply(owned_pod(uid)));
         }
         e.expect_deletions("rs", ["b".to_string()]);
         // The watch broke; "b" was deleted during the gap and the relist lists only "a".
-        cache.apply(&Event::Init, &mut |_| {});
-        cache.apply(&Event::InitApply(owned_pod("a")), &mut |_| {});
+        reflector.apply(Event::Init);
+        reflector.apply(Event::InitApply(owned_pod("a")));
         assert!(!e.satisfied("rs"));
-        cache.apply(&Event::InitDone, &mut |_| {});
+        reflector.apply(Event::InitDone);
         assert!(e.satisfied("rs"));
-        let names: Vec<String> = reader.state().iter().map(|p| p.name_any()).collect();
+        let names: Vec<String> = informer
+            .store()
+            .state()
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         assert_eq!(names, ["p-a"]);
-    }
-
-    #[test]
-    fn a_change_is_reported_after_the_store_holds_it() {
-        let (reader, writer) = reflector::store::<Pod>();
-        let mut cache = PodCache::new(writer, Arc::new(Expectations::default()));
-        let pod = owned_pod("a");
-        let mut seen = Vec::new();
-        cache.apply(&Event::Apply(pod.clone()), &mut |change| {
-            if let PodChange::Applied { old, new } = change {
-                seen.push((
-                    old.is_none(),
-                    reader.get(&ObjectRef::from_obj(new)).is_some(),
-                ));
-            }
-        });
-        cache.apply(&Event::Delete(pod), &mut |change| {
-            if let PodChange::Deleted(p) = change {
-                seen.push((true, reader.get(&ObjectRef::from_obj(p)).is_some()));
-            }
-        });
-        assert_eq!(seen, [(true, true), (true, false)]);
     }
 
     #[test]
@@ -392,5 +257,62 @@ mod tests {
         observe_applied(&e, Some(&a), &deleting);
         observe_deleted(&e, &owned_pod("b"));
         assert!(e.satisfied("rs"));
+    }
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_the_controllers_read() {
+        let mut pod = owned_pod("a");
+        pod.metadata.annotations = Some([("k".to_string(), "v".to_string())].into());
+        pod.spec = Some(PodSpec {
+            node_name: Some("n1".into()),
+            tolerations: Some(vec![Toleration::default()]),
+            containers: vec![Container {
+                name: "web".into(),
+                image: Some("example.com/web:1".into()),
+                args: Some(vec!["--big".into()]),
+                ..Container::default()
+            }],
+            volumes: Some(vec![Volume::default()]),
+            ..PodSpec::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "web".into(),
+                image: "example.com/web:1".into(),
+                image_id: "sha256:abc".into(),
+                restart_count: 3,
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        let before = pod.clone();
+        trim_pod(&mut pod);
+        assert_eq!(pod.metadata, before.metadata);
+        let spec = pod.spec.as_ref().expect("the spec stays");
+        assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(
+            spec.tolerations,
+            before.spec.as_ref().and_then(|s| s.tolerations.clone())
+        );
+        assert_eq!(
+            spec.containers,
+            [Container {
+                name: "web".into(),
+                ..Container::default()
+            }]
+        );
+        assert_eq!(spec.volumes, None);
+        let status = pod.status.as_ref().expect("the status stays");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let container = &status
+            .container_statuses
+            .as_ref()
+            .expect("container statuses")[0];
+        assert_eq!(
+            (container.name.as_str(), container.restart_count),
+            ("web", 3)
+        );
+        assert!(container.image.is_empty() && container.image_id.is_empty());
     }
 }

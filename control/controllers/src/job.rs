@@ -19,12 +19,14 @@
 //! How finished pods are counted (no `job-tracking` finalizer) is described in [`plan`].
 //!
 //! Modules: [`plan`] (the sync), [`indexes`] (completed index intervals), [`template`] (the
-//! pods). The pod store and its expectations come from [`crate::informer`].
+//! pods). The Job and pod stores are the controller-manager's shared informers'
+//! ([`crate::informers`]); the pod expectations come from [`crate::informer`].
 
 mod indexes;
 mod plan;
 mod template;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +36,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
+use crate::informers::{SharedInformer, SharedInformerFactory, Synced};
 use crate::pod_control::PodControl;
 use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
 use plan::JobEvent;
@@ -110,29 +112,45 @@ impl JobError {
 struct JobController {
     client: kube::Client,
     pods: Store<Pod>,
+    pods_synced: Synced,
     pod_control: PodControl,
     recorder: Recorder,
     retries: Retries,
 }
 
-/// Runs the Job controller until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let recorder = ctx.recorder(COMPONENT);
-    run_forever("job", || run_controller(&ctx, &recorder)).await;
+/// The Job controller over the shared Job and pod informers; runs until the task is
+/// aborted.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    informers: &SharedInformerFactory,
+) -> impl Future<Output = ()> + Send + 'static {
+    let jobs = informers.informer::<Job>();
+    let pods = informers.informer::<Pod>();
+    async move {
+        let recorder = ctx.recorder(COMPONENT);
+        run_forever("job", || run_controller(&ctx, &recorder, &jobs, &pods)).await;
+    }
 }
 
-async fn run_controller(ctx: &Arc<Context>, recorder: &Recorder) {
+async fn run_controller(
+    ctx: &Arc<Context>,
+    recorder: &Recorder,
+    jobs: &SharedInformer<Job>,
+    pods: &SharedInformer<Pod>,
+) {
     let client = ctx.client.clone();
-    let (pods, pod_control, pod_events) = owned_pod_informer(&client, recorder.clone());
+    let pods_synced = pods.synced();
+    let (pods, pod_control, pod_events) = owned_pod_informer(pods, &client, recorder.clone());
     let controller = Arc::new(JobController {
-        client: client.clone(),
+        client,
         pods,
+        pods_synced,
         pod_control,
         recorder: recorder.clone(),
         retries: Retries::default(),
     });
-    let results = Controller::new(Api::<Job>::all(client), watcher::Config::default())
-        .owns_stream(pod_events)
+    let results = Controller::for_shared_stream(jobs.subscribe(), jobs.store())
+        .owns_shared_stream(pod_events)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .run(reconcile, error_policy, controller);
     drain("job", results).await;
@@ -153,7 +171,7 @@ async fn reconcile(job: Arc<Job>, c: Arc<JobController>) -> Result<Action, JobEr
         return Ok(Action::await_change());
     }
     // Before the pod watch has listed, "no pods" would mean "create them all".
-    if !synced(async { c.pods.wait_until_ready().await.is_ok() }).await {
+    if !synced(c.pods_synced.wait()).await {
         return Err(JobError::NotSynced);
     }
     let action = if plan::is_finished(&job) {

@@ -15,11 +15,14 @@
 //! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //!
-//! Shared parts: [`context`] (client, settings, Event recorders), [`pods`] (pods made from
-//! templates, owner references, readiness), and for the controllers that own pods
-//! (ReplicaSet, Job, DaemonSet): [`informer`] (the pod watch feeding a store and the
-//! [`expectations`]), [`pod_control`] (creating in slow-start batches and deleting, with
-//! Events) and [`retry`] (the error policy and run loops around the per-object back-off).
+//! Shared parts: [`informers`] (one watch and one store per kind for the whole
+//! controller-manager, as client-go's shared informers: every controller that needs pods,
+//! nodes or ReplicaSets reads the same store), [`context`] (client, settings, Event
+//! recorders), [`pods`] (pods made from templates, owner references, readiness),
+//! [`retry`] (the error policy and run loops around the per-object back-off), and for the controllers that
+//! own pods (ReplicaSet, Job, DaemonSet): [`informer`] (the pod informer observing the
+//! [`expectations`]) and [`pod_control`] (creating in slow-start batches and deleting, with
+//! Events).
 
 pub mod config;
 pub mod context;
@@ -28,6 +31,7 @@ mod deployment;
 mod expectations;
 mod garbage_collector;
 mod informer;
+pub mod informers;
 mod job;
 mod node_lifecycle;
 mod pod_control;
@@ -38,12 +42,16 @@ mod retry;
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
+
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wasmkube_client::LeaderElector;
 
 pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
 pub use context::Context;
+
+use informers::SharedInformerFactory;
 
 /// How often node agents renew their Lease (the kubelet's 10 s).
 const NODE_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -82,15 +90,17 @@ pub async fn run(
             led = async { leading.wait_for(|l| *l).await.is_ok() } => if !led { break 'outer },
         }
         tracing::info!("leading: starting the controllers");
-        let mut running = start_controllers(&ctx);
+        let (mut running, informers) = start_controllers(&ctx);
         tokio::select! {
             _ = &mut shutdown => {
                 running.shutdown().await;
+                drop(informers);
                 break 'outer;
             }
             _ = async { leading.wait_for(|l| !*l).await.is_ok() } => {
                 tracing::warn!("lost the controller-manager lease: stopping the controllers");
                 running.shutdown().await;
+                drop(informers);
             }
         }
     }
@@ -100,27 +110,41 @@ pub async fn run(
     Ok(())
 }
 
-/// Spawns every enabled controller; aborting the set stops them.
-fn start_controllers(ctx: &Arc<Context>) -> JoinSet<()> {
+/// Builds every enabled controller over one set of shared informers, spawns them, then
+/// starts the informers' watches (one per kind; they stop when the factory is dropped, and
+/// aborting the set stops the controllers). The informers live only while this process
+/// leads, as kube-controller-manager starts its informers once it leads.
+fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory) {
+    let informers = SharedInformerFactory::new(ctx.client.clone());
+    if informers
+        .informer::<Pod>()
+        .set_transform(informer::trim_pod)
+        .is_err()
+    {
+        tracing::warn!("the pod informer already ran: pods are held untrimmed");
+    }
     let mut set = JoinSet::new();
     let config = &ctx.config;
     if config.enabled("replicaset") {
-        set.spawn(replicaset::run(ctx.clone()));
+        set.spawn(replicaset::run(ctx.clone(), &informers));
     }
     if config.enabled("deployment") {
-        set.spawn(deployment::run(ctx.clone()));
+        set.spawn(deployment::run(ctx.clone(), &informers));
     }
     if config.enabled("job") {
-        set.spawn(job::run(ctx.clone()));
+        set.spawn(job::run(ctx.clone(), &informers));
     }
     if config.enabled("daemonset") {
-        set.spawn(daemonset::run(ctx.clone()));
-    }
-    if config.enabled("garbagecollector") {
-        set.spawn(garbage_collector::run(ctx.clone()));
+        set.spawn(daemonset::run(ctx.clone(), &informers));
     }
     if config.enabled("nodelifecycle") {
-        set.spawn(node_lifecycle::run(ctx.clone()));
+        set.spawn(node_lifecycle::run(ctx.clone(), &informers));
     }
-    set
+    // Last: it follows the metadata of the kinds the others made typed informers of
+    // through those informers (one watch per kind), and of the other kinds directly.
+    if config.enabled("garbagecollector") {
+        set.spawn(garbage_collector::run(ctx.clone(), informers.clone()));
+    }
+    informers.start();
+    (set, informers)
 }

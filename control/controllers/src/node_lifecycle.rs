@@ -23,22 +23,22 @@ mod health;
 mod podgc;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinSet;
 use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder};
+use crate::informers::SharedInformerFactory;
 use eviction::Eviction;
 use health::Heartbeat;
 
@@ -49,82 +49,51 @@ const EVICTION_PERIOD: Duration = Duration::from_secs(1);
 /// How often pod GC runs (Kubernetes' `gcCheckPeriod`).
 const POD_GC_PERIOD: Duration = Duration::from_secs(20);
 
-/// Runs the node lifecycle controller until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let mut tasks = JoinSet::new();
-    let nodes = reflect(&mut tasks, Api::<Node>::all(client.clone()));
-    let leases = reflect(
-        &mut tasks,
-        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
-    );
-    let pods = reflect(&mut tasks, Api::<Pod>::all(client.clone()));
-    for store in [
-        nodes.wait_until_ready().await,
-        leases.wait_until_ready().await,
-    ] {
-        if store.is_err() {
+/// The node lifecycle controller over the shared node, Lease and pod informers; runs until
+/// the task is aborted.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    informers: &SharedInformerFactory,
+) -> impl Future<Output = ()> + Send + 'static {
+    let nodes = informers.informer::<Node>();
+    let leases = informers.informer::<Lease>();
+    let pods = informers.informer::<Pod>();
+    async move {
+        if !(nodes.wait_synced().await && leases.wait_synced().await && pods.wait_synced().await) {
             return;
         }
+        let caches = Caches {
+            nodes: nodes.store(),
+            leases: leases.store(),
+            pods: pods.store(),
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(monitor_nodes(
+            ctx.clone(),
+            caches.clone(),
+            ctx.recorder("node-controller"),
+        ));
+        tasks.spawn(evict_pods(
+            ctx.clone(),
+            caches.clone(),
+            ctx.recorder("taint-eviction-controller"),
+        ));
+        tasks.spawn(podgc::run(
+            ctx.clone(),
+            caches.nodes.clone(),
+            caches.pods.clone(),
+        ));
+        while tasks.join_next().await.is_some() {}
     }
-    if pods.wait_until_ready().await.is_err() {
-        return;
-    }
-    let caches = Caches {
-        nodes,
-        leases,
-        pods,
-    };
-    tasks.spawn(monitor_nodes(
-        ctx.clone(),
-        caches.clone(),
-        ctx.recorder("node-controller"),
-    ));
-    tasks.spawn(evict_pods(
-        ctx.clone(),
-        caches.clone(),
-        ctx.recorder("taint-eviction-controller"),
-    ));
-    tasks.spawn(podgc::run(
-        ctx.clone(),
-        caches.nodes.clone(),
-        caches.pods.clone(),
-    ));
-    while tasks.join_next().await.is_some() {}
 }
 
-/// The watched objects.
+/// The stores read (the shared informers'; Leases of every namespace, of which the nodes'
+/// are in `kube-node-lease`).
 #[derive(Clone)]
 struct Caches {
     nodes: Store<Node>,
     leases: Store<Lease>,
     pods: Store<Pod>,
-}
-
-/// A reflector of `api` kept running in `tasks`; its store.
-fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tasks.spawn(async move {
-        stream
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    tracing::debug!(error = %e, "node lifecycle: watch error, retrying");
-                }
-            })
-            .await;
-    });
-    reader
 }
 
 /// What the monitor remembers of one node.

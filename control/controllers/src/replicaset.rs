@@ -23,24 +23,24 @@ pub(crate) mod status;
 mod sync;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::runtime::controller::{Action, Config as ApplierConfig};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::Event;
+use kube::runtime::reflector::{ObjectRef, Store};
 use wasmkube_api::selector::LabelSelector;
 
 use crate::context::Context;
 use crate::expectations::Expectations;
-use crate::informer::{self, PodChange};
+use crate::informer;
+use crate::informers::{Change, SharedInformerFactory};
 use crate::pod_control::PodControl;
 use crate::pods::controller_of;
-use crate::retry::{Retries, requeue_failed};
+use crate::retry::{Retries, drain, requeue_failed};
 
 /// The `source.component` of the controller's Events.
 pub(crate) const COMPONENT: &str = "replicaset-controller";
@@ -74,101 +74,94 @@ pub(crate) struct ReplicaSetController {
     retries: Retries,
 }
 
-/// Runs the ReplicaSet controller until the task is aborted.
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let expectations = Arc::new(Expectations::default());
-    let (rs_reader, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let (queue_tx, queue_rx) = mpsc::unbounded::<ObjectRef<ReplicaSet>>();
-
-    let rs_task = {
-        let queue = queue_tx.clone();
-        let expectations = expectations.clone();
-        AbortOnDrop(tokio::spawn(informer::watch_objects(
-            Api::<ReplicaSet>::all(client.clone()),
-            rs_writer,
-            move |event, store| replicaset_event(event, store, &expectations, &queue),
-        )))
-    };
-    let pod_task = {
-        let queue = queue_tx;
-        let replicasets = rs_reader.clone();
-        AbortOnDrop(tokio::spawn(informer::watch_pods(
-            Api::<Pod>::all(client.clone()),
-            pod_writer,
-            expectations.clone(),
-            move |change| {
-                for r in pod_triggers(&change, &replicasets) {
-                    let _ = queue.unbounded_send(r);
+/// The ReplicaSet controller over the shared pod and ReplicaSet informers; runs until the
+/// task is aborted.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    informers: &SharedInformerFactory,
+) -> impl Future<Output = ()> + Send + 'static {
+    let pods = informers.informer::<Pod>();
+    let replicasets = informers.informer::<ReplicaSet>();
+    async move {
+        let client = ctx.client.clone();
+        let expectations = Arc::new(Expectations::default());
+        let (queue_tx, queue_rx) = mpsc::unbounded::<ObjectRef<ReplicaSet>>();
+        let rs_store = replicasets.store();
+        let _rs_handler = {
+            let queue = queue_tx.clone();
+            let expectations = expectations.clone();
+            let store = rs_store.clone();
+            replicasets
+                .add_handler(move |change| replicaset_event(change, &store, &expectations, &queue))
+        };
+        let _pod_handler = {
+            let expectations = expectations.clone();
+            let store = rs_store.clone();
+            pods.add_handler(move |change| {
+                // Observed first: a sync this change triggers must find it observed.
+                informer::observe(&expectations, change);
+                for r in pod_triggers(change, &store) {
+                    let _ = queue_tx.unbounded_send(r);
                 }
-            },
-        )))
-    };
-    // Like client-go's WaitForCacheSync: a sync that ran before the pods were listed would
-    // see none and create them all again.
-    if rs_reader.wait_until_ready().await.is_err() || pod_reader.wait_until_ready().await.is_err() {
-        tracing::error!("ReplicaSet controller: a watch ended before listing");
-        return std::future::pending().await;
-    }
-    tracing::info!("ReplicaSet controller started");
-    let controller = Arc::new(ReplicaSetController {
-        pod_control: PodControl::new(client.clone(), ctx.recorder(COMPONENT), expectations),
-        client,
-        pods: pod_reader,
-        replicasets: rs_reader.clone(),
-        retries: Retries::client_go_default(),
-    });
-    let config = ApplierConfig::default().concurrency(ctx.config.concurrency);
-    kube::runtime::applier(
-        |rs, controller: Arc<ReplicaSetController>| {
-            SpawnedSync(tokio::spawn(async move { controller.reconcile(rs).await }))
-        },
-        |rs, error, controller| controller.error_policy(&rs, error),
-        controller,
-        rs_reader,
-        queue_rx.map(Ok::<_, Infallible>),
-        config,
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "ReplicaSet sync failed");
+            })
+        };
+        // Like client-go's WaitForCacheSync: a sync that ran before the pods were listed
+        // would see none and create them all again.
+        if !replicasets.wait_synced().await || !pods.wait_synced().await {
+            tracing::error!("ReplicaSet controller: an informer stopped before listing");
+            return std::future::pending().await;
         }
-    })
-    .await;
-    drop((rs_task, pod_task));
-    // The queue only ends if the watch tasks ended, which they do not; stay up regardless.
-    std::future::pending().await
+        tracing::info!("ReplicaSet controller started");
+        let controller = Arc::new(ReplicaSetController {
+            pod_control: PodControl::new(client.clone(), ctx.recorder(COMPONENT), expectations),
+            client,
+            pods: pods.store(),
+            replicasets: rs_store.clone(),
+            retries: Retries::client_go_default(),
+        });
+        let config = ApplierConfig::default().concurrency(ctx.config.concurrency);
+        let results = kube::runtime::applier(
+            |rs, controller: Arc<ReplicaSetController>| {
+                SpawnedSync(tokio::spawn(async move { controller.reconcile(rs).await }))
+            },
+            |rs, error, controller| controller.error_policy(&rs, error),
+            controller,
+            rs_store,
+            queue_rx.map(Ok::<_, Infallible>),
+            config,
+        );
+        drain("replicaset", results).await;
+        // The queue only ends if the handlers were removed, which they are not while this
+        // task runs; stay up regardless.
+        std::future::pending().await
+    }
 }
 
-/// Queues ReplicaSets as their watch shows them; forgets the expectations of deleted ones.
+/// Queues ReplicaSets as their informer shows them; forgets the expectations of deleted
+/// ones, and after a relist those of every ReplicaSet that vanished meanwhile.
 fn replicaset_event(
-    event: &Event<ReplicaSet>,
+    change: &Change<'_, Arc<ReplicaSet>>,
     store: &Store<ReplicaSet>,
     expectations: &Expectations,
     queue: &mpsc::UnboundedSender<ObjectRef<ReplicaSet>>,
 ) {
-    match event {
-        Event::Apply(rs) => {
-            let _ = queue.unbounded_send(ObjectRef::from_obj(rs));
+    match change {
+        Change::Applied { new, .. } => {
+            let _ = queue.unbounded_send(ObjectRef::from_obj(&***new));
         }
-        Event::Delete(rs) => {
+        Change::Deleted(rs) => {
             if let Some(uid) = &rs.metadata.uid {
                 expectations.forget(uid);
             }
         }
-        Event::InitDone => {
+        Change::Relisted => {
             let all = store.state();
             let uids: std::collections::HashSet<&str> = all
                 .iter()
                 .filter_map(|rs| rs.metadata.uid.as_deref())
                 .collect();
             expectations.retain_owners(|uid| uids.contains(uid));
-            for rs in &all {
-                let _ = queue.unbounded_send(ObjectRef::from_obj(&**rs));
-            }
         }
-        Event::Init | Event::InitApply(_) => {}
     }
 }
 
@@ -176,13 +169,13 @@ fn replicaset_event(
 /// controller before and after the change, and for an orphan whose labels or controller
 /// changed, every ReplicaSet whose selector matches it (one of them may adopt it).
 fn pod_triggers(
-    change: &PodChange<'_>,
+    change: &Change<'_, Arc<Pod>>,
     replicasets: &Store<ReplicaSet>,
 ) -> Vec<ObjectRef<ReplicaSet>> {
-    let (old, new) = match change {
-        PodChange::Applied { old, new } => (old.as_deref(), Some(*new)),
-        PodChange::Deleted(pod) => (None, Some(*pod)),
-        PodChange::Relisted => {
+    let (old, new): (Option<&Pod>, &Pod) = match change {
+        Change::Applied { old, new } => (old.map(|o| &**o), &***new),
+        Change::Deleted(pod) => (None, &***pod),
+        Change::Relisted => {
             return replicasets
                 .state()
                 .iter()
@@ -191,20 +184,20 @@ fn pod_triggers(
         }
     };
     let mut refs = Vec::new();
-    for pod in old.into_iter().chain(new) {
+    for pod in old.into_iter().chain([new]) {
         if let Some(r) = owning_replicaset(pod)
             && !refs.contains(&r)
         {
             refs.push(r);
         }
     }
-    if let (PodChange::Applied { .. }, Some(pod)) = (change, new) {
-        let orphan = controller_of(&pod.metadata).is_none();
+    if let Change::Applied { .. } = change {
+        let orphan = controller_of(&new.metadata).is_none();
         let changed = old.is_none_or(|o| {
-            o.metadata.labels != pod.metadata.labels || controller_of(&o.metadata).is_some()
+            o.metadata.labels != new.metadata.labels || controller_of(&o.metadata).is_some()
         });
-        if orphan && changed && pod.metadata.deletion_timestamp.is_none() {
-            refs.extend(matching_replicasets(pod, replicasets));
+        if orphan && changed && new.metadata.deletion_timestamp.is_none() {
+            refs.extend(matching_replicasets(new, replicasets));
         }
     }
     refs
@@ -277,15 +270,6 @@ impl Drop for SpawnedSync {
     }
 }
 
-/// Aborts the spawned task when dropped (when the controller's task is aborted).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +277,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelector as K8sSelector, ObjectMeta, OwnerReference,
     };
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
 
     fn replicaset(namespace: &str, name: &str, app: &str) -> ReplicaSet {
         ReplicaSet {
@@ -352,18 +338,18 @@ mod tests {
     #[test]
     fn a_pod_change_syncs_its_controller_before_and_after() {
         let replicasets = store(vec![]);
-        let new = pod("web", Some("web-b"));
+        let new = Arc::new(pod("web", Some("web-b")));
         let old = Arc::new(pod("web", Some("web-a")));
-        let change = PodChange::Applied {
-            old: Some(old),
+        let change = Change::Applied {
+            old: Some(&old),
             new: &new,
         };
         assert_eq!(
             names(&pod_triggers(&change, &replicasets)),
             ["web-a", "web-b"]
         );
-        let deleted = pod("web", Some("web-a"));
-        let refs = pod_triggers(&PodChange::Deleted(&deleted), &replicasets);
+        let deleted = Arc::new(pod("web", Some("web-a")));
+        let refs = pod_triggers(&Change::Deleted(&deleted), &replicasets);
         assert_eq!(names(&refs), ["web-a"]);
         assert_eq!(refs[0].namespace.as_deref(), Some("default"));
     }
@@ -376,8 +362,8 @@ mod tests {
             replicaset("default", "db", "db"),
             replicaset("other", "web", "web"),
         ]);
-        let orphan = pod("web", None);
-        let change = PodChange::Applied {
+        let orphan = Arc::new(pod("web", None));
+        let change = Change::Applied {
             old: None,
             new: &orphan,
         };
@@ -392,15 +378,16 @@ mod tests {
     #[test]
     fn an_orphan_whose_labels_did_not_change_syncs_nothing() {
         let replicasets = store(vec![replicaset("default", "web", "web")]);
-        let orphan = pod("web", None);
-        let change = PodChange::Applied {
-            old: Some(Arc::new(orphan.clone())),
+        let orphan = Arc::new(pod("web", None));
+        let change = Change::Applied {
+            old: Some(&orphan),
             new: &orphan,
         };
         assert!(pod_triggers(&change, &replicasets).is_empty());
         // A pod just released by its controller is looked at by the others.
-        let released = PodChange::Applied {
-            old: Some(Arc::new(pod("web", Some("old")))),
+        let controlled = Arc::new(pod("web", Some("old")));
+        let released = Change::Applied {
+            old: Some(&controlled),
             new: &orphan,
         };
         assert_eq!(
@@ -416,7 +403,7 @@ mod tests {
             replicaset("other", "db", "db"),
         ]);
         assert_eq!(
-            names(&pod_triggers(&PodChange::Relisted, &replicasets)),
+            names(&pod_triggers(&Change::Relisted, &replicasets)),
             ["db", "web"]
         );
     }

@@ -1,4 +1,5 @@
-//! The run loop the controllers share around kube-runtime's `Controller`: [`requeue_failed`]
+//! The run loop the controllers (ReplicaSet, Deployment, Job, DaemonSet) share around
+//! kube-runtime's `Controller` or `applier`: [`requeue_failed`]
 //! (their error policy, with the per-object back-off of `wasmkube_client::retry`),
 //! [`drain`] (driving the reconciles) and [`run_forever`] (restarting a controller whose
 //! streams ended).

@@ -57,8 +57,6 @@ pub(crate) fn group_of(api_version: &str) -> &str {
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
     pub(crate) identity: Identity,
-    /// Which watched kind it came from (`None` for virtual nodes).
-    pub(crate) source: Option<usize>,
     pub(crate) owners: Vec<OwnerReference>,
     /// `deletionTimestamp` is set.
     pub(crate) being_deleted: bool,
@@ -124,21 +122,11 @@ impl Graph {
             .collect()
     }
 
-    /// The uids of the observed nodes that came from the watched kind `source`.
-    pub(crate) fn uids_from(&self, source: usize) -> Vec<Uid> {
-        self.nodes
-            .values()
-            .filter(|n| n.source == Some(source))
-            .map(|n| n.identity.uid.clone())
-            .collect()
-    }
-
-    /// An object of the watched kind `source` was added or changed. `namespaced_owner`
+    /// An object was added or changed. `namespaced_owner`
     /// says whether an owner reference's kind is namespaced (it then lives in the
     /// object's namespace).
     pub(crate) fn observe(
         &mut self,
-        source: usize,
         api_version: &str,
         kind: &str,
         meta: &ObjectMeta,
@@ -224,7 +212,6 @@ impl Graph {
                             name: r.name.clone(),
                             uid: r.uid.clone(),
                         },
-                        source: None,
                         owners: Vec::new(),
                         being_deleted: false,
                         deleting_dependents: false,
@@ -239,7 +226,6 @@ impl Graph {
         let was_orphaning = previous.as_ref().is_some_and(|p| p.orphaning);
         let node = Node {
             identity,
-            source: Some(source),
             owners,
             being_deleted,
             deleting_dependents: being_deleted && has(FOREGROUND_FINALIZER),
@@ -351,7 +337,6 @@ mod tests {
     fn an_owner_not_yet_observed_becomes_a_virtual_node_to_verify() {
         let mut g = Graph::default();
         let work = g.observe(
-            0,
             "v1",
             "Pod",
             &meta(
@@ -367,7 +352,6 @@ mod tests {
         assert_eq!(rs.identity.namespace.as_deref(), Some("default"));
         // Observing the owner makes it real, without more work.
         let work = g.observe(
-            1,
             "apps/v1",
             "ReplicaSet",
             &meta("rs1", "web", vec![]),
@@ -382,7 +366,6 @@ mod tests {
     fn removing_an_owner_asks_to_check_each_dependent() {
         let mut g = Graph::default();
         g.observe(
-            1,
             "apps/v1",
             "ReplicaSet",
             &meta("rs1", "web", vec![]),
@@ -390,7 +373,6 @@ mod tests {
         );
         for (uid, name) in [("p1", "a"), ("p2", "b")] {
             let work = g.observe(
-                0,
                 "v1",
                 "Pod",
                 &meta(uid, name, vec![owner_ref("rs1", "ReplicaSet", "web", true)]),
@@ -413,21 +395,18 @@ mod tests {
     fn foreground_deletion_checks_the_dependents_and_the_owner_and_waits_for_blocking_ones() {
         let mut g = Graph::default();
         g.observe(
-            1,
             "apps/v1",
             "ReplicaSet",
             &meta("rs1", "web", vec![]),
             &namespaced,
         );
         g.observe(
-            0,
             "v1",
             "Pod",
             &meta("p1", "a", vec![owner_ref("rs1", "ReplicaSet", "web", true)]),
             &namespaced,
         );
         g.observe(
-            0,
             "v1",
             "Pod",
             &meta(
@@ -442,7 +421,7 @@ mod tests {
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
         deleting.finalizers = Some(vec![FOREGROUND_FINALIZER.into()]);
-        let work = g.observe(1, "apps/v1", "ReplicaSet", &deleting, &namespaced);
+        let work = g.observe("apps/v1", "ReplicaSet", &deleting, &namespaced);
         assert!(work.contains(&Work::AttemptToDelete("p1".into())));
         assert!(work.contains(&Work::AttemptToDelete("p2".into())));
         assert!(work.contains(&Work::AttemptToDelete("rs1".into())));
@@ -454,7 +433,7 @@ mod tests {
         assert_eq!(blocking, vec!["p1".to_string()]);
         // The same state observed again asks for nothing new.
         assert!(
-            g.observe(1, "apps/v1", "ReplicaSet", &deleting, &namespaced)
+            g.observe("apps/v1", "ReplicaSet", &deleting, &namespaced)
                 .is_empty()
         );
         // The blocking dependent going away re-checks the waiting owner.
@@ -471,11 +450,11 @@ mod tests {
         ));
         m.finalizers = Some(vec![ORPHAN_FINALIZER.into()]);
         assert_eq!(
-            g.observe(2, "apps/v1", "Deployment", &m, &namespaced),
+            g.observe("apps/v1", "Deployment", &m, &namespaced),
             vec![Work::AttemptToOrphan("d1".into())]
         );
         assert!(
-            g.observe(2, "apps/v1", "Deployment", &m, &namespaced)
+            g.observe("apps/v1", "Deployment", &m, &namespaced)
                 .is_empty()
         );
     }
@@ -488,20 +467,14 @@ mod tests {
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
         owner.finalizers = Some(vec![FOREGROUND_FINALIZER.into()]);
-        g.observe(3, "v1", "ConfigMap", &owner, &namespaced);
+        g.observe("v1", "ConfigMap", &owner, &namespaced);
         let refs = vec![
             owner_ref("cm0", "ConfigMap", "owner", true),
             owner_ref("ghost", "ConfigMap", "ghost", false),
         ];
-        g.observe(3, "v1", "ConfigMap", &meta("cm1", "dep", refs), &namespaced);
+        g.observe("v1", "ConfigMap", &meta("cm1", "dep", refs), &namespaced);
         assert!(g.node("ghost").is_some_and(|n| n.is_virtual));
-        let work = g.observe(
-            3,
-            "v1",
-            "ConfigMap",
-            &meta("cm1", "dep", vec![]),
-            &namespaced,
-        );
+        let work = g.observe("v1", "ConfigMap", &meta("cm1", "dep", vec![]), &namespaced);
         assert_eq!(work, vec![Work::AttemptToDelete("cm0".into())]);
         assert!(g.node("ghost").is_none());
         assert!(g.dependents("cm0").is_empty());
@@ -511,7 +484,6 @@ mod tests {
     fn cluster_scoped_owner_kinds_have_no_namespace() {
         let mut g = Graph::default();
         g.observe(
-            0,
             "coordination.k8s.io/v1",
             "Lease",
             &meta(
