@@ -10,6 +10,8 @@
 //!   spam filtering, a bounded queue and bounded, retried writes.
 //! - [`leader`]: Lease leader election, so of several replicas of a component exactly one
 //!   acts ([`LeaderElector::spawn_or_always`] is what a component's `run` calls).
+//! - [`informers`]: shared informers, one watch and one store per kind in a process,
+//!   feeding every component that needs that kind (client-go's `SharedInformerFactory`).
 //! - [`identity`]: who this process is (host name, `<hostname>_<uuid>` Lease holder
 //!   identities, the default node name).
 //! - [`retry`]: per-object exponential retry back-off, as the controllers' rate-limited work
@@ -23,6 +25,7 @@
 
 pub mod events;
 pub mod identity;
+pub mod informers;
 pub mod leader;
 pub mod retry;
 pub mod status;

@@ -16,7 +16,7 @@
 //!   history` and `undo`;
 //! - writes the status when it changed.
 //!
-//! The stores are the controller-manager's shared informers' ([`crate::informers`]); the
+//! The stores are the controller-manager's shared informers' ([`wasmkube_client::informers`]); the
 //! pod expectations come from [`crate::informer`], pod creation and deletion (with their
 //! Events) from [`crate::pod_control`].
 
@@ -41,11 +41,11 @@ use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
-use crate::informers::{SharedInformer, SharedInformerFactory, Synced};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_ref, generate_name_prefix, is_controlled_by, pod_from_template};
 use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
 use hash::REVISION_HASH_LABEL;
+use wasmkube_client::informers::{SharedInformer, SharedInformerFactory, Synced};
 
 /// The Events' component, as kube-controller-manager's DaemonSet controller names itself.
 const COMPONENT: &str = "daemonset-controller";

@@ -6,7 +6,7 @@
 //! drives the rollout's next step.
 //!
 //! A kube-runtime `Controller` over the controller-manager's shared Deployment, ReplicaSet
-//! and pod informers ([`crate::informers`]) reconciles each Deployment when it, a
+//! and pod informers ([`wasmkube_client::informers`]) reconciles each Deployment when it, a
 //! ReplicaSet it owns, or (for Recreate) one of its pods being deleted changes; failed
 //! syncs are retried with the per-Deployment back-off of [`crate::retry`]. Each reconcile reads the
 //! Deployment and its namespace's ReplicaSets fresh, then does what Kubernetes'
@@ -46,9 +46,9 @@ use kube::{Api, ResourceExt};
 use wasmkube_client::status::is_conflict;
 
 use crate::context::{Context, Recorder, WARNING};
-use crate::informers::SharedInformerFactory;
 use crate::pods::controller_of;
 use crate::retry::{Retries, drain, requeue_failed, run_forever};
+use wasmkube_client::informers::SharedInformerFactory;
 
 /// Why a sync of a Deployment failed; it is retried with backoff.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 //! - [`kinds`]: every listable, watchable, deletable kind found by discovery;
 //! - monitors (here): every kind's metadata, from the controller-manager's shared informer
 //!   of that kind (the typed one the other controllers read for pods, ReplicaSets, nodes,
-//!   ...; a metadata-only one for the rest, [`crate::informers`]), feeds the [`graph`]
+//!   ...; a metadata-only one for the rest, [`wasmkube_client::informers`]), feeds the [`graph`]
 //!   (owner uid -> dependents, virtual nodes for owners not seen), which says what needs a
 //!   look; an object a relist no longer lists is a deletion;
 //! - [`collector`]: workers take the [`queue`]'s items once every kind is listed, check
@@ -36,9 +36,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::context::Context;
-use crate::informers::{Change, HandlerRegistration, MetadataHandler, SharedInformerFactory};
 use collector::Collector;
 use kinds::Kinds;
+use wasmkube_client::informers::{
+    Change, HandlerRegistration, MetadataHandler, SharedInformerFactory,
+};
 
 /// How long to wait before asking discovery again after a failure.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);

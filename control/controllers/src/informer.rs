@@ -2,7 +2,7 @@
 //! it: each change is observed in the controller's [`Expectations`] (a new pod is an
 //! observed creation of its controller; a pod being or having been deleted an observed
 //! deletion) *after* the store holds it, and only then triggers a sync
-//! ([`crate::informers`] guarantees the order), so a sync that finds its expectations
+//! ([`wasmkube_client::informers`] guarantees the order), so a sync that finds its expectations
 //! satisfied also finds the pods that satisfied them. A sync reads its expectations before
 //! its pods. A relist observes the listed pods and, as deletions, the vanished ones once the
 //! store was replaced.
@@ -17,9 +17,9 @@ use kube::runtime::reflector::Store;
 
 use crate::context::Recorder;
 use crate::expectations::Expectations;
-use crate::informers::{Change, SharedInformer, Subscription};
 use crate::pod_control::PodControl;
 use crate::pods::{controller_of, is_controlled_by};
+use wasmkube_client::informers::{Change, SharedInformer, Subscription};
 
 /// Observes a pod change in `expectations` (call it from a handler of the pod informer,
 /// before anything the change triggers).
@@ -141,7 +141,7 @@ mod tests {
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
-    use crate::informers::HandlerRegistration;
+    use wasmkube_client::informers::HandlerRegistration;
 
     fn owned_pod(uid: &str) -> Pod {
         Pod {
@@ -196,7 +196,7 @@ mod tests {
     fn a_pod_listed_by_a_relist_counts_only_once_the_store_holds_it() {
         let e = Arc::new(Expectations::default());
         let (informer, _registration) = observed_informer(&e);
-        let mut reflector = informer.reflector();
+        let mut reflector = informer.reflector().expect("not running");
         e.expect_creations("rs", 1);
         reflector.apply(Event::Init);
         reflector.apply(Event::InitApply(owned_pod("a")));
@@ -212,7 +212,7 @@ mod tests {
     fn a_pod_gone_after_a_relist_is_an_observed_deletion() {
         let e = Arc::new(Expectations::default());
         let (informer, _registration) = observed_informer(&e);
-        let mut reflector = informer.reflector();
+        let mut reflector = informer.reflector().expect("not running");
         for uid in ["a", "b"] {
             reflector.apply(Event::Apply(owned_pod(uid)));
         }

@@ -20,7 +20,7 @@
 //!
 //! Modules: [`plan`] (the sync), [`indexes`] (completed index intervals), [`template`] (the
 //! pods). The Job and pod stores are the controller-manager's shared informers'
-//! ([`crate::informers`]); the pod expectations come from [`crate::informer`].
+//! ([`wasmkube_client::informers`]); the pod expectations come from [`crate::informer`].
 
 mod indexes;
 mod plan;
@@ -42,10 +42,10 @@ use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder, WARNING};
 use crate::informer::{owned_pod_informer, owned_pods, synced};
-use crate::informers::{SharedInformer, SharedInformerFactory, Synced};
 use crate::pod_control::PodControl;
 use crate::retry::{Retries, drain, object_key, requeue_failed, run_forever};
 use plan::JobEvent;
+use wasmkube_client::informers::{SharedInformer, SharedInformerFactory, Synced};
 
 /// The Events' component, as kube-controller-manager's Job controller names itself.
 const COMPONENT: &str = "job-controller";

@@ -15,11 +15,11 @@
 //! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //!
-//! Shared parts: [`informers`] (one watch and one store per kind for the whole
-//! controller-manager, as client-go's shared informers: every controller that needs pods,
-//! nodes or ReplicaSets reads the same store), [`context`] (client, settings, Event
-//! recorders), [`pods`] (pods made from templates, owner references, readiness),
-//! [`retry`] (the error policy and run loops around the per-object back-off), and for the controllers that
+//! Shared parts: the shared informers of [`wasmkube_client::informers`] (one watch and one store
+//! per kind for the whole controller-manager, as client-go's shared informers: every controller
+//! that needs pods, nodes or ReplicaSets reads the same store), [`context`] (client, settings,
+//! Event recorders), [`pods`] (pods made from templates, owner references, readiness), [`retry`]
+//! (the error policy and run loops around the per-object back-off), and for the controllers that
 //! own pods (ReplicaSet, Job, DaemonSet): [`informer`] (the pod informer observing the
 //! [`expectations`]) and [`pod_control`] (creating in slow-start batches and deleting, with
 //! Events).
@@ -31,7 +31,6 @@ mod deployment;
 mod expectations;
 mod garbage_collector;
 mod informer;
-pub mod informers;
 mod job;
 mod node_lifecycle;
 mod pod_control;
@@ -51,7 +50,7 @@ use wasmkube_client::LeaderElector;
 pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
 pub use context::Context;
 
-use informers::SharedInformerFactory;
+use wasmkube_client::informers::SharedInformerFactory;
 
 /// How often node agents renew their Lease (the kubelet's 10 s).
 const NODE_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);

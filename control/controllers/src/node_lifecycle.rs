@@ -38,9 +38,9 @@ use tokio::task::JoinSet;
 use wasmkube_client::status::{is_conflict, is_not_found};
 
 use crate::context::{Context, NORMAL, Recorder};
-use crate::informers::SharedInformerFactory;
 use eviction::Eviction;
 use health::Heartbeat;
+use wasmkube_client::informers::SharedInformerFactory;
 
 /// The namespace of the nodes' Leases.
 const LEASE_NAMESPACE: &str = "kube-node-lease";

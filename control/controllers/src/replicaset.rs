@@ -37,10 +37,10 @@ use wasmkube_api::selector::LabelSelector;
 use crate::context::Context;
 use crate::expectations::Expectations;
 use crate::informer;
-use crate::informers::{Change, SharedInformerFactory};
 use crate::pod_control::PodControl;
 use crate::pods::controller_of;
 use crate::retry::{Retries, drain, requeue_failed};
+use wasmkube_client::informers::{Change, SharedInformerFactory};
 
 /// The `source.component` of the controller's Events.
 pub(crate) const COMPONENT: &str = "replicaset-controller";

@@ -122,8 +122,10 @@ where
     K: Resource + Clone + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    /// An informer of the kind `dyntype` describes, not running yet.
-    pub(crate) fn new(dyntype: K::DynamicType) -> Self {
+    /// An informer of the kind `dyntype` describes, not running yet (the factory makes
+    /// and runs informers; made by hand, it is [`run`](Self::run) or driven through its
+    /// [`reflector`](Self::reflector)).
+    pub fn new(dyntype: K::DynamicType) -> Self {
         let writer = Writer::new(dyntype.clone());
         SharedInformer {
             shared: Arc::new(Shared {
@@ -237,7 +239,7 @@ where
     /// Keeps the store equal to what `events` (a kube-runtime watcher stream) says and
     /// dispatches every change, until the stream ends. Watch errors are logged (the
     /// watcher retries them). Runs once; a second call returns at once.
-    pub(crate) async fn run<S>(&self, events: S)
+    pub async fn run<S>(&self, events: S)
     where
         S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
     {
@@ -267,18 +269,16 @@ where
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Applies one event as the watch task does (tests drive the informer with this).
-    #[cfg(test)]
-    pub(crate) fn reflector(&self) -> Reflector<K> {
-        let writer = lock(&self.shared.writer)
-            .take()
-            .unwrap_or_else(|| Writer::new(self.shared.dyntype.clone()));
-        Reflector {
+    /// The writing side of an informer made by hand, to apply watch events to it one by one
+    /// (tests; a source other than a watch); `None` once it runs or was taken.
+    pub fn reflector(&self) -> Option<Reflector<K>> {
+        let writer = lock(&self.shared.writer).take()?;
+        Some(Reflector {
             shared: self.shared.clone(),
             writer,
             transform: lock(&self.shared.transform).clone(),
             relisted: None,
-        }
+        })
     }
 }
 
@@ -334,8 +334,9 @@ impl<K> Stream for Subscription<K> {
     }
 }
 
-/// The watch task's side of an informer: writes the store, then dispatches.
-pub(crate) struct Reflector<K: Resource + Clone + 'static>
+/// The writing side of an informer: writes the store, then dispatches (see
+/// [`SharedInformer::reflector`]).
+pub struct Reflector<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -364,7 +365,7 @@ where
     }
 
     /// Applies one watch event to the store, then reports the changes it made.
-    pub(crate) fn apply(&mut self, event: Event<K>) {
+    pub fn apply(&mut self, event: Event<K>) {
         let store = &self.shared.store;
         match event {
             Event::Apply(obj) => {

@@ -94,7 +94,7 @@ fn take(seen: &Mutex<Vec<Seen>>) -> Vec<Seen> {
 #[test]
 fn a_handler_sees_a_change_only_once_the_store_holds_it() {
     let (informer, seen, _registration) = recorded();
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Apply(pod("a", "1")));
     reflector.apply(Event::Apply(pod("a", "2")));
     reflector.apply(Event::Delete(pod("a", "3")));
@@ -115,7 +115,7 @@ fn a_handler_sees_a_change_only_once_the_store_holds_it() {
 fn a_relist_replaces_the_store_at_init_done_and_reports_vanished_objects_as_deleted() {
     let (informer, seen, _registration) = recorded();
     let store = informer.store();
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Apply(pod("kept", "1")));
     reflector.apply(Event::Apply(pod("gone", "1")));
     take(&seen);
@@ -163,7 +163,7 @@ fn a_relist_replaces_the_store_at_init_done_and_reports_vanished_objects_as_dele
 #[test]
 fn a_handler_added_after_the_first_list_is_replayed_the_store_first() {
     let informer = SharedInformer::<Pod>::new(());
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Init);
     reflector.apply(Event::InitApply(pod("a", "1")));
     reflector.apply(Event::InitDone);
@@ -186,7 +186,7 @@ fn a_handler_added_after_the_first_list_is_replayed_the_store_first() {
 #[test]
 fn a_handler_added_before_the_first_list_gets_no_replay() {
     let (informer, seen, _registration) = recorded();
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Init);
     reflector.apply(Event::InitDone);
     assert_eq!(take(&seen), [Seen::Relisted { store: vec![] }]);
@@ -195,7 +195,7 @@ fn a_handler_added_before_the_first_list_gets_no_replay() {
 #[test]
 fn a_dropped_registration_gets_nothing_more() {
     let (informer, seen, registration) = recorded();
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Apply(pod("a", "1")));
     drop(registration);
     reflector.apply(Event::Apply(pod("a", "2")));
@@ -208,7 +208,7 @@ fn managed_fields_and_the_transform_go_before_the_store_holds_an_object() {
     informer
         .set_transform(|pod: &mut Pod| pod.spec = None)
         .expect("not running yet");
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     assert!(
         informer.set_transform(|_: &mut Pod| {}).is_err(),
         "a running informer keeps its transform"
@@ -233,7 +233,7 @@ fn a_subscription_yields_each_change_after_its_observer_ran() {
             lock(&record).push(obj.name_any());
         }
     });
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Apply(pod("a", "1")));
     reflector.apply(Event::Delete(pod("a", "2")));
     let first = subscription.next().now_or_never().flatten();
@@ -254,7 +254,7 @@ async fn every_task_waiting_for_the_first_list_wakes() {
         })
         .collect();
     tokio::task::yield_now().await;
-    let mut reflector = informer.reflector();
+    let mut reflector = informer.reflector().expect("not running");
     reflector.apply(Event::Init);
     reflector.apply(Event::InitDone);
     for waiter in waiters {

@@ -53,8 +53,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::AbortHandle;
 
 pub use informer::{
-    AlreadyRunning, Change, Handler, HandlerRegistration, SharedInformer, Subscription, Synced,
-    Transform,
+    AlreadyRunning, Change, Handler, HandlerRegistration, Reflector, SharedInformer, Subscription,
+    Synced, Transform,
 };
 
 /// A handler of metadata changes (see [`SharedInformerFactory::subscribe_metadata`]).
@@ -264,7 +264,7 @@ mod tests {
             assert!(state.metadata.is_empty(), "no metadata-only pod watch");
             assert_eq!(state.pending.len(), 1);
         }
-        let mut reflector = pods.reflector();
+        let mut reflector = pods.reflector().expect("not running");
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some("a".into()),
