@@ -57,20 +57,29 @@ pub async fn bootstrap(
 
 /// Empties a terminating namespace and then removes it, in the background.
 pub fn spawn_finalizer(state: AppState, namespace: String) {
+    let stopped = state.stopped();
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match finalize_once(&state, &namespace).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(%namespace, error = %e, "emptying namespace failed; retrying")
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = stopped => {}
+            _ = finalize(state, namespace) => {}
         }
     });
+}
+
+/// Retries [`finalize_once`] with back-off until the namespace is gone.
+async fn finalize(state: AppState, namespace: String) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match finalize_once(&state, &namespace).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%namespace, error = %e, "emptying namespace failed; retrying")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// One pass: deletes what is left in the namespace; when nothing is, removes the

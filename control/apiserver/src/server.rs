@@ -82,7 +82,7 @@ async fn start_authorization(
     modes: &[crate::authz::AuthorizationMode],
 ) -> Result<Arc<dyn crate::authz::Authorizer>, wasmkube_store::StoreError> {
     crate::rbac::bootstrap(state).await?;
-    let cache = crate::rbac::PolicyCache::start(Arc::clone(state.store())).await?;
+    let cache = crate::rbac::PolicyCache::start(Arc::clone(state.store()), state.stopped()).await?;
     let rbac: Arc<dyn crate::authz::Authorizer> =
         Arc::new(crate::rbac::RbacAuthorizer::new(Arc::clone(&cache)));
     let chain: Arc<dyn crate::authz::Authorizer> = Arc::new(crate::authz::build_chain(modes, rbac));
@@ -188,7 +188,13 @@ pub async fn start(
     let app = crate::authn::require_authentication(crate::routes::router(state.clone()), authn)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let tls = pki.server_config();
-    let task = tokio::spawn(crate::serve::serve_tls(listener, tls, app, shutdown));
+    let serving = crate::serve::serve_tls(listener, tls, app, shutdown);
+    let task = tokio::spawn(async move {
+        let served = serving.await;
+        // Ends the background tasks, which hold the store open.
+        state.set_stopped();
+        served
+    });
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "apiserver serving");
     Ok(Running {
         kubeconfig,

@@ -34,6 +34,11 @@ pub struct Inner {
     pub authz: std::sync::OnceLock<crate::authz::Authz>,
     /// Request and watch counters, served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Set to `true` when the server has stopped serving: the apiserver's background
+    /// tasks (RBAC cache, role aggregation, namespace finalizers) end then, so the last
+    /// handle of the store is dropped and the store closes (a restart in the same process
+    /// can open it again).
+    pub stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -52,6 +57,7 @@ impl AppState {
                 ca_pem: std::sync::OnceLock::new(),
                 authz: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
+                stopped: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -70,6 +76,20 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the server stopped: every background task waiting in [`AppState::stopped`]
+    /// ends.
+    pub fn set_stopped(&self) {
+        self.inner.stopped.send_replace(true);
+    }
+
+    /// Resolves once the server has stopped ([`AppState::set_stopped`]).
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.stopped.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
     }
 
     pub fn set_ready(&self) {

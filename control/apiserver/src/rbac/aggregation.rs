@@ -124,24 +124,33 @@ pub async fn converge(state: &AppState, cache: &PolicyCache) -> Result<(), Store
     Ok(())
 }
 
-/// Re-aggregates after every change of the RBAC cache, until the store closes.
+/// Re-aggregates after every change of the RBAC cache, until the server stops or the store
+/// closes.
 pub fn spawn_aggregation_controller(state: AppState, cache: Arc<PolicyCache>) {
+    let stopped = state.stopped();
     tokio::spawn(async move {
-        let mut changes = cache.subscribe();
-        loop {
-            if let Err(e) = converge(&state, &cache).await {
-                if matches!(e, StoreError::Closed) {
-                    return;
-                }
-                tracing::warn!(error = %e, "aggregating cluster roles failed; retrying");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
+        tokio::select! {
+            _ = stopped => {}
+            _ = aggregate_on_changes(state, cache) => {}
         }
     });
+}
+
+async fn aggregate_on_changes(state: AppState, cache: Arc<PolicyCache>) {
+    let mut changes = cache.subscribe();
+    loop {
+        if let Err(e) = converge(&state, &cache).await {
+            if matches!(e, StoreError::Closed) {
+                return;
+            }
+            tracing::warn!(error = %e, "aggregating cluster roles failed; retrying");
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

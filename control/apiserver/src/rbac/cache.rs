@@ -33,8 +33,12 @@ pub struct PolicyCache {
 
 impl PolicyCache {
     /// Lists the RBAC objects, and follows their watch in a background task that ends
-    /// when the cache is dropped or the store closes.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<PolicyCache>, StoreError> {
+    /// when `stopped` resolves (the server stopped), the cache is dropped or the store
+    /// closes.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        stopped: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<Arc<PolicyCache>, StoreError> {
         let (objects, revision) = list(store.as_ref()).await?;
         let snapshot = Snapshot::build(revision, objects.values());
         let (tx, _) = watch::channel(revision);
@@ -42,7 +46,13 @@ impl PolicyCache {
             snapshot: RwLock::new(Arc::new(snapshot)),
             revision: tx,
         });
-        tokio::spawn(follow(Arc::downgrade(&cache), store, objects, revision));
+        let follow = follow(Arc::downgrade(&cache), store, objects, revision);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped => {}
+                _ = follow => {}
+            }
+        });
         Ok(cache)
     }
 
@@ -232,7 +242,9 @@ mod tests {
             )
             .await
             .unwrap();
-        let cache = PolicyCache::start(Arc::clone(&store)).await.unwrap();
+        let cache = PolicyCache::start(Arc::clone(&store), std::future::pending())
+            .await
+            .unwrap();
         assert!(cache.snapshot().cluster_role("reader").is_some());
 
         let alice = Identity {
