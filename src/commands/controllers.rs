@@ -12,7 +12,7 @@ use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
-    /// garbagecollector, nodelifecycle [default: all].
+    /// garbagecollector, nodelifecycle, resourcequota [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
     /// Concurrent reconciles per controller.

@@ -30,6 +30,7 @@ mod jobs;
 mod kube_client;
 mod kubectl;
 mod node_lifecycle;
+mod quota;
 mod rbac;
 mod rbac_roles;
 mod replicasets;

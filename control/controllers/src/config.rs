@@ -22,6 +22,7 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "daemonset",
     "garbagecollector",
     "nodelifecycle",
+    "resourcequota",
 ];
 
 /// Everything [`crate::run`] needs besides the client.

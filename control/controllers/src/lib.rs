@@ -14,6 +14,7 @@
 //! - [`daemonset`]: one pod per eligible node.
 //! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
+//! - [`resourcequota`]: every ResourceQuota's `status.hard` and `status.used`.
 //!
 //! Shared parts: the shared informers of [`wasmkube_client::informers`] (one watch and one store
 //! per kind for the whole controller-manager, as client-go's shared informers: every controller
@@ -36,6 +37,7 @@ mod node_lifecycle;
 mod pod_control;
 pub mod pods;
 mod replicaset;
+mod resourcequota;
 mod retry;
 
 use std::future::Future;
@@ -138,6 +140,9 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     }
     if config.enabled("nodelifecycle") {
         set.spawn(node_lifecycle::run(ctx.clone(), &informers));
+    }
+    if config.enabled("resourcequota") {
+        set.spawn(resourcequota::run(ctx.clone(), &informers));
     }
     // Last: it follows the metadata of the kinds the others made typed informers of
     // through those informers (one watch per kind), and of the other kinds directly.
