@@ -1,5 +1,9 @@
 //! `wasmkube server`: a complete single-node cluster in one process: the apiserver on an
-//! embedded store, the scheduler, and a node agent running wasm pods.
+//! embedded store, the scheduler, the controllers and a node agent running wasm pods.
+//!
+//! On SIGINT or SIGTERM the components stop first (the controller-manager and the scheduler
+//! release their Leases, the agent stops its pods), and only then the apiserver they talk
+//! to, as a cluster's control plane would be taken down.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,12 +11,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+/// How long the scheduler, controllers and agent may take to stop before the apiserver
+/// stops regardless.
+const COMPONENTS_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
 use super::cluster::{
     LogFormat, NodeArgs, Shutdown, client_from_kubeconfig, default_data_dir, init_logging,
 };
 
-/// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, and a
-/// node agent that runs wasm pods (unless --disable-agent).
+/// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, the
+/// controllers and a node agent that runs wasm pods (each unless --disable-...).
 ///
 /// On first start it creates a CA, a serving certificate, an admin client certificate, an
 /// admin kubeconfig and a node join token in the data directory; later starts reuse them
@@ -123,7 +131,12 @@ impl ServerCommand {
             },
             authorization_modes: self.authorization_mode.clone(),
         };
-        let running = wasmkube_apiserver::start(config, shutdown.wait())
+        // The apiserver stops after the components (or when this function returns early).
+        let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();
+        let apiserver_shutdown = async move {
+            let _ = apiserver_stopped.await;
+        };
+        let running = wasmkube_apiserver::start(config, apiserver_shutdown)
             .await
             .with_context(|| {
                 format!(
@@ -185,11 +198,35 @@ impl ServerCommand {
             kubeconfig = running.kubeconfig.display(),
             data = data_dir.display(),
         );
-        let served = running.task.await.context("the server task failed")?;
-        for task in tasks {
-            let _ = task.await;
+        let mut serving = running.task;
+        tokio::select! {
+            served = &mut serving => {
+                // The apiserver stopped by itself: nothing can work without it.
+                served.context("the server task failed")?.context("serving")?;
+                anyhow::bail!("the apiserver stopped");
+            }
+            () = shutdown.wait() => {}
         }
-        served.context("serving")?;
+        let components = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(COMPONENTS_STOP_TIMEOUT, components)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?COMPONENTS_STOP_TIMEOUT,
+                "the scheduler, controllers or agent did not stop in time; stopping the apiserver anyway"
+            );
+        }
+        let _ = stop_apiserver.send(());
+        serving
+            .await
+            .context("the server task failed")?
+            .context("serving")?;
+        tracing::info!("stopped");
         Ok(())
     }
 }

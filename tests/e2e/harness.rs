@@ -40,7 +40,7 @@ pub(crate) use pods::{container_status, events_of};
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one `kubectl` invocation may take before the test gives up on it.
 const KUBECTL_DEADLINE: Duration = Duration::from_secs(90);
-/// How long a SIGTERM'd server may take to exit.
+/// How long a server may take to exit after SIGTERM or SIGINT.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// The pause between two polls of a condition.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -443,6 +443,16 @@ impl TestCluster {
 
     /// Stop the server with SIGTERM and wait for it to exit; returns its exit status.
     pub(crate) async fn terminate(&mut self) -> Result<ExitStatus> {
+        self.stop_with_signal("TERM").await
+    }
+
+    /// Stop the server with SIGINT (Ctrl-C) and wait for it to exit; returns its exit status.
+    pub(crate) async fn interrupt(&mut self) -> Result<ExitStatus> {
+        self.stop_with_signal("INT").await
+    }
+
+    /// Sends `SIG<signal>` to the server and waits for it to exit.
+    async fn stop_with_signal(&mut self, signal: &str) -> Result<ExitStatus> {
         let mut child = self
             .child
             .take()
@@ -451,18 +461,18 @@ impl TestCluster {
             .id()
             .ok_or_else(|| anyhow!("the server already exited"))?;
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
-            .context("running kill -TERM")?;
+            .with_context(|| format!("running kill -{signal}"))?;
         if !status.success() {
-            bail!("kill -TERM {pid} failed with {status}");
+            bail!("kill -{signal} {pid} failed with {status}");
         }
         match tokio::time::timeout(SHUTDOWN_DEADLINE, child.wait()).await {
             Ok(status) => status.context("waiting for the server to exit"),
             Err(_) => {
                 let _ = child.start_kill();
                 bail!(
-                    "the server did not exit within {SHUTDOWN_DEADLINE:?} after SIGTERM; log tail:\n{}",
+                    "the server did not exit within {SHUTDOWN_DEADLINE:?} after SIG{signal}; log tail:\n{}",
                     self.log_tail(30)
                 )
             }

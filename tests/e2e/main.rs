@@ -35,5 +35,6 @@ mod rbac;
 mod rbac_roles;
 mod replicasets;
 mod scheduling;
+mod shutdown;
 mod tables;
 mod wasm_pods;
