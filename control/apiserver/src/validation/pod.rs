@@ -227,10 +227,47 @@ fn volume_source_errors(kind: &str, source: &Value, path: &FieldPath) -> Vec<Fie
         _ => return Vec::new(),
     };
     if get_str(source, required).is_empty() {
-        vec![FieldError::required(&path.child(required), "")]
-    } else {
-        Vec::new()
+        return vec![FieldError::required(&path.child(required), "")];
     }
+    if kind == "hostPath" {
+        return host_path_errors(source, path);
+    }
+    Vec::new()
+}
+
+/// The host path types Kubernetes knows, as its error lists them.
+const HOST_PATH_TYPES: &[&str] = &[
+    "",
+    "BlockDevice",
+    "CharDevice",
+    "Directory",
+    "DirectoryOrCreate",
+    "File",
+    "FileOrCreate",
+    "Socket",
+];
+
+/// `validateHostPathVolumeSource`: no `..` in the path, a known type.
+fn host_path_errors(source: &Value, path: &FieldPath) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let host = get_str(source, "path");
+    if host.split('/').any(|part| part == "..") {
+        errs.push(FieldError::invalid(
+            &path.child("path"),
+            host,
+            "must not contain '..'",
+        ));
+    }
+    if let Some(t) = source.get("type").and_then(Value::as_str)
+        && !HOST_PATH_TYPES.contains(&t)
+    {
+        errs.push(FieldError::not_supported(
+            &path.child("type"),
+            t,
+            HOST_PATH_TYPES,
+        ));
+    }
+    errs
 }
 
 /// `ValidateTolerations`.
@@ -773,6 +810,27 @@ mod tests {
             summary(&c),
             vec![
                 "spec.schedulingGates[0].name: Forbidden: only deletion is allowed, but found new scheduling gate 'example.com/b'"
+            ]
+        );
+    }
+
+    #[test]
+    fn host_paths_may_not_step_back_and_need_a_known_type() {
+        let c = validate_pod(
+            &pod(with(
+                spec(),
+                json!({"volumes": [
+                    {"name": "a", "hostPath": {"path": "/srv/../etc"}},
+                    {"name": "b", "hostPath": {"path": "/srv", "type": "Folder"}},
+                ]}),
+            )),
+            None,
+        );
+        assert_eq!(
+            summary(&c),
+            vec![
+                "spec.volumes[0].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'",
+                "spec.volumes[1].hostPath.type: Unsupported value: \"Folder\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"",
             ]
         );
     }
