@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a cluster: apiserver on an embedded store, scheduler, and a node agent.
+    /// Run a cluster: apiserver on an embedded store, scheduler, controllers and a node agent.
     Server(commands::server::ServerCommand),
     /// Join a node to a cluster and run the pods bound to it.
     Agent(commands::agent::AgentCommand),

@@ -1,5 +1,5 @@
-//! `wasmkube-bench density`: the memory of the server (apiserver, scheduler and the embedded
-//! agent in one process) per idle running wasm pod, over 1,000 pods, and how long it takes
+//! `wasmkube-bench density`: the memory of the server (apiserver, scheduler, controllers and
+//! the embedded agent in one process) per idle running wasm pod, over 1,000 pods, and how long it takes
 //! until all of them are Running.
 //!
 //! Two kinds of idle pod, each on a fresh server: a command module that blocks (the `counter`
@@ -35,8 +35,8 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// What `wasmkube-bench density --help` explains after the options.
 const AFTER_LONG_HELP: &str = "\
 What is measured, for each kind of idle pod on a fresh `wasmkube server` (apiserver,
-scheduler and the embedded agent in one process, started with --max-pods, --cpu and --memory
-raised so that all pods fit):
+scheduler, controllers and the embedded agent in one process, started with --max-pods, --cpu
+and --memory raised so that all pods fit):
 
   counter      the counter sample with args [\"3600000\"]: prints one line, then sleeps an hour
                in poll_oneoff (a blocked command module with a live instance).
