@@ -49,15 +49,18 @@ pub async fn admit(
     let mut charges = Vec::new();
     for kv in &quotas {
         let q = object::decode(kv)?;
-        if let Some(delta) = check(rt.group, rt.plural, &q, obj, &requested).map_err(forbidden)? {
-            charges.push((kv.key.clone(), delta));
+        if check(rt.group, rt.plural, &q, obj, &requested)
+            .map_err(forbidden)?
+            .is_some()
+        {
+            charges.push(kv.key.clone());
         }
     }
     if dry_run {
         return Ok(());
     }
-    for (key, delta) in charges {
-        charge(req, &key, rt.group, rt.plural, obj, &delta)
+    for key in charges {
+        charge(req, &key, rt.group, rt.plural, obj)
             .await?
             .map_err(forbidden)?;
     }
@@ -127,15 +130,14 @@ fn check(
     Ok(Some(delta))
 }
 
-/// Adds `delta` to the quota at `key` with a compare-and-swap, re-reading and re-checking on
-/// a conflict. The outer error is a server fault; the inner one a refusal.
+/// Adds what `obj` consumes to the quota at `key` with a compare-and-swap of the revision it
+/// was checked against, re-reading and re-checking on a conflict. The outer error is a server fault; the inner one a refusal.
 async fn charge(
     req: &Request<'_>,
     key: &str,
     group: &str,
     plural: &str,
     obj: &Value,
-    delta: &ResourceList,
 ) -> ApiResult<Result<(), String>> {
     let quota_rt = req
         .state
@@ -144,8 +146,7 @@ async fn charge(
         .ok_or_else(|| ApiError::internal("resourcequotas are not registered"))?;
     let store = req.state.store();
     let requested = quota::usage(group, plural, obj);
-    let mut delta = delta.clone();
-    for attempt in 0..RETRIES {
+    for _ in 0..RETRIES {
         let Some(kv) = store
             .get(key)
             .await
@@ -155,14 +156,13 @@ async fn charge(
             return Ok(Ok(()));
         };
         let mut q = object::decode(&kv)?;
-        if attempt > 0 {
-            // Someone else wrote the quota: check against what it says now.
-            match check(group, plural, &q, obj, &requested) {
-                Ok(Some(d)) => delta = d,
-                Ok(None) => return Ok(Ok(())),
-                Err(refusal) => return Ok(Err(refusal)),
-            }
-        }
+        // Check against the revision this write replaces, not the one listed before:
+        // another create may have charged the quota in between (the first attempt too).
+        let delta = match check(group, plural, &q, obj, &requested) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(Ok(())),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let mut used = quota::from_json(q.pointer("/status/used"));
         quota::add_all(&mut used, &delta);
         q["status"]["used"] = quota::to_json(&used);
