@@ -78,6 +78,8 @@ pub struct AgentConfig {
     pub runtime: Option<wasmkube_runtime::Runtime>,
     /// Host directories hostPath volumes may mount (`--allowed-host-path`); none by default.
     pub allowed_host_paths: Vec<volumes::AllowedHostPath>,
+    /// Hard eviction thresholds (`--eviction-hard`); the kubelet's by default.
+    pub eviction_hard: node::eviction::EvictionHard,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("node_ip", &self.node_ip)
             .field("log_server", &self.log_server)
             .field("allowed_host_paths", &self.allowed_host_paths)
+            .field("eviction_hard", &self.eviction_hard)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +126,7 @@ impl AgentConfig {
             },
             runtime: None,
             allowed_host_paths: Vec::new(),
+            eviction_hard: node::eviction::EvictionHard::default(),
         }
     }
 
@@ -234,6 +238,7 @@ pub async fn start(
         address: config.node_ip,
         log_port: log_server.addr.port(),
         data_dir: agent_dir.clone(),
+        eviction: config.eviction_hard,
     };
     let ctx = Arc::new(pod::PodContext {
         client: config.client.clone(),
@@ -252,7 +257,7 @@ pub async fn start(
         ),
         logs: log_registry,
         pods_dir,
-        allocatable: capacity.allocatable(),
+        allocatable: capacity.allocatable(&config.eviction_hard),
         network,
         host_paths,
     });

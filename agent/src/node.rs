@@ -29,9 +29,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use wasmkube_client::status::{is_already_exists, is_not_found};
 
+pub mod eviction;
 pub mod info;
 pub mod lease;
 
+use eviction::EvictionHard;
 use info::{CONTAINER_RUNTIME_VERSION, KUBELET_VERSION, MachineInfo};
 
 /// How often the node status is recomputed.
@@ -42,10 +44,6 @@ pub const STATUS_REPORT: Duration = Duration::from_secs(60);
 pub const RUNTIME_LABEL_WASMTIME: &str = "wasmkube.io/runtime.wasmtime";
 /// Default pods per node, as the kubelet's `--max-pods`.
 pub const DEFAULT_MAX_PODS: i64 = 110;
-/// The kubelet's default `memory.available` hard eviction threshold.
-const EVICTION_MEMORY: i64 = 100 * 1024 * 1024;
-/// The kubelet's default `nodefs.available` hard eviction threshold, percent.
-const EVICTION_DISK_PERCENT: i64 = 10;
 
 /// Resources the node offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +70,14 @@ impl Capacity {
     }
 
     /// Allocatable: capacity minus the hard eviction thresholds.
-    pub fn allocatable(&self) -> Capacity {
+    pub fn allocatable(&self, eviction: &EvictionHard) -> Capacity {
+        let held = |t: Option<eviction::Threshold>, capacity: i64| {
+            t.map_or(0, |t| t.bytes(capacity)).clamp(0, capacity.max(0))
+        };
         Capacity {
-            memory_bytes: (self.memory_bytes - EVICTION_MEMORY).max(0),
+            memory_bytes: self.memory_bytes - held(eviction.memory_available, self.memory_bytes),
             ephemeral_storage_bytes: self.ephemeral_storage_bytes
-                - self.ephemeral_storage_bytes * EVICTION_DISK_PERCENT / 100,
+                - held(eviction.nodefs_available, self.ephemeral_storage_bytes),
             ..*self
         }
     }
@@ -119,6 +120,8 @@ pub struct NodeSettings {
     pub log_port: u16,
     /// Where disk pressure is measured.
     pub data_dir: PathBuf,
+    /// The hard eviction thresholds (`--eviction-hard`).
+    pub eviction: EvictionHard,
 }
 
 impl NodeSettings {
@@ -180,10 +183,18 @@ pub fn node_status(
     now: Timestamp,
 ) -> NodeStatus {
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let memory_pressure =
-        info.memory_available_bytes > 0 && info.memory_available_bytes < EVICTION_MEMORY;
-    let disk_pressure = info.disk_bytes > 0
-        && info.disk_available_bytes * 100 < info.disk_bytes * EVICTION_DISK_PERCENT;
+    let eviction = &settings.eviction;
+    let memory_pressure = info.memory_available_bytes > 0
+        && EvictionHard::under(
+            eviction.memory_available,
+            info.memory_available_bytes,
+            info.memory_bytes,
+        );
+    let disk_pressure = EvictionHard::under(
+        eviction.nodefs_available,
+        info.disk_available_bytes,
+        info.disk_bytes,
+    );
     let conditions = vec![
         if memory_pressure {
             condition(
@@ -242,7 +253,12 @@ pub fn node_status(
     ];
     NodeStatus {
         capacity: Some(settings.capacity.quantities()),
-        allocatable: Some(settings.capacity.allocatable().quantities()),
+        allocatable: Some(
+            settings
+                .capacity
+                .allocatable(&settings.eviction)
+                .quantities(),
+        ),
         conditions: Some(conditions),
         addresses: Some(vec![
             NodeAddress {
@@ -410,6 +426,7 @@ mod tests {
             address: "127.0.0.1".parse().unwrap(),
             log_port: 10250,
             data_dir: PathBuf::from("/tmp"),
+            eviction: EvictionHard::default(),
         }
     }
 

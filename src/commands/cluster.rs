@@ -168,6 +168,13 @@ pub(crate) struct NodeArgs {
     /// is mounted; the data directory never is.
     #[arg(long = "allowed-host-path", value_name = "PATH[:ro]")]
     pub(crate) allowed_host_paths: Vec<wasmkube_agent::volumes::AllowedHostPath>,
+    /// Hard eviction thresholds, as the kubelet's: below them the node reports MemoryPressure
+    /// or DiskPressure (and is tainted), and they are held back from allocatable. Signals:
+    /// memory.available, nodefs.available (the data directory's filesystem); values are
+    /// quantities or percentages of capacity. Given, it replaces the default: a signal it does
+    /// not name has no threshold (`nodefs.available<0%` turns disk pressure off).
+    #[arg(long, value_name = "SIGNAL<VALUE,...", default_value = wasmkube_agent::node::eviction::DEFAULT_EVICTION_HARD)]
+    pub(crate) eviction_hard: wasmkube_agent::node::eviction::EvictionHard,
 }
 
 /// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
@@ -197,6 +204,7 @@ impl NodeArgs {
         config.taints = parse_taints(&self.node_taints)?;
         config.node_ip = self.node_ip;
         config.allowed_host_paths = self.allowed_host_paths.clone();
+        config.eviction_hard = self.eviction_hard;
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);
         let bind_ip = if self.node_ip.is_loopback() {
             self.node_ip

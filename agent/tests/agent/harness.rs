@@ -128,6 +128,10 @@ impl Cluster {
         config.log_server.client_ca_pem =
             Some(std::fs::read_to_string(self.dir.path().join("pki").join("ca.crt")).expect("ca"));
         config.log_server.bearer_tokens = vec!["test-token".into()];
+        // As kind does: the shared machine's nearly full disk is no DiskPressure here.
+        config.eviction_hard = "memory.available<100Mi,nodefs.available<0%"
+            .parse()
+            .expect("thresholds");
         config
     }
 

@@ -106,6 +106,10 @@ impl NodeSpec {
             port.to_string(),
             "--node-index".to_owned(),
             index.to_string(),
+            // As kind does: a test node never reports DiskPressure because the machine's
+            // disk, shared with everything else on it, is nearly full.
+            "--eviction-hard".to_owned(),
+            TEST_EVICTION_HARD.to_owned(),
         ];
         for label in &self.labels {
             args.extend(["--node-label".to_owned(), label.clone()]);
@@ -127,6 +131,9 @@ impl NodeSpec {
         args
     }
 }
+
+/// The test nodes' `--eviction-hard`: the kubelet's memory threshold, no disk threshold.
+pub(crate) const TEST_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<0%";
 
 /// The server's embedded node agent.
 #[derive(Debug)]
