@@ -80,6 +80,10 @@ pub struct AgentConfig {
     pub allowed_host_paths: Vec<volumes::AllowedHostPath>,
     /// Hard eviction thresholds (`--eviction-hard`); the kubelet's by default.
     pub eviction_hard: node::eviction::EvictionHard,
+    /// How long a container start waits for its wasm program to be compiled (for a runtime
+    /// the agent makes); past it the container waits in `CreateContainerError` and is
+    /// retried.
+    pub compile_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -94,6 +98,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("log_server", &self.log_server)
             .field("allowed_host_paths", &self.allowed_host_paths)
             .field("eviction_hard", &self.eviction_hard)
+            .field("compile_timeout", &self.compile_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +132,7 @@ impl AgentConfig {
             runtime: None,
             allowed_host_paths: Vec::new(),
             eviction_hard: node::eviction::EvictionHard::default(),
+            compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
         }
     }
 
@@ -206,10 +212,11 @@ pub async fn start(
         .unwrap_or_else(|| Capacity::of_machine(&info));
     let runtime = match config.runtime.clone() {
         Some(r) => r,
-        None => wasmkube_runtime::Runtime::new(runtime_config(
-            agent_dir.join("wasm-cache"),
-            capacity.pods,
-        ))?,
+        None => {
+            let mut runtime = runtime_config(agent_dir.join("wasm-cache"), capacity.pods);
+            runtime.compile_timeout = config.compile_timeout;
+            wasmkube_runtime::Runtime::new(runtime)?
+        }
     };
     let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
 

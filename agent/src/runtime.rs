@@ -60,6 +60,9 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// CPU time budget in milliseconds (not set from `limits.cpu`, which is a rate).
     pub cpu_millis: Option<u64>,
+    /// CPU rate limit in millicores (`resources.limits.cpu`), enforced as a CFS-style quota
+    /// per period.
+    pub cpu_millicores: Option<u64>,
 }
 
 /// Everything needed to start one instance of a container.
@@ -129,6 +132,10 @@ pub enum StartError {
     /// The runtime failed on its own; the start is retried later.
     #[error("runtime error: {0}")]
     Internal(String),
+    /// The start took longer than the runtime allows (a compilation past its timeout); it
+    /// is retried later, like a CRI call past the kubelet's runtime request timeout.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// Runs containers.

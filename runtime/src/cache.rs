@@ -3,24 +3,48 @@
 //! A compiled module or component is stored as `<cache_dir>/<sha256 of the wasm>-<engine
 //! hash>.cwasm`, where the engine hash digests [`Engine::precompile_compatibility_hash`]
 //! (wasmtime version, target, compiler flags and tunables). So an agent restart or a second
-//! pod of the same image maps the file instead of compiling, and a wasmtime upgrade or a
-//! config change misses the old files instead of loading incompatible code. Files are
-//! written to a temporary name and renamed, so a crash never leaves a torn artifact under
-//! a real name; an artifact that still fails to load is deleted and recompiled.
+//! pod of the same image loads the file instead of compiling, and a wasmtime upgrade or a
+//! config change misses the old files instead of loading incompatible code.
 //!
-//! Trust: loading an artifact maps it as executable code. The cache directory must be
+//! # Integrity
+//! A file is wasmtime's precompiled artifact followed by a trailer: the artifact's SHA-256,
+//! its length and a magic number. Files are written to a temporary file of a unique name in
+//! the same directory (never one shared by two writers) and renamed into place, and never
+//! changed after; a file that is torn (a crash before the data reached the disk), truncated
+//! or otherwise corrupt fails the trailer's check and is deleted and recompiled. A file is
+//! read into memory, checked, and only then handed to wasmtime, which copies it into its
+//! own executable mapping: nothing maps a cache file itself, so no write to one (a second
+//! compilation, another process) can pull code from under a running guest.
+//!
+//! Concurrent loads of one program in a process are coalesced before they get here (one
+//! compilation per digest, see `crate::loader`); two processes (or runtimes) sharing the
+//! directory may both compile, each writing its own temporary file, and the last rename
+//! wins with identical content.
+//!
+//! Trust: loading an artifact turns it into executable code. The cache directory must be
 //! private to the agent (never a guest's preopen); that is the one `unsafe` of this crate.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ring::digest::{Context, SHA256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::error::RuntimeError;
+
+/// The last eight bytes of every cache file (format version 1).
+const TRAILER_MAGIC: [u8; 8] = *b"wkcode01";
+/// Trailer: SHA-256 of the artifact (32 bytes), its length (8, little endian), the magic.
+const TRAILER_LEN: usize = 32 + 8 + TRAILER_MAGIC.len();
+/// Prefix of temporary files being written.
+const TEMP_PREFIX: &str = ".tmp-";
+/// Temporary files older than this are leftovers of a crash, removed when a cache opens.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Counters of the compiled-code cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +100,7 @@ impl CodeCache {
         let mut hasher = Sha256Hasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hex(hasher.0.finish().as_ref());
+        remove_stale_temp_files(dir);
         Ok(Self {
             dir: dir.to_owned(),
             engine_hash: engine_hash[..16].to_owned(),
@@ -115,16 +140,21 @@ impl CodeCache {
         digest_hex: &str,
     ) -> Result<Compiled, String> {
         let path = self.path_for(digest_hex);
-        if path.is_file() {
-            match deserialize_file(engine, kind, &path) {
+        match read_artifact(&path) {
+            Ok(None) => {}
+            Ok(Some(artifact)) => match deserialize(engine, kind, &artifact) {
                 Ok(compiled) => {
                     self.disk_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(compiled);
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unloadable cached code");
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unloadable cached code");
                     let _ = fs::remove_file(&path);
                 }
+            },
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "discarding corrupt cached code");
+                let _ = fs::remove_file(&path);
             }
         }
         let artifact = match kind {
@@ -133,60 +163,94 @@ impl CodeCache {
         }
         .map_err(|e| format!("{e:#}"))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = write_atomically(&path, &artifact) {
+        if let Err(e) = write_artifact(&self.dir, &path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled code to the cache");
-            return deserialize_bytes(engine, kind, &artifact).map_err(|e| format!("{e:#}"));
         }
-        // Map the file just written, so every process and pod shares one copy of the code.
-        deserialize_file(engine, kind, &path)
-            .or_else(|_| deserialize_bytes(engine, kind, &artifact))
-            .map_err(|e| format!("{e:#}"))
+        deserialize(engine, kind, &artifact).map_err(|e| format!("{e:#}"))
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+/// Reads and checks the cache file at `path`: `Ok(None)` when there is none, `Err(reason)`
+/// when it is torn or corrupt, else the artifact.
+fn read_artifact(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let mut bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let Some(body_len) = bytes.len().checked_sub(TRAILER_LEN) else {
+        return Err(format!("{} bytes is shorter than its trailer", bytes.len()));
+    };
+    let (body, trailer) = bytes.split_at(body_len);
+    let (digest, rest) = trailer.split_at(32);
+    let (len, magic) = rest.split_at(8);
+    if magic != TRAILER_MAGIC {
+        return Err("no trailer (torn, or written by another version)".into());
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(len);
+    if u64::from_le_bytes(len_bytes) != body_len as u64 {
+        return Err(format!(
+            "its trailer says {} bytes of code, the file has {body_len}",
+            u64::from_le_bytes(len_bytes)
+        ));
+    }
+    if ring::digest::digest(&SHA256, body).as_ref() != digest {
+        return Err("its code does not match the digest in its trailer".into());
+    }
+    bytes.truncate(body_len);
+    Ok(Some(bytes))
+}
+
+/// Writes `artifact` with its trailer to `path` through a temporary file of a unique name in
+/// `dir`, renamed into place once complete.
+fn write_artifact(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    let mut file = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)?;
+    file.write_all(artifact)?;
+    file.write_all(ring::digest::digest(&SHA256, artifact).as_ref())?;
+    file.write_all(&(artifact.len() as u64).to_le_bytes())?;
+    file.write_all(&TRAILER_MAGIC)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Removes temporary files a crashed writer left behind (old enough that no live writer
+/// can still own them).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[allow(
     unsafe_code,
-    reason = "artifacts come from this cache directory, written by `write_atomically` from wasmtime's own precompile output; wasmtime checks their header and engine compatibility"
+    reason = "artifacts are wasmtime's own precompile output: fresh from this engine, or read back from the agent's private cache directory and checked against the SHA-256 written with them; wasmtime re-checks their header and engine compatibility"
 )]
-fn deserialize_file(engine: &Engine, kind: BinaryKind, path: &Path) -> wasmtime::Result<Compiled> {
-    // SAFETY: the file was produced by `Engine::precompile_*` of a compatible engine (its
-    // name carries the engine hash and wasmtime re-checks compatibility) and the cache
-    // directory is private to the agent, so its contents are trusted code.
+fn deserialize(engine: &Engine, kind: BinaryKind, artifact: &[u8]) -> wasmtime::Result<Compiled> {
+    // SAFETY: `artifact` is the output of `Engine::precompile_*` of a compatible engine:
+    // produced just now, or read from the private cache directory with its digest verified
+    // (the file name carries the engine hash and wasmtime re-checks compatibility).
+    // wasmtime copies the bytes into its own mapping, so nothing can change them afterwards.
     unsafe {
         Ok(match kind {
             BinaryKind::Module => {
-                Compiled::Module(wasmtime::Module::deserialize_file(engine, path)?)
+                Compiled::Module(wasmtime::Module::deserialize(engine, artifact)?)
             }
-            BinaryKind::Component => {
-                Compiled::Component(Component::deserialize_file(engine, path)?)
-            }
-        })
-    }
-}
-
-#[allow(
-    unsafe_code,
-    reason = "the bytes were produced by Engine::precompile_* in this process a moment ago"
-)]
-fn deserialize_bytes(
-    engine: &Engine,
-    kind: BinaryKind,
-    bytes: &[u8],
-) -> wasmtime::Result<Compiled> {
-    // SAFETY: `bytes` is the output of `Engine::precompile_*` on this very engine.
-    unsafe {
-        Ok(match kind {
-            BinaryKind::Module => Compiled::Module(wasmtime::Module::deserialize(engine, bytes)?),
-            BinaryKind::Component => Compiled::Component(Component::deserialize(engine, bytes)?),
+            BinaryKind::Component => Compiled::Component(Component::deserialize(engine, artifact)?),
         })
     }
 }

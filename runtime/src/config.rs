@@ -1,5 +1,6 @@
 //! The runtime's process-wide settings: where compiled code is cached, how big the
-//! instance pool is, the largest memory an instance may have and how often the epoch ticks.
+//! instance pool is, the largest memory an instance may have, how often the epoch ticks, how
+//! many threads run guests, how long a compilation may take and the period of CPU quotas.
 //!
 //! Everything has a default suited to one agent on one machine; only the cache directory must
 //! be given.
@@ -24,6 +25,14 @@ pub const DEFAULT_MAX_WASM_BYTES: usize = 100 << 20;
 /// Default number of compilations that may run at the same time.
 pub const DEFAULT_MAX_CONCURRENT_COMPILATIONS: usize = 2;
 
+/// Default time a load may wait for its program to be compiled: two minutes, the kubelet's
+/// default `--runtime-request-timeout` for a container runtime's calls.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default period of CPU quotas: 100 ms, the Linux CFS bandwidth default
+/// (`cpu.cfs_period_us`) that the kubelet's `limits.cpu` quotas use.
+pub const DEFAULT_CPU_PERIOD: Duration = Duration::from_millis(100);
+
 /// Settings of a [`Runtime`](crate::Runtime).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -41,8 +50,22 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Largest wasm binary [`Runtime::load`](crate::Runtime::load) accepts (bytes).
     pub max_wasm_bytes: usize,
-    /// Compilations allowed to run at once (each on a blocking thread).
+    /// Compilations allowed to run at once (each on a blocking thread of the guests'
+    /// runtime).
     pub max_concurrent_compilations: usize,
+    /// How long a [`Runtime::load`](crate::Runtime::load) waits for its program's
+    /// compilation, counted from when the compilation gets one of the
+    /// `max_concurrent_compilations` slots, before it fails with
+    /// [`LoadError::CompileTimeout`](crate::LoadError::CompileTimeout). A compilation past
+    /// its timeout gives its slot to the next one and goes on in the background (wasmtime
+    /// cannot interrupt it); its result is cached for the next load of the same code.
+    pub compile_timeout: Duration,
+    /// Worker threads of the Tokio runtime that runs guests (and HTTP handlers' servers),
+    /// separate from the caller's runtime; 0 = one per CPU.
+    pub guest_threads: usize,
+    /// Period of CPU quotas ([`Limits::cpu_millicores`](crate::Limits::cpu_millicores)): a
+    /// guest may use `millicores / 1000 * cpu_period` of CPU time per period.
+    pub cpu_period: Duration,
 }
 
 impl RuntimeConfig {
@@ -55,6 +78,9 @@ impl RuntimeConfig {
             epoch_tick: DEFAULT_EPOCH_TICK,
             max_wasm_bytes: DEFAULT_MAX_WASM_BYTES,
             max_concurrent_compilations: DEFAULT_MAX_CONCURRENT_COMPILATIONS,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            guest_threads: 0,
+            cpu_period: DEFAULT_CPU_PERIOD,
         }
     }
 }

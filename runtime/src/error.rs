@@ -29,14 +29,17 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker thread")]
     Ticker(#[source] std::io::Error),
+    /// The Tokio runtime of the guests' threads could not be started.
+    #[error("cannot start the guests' threads")]
+    Executor(#[source] std::io::Error),
 }
 
 /// A wasm binary could not be turned into a runnable [`Program`](crate::Program).
 ///
-/// All variants but [`LoadError::Internal`] are the workload's fault (a bad or hostile
-/// binary): the caller reports them as the container's failure, with [`LoadError`]'s
-/// message, and does not retry.
-#[derive(Debug, thiserror::Error)]
+/// All variants but [`LoadError::Internal`] and [`LoadError::CompileTimeout`] are the
+/// workload's fault (a bad or hostile binary): the caller reports them as the container's
+/// failure, with [`LoadError`]'s message, and does not retry.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     /// The binary is larger than [`RuntimeConfig::max_wasm_bytes`](crate::RuntimeConfig::max_wasm_bytes).
     #[error("wasm binary of {size} bytes exceeds the limit of {limit} bytes")]
@@ -64,14 +67,32 @@ pub enum LoadError {
     /// example a core module without `_start`).
     #[error("unsupported wasm program: {0}")]
     Unsupported(String),
+    /// The program was not compiled within
+    /// [`RuntimeConfig::compile_timeout`](crate::RuntimeConfig::compile_timeout). The
+    /// compilation goes on in the background and its result is cached, so a later load may
+    /// succeed: retry later.
+    #[error(
+        "compiling the wasm program {digest} did not finish within {timeout:?}; the \
+         compilation goes on in the background and a later start uses its result"
+    )]
+    CompileTimeout {
+        /// `sha256:<hex>` of the binary.
+        digest: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
     /// The runtime failed for reasons of its own (a compilation thread died, ...).
     #[error("internal runtime error: {0}")]
     Internal(String),
 }
 
 impl LoadError {
-    /// Whether the binary is at fault (as opposed to the runtime).
+    /// Whether the binary is at fault (as opposed to the runtime, or to time: a compilation
+    /// past its timeout is retried).
     pub fn is_workload_error(&self) -> bool {
-        !matches!(self, LoadError::Internal(_))
+        !matches!(
+            self,
+            LoadError::Internal(_) | LoadError::CompileTimeout { .. }
+        )
     }
 }

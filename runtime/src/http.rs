@@ -32,6 +32,7 @@ use crate::limits::{Control, Limits};
 use crate::outcome::{Outcome, Phase};
 use crate::process::report;
 use crate::program::{Code, Program};
+use crate::quota::{CpuQuota, Throttled};
 use crate::runtime::Shared;
 use crate::sink::{LogSink, NullSink, SharedSink};
 
@@ -115,6 +116,8 @@ struct Inner {
     stdout: SharedSink,
     stderr: SharedSink,
     limits: Limits,
+    /// The CPU quota all instances share (`limits.cpu` is the container's, not a request's).
+    quota: Option<Arc<CpuQuota>>,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
     /// Service-wide stop; each request also has its own [`Control`] for its limits.
@@ -154,6 +157,10 @@ impl std::fmt::Debug for HttpService {
 
 impl HttpService {
     pub(crate) fn new(shared: Arc<Shared>, program: Program, spec: HttpSpec) -> Self {
+        let quota = spec
+            .limits
+            .cpu_millicores
+            .and_then(|m| CpuQuota::new(m, shared.config.cpu_period));
         Self {
             inner: Arc::new(Inner {
                 shared,
@@ -163,6 +170,7 @@ impl HttpService {
                 stdout: SharedSink::new(spec.stdout),
                 stderr: SharedSink::new(spec.stderr),
                 limits: spec.limits,
+                quota,
                 permits: Arc::new(Semaphore::new(spec.max_concurrent_requests.max(1))),
                 request_timeout: spec.request_timeout,
                 stop: Control::new(),
@@ -272,20 +280,24 @@ impl HttpService {
         let pre = pre.clone();
         let service = self.inner.clone();
         let in_flight = InFlight::enter(self.inner.clone());
-        let task = tokio::spawn(async move {
+        let quota = inner.quota.clone();
+        let task = inner.shared.guests.spawn(async move {
             let _permit = permit;
             let _in_flight = in_flight;
-            let work = async {
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| (e, Phase::Instantiate))?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-                    .map_err(|e| (e, Phase::Run))
-            };
+            let work = Throttled::new(
+                async {
+                    let proxy = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| (e, Phase::Instantiate))?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, incoming, outparam)
+                        .await
+                        .map_err(|e| (e, Phase::Run))
+                },
+                quota,
+            );
             let outcome = tokio::select! {
                 biased;
                 () = service.stop.stop_requested() => Some(Outcome::Stopped),

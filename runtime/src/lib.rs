@@ -7,15 +7,21 @@
 //! - [`Runtime`] (one per process, cheap to clone) owns the wasmtime `Engine` (pooling
 //!   allocator, epoch interruption, component model, async), a thread ticking the epoch
 //!   every [`RuntimeConfig::epoch_tick`], the linkers (WASI preview1 for core modules;
-//!   WASIp2 plus `wasi:http` for components), built once, and the on-disk cache of compiled
-//!   code keyed by the wasm's SHA-256 and `Engine::precompile_compatibility_hash`.
+//!   WASIp2 plus `wasi:http` for components), built once, the on-disk cache of compiled
+//!   code keyed by the wasm's SHA-256 and `Engine::precompile_compatibility_hash`, and a
+//!   Tokio runtime of its own on which every guest runs ([`Runtime::guest_handle`]), so
+//!   busy guests never hold the threads of the caller's executor (in `wasmkube server`, the
+//!   apiserver's).
 //! - [`Runtime::load`] turns a binary into a [`Program`] (compiled, linked, classified as a
 //!   [`ProgramKind`]). The second load of the same code compiles nothing: it is served by the
-//!   programs loaded in this process or by the cache directory ([`Runtime::cache_stats`]).
-//!   Loading is bounded: binaries over [`RuntimeConfig::max_wasm_bytes`] are refused and
-//!   compilation runs on blocking threads, a few at a time. A bad binary (invalid, an
-//!   unsatisfied import such as ``unknown import: `env::foo` has not been defined``, no entry
-//!   point) is a [`LoadError`] whose message is the container's failure reason.
+//!   programs loaded in this process or by the cache directory ([`Runtime::cache_stats`]),
+//!   and loads of the same code at the same time share one compilation. Loading is bounded:
+//!   binaries over [`RuntimeConfig::max_wasm_bytes`] are refused, compilation runs on
+//!   blocking threads, a few at a time, and a load waits at most
+//!   [`RuntimeConfig::compile_timeout`]. A bad binary (invalid, an unsatisfied import such
+//!   as ``unknown import: `env::foo` has not been defined``, no entry point) is a
+//!   [`LoadError`] whose message is the container's failure reason. Cache files carry a
+//!   digest of their code and are checked before use: a torn or corrupt one is recompiled.
 //! - [`Runtime::spawn`] runs a command program (preview1 `_start` module or `wasi:cli/run`
 //!   component) like a process: argv, env, preopened directories (read-only honoured),
 //!   stdout/stderr into [`LogSink`]s; it returns a [`Stopper`] and a task resolving to the
@@ -27,7 +33,11 @@
 //!   request, and can run its own hyper server ([`HttpService::serve`]).
 //!
 //! Every guest yields to the executor at each epoch tick, so a busy guest never holds a
-//! Tokio worker for more than a tick, and [`Stopper::stop`] interrupts even an infinite loop.
+//! worker thread for more than a tick, guests without a CPU limit share the guests' threads
+//! fairly, and [`Stopper::stop`] interrupts even an infinite loop. A guest with
+//! [`Limits::cpu_millicores`] runs within a CFS-style quota: once it has used its share of a
+//! [`RuntimeConfig::cpu_period`] (measured with its thread's CPU clock) it waits for the
+//! next period.
 //!
 //! # Good to know
 //!
@@ -64,19 +74,23 @@ mod cache;
 mod config;
 mod engine;
 mod error;
+mod executor;
 mod host;
 mod http;
 mod limits;
+mod loader;
 mod outcome;
 mod process;
 mod program;
+mod quota;
 mod runtime;
 mod sink;
 
 pub use cache::CacheStats;
 pub use config::{
-    DEFAULT_EPOCH_TICK, DEFAULT_MAX_CONCURRENT_COMPILATIONS, DEFAULT_MAX_MEMORY_PER_INSTANCE,
-    DEFAULT_MAX_WASM_BYTES, DEFAULT_TOTAL_INSTANCES, RuntimeConfig,
+    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PERIOD, DEFAULT_EPOCH_TICK,
+    DEFAULT_MAX_CONCURRENT_COMPILATIONS, DEFAULT_MAX_MEMORY_PER_INSTANCE, DEFAULT_MAX_WASM_BYTES,
+    DEFAULT_TOTAL_INSTANCES, RuntimeConfig,
 };
 pub use error::{LoadError, RuntimeError};
 pub use host::Preopen;

@@ -41,6 +41,13 @@ pub struct Limits {
     /// [`Outcome::CpuTimeExceeded`](crate::Outcome::CpuTimeExceeded). Like `RLIMIT_CPU`,
     /// not a rate limit.
     pub cpu_millis: Option<u64>,
+    /// CPU rate limit in millicores (`resources.limits.cpu`): the guest may use
+    /// `cpu_millicores / 1000` of [`RuntimeConfig::cpu_period`](crate::RuntimeConfig::cpu_period)
+    /// of CPU time per period and waits for the next period once that is spent, as a CFS
+    /// quota throttles a container. For an HTTP handler the quota is shared by all the
+    /// instances serving its requests. `None` or 0: no limit (guests share the runtime's
+    /// threads fairly, each yielding at every epoch tick).
+    pub cpu_millicores: Option<u64>,
 }
 
 /// The error that fails a memory grow past the limit (and so traps the guest).

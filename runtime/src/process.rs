@@ -10,6 +10,7 @@ use crate::host::{Preopen, StoreSettings, WasiSetup};
 use crate::limits::{Control, Limits};
 use crate::outcome::{Outcome, Phase, classify};
 use crate::program::{Code, Program};
+use crate::quota::{CpuQuota, Throttled};
 use crate::runtime::Shared;
 use crate::sink::{LogSink, NullSink, SharedSink};
 
@@ -55,12 +56,14 @@ impl std::fmt::Debug for ProcessSpec {
     }
 }
 
-/// Runs the program to its end (or until stopped) and says how it ended.
+/// Runs the program to its end (or until stopped), within its CPU quota if it has one, and
+/// says how it ended.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     program: Program,
     spec: ProcessSpec,
     control: Arc<Control>,
+    quota: Option<Arc<CpuQuota>>,
 ) -> Outcome {
     let stdout = SharedSink::new(spec.stdout);
     let stderr = SharedSink::new(spec.stderr);
@@ -76,12 +79,13 @@ pub(crate) async fn run(
         limits: &spec.limits,
         control: &control,
     };
-    // The select ends a guest blocked in a host call (a long sleep, a read); a guest
-    // running wasm code is interrupted by the epoch callback and also lands here.
+    // The select ends a guest blocked in a host call (a long sleep, a read) or waiting for
+    // its next CPU period; a guest running wasm code is interrupted by the epoch callback
+    // and also lands here.
     let outcome = tokio::select! {
         biased;
         () = control.stop_requested() => Outcome::Stopped,
-        outcome = execute(&shared.engine, &program, &settings, &wasi) => outcome,
+        outcome = Throttled::new(execute(&shared.engine, &program, &settings, &wasi), quota) => outcome,
     };
     stdout.flush();
     stderr.flush();

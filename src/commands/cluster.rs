@@ -175,6 +175,11 @@ pub(crate) struct NodeArgs {
     /// not name has no threshold (`nodefs.available<0%` turns disk pressure off).
     #[arg(long, value_name = "SIGNAL<VALUE,...", default_value = wasmkube_agent::node::eviction::DEFAULT_EVICTION_HARD)]
     pub(crate) eviction_hard: wasmkube_agent::node::eviction::EvictionHard,
+    /// How long a container start waits for its wasm module or component to be compiled;
+    /// past it the container waits in CreateContainerError and is retried while the
+    /// compilation goes on (like the kubelet's --runtime-request-timeout, 2m by default).
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) wasm_compile_timeout: u64,
 }
 
 /// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
@@ -214,6 +219,7 @@ impl NodeArgs {
         config.log_server.bind = SocketAddr::new(bind_ip, port);
         config.log_server.client_ca_pem = Some(ca_pem.to_string());
         config.log_server.names.push(self.node_ip.to_string());
+        config.compile_timeout = std::time::Duration::from_secs(self.wasm_compile_timeout);
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
             let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);

@@ -173,15 +173,20 @@ pub async fn start_container(
     )
     .map_err(|e| StartFailed::Runtime(format!("cannot create the log file: {e}")))?;
 
-    let limits = Limits {
-        memory_bytes: c
-            .resources
+    let limit = |name: &str| {
+        c.resources
             .as_ref()
             .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get("memory"))
+            .and_then(|l| l.get(name))
             .and_then(|q| Quantity::parse(&q.0).ok())
-            .and_then(|q| u64::try_from(q.value()).ok()),
+    };
+    let limits = Limits {
+        memory_bytes: limit("memory").and_then(|q| u64::try_from(q.value()).ok()),
         cpu_millis: None,
+        // A zero limit is no limit (the kubelet sets no CFS quota for it).
+        cpu_millicores: limit("cpu")
+            .and_then(|q| u64::try_from(q.milli_value()).ok())
+            .filter(|m| *m > 0),
     };
     let listen = match req.pod_ip {
         Some(ip) => {
@@ -241,7 +246,7 @@ pub async fn start_container(
             event(EventType::Warning, "Failed", format!("Error: {message}"));
             Err(StartFailed::Workload(message))
         }
-        Err(StartError::Internal(message)) => {
+        Err(StartError::Internal(message) | StartError::Timeout(message)) => {
             log.close();
             event(EventType::Warning, "Failed", format!("Error: {message}"));
             Err(StartFailed::Runtime(message))

@@ -132,12 +132,12 @@ impl ContainerRuntime for WasmRuntime {
             .runtime
             .load_file(&spec.image.wasm, &spec.image.wasm_digest)
             .await
-            .map_err(|e| {
-                if e.is_workload_error() {
-                    StartError::Workload(e.to_string())
-                } else {
-                    StartError::Internal(e.to_string())
-                }
+            .map_err(|e| match e {
+                // Retried with back-off (CreateContainerError): the compilation goes on and
+                // a later start finds its result.
+                wr::LoadError::CompileTimeout { .. } => StartError::Timeout(e.to_string()),
+                e if e.is_workload_error() => StartError::Workload(e.to_string()),
+                e => StartError::Internal(e.to_string()),
             })?;
         let preopens: Vec<wr::Preopen> = spec
             .mounts
@@ -151,6 +151,7 @@ impl ContainerRuntime for WasmRuntime {
         let limits = wr::Limits {
             memory_bytes: spec.limits.memory_bytes,
             cpu_millis: spec.limits.cpu_millis,
+            cpu_millicores: spec.limits.cpu_millicores,
         };
         let (stdout, stderr) = sinks(&spec.log);
         if program.kind().is_command() {
@@ -181,11 +182,16 @@ impl ContainerRuntime for WasmRuntime {
                 outcome,
             });
         }
-        // An HTTP handler: bind every port first, so a port in use is a start error.
+        // An HTTP handler: bind every port first, so a port in use is a start error. The
+        // listeners and their connections live on the guests' threads, with the instances.
+        let guests = self.runtime.guest_handle().clone();
         let mut listeners = Vec::new();
         for addr in &spec.listen {
-            let listener = TcpListener::bind(addr)
+            let addr = *addr;
+            let listener = guests
+                .spawn(TcpListener::bind(addr))
                 .await
+                .map_err(|e| StartError::Internal(format!("cannot listen on {addr}: {e}")))?
                 .map_err(|e| StartError::Workload(format!("cannot listen on {addr}: {e}")))?;
             listeners.push(listener);
         }
@@ -207,7 +213,7 @@ impl ContainerRuntime for WasmRuntime {
         for listener in listeners {
             let service = service.clone();
             let mut rx = shutdown.subscribe();
-            servers.push(tokio::spawn(async move {
+            servers.push(guests.spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(Option::is_some).await;
                 };

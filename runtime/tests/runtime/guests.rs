@@ -105,6 +105,22 @@ pub(crate) fn spin() -> Vec<u8> {
     )
 }
 
+/// Loops forever and writes a `.` to stdout every 2^20 rounds of its loop: its progress, in
+/// its own output.
+pub(crate) fn spin_with_progress() -> Vec<u8> {
+    p1_module(
+        r#"(data (i32.const 256) ".")"#,
+        r#"
+        (local $rounds i32)
+        (loop $forever
+          (local.set $rounds (i32.add (local.get $rounds) (i32.const 1)))
+          (if (i32.eqz (i32.and (local.get $rounds) (i32.const 0xfffff)))
+            (then (call $write (i32.const 1) (i32.const 256) (i32.const 1))))
+          (br $forever))
+        "#,
+    )
+}
+
 /// Prints `sleeping` and sleeps an hour in `poll_oneoff`.
 pub(crate) fn sleep_an_hour() -> Vec<u8> {
     p1_module(
@@ -321,6 +337,26 @@ fn wasm_type(ty: &WasmType) -> &'static str {
         WasmType::F32 => "f32",
         WasmType::F64 => "f64",
     }
+}
+
+/// A command module with `functions` functions of `steps` steps of arithmetic each, whose
+/// `_start` returns: Cranelift's time grows with `functions * steps`.
+pub(crate) fn big_functions(functions: usize, steps: usize) -> Vec<u8> {
+    let mut text =
+        String::from("(module (memory (export \"memory\") 1) (func (export \"_start\"))");
+    for i in 0..functions {
+        text.push_str(&format!(
+            "(func $f{i} (export \"f{i}\") (param i32) (result i32) (local.get 0)"
+        ));
+        for j in 0..steps {
+            text.push_str(&format!(
+                " (i32.const {j}) (i32.add) (i32.const 3) (i32.mul) (local.get 0) (i32.xor)"
+            ));
+        }
+        text.push(')');
+    }
+    text.push(')');
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test guest: {e}"))
 }
 
 /// A command module with `functions` non-trivial functions: big enough that compiling it

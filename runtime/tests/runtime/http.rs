@@ -82,7 +82,7 @@ async fn a_handler_past_its_memory_limit_is_counted_as_out_of_memory() {
     let spec = HttpSpec {
         limits: Limits {
             memory_bytes: Some(16 << 20),
-            cpu_millis: None,
+            ..Limits::default()
         },
         ..HttpSpec::default()
     };

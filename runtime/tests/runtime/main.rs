@@ -2,6 +2,8 @@
 //! components) run through the public API, and the samples' real C guests
 //! (`samples/out/*.wasm`; a test whose sample is not built fails naming `samples/build --oci`).
 
+mod compile;
+mod cpu;
 mod guests;
 mod http;
 mod load;

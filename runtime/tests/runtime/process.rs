@@ -91,7 +91,7 @@ async fn growing_memory_past_the_limit_is_out_of_memory() {
     let (mut spec, out) = captured_spec(&["bomb"]);
     spec.limits = Limits {
         memory_bytes: Some(32 << 20),
-        cpu_millis: None,
+        ..Limits::default()
     };
     let outcome = run(&runtime, &guests::memory_bomb(), spec).await;
     assert_eq!(outcome, Outcome::OutOfMemory);

@@ -83,7 +83,7 @@ async fn sample_memhog_under_a_32_mib_limit_is_out_of_memory() {
     let (mut spec, _out) = captured_spec(&["memhog", "4", "1"]);
     spec.limits = Limits {
         memory_bytes: Some(32 << 20),
-        cpu_millis: None,
+        ..Limits::default()
     };
     let (_stopper, task) = runtime.spawn(&program, spec);
     assert_eq!(outcome_of(task).await, Outcome::OutOfMemory);
