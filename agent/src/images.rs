@@ -41,6 +41,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+mod bounded;
 pub mod import;
 pub mod oci;
 pub mod reference;
@@ -49,6 +50,7 @@ mod wasm;
 #[cfg(test)]
 mod tests;
 
+pub use bounded::ImportLimits;
 pub use import::{ImportOptions, ImportedImage};
 pub use reference::{Reference, ReferenceError};
 
@@ -57,10 +59,12 @@ use oci::{Descriptor, Document, Index};
 /// How deep image indexes may nest before the store gives up (they nest once in practice).
 const MAX_INDEX_DEPTH: usize = 4;
 
-/// The local image store of one node. Cheap to clone: it is a directory path.
+/// The local image store of one node. Cheap to clone: it is a directory path and the
+/// [`ImportLimits`] of what it unpacks.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    limits: ImportLimits,
 }
 
 /// What kind of wasm image a reference resolved to.
@@ -250,6 +254,13 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    /// An archive or layer unpacks to more than the [`ImportLimits`] allow (a gzip bomb, a
+    /// huge entry).
+    #[error("refused to unpack: {reason}")]
+    TooLarge {
+        /// Which bound, and by what.
+        reason: String,
+    },
     /// A [`Puller`] failed.
     #[error("pulling image {reference:?}: {message}")]
     Pull {
@@ -293,6 +304,7 @@ impl ImageStore {
     pub fn open(dir: &Path) -> Result<ImageStore, ImageError> {
         let store = ImageStore {
             root: dir.to_path_buf(),
+            limits: ImportLimits::default(),
         };
         for sub in [store.blob_dir(), store.meta_dir(), store.tmp_dir()] {
             fs::create_dir_all(&sub).map_err(ImageError::io("create", &sub))?;
@@ -319,6 +331,17 @@ impl ImageStore {
             }
         }
         Ok(store)
+    }
+
+    /// The same store with other bounds on what imports unpack.
+    pub fn with_limits(mut self, limits: ImportLimits) -> ImageStore {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds on what imports unpack.
+    pub fn limits(&self) -> ImportLimits {
+        self.limits
     }
 
     /// The store's directory.

@@ -25,6 +25,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
+use super::bounded::{BoundedGzip, check_entry_size, refused_or};
 use super::oci::{self, Descriptor, Document, Index, LayoutFile};
 use super::reference::Reference;
 use super::wasm::normalize_path;
@@ -81,7 +82,11 @@ impl ImageStore {
         let mut reader = BufReader::new(file);
         let head = reader.fill_buf().map_err(ImageError::io("read", path))?;
         let inner: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(reader))
+            Box::new(BoundedGzip::new(
+                reader,
+                self.limits,
+                format!("the archive {}", path.display()),
+            ))
         } else {
             Box::new(reader)
         };
@@ -90,9 +95,11 @@ impl ImageStore {
             .prefix("import-")
             .tempdir_in(&tmp_dir)
             .map_err(ImageError::io("create a directory in", &tmp_dir))?;
-        let not_tar = |e: io::Error| ImageError::Layout {
-            path: path.to_path_buf(),
-            reason: format!("it is neither a directory nor a readable tar archive ({e})"),
+        let not_tar = |e: io::Error| {
+            refused_or(e, |e| ImageError::Layout {
+                path: path.to_path_buf(),
+                reason: format!("it is neither a directory nor a readable tar archive ({e})"),
+            })
         };
         let mut archive = tar::Archive::new(inner);
         for entry in archive.entries().map_err(not_tar)? {
@@ -113,6 +120,11 @@ impl ImageStore {
             if !wanted {
                 continue;
             }
+            check_entry_size(
+                &self.limits,
+                &format!("{name} in {}", path.display()),
+                entry.header().size().map_err(not_tar)?,
+            )?;
             let dest = dir.path().join(&name);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(ImageError::io("create", parent))?;
@@ -256,7 +268,13 @@ impl ImageStore {
                 source,
             },
         })?;
-        self.ingest_blob(file, Some((&desc.digest, Some(desc.size))))?;
+        check_entry_size(&self.limits, &format!("blob {}", desc.digest), desc.size)?;
+        // A file longer than its descriptor says is read one byte past it, enough to fail
+        // the size check, and no further.
+        self.ingest_blob(
+            file.take(desc.size.saturating_add(1)),
+            Some((&desc.digest, Some(desc.size))),
+        )?;
         Ok(())
     }
 }

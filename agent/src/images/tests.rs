@@ -518,3 +518,118 @@ fn imports_running_alongside_resolves_and_each_other_lose_nothing() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Bounds small enough for test data: 1 MiB before the 100:1 ratio applies.
+fn small_limits() -> ImportLimits {
+    ImportLimits {
+        max_uncompressed_bytes: 1 << 30,
+        max_entry_bytes: 1 << 30,
+        max_gzip_ratio: 100,
+        ratio_grace_bytes: 1 << 20,
+    }
+}
+
+fn gzip_file(input: &Path, output: &Path) {
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(output).expect("create"),
+        flate2::Compression::best(),
+    );
+    std::io::copy(&mut fs::File::open(input).expect("open"), &mut gz).expect("gzip");
+    gz.finish().expect("gzip");
+}
+
+/// A layout (directory) of a wasm artifact named `bomb:v1` plus an unreferenced blob of
+/// `zeros` zero bytes.
+fn layout_with_zeros(dir: &Path, zeros: usize) {
+    let mut layout = Layout::new(dir);
+    let manifest = layout.wasm_artifact(MODULE);
+    layout.add(manifest, &[(oci::ANNOTATION_IMAGE_NAME, "bomb:v1")]);
+    layout.blob("application/octet-stream", &vec![0u8; zeros]);
+}
+
+#[test]
+fn a_gzip_bomb_archive_is_refused_with_a_clear_error_and_names_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    layout_with_zeros(&tmp.path().join("layout"), 16 << 20);
+    archive(&tmp.path().join("layout"), &tmp.path().join("bomb.tar"));
+    gzip_file(
+        &tmp.path().join("bomb.tar"),
+        &tmp.path().join("bomb.tar.gz"),
+    );
+    let store = store(&tmp).with_limits(small_limits());
+
+    let error = store
+        .import(&tmp.path().join("bomb.tar.gz"))
+        .expect_err("a gzip bomb was imported");
+    assert!(matches!(error, ImageError::TooLarge { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("bomb.tar.gz"), "{message}");
+    assert!(message.contains("more than 100:1"), "{message}");
+    assert!(message.contains("decompression bomb"), "{message}");
+    assert!(store.list().expect("list").is_empty());
+    // The same archive uncompressed is within every bound.
+    assert!(store.import(&tmp.path().join("bomb.tar")).is_ok());
+}
+
+#[test]
+fn an_archive_expanding_past_the_size_limit_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    layout_with_zeros(&tmp.path().join("layout"), 256 << 10);
+    archive(&tmp.path().join("layout"), &tmp.path().join("image.tar"));
+    gzip_file(
+        &tmp.path().join("image.tar"),
+        &tmp.path().join("image.tar.gz"),
+    );
+    let store = store(&tmp).with_limits(ImportLimits {
+        max_uncompressed_bytes: 128 << 10,
+        ..small_limits()
+    });
+    let error = store
+        .import(&tmp.path().join("image.tar.gz"))
+        .expect_err("imported past the limit");
+    assert!(
+        error
+            .to_string()
+            .contains("expands to more than 131072 bytes uncompressed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_tar_entry_over_the_entry_limit_is_refused_by_its_size() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    layout_with_zeros(&tmp.path().join("layout"), 256 << 10);
+    archive(&tmp.path().join("layout"), &tmp.path().join("image.tar"));
+    let store = store(&tmp).with_limits(ImportLimits {
+        max_entry_bytes: 128 << 10,
+        ..small_limits()
+    });
+    let error = store
+        .import(&tmp.path().join("image.tar"))
+        .expect_err("imported an entry past the limit");
+    let message = error.to_string();
+    assert!(message.contains("blobs/sha256/"), "{message}");
+    assert!(message.contains("262144 bytes"), "{message}");
+}
+
+#[test]
+fn a_gzip_bomb_layer_of_a_runwasi_image_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout_dir = tmp.path().join("layout");
+    let mut layout = Layout::new(&layout_dir);
+    let zeros = vec![0u8; 16 << 20];
+    let manifest = layout.runwasi(
+        &["/app/hello.wasm"],
+        &[("app/zeros", &zeros), ("app/hello.wasm", MODULE)],
+        true,
+    );
+    layout.add(manifest, &[(oci::ANNOTATION_IMAGE_NAME, "bomb-layer:v1")]);
+    let store = store(&tmp).with_limits(small_limits());
+    let error = store
+        .import(&tmp.path().join("layout"))
+        .expect_err("a gzip bomb layer was imported");
+    let message = error.to_string();
+    assert!(message.contains("layer sha256:"), "{message}");
+    assert!(message.contains("decompression bomb"), "{message}");
+    assert!(store.list().expect("list").is_empty());
+}

@@ -13,6 +13,7 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use serde::{Deserialize, Serialize};
 
+use super::bounded::{BoundedGzip, check_entry_size, refused_or, surface_refusal};
 use super::oci::{self, Descriptor, ImageConfig, Manifest};
 use super::{ImageError, ImageKind, ImageStore, digest_hex};
 
@@ -213,7 +214,11 @@ fn open_layer(
     let mut reader = BufReader::new(file);
     let head = reader.fill_buf().map_err(ImageError::io("read", &path))?;
     let inner: Box<dyn Read> = if head.starts_with(&GZIP_MAGIC) {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
+        Box::new(BoundedGzip::new(
+            reader,
+            store.limits(),
+            format!("layer {}", layer.digest),
+        ))
     } else if head.starts_with(&ZSTD_MAGIC) {
         return Err(ImageError::NotWasm {
             reference: layer.digest.clone(),
@@ -238,11 +243,10 @@ fn scan_layers(
         let mut archive = open_layer(store, layer)?;
         let mut lower_removed: Vec<String> = Vec::new();
         let mut upper: BTreeMap<String, usize> = BTreeMap::new();
-        let entries = archive
-            .entries()
-            .map_err(ImageError::io("read the tar layer", &path))?;
+        let unreadable = |e: io::Error| refused_or(e, ImageError::io("read the tar layer", &path));
+        let entries = archive.entries().map_err(unreadable)?;
         for entry in entries {
-            let entry = entry.map_err(ImageError::io("read the tar layer", &path))?;
+            let entry = entry.map_err(unreadable)?;
             let Some(name) = entry
                 .path()
                 .ok()
@@ -293,11 +297,10 @@ fn extract_module(
 ) -> Result<Option<String>, ImageError> {
     let path = store.blob_path(&layer.digest)?;
     let mut archive = open_layer(store, layer)?;
-    let entries = archive
-        .entries()
-        .map_err(ImageError::io("read the tar layer", &path))?;
+    let unreadable = |e: io::Error| refused_or(e, ImageError::io("read the tar layer", &path));
+    let entries = archive.entries().map_err(unreadable)?;
     for entry in entries {
-        let mut entry = entry.map_err(ImageError::io("read the tar layer", &path))?;
+        let mut entry = entry.map_err(unreadable)?;
         let is_module = entry.header().entry_type().is_file()
             && entry
                 .path()
@@ -307,20 +310,21 @@ fn extract_module(
         if !is_module {
             continue;
         }
+        check_entry_size(
+            &store.limits(),
+            &format!("/{module} in layer {}", layer.digest),
+            entry.header().size().map_err(unreadable)?,
+        )?;
         let mut magic = [0u8; 4];
         match entry.read_exact(&mut magic) {
             Ok(()) if magic == WASM_MAGIC => {}
             Ok(()) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(source) => {
-                return Err(ImageError::Io {
-                    action: "read the tar layer",
-                    path,
-                    source,
-                });
-            }
+            Err(e) => return Err(unreadable(e)),
         }
-        let digest = store.ingest_blob(io::Cursor::new(magic).chain(entry), None)?;
+        let digest = store
+            .ingest_blob(io::Cursor::new(magic).chain(entry), None)
+            .map_err(surface_refusal)?;
         return Ok(Some(digest));
     }
     Ok(None)
