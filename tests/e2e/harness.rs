@@ -427,6 +427,14 @@ impl TestCluster {
         Ok(out.stdout)
     }
 
+    /// Whether the server process is alive (it was started and has not exited or crashed).
+    pub(crate) fn server_is_running(&mut self) -> Result<bool> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait().context("checking the server")?.is_none()),
+            None => Ok(false),
+        }
+    }
+
     /// Kill the server with SIGKILL (no chance to flush anything) and reap it.
     pub(crate) async fn kill9(&mut self) -> Result<()> {
         let mut child = self

@@ -23,6 +23,7 @@ mod daemonsets;
 mod deployments;
 mod drain;
 mod durability;
+mod guest_isolation;
 mod harness;
 mod host_files;
 mod hostile;

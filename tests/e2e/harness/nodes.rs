@@ -48,6 +48,7 @@ pub(crate) struct NodeSpec {
     memory: Option<String>,
     max_pods: Option<u32>,
     allowed_host_paths: Vec<String>,
+    extra: Vec<String>,
 }
 
 impl NodeSpec {
@@ -97,6 +98,14 @@ impl NodeSpec {
         self
     }
 
+    /// One more flag (and its value) for the node's agent, e.g.
+    /// `.arg("--wasm-compile-timeout").arg("1")`.
+    #[allow(dead_code)]
+    pub(crate) fn arg(mut self, arg: &str) -> NodeSpec {
+        self.extra.push(arg.to_owned());
+        self
+    }
+
     /// The node flags shared by `server` and `agent`.
     fn args(&self, name: &str, port: u16, index: u8) -> Vec<String> {
         let mut args = vec![
@@ -128,6 +137,7 @@ impl NodeSpec {
         for path in &self.allowed_host_paths {
             args.extend(["--allowed-host-path".to_owned(), path.clone()]);
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 }
