@@ -157,16 +157,35 @@ impl CodeCache {
                 let _ = fs::remove_file(&path);
             }
         }
-        let artifact = match kind {
-            BinaryKind::Module => engine.precompile_module(wasm),
-            BinaryKind::Component => engine.precompile_component(wasm),
-        }
-        .map_err(|e| format!("{e:#}"))?;
+        let artifact = precompile(engine, kind, wasm).map_err(|e| format!("{e:#}"))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = write_artifact(&self.dir, &path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled code to the cache");
         }
         deserialize(engine, kind, &artifact).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Compiles `wasm` on a thread pool of its own (one thread per CPU). wasmtime spreads a
+/// compilation's functions over the current rayon pool; in rayon's global pool, shared by all
+/// compilations, a long one (one past its timeout included, which cannot be interrupted)
+/// would queue every later compilation's work behind its own thousands of functions.
+fn precompile(engine: &Engine, kind: BinaryKind, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let compile = || match kind {
+        BinaryKind::Module => engine.precompile_module(wasm),
+        BinaryKind::Component => engine.precompile_component(wasm),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("wasm-compile-{i}"))
+        .build()
+    {
+        Ok(pool) => pool.install(compile),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start compilation threads; compiling on this one");
+            compile()
+        }
     }
 }
 
