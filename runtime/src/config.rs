@@ -1,6 +1,7 @@
 //! The runtime's process-wide settings: where compiled code is cached, how big the
 //! instance pool is, the largest memory an instance may have, how often the epoch ticks, how
-//! many threads run guests, how long a compilation may take and the period of CPU quotas.
+//! many threads run guests and at what priority, how long a compilation may take and the
+//! period of CPU quotas.
 //!
 //! Everything has a default suited to one agent on one machine; only the cache directory must
 //! be given.
@@ -33,6 +34,11 @@ pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// (`cpu.cfs_period_us`) that the kubelet's `limits.cpu` quotas use.
 pub const DEFAULT_CPU_PERIOD: Duration = Duration::from_millis(100);
 
+/// Default for how much higher the nice value of the guests' threads is than their creator's:
+/// 10, which Linux weighs at 110 against nice 0's 1024, so a control-plane thread that wakes
+/// among busy guests gets the CPU about nine times as readily as they do.
+pub const DEFAULT_GUEST_NICE: u8 = 10;
+
 /// Settings of a [`Runtime`](crate::Runtime).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -63,6 +69,14 @@ pub struct RuntimeConfig {
     /// Worker threads of the Tokio runtime that runs guests (and HTTP handlers' servers),
     /// separate from the caller's runtime; 0 = one per CPU.
     pub guest_threads: usize,
+    /// How much higher the nice value of the guests' threads (and the compilations' threads,
+    /// which they start) is than that of the thread that creates the [`Runtime`](crate::Runtime),
+    /// up to Linux's 19; 0 = the same. Quotas cap what each guest uses, but limits may add up
+    /// to more CPU than the machine has left for them (other processes take their share);
+    /// then the kernel's scheduler weighs the guests' threads below the control plane's (the
+    /// apiserver, the agent's loops), as a Kubernetes node weighs a pod's CPU by its requests
+    /// below the node's own daemons. Linux only (elsewhere the nice value is per process).
+    pub guest_nice: u8,
     /// Period of CPU quotas ([`Limits::cpu_millicores`](crate::Limits::cpu_millicores)): a
     /// guest may use `millicores / 1000 * cpu_period` of CPU time per period.
     pub cpu_period: Duration,
@@ -80,6 +94,7 @@ impl RuntimeConfig {
             max_concurrent_compilations: DEFAULT_MAX_CONCURRENT_COMPILATIONS,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             guest_threads: 0,
+            guest_nice: DEFAULT_GUEST_NICE,
             cpu_period: DEFAULT_CPU_PERIOD,
         }
     }
