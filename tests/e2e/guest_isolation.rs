@@ -6,8 +6,9 @@
 //! pods; a gzip bomb is refused at import.
 //!
 //! Nothing here asserts a wall-clock time: latencies are compared with latencies measured in
-//! the same run, and a spinner's share is its own progress compared with an unlimited
-//! spinner's in the same run.
+//! the same run (idle and loaded interleaved, with no other test's cluster running: the
+//! harness's `.exclusive()`), and a spinner's share is its own progress compared with an
+//! unlimited spinner's in the same run.
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ const SPINNER_LIMIT: &str = "100m";
 const SPINNER_SHARE: f64 = 0.1;
 /// How long the spinners' progress is measured for, by their own clocks.
 const WINDOW_MS: u64 = 4000;
+/// Rounds of idle and loaded measurements at most (the test stops at the first within 2x).
+const ROUNDS: usize = 3;
 
 /// Sorted latencies of `n` LISTs of the test's ConfigMaps, after a few unmeasured ones.
 async fn list_latencies(api: &Api<ConfigMap>, n: usize) -> Result<Vec<Duration>> {
@@ -139,10 +142,81 @@ async fn calibrate(cluster: &TestCluster, pods: &Api<Pod>, name: &str) -> Result
     Ok(peak)
 }
 
+/// One round of the load test: the LISTs' latencies under load, the idle p99s measured just
+/// before the spinners started and just after they were gone, and the spinners' reports at the
+/// start and the end of their measurement window.
+struct Round {
+    idle_p99: (Duration, Duration),
+    loaded: Vec<Duration>,
+    first: Vec<(u64, u64)>,
+    last: Vec<(u64, u64)>,
+}
+
+impl Round {
+    /// The idle p99 the loaded one is compared with: the higher of the two around it.
+    fn idle_p99(&self) -> Duration {
+        self.idle_p99.0.max(self.idle_p99.1)
+    }
+
+    fn ratio(&self) -> f64 {
+        percentile(&self.loaded, 99).as_secs_f64() / self.idle_p99().as_secs_f64()
+    }
+}
+
+/// Starts the spinners `names`, measures LIST latency while they run and their progress over
+/// [`WINDOW_MS`], and deletes them. `idle_before` is the idle p99 measured just before;
+/// returns the round and the idle latencies measured once the spinners are gone.
+async fn round(
+    cluster: &TestCluster,
+    config_maps: &Api<ConfigMap>,
+    pods: &Api<Pod>,
+    names: &[String],
+    idle_before: Duration,
+) -> Result<(Round, Vec<Duration>)> {
+    for name in names {
+        cluster
+            .apply_json(&spinner(cluster, name, Some(SPINNER_LIMIT))?)
+            .await?;
+    }
+    let mut first = Vec::new();
+    for name in names {
+        first.push(wait_reported(pods, name, 1000).await?);
+    }
+    let loaded = list_latencies(config_maps, LISTS).await?;
+    let mut last = Vec::new();
+    for (name, start) in names.iter().zip(&first) {
+        last.push(wait_reported(pods, name, start.1 + WINDOW_MS).await?);
+    }
+    cluster
+        .kubectl_ok(&[
+            "delete",
+            "pods",
+            "-l",
+            "app=spin",
+            "--grace-period=0",
+            "--force",
+        ])
+        .await?;
+    for name in names {
+        cluster.wait_pod_gone(name, DEADLINE).await?;
+    }
+    let idle_after = list_latencies(config_maps, LISTS).await?;
+    let round = Round {
+        idle_p99: (idle_before, percentile(&idle_after, 99)),
+        loaded,
+        first,
+        last,
+    };
+    Ok((round, idle_after))
+}
+
 #[tokio::test]
 async fn seventeen_spinners_at_100m_leave_list_latency_within_2x_of_idle_and_get_their_share()
 -> Result<()> {
+    // Alone on the machine: another test's servers and guests would load the LISTs measured
+    // under load and not the idle ones (or the other way round).
     let Some(cluster) = TestCluster::builder()
+        .exclusive()
         .embedded_agent(NodeSpec::named("isolated").cpu("8"))
         .start_with_samples("guest_isolation::seventeen_spinners")
         .await?
@@ -160,102 +234,93 @@ async fn seventeen_spinners_at_100m_leave_list_latency_within_2x_of_idle_and_get
         config_maps.create(&PostParams::default(), &cm).await?;
     }
 
-    let idle_before = list_latencies(&config_maps, LISTS).await?;
     let free_before = calibrate(&cluster, &pods, "spin-free-before").await?;
-
     let names: Vec<String> = (0..SPINNERS).map(|i| format!("spin-{i}")).collect();
-    for name in &names {
-        cluster
-            .apply_json(&spinner(&cluster, name, Some(SPINNER_LIMIT))?)
-            .await?;
-    }
-    let mut first = Vec::new();
-    for name in &names {
-        first.push(wait_reported(&pods, name, 1000).await?);
-    }
-    // Under load: the best of up to three measurements (a neighbour's burst on this shared
-    // machine can spoil one; a guest that holds the apiserver's threads spoils all three).
-    let mut loaded = Vec::new();
-    for _ in 0..3 {
-        let latencies = list_latencies(&config_maps, LISTS).await?;
-        let better = loaded.is_empty() || percentile(&latencies, 99) < percentile(&loaded, 99);
-        if better {
-            loaded = latencies;
-        }
-        if percentile(&loaded, 99) <= percentile(&idle_before, 99) * 2 {
+    // Idle and loaded measurements interleaved: each loaded series is compared with the idle
+    // ones just before and just after it, so a change in the machine's other load (it is
+    // shared with other work) between them spoils one round, not the comparison. Up to
+    // ROUNDS rounds until one is within 2x; a guest that holds the apiserver's threads
+    // spoils every round (that was 100x, see docs/benchmarks.md).
+    let mut idle = list_latencies(&config_maps, LISTS).await?;
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let (done, idle_after) =
+            round(&cluster, &config_maps, &pods, &names, percentile(&idle, 99)).await?;
+        eprintln!(
+            "round {}: LIST of 50 ConfigMaps, {LISTS} each: idle p50 {:.2} ms p99 {:.2} ms \
+             (before) / p50 {:.2} ms p99 {:.2} ms (after); {SPINNERS} spinners at \
+             {SPINNER_LIMIT}: p50 {:.2} ms p99 {:.2} ms ({:.2}x idle p99)",
+            rounds.len() + 1,
+            ms(percentile(&idle, 50)),
+            ms(done.idle_p99.0),
+            ms(percentile(&idle_after, 50)),
+            ms(done.idle_p99.1),
+            ms(percentile(&done.loaded, 50)),
+            ms(percentile(&done.loaded, 99)),
+            done.ratio(),
+        );
+        let within = done.ratio() <= 2.0;
+        rounds.push(done);
+        idle = idle_after;
+        if within {
             break;
         }
     }
-    let mut last = Vec::new();
-    for (name, start) in names.iter().zip(&first) {
-        last.push(wait_reported(&pods, name, start.1 + WINDOW_MS).await?);
-    }
-    cluster
-        .kubectl_ok(&[
-            "delete",
-            "pods",
-            "-l",
-            "app=spin",
-            "--grace-period=0",
-            "--force",
-        ])
-        .await?;
-    for name in &names {
-        cluster.wait_pod_gone(name, DEADLINE).await?;
-    }
-    let idle_after = list_latencies(&config_maps, LISTS).await?;
     let free_after = calibrate(&cluster, &pods, "spin-free-after").await?;
 
-    let idle_p99 = percentile(&idle_before, 99).max(percentile(&idle_after, 99));
-    let loaded_p99 = percentile(&loaded, 99);
     let core = free_before.max(free_after);
-    let shares: Vec<f64> = first
-        .iter()
-        .zip(&last)
-        .map(|(a, b)| rate(*a, *b) / core)
-        .collect();
-    eprintln!(
-        "LIST of 50 ConfigMaps, {LISTS} each: idle p50 {:.2} ms p99 {:.2} ms (before) / \
-         p50 {:.2} ms p99 {:.2} ms (after); {SPINNERS} spinners at {SPINNER_LIMIT}: \
-         p50 {:.2} ms p99 {:.2} ms ({:.2}x idle p99)",
-        ms(percentile(&idle_before, 50)),
-        ms(percentile(&idle_before, 99)),
-        ms(percentile(&idle_after, 50)),
-        ms(percentile(&idle_after, 99)),
-        ms(percentile(&loaded, 50)),
-        ms(loaded_p99),
-        loaded_p99.as_secs_f64() / idle_p99.as_secs_f64(),
-    );
     eprintln!(
         "one core: {core:.1} rounds/ms (unlimited spinner, before {free_before:.1}, after \
-         {free_after:.1}); spinners' shares of a core: {}; total {:.2} cores",
-        shares
+         {free_after:.1})"
+    );
+    let mut shares = Vec::new();
+    for (i, done) in rounds.iter().enumerate() {
+        let of_round: Vec<f64> = done
+            .first
             .iter()
-            .map(|s| format!("{s:.3}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        shares.iter().sum::<f64>(),
-    );
+            .zip(&done.last)
+            .map(|(a, b)| rate(*a, *b) / core)
+            .collect();
+        eprintln!(
+            "round {}: spinners' shares of a core: {}; total {:.2} cores",
+            i + 1,
+            of_round
+                .iter()
+                .map(|s| format!("{s:.3}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            of_round.iter().sum::<f64>(),
+        );
+        shares.push(of_round);
+    }
 
+    let best = rounds
+        .iter()
+        .min_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .context("no round was measured")?;
     assert!(
-        loaded_p99 <= idle_p99 * 2,
-        "LIST p99 with {SPINNERS} spinners is {:.2} ms, more than twice idle's {:.2} ms",
-        ms(loaded_p99),
-        ms(idle_p99)
+        best.ratio() <= 2.0,
+        "LIST p99 with {SPINNERS} spinners is more than twice idle's in each of {} rounds; \
+         at best {:.2} ms against {:.2} ms",
+        rounds.len(),
+        ms(percentile(&best.loaded, 99)),
+        ms(best.idle_p99())
     );
-    for (name, share) in names.iter().zip(&shares) {
-        // At most its quota (with room for the tick it may overrun by and for a calibration
-        // on a busy machine). At least a part of it: on a machine shared with other work
-        // (other tests, other builds) the guests' threads may get much less than the 1.7
-        // cores the quotas allow, but no spinner starves.
-        assert!(
-            *share <= SPINNER_SHARE * 2.0,
-            "{name} got {share:.3} of a core with a {SPINNER_LIMIT} limit: {shares:?}"
-        );
-        assert!(
-            *share >= SPINNER_SHARE / 10.0,
-            "{name} got only {share:.3} of a core with a {SPINNER_LIMIT} limit: {shares:?}"
-        );
+    for of_round in &shares {
+        for (name, share) in names.iter().zip(of_round) {
+            // At most its quota (with room for the tick it may overrun by and for a
+            // calibration on a busy machine). At least a part of it: on a machine shared with
+            // other work (other builds) the guests' threads may get much less than the 1.7
+            // cores the quotas allow, but no spinner starves.
+            assert!(
+                *share <= SPINNER_SHARE * 2.0,
+                "{name} got {share:.3} of a core with a {SPINNER_LIMIT} limit: {of_round:?}"
+            );
+            assert!(
+                *share >= SPINNER_SHARE / 10.0,
+                "{name} got only {share:.3} of a core with a {SPINNER_LIMIT} limit: {of_round:?}"
+            );
+        }
     }
     Ok(())
 }

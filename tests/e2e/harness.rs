@@ -14,6 +14,12 @@
 //! ([`nodes`]); `.start_with_samples(test)` also imports the sample images into every node, and
 //! fails naming `samples/build --oci` when they are not built ([`pods`]); [`images`] packages modules written at
 //! test time. `cluster.kill9_agent(i)` / `cluster.restart_agent(i)` act on agent processes.
+//!
+//! The tests of the binary run in parallel, and every cluster shares the machine with the
+//! others'. A test that measures the machine (the guest isolation test compares the API's
+//! latency under load with its idle latency) asks for `.exclusive()`: its cluster waits until
+//! no other cluster is alive and no other cluster starts until it is dropped (see
+//! [`MACHINE`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -45,9 +51,41 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// The pause between two polls of a condition.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Every live [`TestCluster`] holds this lock: for reading, shared with the other tests'
+/// clusters, or for writing when its test asked for [`TestClusterBuilder::exclusive`]. Tokio's
+/// lock is fair, so an exclusive cluster waiting for the clusters alive now keeps new ones from
+/// starting. A test holds at most one cluster at a time (a second read while a writer waits
+/// would wait for the writer, which waits for the first read).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A cluster's hold on [`MACHINE`], released when the cluster is dropped.
+enum MachineClaim {
+    Shared {
+        _guard: tokio::sync::RwLockReadGuard<'static, ()>,
+    },
+    Exclusive {
+        _guard: tokio::sync::RwLockWriteGuard<'static, ()>,
+    },
+}
+
+impl MachineClaim {
+    async fn take(exclusive: bool) -> Self {
+        if exclusive {
+            Self::Exclusive {
+                _guard: MACHINE.write().await,
+            }
+        } else {
+            Self::Shared {
+                _guard: MACHINE.read().await,
+            }
+        }
+    }
+}
+
 /// Options for a [`TestCluster`] before it starts.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TestClusterBuilder {
+    exclusive: bool,
     history_max_events: Option<u64>,
     history_max_age_secs: Option<u64>,
     embedded_agent: Option<NodeSpec>,
@@ -66,6 +104,14 @@ impl TestClusterBuilder {
     #[allow(dead_code)]
     pub(crate) fn history_max_age_secs(mut self, secs: u64) -> Self {
         self.history_max_age_secs = Some(secs);
+        self
+    }
+
+    /// Run this cluster alone: it starts once every other test's cluster is gone, and no other
+    /// cluster starts until it is dropped. For tests whose measurements another test's load
+    /// would spoil; the rest share the machine.
+    pub(crate) fn exclusive(mut self) -> Self {
+        self.exclusive = true;
         self
     }
 
@@ -104,6 +150,7 @@ impl TestClusterBuilder {
 
     /// Spawn the server and wait until `/readyz` answers 200.
     pub(crate) async fn start(self) -> Result<TestCluster> {
+        let claim = MachineClaim::take(self.exclusive).await;
         let data_dir = tempfile::Builder::new()
             .prefix("wasmkube-e2e-")
             .tempdir()
@@ -137,6 +184,7 @@ impl TestClusterBuilder {
             embedded,
             agents: Vec::new(),
             imported: std::sync::Mutex::new(Vec::new()),
+            _claim: claim,
         };
         cluster.spawn_and_wait_ready().await?;
         if !self.agents.is_empty() {
@@ -166,7 +214,8 @@ pub(crate) struct KubectlOutput {
 /// node agents of the cluster: the server's embedded one (when asked for) and separate
 /// `wasmkube agent` processes.
 ///
-/// Dropping it kills the server and the agents (SIGKILL) and removes their data directories.
+/// Dropping it kills the server and the agents (SIGKILL), removes their data directories and
+/// then lets other clusters have the machine.
 pub(crate) struct TestCluster {
     data_dir: tempfile::TempDir,
     port: u16,
@@ -176,6 +225,8 @@ pub(crate) struct TestCluster {
     agents: Vec<AgentProcess>,
     /// The OCI layouts imported so far, for nodes that join later.
     imported: std::sync::Mutex<Vec<PathBuf>>,
+    /// The last field: dropped after the processes are killed and the directories removed.
+    _claim: MachineClaim,
 }
 
 impl TestCluster {
