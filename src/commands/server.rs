@@ -65,6 +65,12 @@ pub(crate) struct ServerCommand {
     #[arg(long, default_value = "RBAC", value_name = "MODE[,MODE]", value_delimiter = ',',
           value_parser = parse_authorization_mode)]
     authorization_mode: Vec<wasmkube_apiserver::authz::AuthorizationMode>,
+    /// An EncryptionConfiguration (apiserver.config.k8s.io/v1) saying which resources are
+    /// encrypted at rest and with which keys (aescbc, aesgcm, secretbox, identity), as
+    /// kube-apiserver's flag [default: <data-dir>/encryption-config.yaml, written for a new
+    /// cluster: Secrets with a fresh secretbox key, then identity].
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<std::path::PathBuf>,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -130,6 +136,7 @@ impl ServerCommand {
                 unreachable: self.default_unreachable_toleration_seconds,
             },
             authorization_modes: self.authorization_mode.clone(),
+            encryption_provider_config: self.encryption_provider_config.clone(),
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();

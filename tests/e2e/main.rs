@@ -23,6 +23,7 @@ mod daemonsets;
 mod deployments;
 mod drain;
 mod durability;
+mod encryption;
 mod guest_isolation;
 mod harness;
 mod host_files;

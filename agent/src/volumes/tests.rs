@@ -35,6 +35,7 @@ async fn apiserver() -> ApiServer {
             history_max_age: Duration::from_secs(60),
             default_toleration_seconds: Default::default(),
             authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
+            encryption_provider_config: None,
         },
         async move {
             let _ = stopped.await;

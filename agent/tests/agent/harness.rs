@@ -48,6 +48,7 @@ async fn start_apiserver(dir: &std::path::Path, bind: SocketAddr) -> (Apiserver,
             history_max_age: Duration::from_secs(600),
             default_toleration_seconds: Default::default(),
             authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
+            encryption_provider_config: None,
         },
         shutdown,
     )

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod filter;
 pub mod handlers;

@@ -28,6 +28,9 @@ pub struct Config {
     /// The authorizers every request is put to, in order (`--authorization-mode`; the
     /// `system:masters` group is always allowed first).
     pub authorization_modes: Vec<crate::authz::AuthorizationMode>,
+    /// The EncryptionConfiguration (`--encryption-provider-config`); `None` = the data
+    /// directory's own, written for a new cluster (Secrets encrypted, then identity).
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Errors that stop the apiserver from starting.
@@ -43,6 +46,9 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error("cannot open the store: {0}")]
     Store(#[source] wasmkube_store::StoreError),
+    /// The encryption provider configuration is unusable.
+    #[error("{0}")]
+    Encryption(#[source] crate::encryption::ConfigError),
     /// Certificates or tokens cannot be created or loaded.
     #[error("cannot set up TLS: {0}")]
     Pki(#[source] crate::pki::PkiError),
@@ -132,7 +138,12 @@ pub async fn start(
         ..wasmkube_store::StoreConfig::new(config.data_dir.join("store.redb"))
     })
     .map_err(StartError::Store)?;
-    let store: Arc<dyn wasmkube_store::Store> = store;
+    let encryption = match &config.encryption_provider_config {
+        Some(path) => crate::encryption::EncryptionConfig::load(path),
+        None => crate::encryption::EncryptionConfig::load_or_create_default(&config.data_dir),
+    }
+    .map_err(StartError::Encryption)?;
+    let store = crate::encryption::EncryptedStore::wrap(store, encryption);
 
     let mut sans = config.extra_sans.clone();
     sans.push(config.bind.ip().to_string());

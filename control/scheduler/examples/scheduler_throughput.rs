@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
             history_max_age: Duration::from_secs(600),
             default_toleration_seconds: Default::default(),
             authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
+            encryption_provider_config: None,
         },
         async move {
             let _ = server_stopped.await;

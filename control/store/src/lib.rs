@@ -197,4 +197,11 @@ pub trait Store: Send + Sync + 'static {
     /// A revision at or below the compacted one is a no-op; beyond the current one,
     /// `FutureRevision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+    /// Whether the value of `key` at `mod_revision` is stored in a form a write would change
+    /// (encrypted with a key that is no longer the first, as Kubernetes' "stale" transform):
+    /// an update that changes nothing must still write it. Plain backends never are.
+    async fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
+        let _ = (key, mod_revision);
+        false
+    }
 }

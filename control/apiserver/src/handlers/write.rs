@@ -486,7 +486,9 @@ pub async fn apply_update(
             )?;
         }
         validate(rt, &new, Some(&current))?;
-        if same_object(&current, &new) {
+        // A value read with an old encryption key is rewritten even when nothing changed:
+        // that is how keys rotate (`kubectl replace` of every object).
+        if same_object(&current, &new) && !store.is_stale(&key, kv.mod_revision).await {
             return Ok(Updated {
                 object: current,
                 warnings: Vec::new(),

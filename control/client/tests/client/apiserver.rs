@@ -23,6 +23,7 @@ pub(crate) async fn start_apiserver() -> Result<(
             history_max_age: Duration::from_secs(600),
             default_toleration_seconds: Default::default(),
             authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
+            encryption_provider_config: None,
         },
         async move {
             let _ = stopped.await;
