@@ -29,7 +29,7 @@ async fn post_json(client: &kube::Client, path: &str, body: &Value) -> Result<Ra
 }
 
 /// Check that `response` is a failure Status with `code` and `reason`; return the Status.
-fn expect_status(response: &RawResponse, code: u16, reason: &str) -> Result<Value> {
+pub(crate) fn expect_status(response: &RawResponse, code: u16, reason: &str) -> Result<Value> {
     assert_eq!(response.status, code, "body: {}", response.body);
     let status = response.json()?;
     assert_eq!(status["kind"], "Status", "{status:#}");
@@ -45,7 +45,7 @@ fn expect_status(response: &RawResponse, code: u16, reason: &str) -> Result<Valu
 }
 
 /// The server still serves a normal request.
-async fn still_serving(client: &kube::Client, after: &str) -> Result<()> {
+pub(crate) async fn still_serving(client: &kube::Client, after: &str) -> Result<()> {
     let response = raw::get(client, "/api/v1/namespaces")
         .await
         .with_context(|| format!("the server stopped answering after {after}"))?;

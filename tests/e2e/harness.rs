@@ -250,6 +250,12 @@ impl TestCluster {
         self.data_dir().join("server.log")
     }
 
+    /// The process id of the running server.
+    #[allow(dead_code)]
+    pub(crate) fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The port the server listens on.
     #[allow(dead_code)]
     pub(crate) fn port(&self) -> u16 {
@@ -646,6 +652,9 @@ pub(crate) mod raw {
     pub(crate) struct RawResponse {
         /// The HTTP status code.
         pub(crate) status: u16,
+        /// The response headers.
+        #[allow(dead_code)]
+        pub(crate) headers: http::HeaderMap,
         /// The body, as text.
         pub(crate) body: String,
     }
@@ -681,6 +690,7 @@ pub(crate) mod raw {
             .await
             .with_context(|| format!("{method} {path}"))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
@@ -689,6 +699,7 @@ pub(crate) mod raw {
             .to_bytes();
         Ok(RawResponse {
             status,
+            headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }

@@ -31,6 +31,7 @@ mod hostile;
 mod jobs;
 mod kube_client;
 mod kubectl;
+mod limits;
 mod node_lifecycle;
 mod quota;
 mod rbac;

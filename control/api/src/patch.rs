@@ -41,6 +41,10 @@ pub use schema::supports_strategic;
 /// The most operations one JSON patch may carry, as in Kubernetes (`maxJSONPatchOperations`).
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
+/// The most bytes the `copy` operations of one JSON patch may add up to (the serialized
+/// sizes of what they copy), as kube-apiserver's `--json-patch-max-copy-bytes` default (3 MiB).
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
 /// A patch format, chosen by the request's `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PatchType {
@@ -107,6 +111,19 @@ pub enum PatchError {
         /// How many operations the patch had.
         count: usize,
     },
+    /// The `copy` operations of a JSON patch duplicate more than
+    /// [`MAX_JSON_PATCH_COPY_BYTES`] in all. Kubernetes: 422 with reason Invalid and
+    /// evanphx/json-patch's message.
+    #[error(
+        "Unable to complete the copy, the accumulated size increase of copy is {accumulated}, exceeding the limit {limit}"
+    )]
+    CopyTooLarge {
+        /// The bytes counted when the patch was stopped (measuring stops once past the
+        /// limit, so this is a lower bound of what the copies would have added).
+        accumulated: usize,
+        /// The limit, [`MAX_JSON_PATCH_COPY_BYTES`].
+        limit: usize,
+    },
     /// A JSON patch operation could not be applied: a `test` that failed, a path that does
     /// not exist. Kubernetes: 422 with reason Invalid.
     #[error("json patch operation {index} ({op} {path}) failed: {reason}")]
@@ -142,6 +159,7 @@ impl PatchError {
             PatchError::Malformed { .. } => 400,
             PatchError::TooManyOperations { .. } => 413,
             PatchError::OperationFailed { .. }
+            | PatchError::CopyTooLarge { .. }
             | PatchError::Unprocessable { .. }
             | PatchError::ResultNotAnObject => 422,
         }

@@ -213,6 +213,11 @@ pub fn store_error(rt: &ResourceType, name: &str, err: wasmkube_store::StoreErro
             close_connection: false,
         },
         E::Closed => ApiError::unavailable("the apiserver is shutting down"),
+        E::TooLarge { size, limit, .. } => ApiError::too_large(format!(
+            "Request entity too large: {} \"{name}\" would be {size} bytes when stored, over the \
+             limit of {limit} bytes (etcdserver: request is too large)",
+            crate::error::group_resource(rt.group, rt.plural)
+        )),
         other => ApiError::internal(other.to_string()),
     }
 }

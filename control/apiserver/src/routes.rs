@@ -273,7 +273,7 @@ async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<bytes::Bytes
 
 fn too_large() -> ApiError {
     ApiError::too_large(format!(
-        "the request body is larger than the limit of {MAX_BODY_BYTES} bytes (3 MiB)"
+        "Request entity too large: limit is {MAX_BODY_BYTES}"
     ))
 }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 mod redb_store;
 
-pub use redb_store::{RedbStore, StoreConfig};
+pub use redb_store::{DEFAULT_MAX_VALUE_BYTES, RedbStore, StoreConfig};
 
 /// A cluster-wide, strictly increasing write counter. `0` means "nothing yet".
 pub type Revision = i64;
@@ -134,6 +134,16 @@ pub enum StoreError {
         requested: Revision,
         current: Revision,
     },
+    /// A value (with its key) larger than the store accepts, as etcd's `--max-request-bytes`
+    /// ("etcdserver: request is too large"). Nothing was written.
+    #[error(
+        "request is too large: key {key} and its value are {size} bytes, over the limit of {limit} bytes"
+    )]
+    TooLarge {
+        key: String,
+        size: usize,
+        limit: usize,
+    },
     /// A watcher fell too far behind and its events were compacted away.
     #[error("watcher fell behind: events after revision {revision} were compacted")]
     WatcherTooSlow { revision: Revision },
@@ -169,9 +179,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys under a prefix, in key order, optionally at a past revision and paged.
     async fn list(&self, opts: ListOptions) -> Result<ListResult>;
-    /// Creates `key`; fails with `AlreadyExists` if present.
+    /// Creates `key`; fails with `AlreadyExists` if present, with `TooLarge` if key and
+    /// value are over the store's size limit.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
-    /// Replaces `key` if its mod revision is `expected_mod_revision`.
+    /// Replaces `key` if its mod revision is `expected_mod_revision` (`TooLarge` as
+    /// [`Store::create`]).
     async fn update(
         &self,
         key: &str,

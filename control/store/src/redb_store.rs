@@ -64,7 +64,14 @@ pub struct StoreConfig {
     /// How many recent events are kept in memory for watchers (older ones are read from
     /// disk). Default 8,192.
     pub ring_max_events: usize,
+    /// The most bytes a key and its value may have together; larger writes fail with
+    /// [`StoreError::TooLarge`]. Default [`DEFAULT_MAX_VALUE_BYTES`], etcd's.
+    pub max_value_bytes: usize,
 }
+
+/// etcd's default `--max-request-bytes` (1.5 MiB), the largest object a Kubernetes cluster
+/// stores.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
 
 impl StoreConfig {
     /// A configuration for the file at `path` with the default history bounds.
@@ -74,6 +81,7 @@ impl StoreConfig {
             history_max_events: 100_000,
             history_max_age: Duration::from_secs(5 * 60),
             ring_max_events: 8192,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -108,6 +116,7 @@ impl Shared {
 pub struct RedbStore {
     shared: Arc<Shared>,
     path: PathBuf,
+    max_value_bytes: usize,
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -157,6 +166,7 @@ impl RedbStore {
         Ok(Arc::new(RedbStore {
             shared,
             path: config.path,
+            max_value_bytes: config.max_value_bytes,
             requests: Some(requests),
             writer: Some(writer),
         }))
@@ -165,6 +175,19 @@ impl RedbStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses a key and value over [`StoreConfig::max_value_bytes`] before it costs a write.
+    fn check_size(&self, key: &str, value: &Bytes) -> Result<()> {
+        let size = key.len() + value.len();
+        if size > self.max_value_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.to_owned(),
+                size,
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Sends a mutation to the writer and waits until it is durable (or refused).
@@ -228,6 +251,7 @@ impl Store for RedbStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        self.check_size(key, &value)?;
         match self
             .write(WriteOp::Create {
                 key: key.to_owned(),
@@ -246,6 +270,7 @@ impl Store for RedbStore {
         value: Bytes,
         expected_mod_revision: Revision,
     ) -> Result<KeyValue> {
+        self.check_size(key, &value)?;
         let op = WriteOp::Update {
             key: key.to_owned(),
             value,

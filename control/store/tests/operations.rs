@@ -75,6 +75,28 @@ async fn create_of_an_existing_key_fails_with_already_exists_and_takes_no_revisi
 }
 
 #[tokio::test]
+async fn writes_over_the_size_limit_fail_with_too_large_and_take_no_revision() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let limit = wasmkube_store::DEFAULT_MAX_VALUE_BYTES;
+    let key = "/big";
+    let fits = Bytes::from(vec![b'x'; limit - key.len()]);
+    let created = store.create(key, fits).await.unwrap();
+    let over = Bytes::from(vec![b'x'; limit - key.len() + 1]);
+    let err = store
+        .update(key, over.clone(), created.mod_revision)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { size, limit: l, .. } if size == limit + 1 && l == limit),
+        "{err:?}"
+    );
+    let err = store.create("/big", over).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[tokio::test]
 async fn update_with_the_current_mod_revision_replaces_the_value_and_keeps_the_create_revision() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);

@@ -2,11 +2,20 @@
 //! Kubernetes' limits and error classes (see `handlers/patch.go` in k8s.io/apiserver):
 //! a patch that does not decode is 400, more than 10 000 operations is 413, an operation
 //! that fails (a `test` mismatch, a missing path) is 422.
+//!
+//! `copy` is the one operation that makes a document larger than the patch that asks for
+//! it (a 900-byte patch of doubling copies reached 134 MB). As kube-apiserver
+//! (`--json-patch-max-copy-bytes`, evanphx/json-patch's `AccumulatedCopySizeLimit`), the
+//! serialized sizes of everything the copies of one patch duplicate are added up and the
+//! patch fails with 422 once the sum passes [`MAX_JSON_PATCH_COPY_BYTES`]. The check runs
+//! *before* each copy, on the document as the earlier operations left it, so the document
+//! never grows past `original + patch body + the limit`, and measuring stops as soon as
+//! the budget is spent, so no copy is serialized in full to be refused.
 
 use json_patch::{PatchErrorKind, PatchOperation};
 use serde_json::Value;
 
-use super::{MAX_JSON_PATCH_OPERATIONS, PatchError};
+use super::{MAX_JSON_PATCH_COPY_BYTES, MAX_JSON_PATCH_OPERATIONS, PatchError};
 
 /// Applies an RFC 6902 JSON patch to a copy of `original`.
 pub(super) fn apply_json_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
@@ -30,18 +39,62 @@ pub(super) fn apply_json_patch(original: &Value, patch: &Value) -> Result<Value,
         .collect::<Result<_, _>>()?;
 
     let mut doc = original.clone();
-    // `patch_unsafe` leaves the document half-patched on error, which is fine: `doc` is a
-    // copy that is dropped then. It also avoids the crate's undo path.
-    json_patch::patch_unsafe(&mut doc, &ops).map_err(|e| {
-        let op = ops.get(e.operation);
-        PatchError::OperationFailed {
-            index: e.operation,
-            op: op.map(op_name).unwrap_or("unknown"),
-            path: e.path.to_string(),
-            reason: describe(&e.kind, op),
+    let mut copied = 0usize;
+    for (index, op) in ops.iter().enumerate() {
+        if let PatchOperation::Copy(copy) = op
+            && let Some(source) = doc.pointer(copy.from.as_str())
+        {
+            let budget = MAX_JSON_PATCH_COPY_BYTES - copied;
+            match serialized_len_within(source, budget) {
+                Ok(len) => copied += len,
+                Err(over) => {
+                    return Err(PatchError::CopyTooLarge {
+                        accumulated: copied + over,
+                        limit: MAX_JSON_PATCH_COPY_BYTES,
+                    });
+                }
+            }
         }
-    })?;
+        // One operation at a time, so the copy budget is checked against the document as
+        // the operations before left it. `patch_unsafe` leaves the document half-patched
+        // on error, which is fine: `doc` is a copy that is dropped then.
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).map_err(|e| {
+            PatchError::OperationFailed {
+                index,
+                op: op_name(op),
+                path: e.path.to_string(),
+                reason: describe(&e.kind, Some(op)),
+            }
+        })?;
+    }
     Ok(doc)
+}
+
+/// The length of `value` serialized as JSON if it is at most `budget` bytes; otherwise
+/// `Err` with how many bytes were counted before giving up (more than `budget`).
+fn serialized_len_within(value: &Value, budget: usize) -> Result<usize, usize> {
+    /// Counts bytes and fails the serialization once past the budget.
+    struct Counter {
+        counted: usize,
+        budget: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.counted += buf.len();
+            if self.counted > self.budget {
+                return Err(std::io::Error::other("over budget"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { counted: 0, budget };
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => Ok(counter.counted),
+        Err(_) => Err(counter.counted),
+    }
 }
 
 /// Applies an RFC 7386 JSON merge patch to a copy of `original`.
@@ -238,6 +291,67 @@ mod tests {
             ]),
         );
         assert_eq!(original, deployment());
+    }
+
+    /// Review finding 5: a ~900-byte patch of doubling copies made a 134 MB object. Each
+    /// copy doubles `/a`; the copies stop at the limit, long before the document is large.
+    #[test]
+    fn json_patch_copies_past_the_copy_limit_fail_with_a_422_before_growing() {
+        let mut ops = vec![json!({"op": "add", "path": "/a", "value": ["x".repeat(64)]})];
+        // Unbounded, 20 doublings of 70 bytes would be 73 MB.
+        ops.extend((0..20).map(|_| json!({"op": "copy", "from": "/a", "path": "/a/-"})));
+        let patch = Value::Array(ops);
+        assert!(patch.to_string().len() < 1024, "a small patch");
+        let err = apply_json_patch(&deployment(), &patch).unwrap_err();
+        assert_eq!(err.http_code(), 422);
+        let PatchError::CopyTooLarge { accumulated, limit } = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        let (accumulated, limit) = (*accumulated, *limit);
+        assert_eq!(limit, MAX_JSON_PATCH_COPY_BYTES);
+        assert!(accumulated > limit, "{accumulated}");
+        // Never measured (or grown) much past the limit: at most the last copy's budget.
+        assert!(accumulated <= 2 * limit, "{accumulated}");
+        assert!(
+            err.to_string().starts_with(
+                "Unable to complete the copy, the accumulated size increase of copy is"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn json_patch_copies_within_the_limit_apply() {
+        let patched = apply_json_patch(
+            &deployment(),
+            &json!([
+                {"op": "copy", "from": "/metadata/labels", "path": "/spec/selector"},
+                {"op": "copy", "from": "/spec/template/spec/containers/0", "path": "/spec/template/spec/containers/-"}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(patched["spec"]["selector"], json!({"app": "web"}));
+        assert_eq!(
+            patched["spec"]["template"]["spec"]["containers"][2]["name"],
+            "web"
+        );
+    }
+
+    #[test]
+    fn json_patch_copy_from_a_missing_path_is_a_422_naming_it() {
+        let err = apply_json_patch(
+            &deployment(),
+            &json!([
+                {"op": "test", "path": "/spec/replicas", "value": 1},
+                {"op": "copy", "from": "/nope", "path": "/spec/x"}
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.http_code(), 422);
+        let PatchError::OperationFailed { index, op, .. } = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!((*index, *op), (1, "copy"));
     }
 
     #[test]

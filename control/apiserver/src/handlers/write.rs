@@ -376,14 +376,16 @@ pub fn apply_patch(
         |e| {
             let code =
                 StatusCode::from_u16(e.http_code()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            // As apimachinery's NewRequestEntityTooLargeError words a 413.
+            let message = if code == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("Request entity too large: {e}")
+            } else {
+                e.to_string()
+            };
             ApiError {
                 code,
-                reason: if code == StatusCode::UNPROCESSABLE_ENTITY {
-                    "Invalid"
-                } else {
-                    "BadRequest"
-                },
-                message: e.to_string(),
+                reason: e.reason(),
+                message,
                 details: None,
                 close_connection: false,
             }
