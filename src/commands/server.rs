@@ -82,12 +82,47 @@ pub(crate) struct ServerCommand {
     #[arg(long)]
     disable_controllers: bool,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     controllers: super::controllers::ControllerArgs,
     #[command(flatten)]
     node: NodeArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// The limits that protect the apiserver from its clients (kube-apiserver's flags and
+/// defaults where it has them).
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Read-only requests served at once; more are answered 429 with Retry-After (watches
+    /// and logs are not counted, system:masters and health probes are exempt; 0: no limit).
+    #[arg(long, default_value_t = wasmkube_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT, value_name = "N")]
+    max_requests_inflight: usize,
+    /// Mutating requests served at once; more are answered 429 with Retry-After (0: no
+    /// limit).
+    #[arg(long, default_value_t = wasmkube_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, value_name = "N")]
+    max_mutating_requests_inflight: usize,
+    /// Close a client connection that has had no request in flight for this long.
+    #[arg(long, default_value_t = 90, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_connection_timeout: u64,
+    /// Close a client connection that has not finished its TLS handshake in this long.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    tls_handshake_timeout: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> wasmkube_apiserver::Limits {
+        wasmkube_apiserver::Limits {
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+            serve: wasmkube_apiserver::serve::ServeOptions {
+                handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+                idle_timeout: Duration::from_secs(self.idle_connection_timeout),
+            },
+        }
+    }
 }
 
 /// Parses one value of `--authorization-mode`.
@@ -143,14 +178,15 @@ impl ServerCommand {
         let apiserver_shutdown = async move {
             let _ = apiserver_stopped.await;
         };
-        let running = wasmkube_apiserver::start(config, apiserver_shutdown)
-            .await
-            .with_context(|| {
-                format!(
-                    "starting the server with data directory {}",
-                    data_dir.display()
-                )
-            })?;
+        let running =
+            wasmkube_apiserver::start_with_limits(config, self.limits.limits(), apiserver_shutdown)
+                .await
+                .with_context(|| {
+                    format!(
+                        "starting the server with data directory {}",
+                        data_dir.display()
+                    )
+                })?;
         let client = client_from_kubeconfig(&running.kubeconfig).await?;
 
         let mut tasks = Vec::new();

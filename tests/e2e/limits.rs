@@ -1,7 +1,7 @@
 //! The limits that protect the apiserver (issue 9, review findings 5 and 10): the size of an
-//! object after every write path and JSON patch `copy` amplification. Each test drives a real
-//! server over HTTPS and asserts the Status Kubernetes answers with, and that the server
-//! stays healthy.
+//! object after every write path, JSON patch `copy` amplification, watch buffers, requests in
+//! flight, idle connections and per-client fairness. Each test drives a real server over
+//! HTTPS and asserts the Status Kubernetes answers with, and that the server stays healthy.
 
 use anyhow::{Context, Result, bail};
 use http::Method;
@@ -238,5 +238,312 @@ async fn objects_over_the_store_limit_are_refused_on_every_write_path() -> Resul
         "no refused write changed the Deployment"
     );
     still_serving(&client, "objects over the store limit").await?;
+    Ok(())
+}
+
+/// A raw TLS connection to the cluster, as `user` (a client certificate the cluster CA
+/// issued, no groups but `system:authenticated`), offering HTTP/1.1 only.
+async fn connect_as(
+    cluster: &TestCluster,
+    user: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let pki = wasmkube_apiserver::pki::Pki::load_or_create(cluster.data_dir(), &[])
+        .context("loading the cluster PKI")?;
+    let (cert, key) = pki.issue_client_cert(user, &[])?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes())?)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+        PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", cluster.port())).await?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await
+        .context("TLS handshake")?;
+    Ok(stream)
+}
+
+/// Starts `method path` as `user` with a body that never arrives: the request holds its
+/// seat until the returned connection is dropped.
+async fn stalled_request(
+    cluster: &TestCluster,
+    user: &str,
+    method: &str,
+    path: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = connect_as(cluster, user).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await?;
+    Ok(stream)
+}
+
+/// A kube client for `user` that does not retry 429s by itself (kube-rs' default does).
+async fn client_as(cluster: &TestCluster, user: &str) -> Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let path = cluster.user_kubeconfig(user, &[])?;
+    let kubeconfig = Kubeconfig::read_from(&path)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The value of the sample `name` (with its labels, e.g. `x{a="b"}`) at `/metrics`.
+async fn metric(admin: &kube::Client, sample: &str) -> Result<f64> {
+    let text = raw::get(admin, "/metrics").await?.body;
+    let prefix = format!("{sample} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .with_context(|| format!("no {sample} in /metrics:\n{text}"))?
+        .trim()
+        .parse()
+        .context("a metric value")
+}
+
+/// Waits until `/metrics` shows `sample` at `value`.
+async fn metric_reaches(admin: &kube::Client, sample: &str, value: f64) -> Result<()> {
+    crate::harness::poll_until(
+        &format!("{sample} = {value}"),
+        std::time::Duration::from_secs(30),
+        || async { Ok((metric(admin, sample).await? == value).then_some(())) },
+    )
+    .await
+}
+
+/// `--max-requests-inflight` and `--max-mutating-requests-inflight`: over the limit a request
+/// is answered 429 with `Retry-After: 1` and Kubernetes' message; watches take no seat;
+/// system:masters and health probes are exempt; a freed seat serves the next request.
+#[tokio::test]
+async fn requests_over_the_in_flight_limits_get_429_with_retry_after() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .server_arg("--disable-scheduler")
+        .server_arg("--max-requests-inflight=1")
+        .server_arg("--max-mutating-requests-inflight=1")
+        .start()
+        .await?;
+    let admin = cluster.client().await?;
+    for user in ["alice", "bob"] {
+        cluster
+            .kubectl_ok(&[
+                "create",
+                "rolebinding",
+                &format!("{user}-edit"),
+                "--clusterrole=edit",
+                &format!("--user={user}"),
+                "-n",
+                "default",
+            ])
+            .await?;
+    }
+    let bob = client_as(&cluster, "bob").await?;
+    let configmap =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+
+    // Alice's create holds the only mutating seat.
+    let held = stalled_request(&cluster, "alice", "POST", CONFIGMAPS).await?;
+    metric_reaches(
+        &admin,
+        "apiserver_current_inflight_requests{request_kind=\"mutating\"}",
+        1.0,
+    )
+    .await?;
+    let refused = send_json(
+        &bob,
+        Method::POST,
+        CONFIGMAPS,
+        "application/json",
+        &configmap("b1"),
+    )
+    .await?;
+    let status = expect_status(&refused, 429, "TooManyRequests")?;
+    assert_eq!(
+        status["message"],
+        "Too many requests, please try again later."
+    );
+    assert_eq!(status["details"]["retryAfterSeconds"], 1, "{status:#}");
+    assert_eq!(
+        refused
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    // kubectl tells its user the same.
+    let bob_kubeconfig = cluster.user_kubeconfig("bob", &[])?;
+    let stderr = cluster
+        .kubectl_fails(&[
+            &format!("--kubeconfig={}", bob_kubeconfig.display()),
+            "create",
+            "configmap",
+            "b2",
+            "-n",
+            "default",
+        ])
+        .await?;
+    assert!(stderr.contains("Too many requests"), "{stderr}");
+    // Reads have seats of their own, and the cluster admin is never refused.
+    assert_eq!(raw::get(&bob, CONFIGMAPS).await?.status, 200);
+    let created = send_json(
+        &admin,
+        Method::POST,
+        CONFIGMAPS,
+        "application/json",
+        &configmap("a1"),
+    )
+    .await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    // Alice's list holds the only read-only seat: bob's list is refused, his watch is not.
+    let held_read = stalled_request(&cluster, "alice", "GET", CONFIGMAPS).await?;
+    metric_reaches(
+        &admin,
+        "apiserver_current_inflight_requests{request_kind=\"readOnly\"}",
+        1.0,
+    )
+    .await?;
+    expect_status(&raw::get(&bob, CONFIGMAPS).await?, 429, "TooManyRequests")?;
+    // Health probes take no seat: a busy server is not a dead one.
+    let ready = raw::get(&bob, "/readyz").await?;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let watch = raw::get(&bob, &format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1")).await?;
+    assert_eq!(watch.status, 200, "{}", watch.body);
+    assert!(watch.body.contains("\"a1\""), "{}", watch.body);
+    assert!(
+        metric(
+            &admin,
+            "apiserver_dropped_requests_total{request_kind=\"mutating\"}"
+        )
+        .await?
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &admin,
+            "apiserver_dropped_requests_total{request_kind=\"readOnly\"}"
+        )
+        .await?
+            >= 1.0
+    );
+
+    // Seats come back when the requests end.
+    drop((held, held_read));
+    metric_reaches(
+        &admin,
+        "apiserver_current_inflight_requests{request_kind=\"mutating\"}",
+        0.0,
+    )
+    .await?;
+    let created = send_json(
+        &bob,
+        Method::POST,
+        CONFIGMAPS,
+        "application/json",
+        &configmap("b3"),
+    )
+    .await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    Ok(())
+}
+
+/// Fairness: one client that keeps requests in flight gets a share of the seats, never all
+/// of them, so another client is still served.
+#[tokio::test]
+async fn one_client_cannot_take_every_seat() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .server_arg("--disable-scheduler")
+        .server_arg("--max-requests-inflight=4")
+        .start()
+        .await?;
+    let admin = cluster.client().await?;
+    for user in ["greedy", "bob"] {
+        cluster
+            .kubectl_ok(&[
+                "create",
+                "rolebinding",
+                &format!("{user}-view"),
+                "--clusterrole=view",
+                &format!("--user={user}"),
+                "-n",
+                "default",
+            ])
+            .await?;
+    }
+    // The greedy client tries to hold eight lists at once; alone it gets half the seats
+    // (the admin reading /metrics is exempt and takes none).
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(stalled_request(&cluster, "greedy", "GET", CONFIGMAPS).await?);
+    }
+    metric_reaches(
+        &admin,
+        "apiserver_current_inflight_requests{request_kind=\"readOnly\"}",
+        2.0,
+    )
+    .await?;
+    assert!(
+        metric(
+            &admin,
+            "apiserver_dropped_requests_total{request_kind=\"readOnly\"}"
+        )
+        .await?
+            >= 6.0
+    );
+    let greedy = client_as(&cluster, "greedy").await?;
+    expect_status(
+        &raw::get(&greedy, CONFIGMAPS).await?,
+        429,
+        "TooManyRequests",
+    )?;
+    // Another client is served all the same.
+    let bob = client_as(&cluster, "bob").await?;
+    let listed = raw::get(&bob, CONFIGMAPS).await?;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    drop(held);
+    Ok(())
+}
+
+/// Idle connections are closed (`--idle-connection-timeout`, `--tls-handshake-timeout`):
+/// one that never finishes its TLS handshake, and one that finished it but sends nothing.
+#[tokio::test]
+async fn idle_connections_are_closed_by_the_server() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .server_arg("--disable-scheduler")
+        .server_arg("--idle-connection-timeout=1")
+        .server_arg("--tls-handshake-timeout=1")
+        .start()
+        .await?;
+    let deadline = std::time::Duration::from_secs(30);
+    let mut no_handshake = tokio::net::TcpStream::connect(("127.0.0.1", cluster.port())).await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(deadline, no_handshake.read_to_end(&mut rest))
+        .await
+        .context("the server kept a connection without a TLS handshake")??;
+    let mut idle = connect_as(&cluster, "idle").await?;
+    match tokio::time::timeout(deadline, idle.read_to_end(&mut rest)).await {
+        Err(_) => bail!("the server kept an idle TLS connection open"),
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            bail!("reading the idle connection: {e}")
+        }
+        Ok(_) => {}
+    }
+    still_serving(&cluster.client().await?, "closing idle connections").await?;
     Ok(())
 }

@@ -210,6 +210,11 @@ impl ApiError {
         )
     }
 
+    /// 429 TooManyRequests: the client should wait `Retry-After` and try again.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+    }
+
     /// 500 InternalError: a wasmkube bug or a backend failure. Logged, never detailed.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();

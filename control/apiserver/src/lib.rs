@@ -16,6 +16,7 @@ pub mod error;
 pub mod filter;
 pub mod handlers;
 pub mod impersonation;
+pub mod inflight;
 pub mod join;
 pub mod metrics;
 pub mod namespace;
@@ -37,5 +38,5 @@ pub mod typed;
 pub mod validation;
 pub mod watch;
 
-pub use server::{Config, Running, StartError, start};
+pub use server::{Config, Limits, Running, StartError, start, start_with_limits};
 pub use wasmkube_store::Store;

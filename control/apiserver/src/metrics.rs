@@ -8,6 +8,9 @@
 //! - `apiserver_request_total{code,component,dry_run,group,resource,scope,subresource,verb,version}`
 //!   (counter): resource requests answered, by verb and status code.
 //!
+//! Other parts of the server add their families with [`Metrics::add_collector`] (the
+//! in-flight limits, the watch buffers).
+//!
 //! Hand-written: three metric families in a fixed text format need no library; a
 //! `BTreeMap` per family keeps the output sorted and stable.
 
@@ -63,6 +66,20 @@ pub struct RequestLabels<'a> {
 pub struct Metrics {
     watchers: Arc<Mutex<BTreeMap<WatchKey, i64>>>,
     requests: Mutex<BTreeMap<RequestKey, u64>>,
+    collectors: Collectors,
+}
+
+/// A function that appends metric families (with their HELP and TYPE lines) to the text.
+pub type Collector = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// The collectors added with [`Metrics::add_collector`].
+#[derive(Default)]
+struct Collectors(Mutex<Vec<Collector>>);
+
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Collectors({})", lock(&self.0).len())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +127,11 @@ impl Metrics {
             code,
         };
         *lock(&self.requests).entry(key).or_insert(0) += 1;
+    }
+
+    /// Adds metric families to every [`Metrics::render`].
+    pub fn add_collector(&self, collector: Collector) {
+        lock(&self.collectors.0).push(collector);
     }
 
     /// How many watches of the kind `kind` of `group` are served now (all versions).
@@ -161,6 +183,9 @@ impl Metrics {
                 "apiserver_request_total{{code=\"{}\",component=\"apiserver\",dry_run=\"{dry_run}\",group=\"{}\",resource=\"{}\",scope=\"{}\",subresource=\"{}\",verb=\"{}\",version=\"{}\"}} {n}",
                 k.code, k.group, k.resource, k.scope, k.subresource, k.verb, k.version
             );
+        }
+        for collector in lock(&self.collectors.0).iter() {
+            collector(&mut out);
         }
         out
     }

@@ -33,6 +33,28 @@ pub struct Config {
     pub encryption_provider_config: Option<PathBuf>,
 }
 
+/// The limits that protect the apiserver from its clients; [`Limits::default`] has
+/// kube-apiserver's defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `--max-requests-inflight`: read-only requests at once (`0`: no limit).
+    pub max_requests_inflight: usize,
+    /// `--max-mutating-requests-inflight`: mutating requests at once (`0`: no limit).
+    pub max_mutating_requests_inflight: usize,
+    /// TLS handshake and idle connection timeouts.
+    pub serve: crate::serve::ServeOptions,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
+            max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            serve: crate::serve::ServeOptions::default(),
+        }
+    }
+}
+
 /// Errors that stop the apiserver from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -121,10 +143,19 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Opens the store, prepares TLS and identity, bootstraps and starts serving.
-/// The server stops when `shutdown` resolves.
+/// Opens the store, prepares TLS and identity, bootstraps and starts serving with the
+/// default [`Limits`]. The server stops when `shutdown` resolves.
 pub async fn start(
     config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    start_with_limits(config, Limits::default(), shutdown).await
+}
+
+/// [`start`] with the given [`Limits`].
+pub async fn start_with_limits(
+    config: Config,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
@@ -196,10 +227,24 @@ pub async fn start(
     state.set_ready();
 
     let authn = crate::authn::Authn::new(pki.token_authenticator(), authorizer);
-    let app = crate::authn::require_authentication(crate::routes::router(state.clone()), authn)
+    let in_flight = crate::inflight::InFlight::new(
+        limits.max_requests_inflight,
+        limits.max_mutating_requests_inflight,
+    );
+    let rendered = in_flight.clone();
+    state
+        .metrics()
+        .add_collector(Box::new(move |out| rendered.render(out)));
+    // Seats are taken after authentication and authorization (the layer added last runs
+    // first).
+    let routes = crate::routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        in_flight,
+        crate::inflight::limit,
+    ));
+    let app = crate::authn::require_authentication(routes, authn)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let tls = pki.server_config();
-    let serving = crate::serve::serve_tls(listener, tls, app, shutdown);
+    let serving = crate::serve::serve_tls_with(listener, tls, app, limits.serve, shutdown);
     let task = tokio::spawn(async move {
         let served = serving.await;
         // Ends the background tasks, which hold the store open.

@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use wasmkube_apiserver::authn::{Authn, Identity, require_authentication};
 use wasmkube_apiserver::pki::{Pki, write_kubeconfig};
-use wasmkube_apiserver::serve::serve_tls;
+use wasmkube_apiserver::serve::{ServeOptions, serve_tls, serve_tls_with};
 
 /// Generous bound so a broken server fails the test instead of hanging it.
 const GUARD: Duration = Duration::from_secs(30);
@@ -36,6 +36,11 @@ struct TestServer {
 
 impl TestServer {
     async fn start(routes: Router) -> TestServer {
+        Self::start_with(routes, None).await
+    }
+
+    /// Serves with `options` (`None`: through `serve_tls` and its defaults).
+    async fn start_with(routes: Router, options: Option<ServeOptions>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::load_or_create(dir.path(), &["127.0.0.1".to_string()]).expect("pki");
         let app = require_authentication(
@@ -48,9 +53,19 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_tls(listener, pki.server_config(), app, async move {
+        let stop = async move {
             let _ = rx.await;
-        }));
+        };
+        let task = match options {
+            None => tokio::spawn(serve_tls(listener, pki.server_config(), app, stop)),
+            Some(options) => tokio::spawn(serve_tls_with(
+                listener,
+                pki.server_config(),
+                app,
+                options,
+                stop,
+            )),
+        };
         TestServer {
             addr,
             pki,
@@ -446,5 +461,174 @@ async fn kubectl_accepts_the_generated_kubeconfig() {
     );
     let who: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(who["user"], "admin");
+    server.stop().await;
+}
+
+/// Short timeouts, so the idle tests see them pass.
+fn short_timeouts() -> ServeOptions {
+    ServeOptions {
+        handshake_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+    }
+}
+
+/// Reads until the server closes the connection; fails the test if it does not.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, what: &str) -> Vec<u8> {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(GUARD, stream.read_to_end(&mut rest)).await {
+        Err(_) => panic!("the server did not close {what}"),
+        // A TLS peer that closes without close_notify is reported as UnexpectedEof.
+        Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{what}: {e}"),
+        Ok(Ok(_)) => {}
+    }
+    rest
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_disconnected() {
+    let server = TestServer::start_with(whoami_routes(), Some(short_timeouts())).await;
+    let mut stalled = TcpStream::connect(server.addr).await.expect("connect");
+    closed_by_server(&mut stalled, "a connection without a handshake").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = TestServer::start_with(whoami_routes(), Some(short_timeouts())).await;
+
+    // TLS, then not a single request.
+    let mut silent = server.connect(true, &[b"http/1.1"]).await.expect("connect");
+    closed_by_server(&mut silent, "a connection that sent no request").await;
+
+    // HTTP/1.1 keep-alive: one request answered, then nothing.
+    let mut keep_alive = server.connect(true, &[b"http/1.1"]).await.expect("connect");
+    keep_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n\r\nok") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(GUARD, keep_alive.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before the response: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    let rest = closed_by_server(&mut keep_alive, "an idle keep-alive connection").await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+    // HTTP/2: the preface and SETTINGS, then no stream. The server sends its SETTINGS,
+    // later a GOAWAY, and closes.
+    let mut h2 = server.connect(true, &[b"h2"]).await.expect("connect");
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write the preface");
+    // A client that answers the server's PINGs (a graceful GOAWAY waits for one), until
+    // the server closes.
+    let mut goaway = false;
+    let mut frames: Vec<u8> = Vec::new();
+    let closed = tokio::time::timeout(GUARD, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match h2.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+                    return;
+                }
+            };
+            frames.extend_from_slice(&buf[..n]);
+            while frames.len() >= 9 {
+                let len = usize::from(frames[0]) << 16
+                    | usize::from(frames[1]) << 8
+                    | usize::from(frames[2]);
+                if frames.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (frames[3], frames[4]);
+                goaway |= kind == 7;
+                if kind == 6 && flags & 1 == 0 {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&frames[9..17]);
+                    let _ = h2.write_all(&ack).await;
+                }
+                frames.drain(..9 + len);
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server did not close an HTTP/2 connection without streams"
+    );
+    assert!(goaway, "the server closed without a GOAWAY");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_watch_keeps_its_connection_past_the_idle_timeout() {
+    let release = Arc::new(Notify::new());
+    let r = Arc::clone(&release);
+    let routes = Router::new().route(
+        "/watch",
+        get(move || {
+            let r = Arc::clone(&r);
+            async move {
+                let first = futures::stream::once(async {
+                    Ok::<_, Infallible>(Bytes::from_static(b"{\"type\":\"ADDED\"}\n"))
+                });
+                let second = futures::stream::once(async move {
+                    r.notified().await;
+                    Ok::<_, Infallible>(Bytes::from_static(b"{\"type\":\"MODIFIED\"}\n"))
+                });
+                axum::body::Body::from_stream(futures::StreamExt::chain(first, second))
+            }
+        }),
+    );
+    let server = TestServer::start_with(routes, Some(short_timeouts())).await;
+    let mut watch = server.connect(true, &[b"http/1.1"]).await.expect("connect");
+    watch
+        .write_all(b"GET /watch HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ADDED") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(GUARD, watch.read(&mut buf))
+            .await
+            .expect("first event in time")
+            .expect("read");
+        assert!(n > 0, "closed before the first event");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The clock: a connection opened now without a request is closed once the idle
+    // timeout has passed.
+    let mut clock = server.connect(true, &[b"http/1.1"]).await.expect("connect");
+    closed_by_server(&mut clock, "the idle connection").await;
+    // The watch is a request in flight: its connection is still open and the next event
+    // arrives.
+    release.notify_one();
+    while !String::from_utf8_lossy(&seen).contains("MODIFIED") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(GUARD, watch.read(&mut buf))
+            .await
+            .expect("second event in time")
+            .expect("read");
+        assert!(n > 0, "the quiet watch's connection was closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
     server.stop().await;
 }
