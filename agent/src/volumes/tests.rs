@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
@@ -11,59 +10,42 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::sync::oneshot;
+use wasmkube_apiserver::testing::TestApiserver;
 
 use super::*;
 
-/// An apiserver on a temporary data directory; stops when dropped.
+/// An apiserver with its data in `<tmp>/server`; stops when dropped.
 struct ApiServer {
     client: kube::Client,
-    dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
+    server: TestApiserver,
 }
 
 async fn apiserver() -> ApiServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            extra_sans: Vec::new(),
-            history_max_events: 10_000,
-            history_max_age: Duration::from_secs(60),
-            default_toleration_seconds: Default::default(),
-            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
-            encryption_provider_config: None,
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    )
-    .await
-    .expect("apiserver starts");
-    let kubeconfig = Kubeconfig::read_from(&running.kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
+    let server =
+        TestApiserver::start_with(|config| config.data_dir = config.data_dir.join("server"))
+            .await
+            .expect("apiserver starts");
     ApiServer {
-        client: kube::Client::try_from(config).expect("client"),
-        dir,
-        _stop: stop,
+        client: server.client(),
+        server,
     }
 }
 
 impl ApiServer {
+    /// The temporary directory: the server's data in `server/`, the node's pods in `pods/`.
+    fn dir(&self) -> &std::path::Path {
+        self.server.dir()
+    }
+
     /// The hostPath rules of a node with data directory `<tmp>/server` that allows `<tmp>/host`.
     fn host_paths(&self) -> HostPathPolicy {
-        fs::create_dir_all(self.dir.path().join("host")).expect("mkdir");
+        fs::create_dir_all(self.dir().join("host")).expect("mkdir");
         HostPathPolicy::new(
             &[AllowedHostPath {
-                prefix: self.dir.path().join("host"),
+                prefix: self.dir().join("host"),
                 read_only: false,
             }],
-            &self.dir.path().join("server"),
+            &self.dir().join("server"),
         )
         .expect("policy")
     }
@@ -201,7 +183,7 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
             ..volume("scratch")
         },
     ]);
-    let pod_dir = api.dir.path().join("pods").join("0f0e-uid");
+    let pod_dir = api.dir().join("pods").join("0f0e-uid");
     let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
         .await
         .expect("prepare");
@@ -270,7 +252,7 @@ async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
             ..volume("config")
         }])
     };
-    let pod_dir = api.dir.path().join("pods").join("p");
+    let pod_dir = api.dir().join("pods").join("p");
     let volumes = prepare(
         &with_items(&[("a", "conf/a.txt")]),
         &pod_dir,
@@ -323,7 +305,7 @@ async fn missing_objects_fail_the_mount_unless_optional() {
             ..volume("creds")
         }])
     };
-    let pod_dir = api.dir.path().join("pods").join("m");
+    let pod_dir = api.dir().join("pods").join("m");
     let err = prepare(&missing(None), &pod_dir, &api.client, &api.host_paths())
         .await
         .expect_err("absent secret");
@@ -346,7 +328,7 @@ async fn missing_objects_fail_the_mount_unless_optional() {
 #[tokio::test]
 async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
     let api = apiserver().await;
-    let host = api.dir.path().join("host").join("data");
+    let host = api.dir().join("host").join("data");
     let host_path = |type_: Option<&str>| {
         pod(vec![
             Volume {
@@ -362,7 +344,7 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
             },
         ])
     };
-    let pod_dir = api.dir.path().join("pods").join("h");
+    let pod_dir = api.dir().join("pods").join("h");
     let policy = api.host_paths();
     let err = prepare(
         &host_path(Some("Directory")),
@@ -461,11 +443,8 @@ fn no_env(_: &str) -> Option<String> {
 #[tokio::test]
 async fn a_host_path_outside_the_allow_list_or_in_the_data_dir_is_refused_for_every_container() {
     let api = apiserver().await;
-    let pod_dir = api.dir.path().join("pods").join("r");
-    for path in [
-        api.dir.path().join("server").join("pki"),
-        PathBuf::from("/etc"),
-    ] {
+    let pod_dir = api.dir().join("pods").join("r");
+    for path in [api.dir().join("server").join("pki"), PathBuf::from("/etc")] {
         let pod = pod(vec![Volume {
             host_path: Some(HostPathVolumeSource {
                 path: path.display().to_string(),
@@ -497,7 +476,7 @@ async fn a_sub_path_through_a_symlink_a_guest_made_does_not_leave_the_volume() {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..volume("shared")
     }]);
-    let pod_dir = api.dir.path().join("pods").join("s");
+    let pod_dir = api.dir().join("pods").join("s");
     let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
         .await
         .expect("prepare");
@@ -539,7 +518,7 @@ async fn sub_path_expr_expands_the_containers_environment() {
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..volume("logs")
     }]);
-    let pod_dir = api.dir.path().join("pods").join("e");
+    let pod_dir = api.dir().join("pods").join("e");
     let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
         .await
         .expect("prepare");

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio::sync::oneshot;
 use wasmkube_agent::{AgentConfig, RunningAgent};
+use wasmkube_apiserver::testing::TestApiserver;
 
 /// The node name of the test agent.
 pub(crate) const NODE: &str = "node-1";
@@ -22,44 +22,11 @@ pub(crate) struct Agent {
     stop: oneshot::Sender<()>,
 }
 
-/// An apiserver and (usually) an agent.
+/// An apiserver and (usually) an agent, sharing the apiserver's temporary data directory.
 pub(crate) struct Cluster {
-    pub(crate) dir: tempfile::TempDir,
     pub(crate) client: Client,
     pub(crate) agent: Option<Agent>,
-    api: Option<Apiserver>,
-}
-
-/// A running apiserver and the switch that stops it.
-struct Apiserver {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start_apiserver(dir: &std::path::Path, bind: SocketAddr) -> (Apiserver, PathBuf) {
-    let (stop, shutdown) = stopper();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.to_path_buf(),
-            bind,
-            extra_sans: Vec::new(),
-            history_max_events: 100_000,
-            history_max_age: Duration::from_secs(600),
-            default_toleration_seconds: Default::default(),
-            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
-            encryption_provider_config: None,
-        },
-        shutdown,
-    )
-    .await
-    .expect("apiserver starts");
-    let api = Apiserver {
-        addr: running.addr,
-        stop,
-        task: running.task,
-    };
-    (api, running.kubeconfig)
+    api: TestApiserver,
 }
 
 fn stopper() -> (
@@ -82,43 +49,28 @@ impl Cluster {
             )
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (api, kubeconfig) =
-            start_apiserver(dir.path(), "127.0.0.1:0".parse().expect("addr")).await;
-        let kubeconfig = Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("client config");
-        let client = Client::try_from(config).expect("client");
+        let api = TestApiserver::start().await.expect("apiserver starts");
         let mut cluster = Cluster {
-            dir,
-            client,
+            client: api.client(),
             agent: None,
-            api: Some(api),
+            api,
         };
         cluster.start_agent().await;
         cluster
     }
 
     /// Stops the apiserver and waits until it has (the agent keeps running).
-    pub(crate) async fn stop_apiserver(&mut self) -> SocketAddr {
-        let api = self.api.take().expect("apiserver running");
-        let _ = api.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(30), api.task)
-            .await
-            .expect("apiserver stops in time");
-        api.addr
+    pub(crate) async fn stop_apiserver(&mut self) {
+        self.api.stop().await.expect("apiserver stops");
     }
 
-    /// Starts the apiserver again on `addr` with the same data directory.
-    pub(crate) async fn restart_apiserver(&mut self, addr: SocketAddr) {
-        let (api, _) = start_apiserver(self.dir.path(), addr).await;
-        self.api = Some(api);
+    /// Starts the apiserver again on its address with the same data directory.
+    pub(crate) async fn restart_apiserver(&mut self) {
+        self.api.restart().await.expect("apiserver restarts");
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        self.api.dir().to_path_buf()
     }
 
     /// The agent's settings: node-1, log server on loopback, client certificates from the
@@ -127,7 +79,7 @@ impl Cluster {
         let mut config = AgentConfig::new(NODE, self.data_dir(), self.client.clone());
         config.log_server.bind = "127.0.0.1:0".parse().expect("addr");
         config.log_server.client_ca_pem =
-            Some(std::fs::read_to_string(self.dir.path().join("pki").join("ca.crt")).expect("ca"));
+            Some(std::fs::read_to_string(self.api.dir().join("pki").join("ca.crt")).expect("ca"));
         config.log_server.bearer_tokens = vec!["test-token".into()];
         // As kind does: the shared machine's nearly full disk is no DiskPressure here.
         config.eviction_hard = "memory.available<100Mi,nodefs.available<0%"
@@ -238,8 +190,8 @@ impl Cluster {
 
     /// The pod's log file of instance `restart` of `container`.
     pub(crate) fn log_file(&self, pod: &Pod, container: &str, restart: u32) -> PathBuf {
-        self.dir
-            .path()
+        self.api
+            .dir()
             .join("agent")
             .join("pods")
             .join(pod.metadata.uid.as_deref().expect("uid"))

@@ -47,7 +47,7 @@ async fn pods_keep_running_through_an_apiserver_outage_and_status_catches_up() {
         .wait_pod("sleeper", WAIT, |p| phase(p) == "Running")
         .await;
 
-    let addr = cluster.stop_apiserver().await;
+    cluster.stop_apiserver().await;
     // While the apiserver is away the counter keeps writing its log, and the sleeper ends.
     let log = cluster.log_file(&counter, "counter", 0);
     let size = std::fs::metadata(&log).expect("log").len();
@@ -66,7 +66,7 @@ async fn pods_keep_running_through_an_apiserver_outage_and_status_catches_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    cluster.restart_apiserver(addr).await;
+    cluster.restart_apiserver().await;
     let sleeper = cluster
         .wait_pod("sleeper", WAIT, |p| phase(p) == "Succeeded")
         .await;

@@ -34,6 +34,8 @@ pub mod server;
 pub mod services;
 pub mod state;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod typed;
 pub mod validation;
 pub mod watch;

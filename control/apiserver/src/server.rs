@@ -55,6 +55,24 @@ impl Default for Limits {
     }
 }
 
+impl Config {
+    /// `wasmkube server`'s defaults for a server with its data in `data_dir` listening on
+    /// `bind`: no extra SANs, watch history of 100,000 events and 300 s, 300 s default
+    /// tolerations, RBAC authorization, the data directory's own encryption configuration.
+    pub fn new(data_dir: impl Into<PathBuf>, bind: SocketAddr) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            bind,
+            extra_sans: Vec::new(),
+            history_max_events: 100_000,
+            history_max_age: Duration::from_secs(300),
+            default_toleration_seconds: Default::default(),
+            authorization_modes: vec![crate::authz::AuthorizationMode::Rbac],
+            encryption_provider_config: None,
+        }
+    }
+}
+
 /// Errors that stop the apiserver from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

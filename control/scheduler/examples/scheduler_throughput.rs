@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirem
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
+use wasmkube_apiserver::testing::TestApiserver;
 use wasmkube_scheduler::{Metrics, SchedulerConfig};
 
 const CONCURRENCY: usize = 128;
@@ -28,28 +28,12 @@ async fn main() -> Result<()> {
     let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let pods: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
-    let dir = tempfile::tempdir()?;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().to_path_buf(),
-            bind: "127.0.0.1:0".parse()?,
-            extra_sans: Vec::new(),
-            history_max_events: 1_000_000,
-            history_max_age: Duration::from_secs(600),
-            default_toleration_seconds: Default::default(),
-            authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
-            encryption_provider_config: None,
-        },
-        async move {
-            let _ = server_stopped.await;
-        },
-    )
+    let mut api = TestApiserver::start_with(|config| {
+        config.history_max_events = 1_000_000;
+        config.history_max_age = Duration::from_secs(600);
+    })
     .await?;
-    let kubeconfig = Kubeconfig::read_from(&running.kubeconfig)?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?,
-    )?;
+    let client = api.client();
 
     let started = Instant::now();
     let node_api: Api<Node> = Api::all(client.clone());
@@ -158,7 +142,7 @@ async fn main() -> Result<()> {
     );
     let _ = stop_scheduler.send(());
     scheduler.await??;
-    let _ = stop_server.send(());
+    api.stop().await?;
     Ok(())
 }
 

@@ -16,9 +16,9 @@ use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tokio::sync::oneshot;
+use wasmkube_apiserver::testing::TestApiserver;
 use wasmkube_client::LeaderElectionConfig;
 use wasmkube_scheduler::{Metrics, SchedulerConfig};
 
@@ -28,9 +28,8 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// An apiserver on a random port with its own data directory.
 struct Cluster {
-    _dir: tempfile::TempDir,
     client: kube::Client,
-    _stop: oneshot::Sender<()>,
+    _api: TestApiserver,
 }
 
 /// A running scheduler; dropping `stop` shuts it down.
@@ -57,32 +56,10 @@ impl RunningScheduler {
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let running = wasmkube_apiserver::start(
-            wasmkube_apiserver::Config {
-                data_dir: dir.path().to_path_buf(),
-                bind: "127.0.0.1:0".parse()?,
-                extra_sans: Vec::new(),
-                history_max_events: 100_000,
-                history_max_age: Duration::from_secs(600),
-                default_toleration_seconds: Default::default(),
-                authorization_modes: vec![wasmkube_apiserver::authz::AuthorizationMode::Rbac],
-                encryption_provider_config: None,
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await?;
-        let kubeconfig = Kubeconfig::read_from(&running.kubeconfig)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        let client = kube::Client::try_from(config)?;
+        let api = TestApiserver::start().await?;
         Ok(Cluster {
-            _dir: dir,
-            client,
-            _stop: stop,
+            client: api.client(),
+            _api: api,
         })
     }
 

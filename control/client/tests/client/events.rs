@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use wasmkube_client::events::COMBINED_PREFIX;
 use wasmkube_client::{EventMetrics, EventRecorder, EventType, Reporter};
 
-use crate::apiserver::start_apiserver;
+use wasmkube_apiserver::testing::TestApiserver;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -69,7 +69,8 @@ fn total(events: &[Event]) -> i32 {
 
 #[tokio::test]
 async fn repeats_of_an_event_are_one_event_with_a_count() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let (recorder, metrics) = recorder(&client);
     for _ in 0..3 {
         recorder.record(
@@ -98,7 +99,8 @@ async fn repeats_of_an_event_are_one_event_with_a_count() -> Result<()> {
 
 #[tokio::test]
 async fn similar_events_are_combined_after_ten_messages() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let (recorder, _metrics) = recorder(&client);
     for i in 0..12 {
         recorder.record(
@@ -128,7 +130,8 @@ async fn similar_events_are_combined_after_ten_messages() -> Result<()> {
 
 #[tokio::test]
 async fn a_source_is_held_to_25_events_about_one_object() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let (recorder, metrics) = recorder(&client);
     for _ in 0..30 {
         recorder.record(
@@ -154,7 +157,8 @@ async fn a_source_is_held_to_25_events_about_one_object() -> Result<()> {
 
 #[tokio::test]
 async fn events_for_a_missing_namespace_are_dropped_without_retrying() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let (recorder, metrics) = recorder(&client);
     recorder.record(
         object("nowhere", "ghost"),

@@ -8,7 +8,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use wasmkube_client::{LeaderElectionConfig, LeaderElector};
 
-use crate::apiserver::start_apiserver;
+use wasmkube_apiserver::testing::TestApiserver;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -32,7 +32,8 @@ async fn holder(client: &kube::Client) -> Result<Option<String>> {
 
 #[tokio::test]
 async fn a_held_lease_is_taken_over_only_after_it_expires() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let mut a = LeaderElector::new(client.clone(), config("a"))?;
     let mut b = LeaderElector::new(client.clone(), config("b"))?;
 
@@ -74,7 +75,8 @@ async fn a_held_lease_is_taken_over_only_after_it_expires() -> Result<()> {
 
 #[tokio::test]
 async fn a_released_lease_is_taken_at_once() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let mut a = LeaderElector::new(client.clone(), config("a"))?;
     let mut b = LeaderElector::new(client.clone(), config("b"))?;
     assert!(a.try_acquire_or_renew().await?);
@@ -88,7 +90,8 @@ async fn a_released_lease_is_taken_at_once() -> Result<()> {
 
 #[tokio::test]
 async fn racing_candidates_never_both_win() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     for round in 0..5 {
         let name = format!("race-{round}");
         let make = |id: &str| {
@@ -110,7 +113,8 @@ async fn racing_candidates_never_both_win() -> Result<()> {
 
 #[tokio::test]
 async fn run_publishes_leadership_and_releases_on_shutdown() -> Result<()> {
-    let (_dir, client, _stop) = start_apiserver().await?;
+    let api = TestApiserver::start().await?;
+    let client = api.client();
     let elector = LeaderElector::new(client.clone(), config("runner"))?;
     let mut leading = elector.subscribe();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,5 +1,4 @@
 //! wasmkube-client against the real apiserver, in process (one test binary).
 
-mod apiserver;
 mod events;
 mod leader_election;
