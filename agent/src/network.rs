@@ -3,8 +3,8 @@
 //! # The model
 //! Wasm pods run inside the agent's process, so a pod needs no network namespace, veth or
 //! bridge: its IP is an address on this machine that the agent binds the pod's listeners on
-//! (a wasi:http pod's `containerPort`s are served by [`serve_http`] at `podIP:containerPort`)
-//! and that probes and clients connect to. On one machine that address is a loopback one:
+//! (a wasi:http pod's `containerPort`s are served at `podIP:containerPort`, see
+//! `runtime::wasm`) and that probes and clients connect to. On one machine that address is a loopback one:
 //! Linux routes all of `127.0.0.0/8` to `lo`, so every `127.x.y.z` is bindable with no setup.
 //! Node number `n` (1-254, one per agent on the machine) owns `127.n.0.0/16`
 //! ([`PodIpAllocator::new`]), so several agents on one machine never hand out the same IP and
@@ -28,19 +28,10 @@
 //! pod whose status was never written tends to get the same IP again.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 /// Why a pod IP cannot be had or a port cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -243,168 +234,9 @@ pub fn check_bindable(ip: IpAddr) -> Result<(), NetworkError> {
         .map_err(|source| NetworkError::Bind { addr, source })
 }
 
-/// How a server stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownOutcome {
-    /// Every in-flight request finished within the deadline.
-    Graceful,
-    /// The deadline passed; this many connections were cut.
-    Forced {
-        /// Connections still open at the deadline.
-        aborted: usize,
-    },
-}
-
-/// A running HTTP server of one pod port; [`ServerHandle::shutdown`] stops it.
-#[derive(Debug)]
-pub struct ServerHandle {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<Duration>>,
-    done: oneshot::Receiver<ShutdownOutcome>,
-}
-
-impl ServerHandle {
-    /// The address served (the actual port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting at once, lets in-flight requests finish for up to `grace` (idle
-    /// keep-alive connections close right away), then cuts what is left.
-    pub async fn shutdown(mut self, grace: Duration) -> ShutdownOutcome {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(grace);
-        }
-        (&mut self.done).await.unwrap_or(ShutdownOutcome::Graceful)
-    }
-}
-
-/// The error a pod's HTTP service may return.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on `addr` until the returned
-/// handle is shut down (or dropped, which stops it with no grace).
-pub async fn serve_http<S, B>(addr: SocketAddr, service: S) -> Result<ServerHandle, NetworkError>
-where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| NetworkError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| NetworkError::Bind { addr, source })?;
-    let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
-    let (done_tx, done_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let outcome = accept_loop(listener, service, stop_rx).await;
-        let _ = done_tx.send(outcome);
-    });
-    Ok(ServerHandle {
-        addr: local,
-        stop: Some(stop_tx),
-        done: done_rx,
-    })
-}
-
-async fn accept_loop<S, B>(
-    listener: TcpListener,
-    service: S,
-    mut stop: oneshot::Receiver<Duration>,
-) -> ShutdownOutcome
-where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut connections: JoinSet<()> = JoinSet::new();
-    let grace = loop {
-        tokio::select! {
-            stopping = &mut stop => break stopping.unwrap_or(Duration::ZERO),
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: keep serving the others.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service.clone()),
-                    )
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    };
-    drop(listener);
-    let all_closed = async {
-        graceful.shutdown().await;
-        while connections.join_next().await.is_some() {}
-    };
-    let finished = tokio::time::timeout(grace, all_closed).await;
-    match finished {
-        Ok(()) => ShutdownOutcome::Graceful,
-        Err(_) => {
-            let aborted = connections.len();
-            connections.abort_all();
-            ShutdownOutcome::Forced { aborted }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use http_body_util::Full;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-    use tokio::sync::{Notify, mpsc};
-
     use super::*;
-
-    type Response = http::Response<Full<Bytes>>;
-
-    /// Sends one HTTP/1.1 request over a fresh connection and returns the raw response.
-    async fn get(addr: SocketAddr) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /hi HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await?;
-        Ok(out)
-    }
 
     #[test]
     fn pod_ips_are_unique_in_the_node_range_and_deterministic_first() {
@@ -463,87 +295,5 @@ mod tests {
         for i in 0..500 {
             assert_ne!(IpAddr::V4(pool.allocate(&format!("n{i}")).expect("ip")), ip);
         }
-    }
-
-    #[tokio::test]
-    async fn a_request_is_served_on_the_pod_ip() {
-        let pool = PodIpAllocator::new(7).expect("pool");
-        let ip = IpAddr::V4(pool.allocate("pod-a").expect("ip"));
-        check_bindable(ip).expect("127/8 is loopback on Linux");
-        let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-            Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::from(format!(
-                "hello from {}",
-                req.uri().path()
-            )))))
-        });
-        let server = serve_http(SocketAddr::new(ip, 0), service)
-            .await
-            .expect("serve");
-        assert_eq!(server.local_addr().ip(), ip);
-        let response = get(server.local_addr()).await.expect("request");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.ends_with("hello from /hi"), "{response}");
-        assert_eq!(
-            server.shutdown(Duration::from_secs(5)).await,
-            ShutdownOutcome::Graceful
-        );
-    }
-
-    #[tokio::test]
-    async fn shutdown_refuses_new_connections_and_lets_in_flight_requests_finish() {
-        let release = Arc::new(Notify::new());
-        let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
-        let service = {
-            let release = release.clone();
-            tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                let release = release.clone();
-                let started_tx = started_tx.clone();
-                async move {
-                    let _ = started_tx.send(());
-                    release.notified().await;
-                    Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::from("done"))))
-                }
-            })
-        };
-        let server = serve_http(SocketAddr::from(([127, 4, 0, 9], 0)), service)
-            .await
-            .expect("serve");
-        let addr = server.local_addr();
-        let in_flight = tokio::spawn(get(addr));
-        started.recv().await.expect("request reached the service");
-        let stopping = tokio::spawn(server.shutdown(Duration::from_secs(30)));
-
-        // Poll until the listener is gone: new connections are refused.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).await.is_ok() {
-            assert!(tokio::time::Instant::now() < deadline, "still accepting");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        release.notify_one();
-        let response = in_flight.await.expect("join").expect("response");
-        assert!(response.ends_with("done"), "{response}");
-        assert_eq!(stopping.await.expect("join"), ShutdownOutcome::Graceful);
-    }
-
-    #[tokio::test]
-    async fn shutdown_cuts_requests_still_running_at_the_deadline() {
-        let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
-        let service = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-            let started_tx = started_tx.clone();
-            async move {
-                let _ = started_tx.send(());
-                std::future::pending::<()>().await;
-                Ok::<Response, Infallible>(http::Response::new(Full::new(Bytes::new())))
-            }
-        });
-        let server = serve_http(SocketAddr::from(([127, 4, 0, 10], 0)), service)
-            .await
-            .expect("serve");
-        let in_flight = tokio::spawn(get(server.local_addr()));
-        started.recv().await.expect("request reached the service");
-        let outcome = server.shutdown(Duration::from_millis(50)).await;
-        assert_eq!(outcome, ShutdownOutcome::Forced { aborted: 1 });
-        let response = in_flight.await.expect("join").unwrap_or_default();
-        assert!(!response.contains("200"), "{response}");
     }
 }

@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 mod check;
+#[cfg(test)]
+mod test_server;
 
 pub use check::{ProbeResult, probe_once, resolve_port};
 
@@ -270,7 +272,6 @@ impl Drop for ProbeSet {
 mod tests {
     use std::collections::HashMap;
     use std::convert::Infallible;
-    use std::net::SocketAddr;
     use std::sync::Mutex;
 
     use bytes::Bytes;
@@ -279,7 +280,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
-    use crate::network::{ServerHandle, serve_http};
+    use crate::probes::test_server::{self, TestServer};
 
     /// A server whose status per path the test sets, counting requests per path.
     #[derive(Clone, Default)]
@@ -305,7 +306,7 @@ mod tests {
                 .unwrap_or(0)
         }
 
-        async fn serve(&self, ip: [u8; 4]) -> ServerHandle {
+        async fn serve(&self, ip: [u8; 4]) -> TestServer {
             let pod = self.clone();
             let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let path = req.uri().path().to_string();
@@ -326,9 +327,7 @@ mod tests {
                     http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::NOT_FOUND);
                 std::future::ready(Ok::<_, Infallible>(response))
             });
-            serve_http(SocketAddr::from((ip, 0)), service)
-                .await
-                .expect("serve")
+            test_server::serve(ip, service).await
         }
     }
 

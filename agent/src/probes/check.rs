@@ -276,13 +276,13 @@ mod tests {
     use k8s_openapi::api::core::v1::{ExecAction, GRPCAction, HTTPHeader};
 
     use super::*;
-    use crate::network::{ServerHandle, serve_http};
+    use crate::probes::test_server::{self, TestServer};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
     /// A pod's HTTP server: `/ok` 200, `/fail` 500, `/moved` 302 -> `/fail`, `/away` 302 to
     /// another host, `/header` 200 only with `X-Probe: yes`, `/slow` never answers.
-    async fn server(ip: [u8; 4]) -> ServerHandle {
+    async fn server(ip: [u8; 4]) -> TestServer {
         let service = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
             let respond = |status: u16, location: Option<&str>| {
                 let mut builder = http::Response::builder().status(status);
@@ -311,9 +311,7 @@ mod tests {
                 _ => respond(404, None),
             }
         });
-        serve_http(SocketAddr::from((ip, 0)), service)
-            .await
-            .expect("serve")
+        test_server::serve(ip, service).await
     }
 
     fn http_probe(path: &str, port: IntOrString) -> Probe {
