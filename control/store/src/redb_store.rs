@@ -49,9 +49,6 @@ use self::watch::RedbWatch;
 use self::writer::{HistoryPolicy, Request, WriteOp, WriteOutcome, Writer};
 use crate::{KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, Watch};
 
-/// The most bytes of event values the in-memory ring holds.
-const RING_MAX_BYTES: usize = 64 << 20;
-
 /// How to open a [`RedbStore`]. Start from [`StoreConfig::new`], which sets the defaults.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -67,6 +64,14 @@ pub struct StoreConfig {
     /// The most bytes a key and its value may have together; larger writes fail with
     /// [`StoreError::TooLarge`]. Default [`DEFAULT_MAX_VALUE_BYTES`], etcd's.
     pub max_value_bytes: usize,
+    /// The most bytes of values those events may hold (a value shared by an event and its
+    /// successor's `prev` counts once). Default 8 MiB.
+    pub ring_max_bytes: usize,
+    /// The most bytes of database pages redb keeps in memory for reads and writes. Pages
+    /// beyond it are read from the file, which the kernel's page cache holds anyway, so a
+    /// small cache costs a `pread` per page rather than a disk access. Default 4 MiB (redb's
+    /// own default, 1 GiB, would keep a copy of the whole file, history included).
+    pub cache_bytes: usize,
 }
 
 /// etcd's default `--max-request-bytes` (1.5 MiB), the largest object a Kubernetes cluster
@@ -82,6 +87,8 @@ impl StoreConfig {
             history_max_age: Duration::from_secs(5 * 60),
             ring_max_events: 8192,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            ring_max_bytes: 8 << 20,
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -134,10 +141,11 @@ impl RedbStore {
         }
         let file = open_private(&config.path).map_err(backend)?;
         let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
             .create_with_backend(redb::backends::FileBackend::new(file).map_err(backend)?)
             .map_err(backend)?;
         let boot = tables::bootstrap(&db)?;
-        let ring = Ring::new(boot.current, config.ring_max_events, RING_MAX_BYTES);
+        let ring = Ring::new(boot.current, config.ring_max_events, config.ring_max_bytes);
         let (notify, _) = tokio::sync::watch::channel(boot.current);
         let shared = Arc::new(Shared {
             db,

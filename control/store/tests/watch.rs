@@ -70,6 +70,42 @@ async fn watch_delivers_puts_updates_and_deletes_with_previous_values() {
 }
 
 #[tokio::test]
+async fn an_events_previous_value_shares_the_bytes_of_the_event_that_wrote_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open_with_ring(&dir, 8192);
+    let mut watch = store.watch("/k/", 0).await.unwrap();
+    let created = store.create("/k/a", value("1")).await.unwrap();
+    // In a later batch than the create (the ring holds the create) ...
+    let updated = store
+        .update("/k/a", value("2"), created.mod_revision)
+        .await
+        .unwrap();
+    // ... and, likely, in the same batch as the update before it (only the batch holds it).
+    let (second, third) = tokio::join!(
+        store.update("/k/a", value("3"), updated.mod_revision),
+        store.create("/k/b", value("x")),
+    );
+    let (second, _) = (second.unwrap(), third.unwrap());
+    store.delete("/k/a", None).await.unwrap();
+
+    let mut written = Vec::new();
+    let mut previous = Vec::new();
+    for _ in 0..5 {
+        match next(&mut watch).await {
+            Event::Put { kv, prev } if kv.key == "/k/a" => {
+                written.push(kv.value.as_ptr());
+                previous.extend(prev.map(|p| p.value.as_ptr()));
+            }
+            Event::Put { .. } => {}
+            Event::Delete { prev, .. } => previous.push(prev.value.as_ptr()),
+        }
+    }
+    assert_eq!(written.len(), 3, "{second:?}");
+    // Every previous value is the very allocation its own write put in the ring.
+    assert_eq!(previous, written);
+}
+
+#[tokio::test]
 async fn watch_filters_by_prefix_and_progress_moves_past_other_keys() {
     let dir = TempDir::new().unwrap();
     let store = open_with_ring(&dir, 8192);

@@ -5,6 +5,11 @@
 //! successful write takes the next revision, the ring covers a contiguous range
 //! `(start, end]` and a watcher finds its position by arithmetic, not search.
 //! Watchers whose cursor is older than `start` read the `events` table instead.
+//!
+//! A value is held once: the writer gives an event's `prev` the very bytes of the event
+//! that wrote that value when the ring (or the batch) still holds it ([`Ring::value_at`]),
+//! so a key written N times in a row costs N values, not 2N, and the byte bound counts
+//! a shared `prev` as free.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +26,8 @@ pub(crate) struct Ring {
     /// Every event at or below `start` is not in the ring.
     start: Revision,
     events: VecDeque<Arc<Event>>,
+    /// What each event counts against `max_bytes` (decided when it was pushed).
+    sizes: VecDeque<usize>,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
@@ -43,6 +50,7 @@ impl Ring {
         Self {
             start,
             events: VecDeque::new(),
+            sizes: VecDeque::new(),
             bytes: 0,
             max_events,
             max_bytes,
@@ -60,6 +68,16 @@ impl Ring {
         self.start + self.events.len() as Revision
     }
 
+    /// The bytes the event at `revision` wrote under `key`, while the ring holds it: a
+    /// later event's `prev` shares them instead of holding a copy.
+    pub(crate) fn value_at(&self, revision: Revision, key: &str) -> Option<&bytes::Bytes> {
+        let offset = usize::try_from(revision.checked_sub(self.start + 1)?).ok()?;
+        match &**self.events.get(offset)? {
+            Event::Put { kv, .. } if kv.key == key => Some(&kv.value),
+            _ => None,
+        }
+    }
+
     /// Appends the next committed event and evicts the oldest beyond the bounds.
     /// An event that does not follow the ring's end restarts the ring at that event
     /// (cannot happen with a single writer; keeps the ring contiguous regardless).
@@ -67,10 +85,13 @@ impl Ring {
         let revision = event.revision();
         if revision != self.end() + 1 {
             self.events.clear();
+            self.sizes.clear();
             self.bytes = 0;
             self.start = revision - 1;
         }
-        self.bytes += Self::size_of(&event);
+        let size = self.size_in_ring(&event);
+        self.bytes += size;
+        self.sizes.push_back(size);
         self.events.push_back(event);
         while self.events.len() > self.max_events
             || (self.bytes > self.max_bytes && !self.events.is_empty())
@@ -104,10 +125,25 @@ impl Ring {
     }
 
     fn pop_front(&mut self) {
-        if let Some(event) = self.events.pop_front() {
-            self.bytes -= Self::size_of(&event);
+        if self.events.pop_front().is_some() {
+            self.bytes -= self.sizes.pop_front().unwrap_or(0);
             self.start += 1;
         }
+    }
+
+    /// What `event` adds to the ring: its overhead, its key and the values it holds, less a
+    /// `prev` that shares the bytes of an event the ring already holds.
+    fn size_in_ring(&self, event: &Event) -> usize {
+        let shared = match event {
+            Event::Put {
+                prev: Some(prev), ..
+            } => self
+                .value_at(prev.mod_revision, &prev.key)
+                .is_some_and(|held| held.as_ptr() == prev.value.as_ptr())
+                .then_some(prev.value.len()),
+            _ => None,
+        };
+        Self::size_of(event) - shared.unwrap_or(0)
     }
 
     fn size_of(event: &Event) -> usize {
@@ -187,6 +223,44 @@ mod tests {
             ring.push(put("/k", revision));
         }
         assert_eq!((ring.start(), ring.end()), (2, 4));
+    }
+
+    #[test]
+    fn a_prev_sharing_the_bytes_of_a_held_event_counts_once() {
+        let first = put("/k", 1);
+        let Event::Put { kv: held, .. } = Event::clone(&first) else {
+            unreachable!()
+        };
+        let shared = Arc::new(Event::Put {
+            kv: KeyValue {
+                mod_revision: 2,
+                ..held.clone()
+            },
+            prev: Some(held.clone()),
+        });
+        let copied = Arc::new(Event::Put {
+            kv: KeyValue {
+                mod_revision: 3,
+                ..held.clone()
+            },
+            prev: Some(KeyValue {
+                value: Bytes::copy_from_slice(&held.value),
+                mod_revision: 2,
+                ..held.clone()
+            }),
+        });
+        let mut ring = Ring::new(0, 100, usize::MAX);
+        ring.push(first);
+        let one = ring.bytes;
+        ring.push(shared);
+        assert_eq!(ring.bytes, 2 * one, "a shared prev adds nothing");
+        ring.push(copied);
+        assert_eq!(ring.bytes, 3 * one + held.value.len(), "a copy counts");
+        assert_eq!(ring.value_at(1, "/k").map(Bytes::len), Some(10));
+        assert_eq!(ring.value_at(1, "/other"), None);
+        assert_eq!(ring.value_at(4, "/k"), None);
+        ring.trim_through(3);
+        assert_eq!(ring.bytes, 0);
     }
 
     #[test]

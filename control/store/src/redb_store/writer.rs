@@ -34,6 +34,7 @@ use bytes::Bytes;
 use redb::{Durability, ReadableTable, Table};
 use tokio::sync::oneshot;
 
+use super::ring::Ring;
 use super::tables::{self, EVENTS, KV, META};
 use super::{Shared, codec};
 use crate::{Event, KeyValue, Result, Revision, StoreError};
@@ -110,6 +111,8 @@ pub(super) struct Writer {
 /// The effects of one batch, applied to the writer's state after a successful commit.
 struct Applied {
     replies: Vec<Result<WriteOutcome>>,
+    /// The revision before the batch's first event.
+    base: Revision,
     events: Vec<Arc<Event>>,
     current: Revision,
     compacted: Revision,
@@ -197,6 +200,7 @@ impl Writer {
         txn.set_durability(Durability::Immediate)?;
         let mut applied = Applied {
             replies: Vec::with_capacity(batch.len()),
+            base: self.current,
             events: Vec::new(),
             current: self.current,
             compacted: self.compacted,
@@ -206,10 +210,13 @@ impl Writer {
         {
             let mut kv = txn.open_table(KV)?;
             let mut events = txn.open_table(EVENTS)?;
+            // Only this thread changes the ring (in `publish`, after the guard is gone).
+            let ring = self.shared.ring_read();
             for request in batch {
-                let reply = apply_op(&mut kv, &mut events, &request.op, &mut applied)?;
+                let reply = apply_op(&mut kv, &mut events, &request.op, &mut applied, &ring)?;
                 applied.replies.push(reply);
             }
+            drop(ring);
             if maintenance {
                 let target = self.policy_target(&events, applied.current, applied.compacted)?;
                 applied.compacted = applied.compacted.max(target);
@@ -302,6 +309,7 @@ fn apply_op(
     events: &mut Table<'_, i64, &'static [u8]>,
     op: &WriteOp,
     applied: &mut Applied,
+    ring: &Ring,
 ) -> Result<Result<WriteOutcome>, AnyError> {
     match op {
         WriteOp::Create { key, value } => {
@@ -331,7 +339,7 @@ fn apply_op(
             value,
             expected,
         } => {
-            let prev = match load(kv, key)? {
+            let prev = match load(kv, key, applied, ring)? {
                 None => return Ok(Err(StoreError::NotFound { key: key.clone() })),
                 Some(prev) if prev.mod_revision != *expected => {
                     return Ok(Err(StoreError::Conflict {
@@ -361,7 +369,7 @@ fn apply_op(
             Ok(Ok(WriteOutcome::Put(new)))
         }
         WriteOp::Delete { key, expected } => {
-            let prev = match load(kv, key)? {
+            let prev = match load(kv, key, applied, ring)? {
                 None => return Ok(Err(StoreError::NotFound { key: key.clone() })),
                 Some(prev) => prev,
             };
@@ -399,14 +407,36 @@ fn apply_op(
     }
 }
 
-/// The current value of `key` as seen by the batch's transaction.
+/// The current value of `key` as seen by the batch's transaction. Its bytes are those of
+/// the event that wrote it when the batch or the ring still holds that event, so the
+/// next event's `prev` shares them instead of holding a second copy.
 fn load(
     kv: &Table<'_, &'static str, &'static [u8]>,
     key: &str,
+    applied: &Applied,
+    ring: &Ring,
 ) -> Result<Option<KeyValue>, AnyError> {
-    match kv.get(key)? {
-        Some(bytes) => Ok(Some(codec::decode_kv(key, bytes.value())?)),
-        None => Ok(None),
+    let Some(bytes) = kv.get(key)? else {
+        return Ok(None);
+    };
+    let mut current = codec::decode_kv(key, bytes.value())?;
+    if let Some(held) = written_value(current.mod_revision, key, applied, ring) {
+        // The key's mod revision names the write, so these are the same bytes.
+        debug_assert_eq!(held, current.value);
+        current.value = held;
+    }
+    Ok(Some(current))
+}
+
+/// The bytes the event at `revision` wrote under `key`, if this batch or the ring holds it.
+fn written_value(revision: Revision, key: &str, applied: &Applied, ring: &Ring) -> Option<Bytes> {
+    if revision <= applied.base {
+        return ring.value_at(revision, key).cloned();
+    }
+    let index = usize::try_from(revision - applied.base - 1).ok()?;
+    match &**applied.events.get(index)? {
+        Event::Put { kv, .. } if kv.key == key => Some(kv.value.clone()),
+        _ => None,
     }
 }
 
