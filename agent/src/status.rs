@@ -8,11 +8,13 @@
 //! condition's status does; `podIP(s)`, `hostIP(s)`, `startTime`, `qosClass`.
 //!
 //! A [`StatusWriter`] owns the writes of one pod: the worker publishes the status it wants,
-//! the writer sends it as a JSON patch `test /metadata/uid` + `replace /status` (so a status
+//! the writer sends it as a JSON patch `test /metadata/uid` + `add /status` (so a status
 //! never lands on a newer pod of the same name) and, when the apiserver is away, keeps
 //! retrying with back-off, always with the latest status. Nothing is sent when the status has
-//! not changed.
+//! not changed. A written status is not kept (only its digest), and no task waits for an
+//! idle pod's next status: a pod's status costs the agent next to nothing once written.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -21,6 +23,7 @@ use k8s_openapi::api::core::v1::{
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use wasmkube_client::status::{is_invalid, is_not_found};
 
@@ -338,48 +341,112 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 }
 
 /// The statuses a pod's writer is asked to write; clones share the writer.
-#[derive(Debug, Clone)]
+///
+/// As the kubelet's status manager, it holds no task and no status copy for a pod whose
+/// status is written: an idle pod costs the digest of its last status. A publish that
+/// changes the status keeps it serialized until it is written, by a task that runs only
+/// while something is pending (and while the apiserver is away, retrying).
+#[derive(Clone)]
 pub struct StatusWriter {
-    desired: watch::Sender<(u64, Option<PodStatus>)>,
-    written: watch::Receiver<u64>,
+    shared: Arc<WriterShared>,
+}
+
+impl std::fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriter")
+            .field("pod", &self.shared.name)
+            .field("uid", &self.shared.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+struct WriterShared {
+    client: kube::Client,
+    /// `/api/v1/namespaces/<ns>/pods/<name>/status`.
+    url: String,
+    name: String,
+    uid: String,
+    state: Mutex<WriterState>,
+    /// The version of the latest published status (bumped by every change).
+    published: watch::Sender<u64>,
+    /// The version last written (`u64::MAX` once the pod is gone).
+    written: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// SHA-256 of the latest published status's JSON: an identical publish is a no-op.
+    digest: Option<[u8; 32]>,
+    /// The latest published status's JSON, until it is written.
+    pending: Option<Vec<u8>>,
+    /// Whether a task is writing.
+    writing: bool,
+    /// The pod (with our UID) is gone: nothing more is written.
+    gone: bool,
 }
 
 impl StatusWriter {
-    /// Starts the writer of pod `namespace/name` with UID `uid`.
+    /// The writer of pod `namespace/name` with UID `uid`.
     pub fn start(client: kube::Client, namespace: &str, name: &str, uid: &str) -> StatusWriter {
-        let (desired, rx) = watch::channel((0, None));
-        let (written_tx, written) = watch::channel(0);
-        tokio::spawn(write_loop(
-            client,
-            namespace.to_string(),
-            name.to_string(),
-            uid.to_string(),
-            rx,
-            written_tx,
-        ));
-        StatusWriter { desired, written }
+        let url = format!(
+            "/api/v1/namespaces/{}/pods/{}/status",
+            percent_encoding::utf8_percent_encode(namespace, percent_encoding::NON_ALPHANUMERIC),
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC),
+        );
+        StatusWriter {
+            shared: Arc::new(WriterShared {
+                client,
+                url,
+                name: name.to_string(),
+                uid: uid.to_string(),
+                state: Mutex::new(WriterState::default()),
+                published: watch::Sender::new(0),
+                written: watch::Sender::new(0),
+            }),
+        }
     }
 
-    /// Asks for `status` to be written (replacing any status not written yet).
+    /// Asks for `status` to be written (replacing any status not written yet); nothing
+    /// happens when it equals the status published last.
     pub fn publish(&self, status: PodStatus) {
-        self.desired.send_if_modified(|(version, current)| {
-            if current.as_ref() == Some(&status) {
-                return false;
+        let json = match serde_json::to_vec(&status) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(pod = %self.shared.name, error = %e, "cannot serialize a pod status");
+                return;
             }
-            *version += 1;
-            *current = Some(status);
-            true
-        });
+        };
+        let digest: [u8; 32] = Sha256::digest(&json).into();
+        let start_writing = {
+            let mut state = self.shared.lock();
+            if state.gone || state.digest == Some(digest) {
+                return;
+            }
+            state.digest = Some(digest);
+            state.pending = Some(json);
+            self.shared.published.send_modify(|v| *v += 1);
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if start_writing {
+            tokio::spawn(write_pending(Arc::clone(&self.shared)));
+        }
     }
 
     /// Waits until everything published has been written, or `timeout` passes. Returns
     /// whether it was written.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let want = self.desired.borrow().0;
-        let mut written = self.written.clone();
+        let want = *self.shared.published.borrow();
+        let mut written = self.shared.written.subscribe();
         tokio::time::timeout(timeout, written.wait_for(|w| *w >= want))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl WriterShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // The state holds no invariant a panicking holder could break halfway.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -389,77 +456,73 @@ fn pod_gone(e: &kube::Error) -> bool {
     is_not_found(e) || is_invalid(e)
 }
 
-async fn write_loop(
-    client: kube::Client,
-    namespace: String,
-    name: String,
-    uid: String,
-    mut desired: watch::Receiver<(u64, Option<PodStatus>)>,
-    written: watch::Sender<u64>,
-) {
-    let mut last: Option<PodStatus> = None;
+/// Writes the pending status until none is left; while the apiserver fails, retries with
+/// back-off (sooner when a newer status is published), always with the latest status.
+async fn write_pending(shared: Arc<WriterShared>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let (version, status) = desired.borrow_and_update().clone();
-        let Some(status) = status else {
-            if desired.changed().await.is_err() {
-                return;
+        let (version, json) = {
+            let mut state = shared.lock();
+            match state.pending.take() {
+                Some(json) => (*shared.published.borrow(), json),
+                None => {
+                    state.writing = false;
+                    return;
+                }
             }
-            continue;
         };
-        if last.as_ref() == Some(&status) {
-            written.send_replace(version);
-            if desired.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        match patch_status(&client, &namespace, &name, &uid, &status).await {
+        match patch_status(&shared, &json).await {
             Ok(()) => {
-                last = Some(status);
-                written.send_replace(version);
+                shared.written.send_replace(version);
                 backoff = Duration::from_millis(200);
             }
             Err(e) if pod_gone(&e) => {
-                tracing::debug!(pod = %name, error = %e, "pod gone; status writer stops");
-                written.send_replace(u64::MAX);
+                tracing::debug!(pod = %shared.name, error = %e, "pod gone; status writer stops");
+                let mut state = shared.lock();
+                state.gone = true;
+                state.pending = None;
+                state.writing = false;
+                shared.written.send_replace(u64::MAX);
                 return;
             }
             Err(e) => {
-                tracing::debug!(pod = %name, error = %e, "status write failed; retrying");
-                // Retry after the back-off, or sooner with a newer status.
-                let _ = tokio::time::timeout(backoff, desired.changed()).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                if desired.has_changed().is_err() {
+                if Arc::strong_count(&shared) == 1 {
+                    // The pod's worker is gone (its writer dropped): nobody waits for this.
+                    tracing::debug!(pod = %shared.name, error = %e, "status write failed; writer dropped");
+                    shared.lock().writing = false;
                     return;
                 }
+                tracing::debug!(pod = %shared.name, error = %e, "status write failed; retrying");
+                let mut newer = {
+                    let mut state = shared.lock();
+                    if state.pending.is_none() {
+                        state.pending = Some(json);
+                    }
+                    shared.published.subscribe()
+                };
+                // Retry after the back-off, or sooner with a newer status.
+                let _ = tokio::time::timeout(backoff, newer.changed()).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
 }
 
-/// `PATCH pods/<name>/status` with `[test uid, replace status]`.
-async fn patch_status(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    status: &PodStatus,
-) -> Result<(), kube::Error> {
-    let body = serde_json::json!([
-        {"op": "test", "path": "/metadata/uid", "value": uid},
-        {"op": "add", "path": "/status", "value": status},
-    ]);
-    let url = format!(
-        "/api/v1/namespaces/{}/pods/{}/status",
-        percent_encoding::utf8_percent_encode(namespace, percent_encoding::NON_ALPHANUMERIC),
-        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC),
-    );
-    let req = http::Request::patch(url)
+/// `PATCH pods/<name>/status` with `[test uid, add status]` (`add` replaces an existing
+/// member), the status being `status_json`.
+async fn patch_status(shared: &WriterShared, status_json: &[u8]) -> Result<(), kube::Error> {
+    let mut body = Vec::with_capacity(status_json.len() + 128);
+    body.extend_from_slice(br#"[{"op":"test","path":"/metadata/uid","value":"#);
+    serde_json::to_writer(&mut body, &shared.uid).map_err(kube::Error::SerdeError)?;
+    body.extend_from_slice(br#"},{"op":"add","path":"/status","value":"#);
+    body.extend_from_slice(status_json);
+    body.extend_from_slice(b"}]");
+    let req = http::Request::patch(shared.url.as_str())
         .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-        .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
+        .body(body)
         .map_err(kube::Error::HttpError)?;
-    client.request::<Pod>(req).await.map(|_| ())
+    // The answer (the whole pod) is not needed: it is read and dropped unparsed.
+    shared.client.request_text(req).await.map(|_| ())
 }
 
 #[cfg(test)]
