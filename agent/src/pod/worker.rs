@@ -96,8 +96,10 @@ struct Worker {
     pending: FuturesUnordered<BoxFuture<'static, Done>>,
     generation: u64,
     writer: StatusWriter,
-    probe_tx: mpsc::Sender<ProbeReport>,
-    probe_rx: mpsc::Receiver<ProbeReport>,
+    /// Probe results, once a container with probes started (most pods have none, and an
+    /// idle pod should not hold a channel it never uses).
+    probe_tx: Option<mpsc::Sender<ProbeReport>>,
+    probe_rx: Option<mpsc::Receiver<ProbeReport>>,
     pod_ip: Option<IpAddr>,
     volumes: Option<PodVolumes>,
     volume_retry_at: Option<Instant>,
@@ -115,7 +117,6 @@ pub async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver<PodMes
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let span = tracing::info_span!("pod", pod = %format!("{namespace}/{name}"), %uid);
     let writer = StatusWriter::start(ctx.client.clone(), &namespace, &name, &uid);
-    let (probe_tx, probe_rx) = mpsc::channel(64);
     let mut lc = PodLifecycle::new(&pod);
     if let Some(status) = &pod.status {
         lc.adopt(status, Instant::now());
@@ -138,8 +139,8 @@ pub async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver<PodMes
         pending: FuturesUnordered::new(),
         generation: 0,
         writer,
-        probe_tx,
-        probe_rx,
+        probe_tx: None,
+        probe_rx: None,
         pod_ip: None,
         volumes: None,
         volume_retry_at: None,
@@ -186,8 +187,11 @@ impl Worker {
             self.check_active_deadline(now);
             self.enforce_grace_deadline(now);
             let finished = matches!(self.lc.stage, PodStage::Finished(_));
-            if !self.terminating && !finished {
-                self.ensure_sandbox(now).await;
+            if !self.terminating && !finished && !self.sandbox_ready() {
+                // Boxed, like the other rare steps below: the worker of an idle pod is a
+                // long-lived task, and an inline future would make it as large as its
+                // largest step.
+                Box::pin(self.ensure_sandbox(now)).await;
             }
             if self.sandbox_ready() || self.terminating || finished {
                 self.act(now);
@@ -199,21 +203,21 @@ impl Worker {
                 && self.instances.is_empty()
                 && self.starting.is_empty()
             {
-                self.confirm_deletion().await;
+                Box::pin(self.confirm_deletion()).await;
                 return;
             }
             match self.wait().await {
                 Next::Continue => {}
                 Next::Gone => {
-                    self.stop_all().await;
+                    Box::pin(self.stop_all()).await;
                     tracing::info!("pod gone; stopped");
-                    self.cleanup().await;
+                    Box::pin(self.cleanup()).await;
                     return;
                 }
                 Next::Shutdown => {
                     // The agent stops: instances end with it; the pod's files and status stay
                     // for the next start to take over.
-                    self.stop_all().await;
+                    Box::pin(self.stop_all()).await;
                     return;
                 }
             }
@@ -248,7 +252,7 @@ impl Worker {
                 self.on_done(done);
                 Next::Continue
             }
-            Some(report) = self.probe_rx.recv() => {
+            Some(report) = recv_probe(self.probe_rx.as_mut()) => {
                 self.on_probe(report);
                 Next::Continue
             }
@@ -480,13 +484,21 @@ impl Worker {
             .unwrap_or((false, false));
         self.lc.set_started(index, !has_startup);
         self.lc.set_ready(index, !has_readiness && !has_startup);
-        let probes = match (self.container(index), self.pod_ip) {
-            (Some((c, _)), Some(ip)) => {
+        let has_probes = self.container(index).is_some_and(|(c, _)| {
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+        });
+        if has_probes && self.probe_tx.is_none() {
+            let (tx, rx) = mpsc::channel(64);
+            self.probe_tx = Some(tx);
+            self.probe_rx = Some(rx);
+        }
+        let probes = match (self.container(index), self.pod_ip, self.probe_tx.clone()) {
+            (Some((c, _)), Some(ip), Some(probe_tx)) => {
                 let set = ProbeSet::start(
                     c,
                     ip,
                     tokio::time::Instant::now(),
-                    self.probe_tx.clone(),
+                    probe_tx,
                     move |update| ProbeReport {
                         index,
                         generation,
@@ -604,5 +616,13 @@ fn outcome_text(outcome: &Outcome) -> String {
         Outcome::Stopped => "stopped".into(),
         Outcome::CpuTimeExceeded => "CPU time limit exceeded".into(),
         Outcome::StartFailed { message } => format!("failed to start: {message}"),
+    }
+}
+
+/// The next probe report, or never when no container has probes.
+async fn recv_probe(rx: Option<&mut mpsc::Receiver<ProbeReport>>) -> Option<ProbeReport> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
