@@ -17,6 +17,7 @@ mod aggregation;
 mod bootstrap;
 mod cache;
 mod escalation;
+mod index;
 mod policy;
 mod rule;
 mod snapshot;

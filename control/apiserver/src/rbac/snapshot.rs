@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use wasmkube_store::Revision;
 
+use super::index::{BindingIndex, RequestKey, ResolvedBinding, RoleRules};
 use super::rule::{PolicyRule, RoleRef, Subject};
 use crate::authn::Identity;
 use crate::authz::RequestInfo;
@@ -152,8 +153,8 @@ pub struct Snapshot {
     revision: Revision,
     cluster_roles: HashMap<String, Arc<ClusterRoleEntry>>,
     roles: HashMap<(String, String), Arc<[PolicyRule]>>,
-    cluster_role_bindings: Vec<Arc<Binding>>,
-    role_bindings: HashMap<String, Vec<Arc<Binding>>>,
+    cluster_role_bindings: BindingIndex,
+    role_bindings: HashMap<String, BindingIndex>,
 }
 
 /// Which binding granted a rule, for allow reasons (`RBAC: allowed by ...`).
@@ -163,11 +164,22 @@ pub struct Source<'a> {
     pub binding: &'a Binding,
     /// The subject of it that named the user.
     pub subject: &'a Subject,
+    /// `RBAC: allowed by <this source>`, written when the snapshot was built.
+    pub allow_reason: &'a str,
 }
 
 impl fmt::Display for Source<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.binding;
+        Described(self.binding, self.subject).fmt(f)
+    }
+}
+
+/// A binding and one of its subjects as RBAC's allow reasons name them.
+struct Described<'a>(&'a Binding, &'a Subject);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Described(b, subject) = *self;
         if b.namespace.is_empty() {
             write!(
                 f,
@@ -175,7 +187,7 @@ impl fmt::Display for Source<'_> {
                 b.name,
                 b.role_ref.kind,
                 b.role_ref.name,
-                self.subject.describe("")
+                subject.describe("")
             )
         } else {
             write!(
@@ -184,7 +196,7 @@ impl fmt::Display for Source<'_> {
                 format!("{}/{}", b.name, b.namespace),
                 b.role_ref.kind,
                 b.role_ref.name,
-                self.subject.describe(&b.namespace)
+                subject.describe(&b.namespace)
             )
         }
     }
@@ -209,6 +221,8 @@ impl Snapshot {
             revision,
             ..Snapshot::default()
         };
+        let mut cluster_role_bindings = Vec::new();
+        let mut role_bindings: HashMap<String, Vec<Arc<Binding>>> = HashMap::new();
         for entry in entries {
             match entry {
                 Entry::ClusterRole(role) => {
@@ -225,14 +239,58 @@ impl Snapshot {
                         .roles
                         .insert((namespace.clone(), name.clone()), Arc::clone(rules));
                 }
-                Entry::ClusterRoleBinding(b) => snapshot.cluster_role_bindings.push(Arc::clone(b)),
-                Entry::RoleBinding(b) => snapshot
-                    .role_bindings
+                Entry::ClusterRoleBinding(b) => cluster_role_bindings.push(Arc::clone(b)),
+                Entry::RoleBinding(b) => role_bindings
                     .entry(b.namespace.clone())
                     .or_default()
                     .push(Arc::clone(b)),
             }
         }
+        // Once every role is in, the bindings resolve their role references against them
+        // (each role indexed once, however many bindings name it).
+        let mut indexed: HashMap<(String, String, String), Arc<RoleRules>> = HashMap::new();
+        let mut resolve = |binding: Arc<Binding>| {
+            let role_ref = &binding.role_ref;
+            let namespace = if role_ref.kind == "Role" {
+                binding.namespace.clone()
+            } else {
+                String::new()
+            };
+            let key = (role_ref.kind.clone(), namespace, role_ref.name.clone());
+            let rules = match indexed.get(&key) {
+                Some(rules) => Ok(Arc::clone(rules)),
+                None => snapshot
+                    .role_reference_rules(role_ref, &binding.namespace)
+                    .map(|rules| {
+                        let rules = Arc::new(RoleRules::new(rules));
+                        indexed.insert(key, Arc::clone(&rules));
+                        rules
+                    }),
+            };
+            let allow_reasons = binding
+                .subjects
+                .iter()
+                .map(|subject| format!("RBAC: allowed by {}", Described(&binding, subject)))
+                .collect();
+            ResolvedBinding {
+                binding,
+                rules,
+                allow_reasons,
+            }
+        };
+        let cluster_role_bindings =
+            BindingIndex::new(cluster_role_bindings.into_iter().map(&mut resolve));
+        let role_bindings = role_bindings
+            .into_iter()
+            .map(|(namespace, bindings)| {
+                (
+                    namespace,
+                    BindingIndex::new(bindings.into_iter().map(&mut resolve)),
+                )
+            })
+            .collect();
+        snapshot.cluster_role_bindings = cluster_role_bindings;
+        snapshot.role_bindings = role_bindings;
         snapshot
     }
 
@@ -285,6 +343,41 @@ impl Snapshot {
         }
     }
 
+    /// The bindings naming `user` (or a group of theirs, or their ServiceAccount) that
+    /// apply in `namespace`: cluster-wide ones first, then the namespace's, in store order,
+    /// each with the first of its subjects that names the user.
+    fn bindings_for<'a>(
+        &'a self,
+        user: &'a Identity,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&'a ResolvedBinding, Source<'a>)> {
+        let namespaced = if namespace.is_empty() {
+            None
+        } else {
+            self.role_bindings.get(namespace)
+        };
+        self.cluster_role_bindings
+            .for_user(user)
+            .chain(
+                namespaced
+                    .into_iter()
+                    .flat_map(|index| index.for_user(user)),
+            )
+            .filter_map(|resolved| {
+                let binding = resolved.binding.as_ref();
+                let position = binding
+                    .subjects
+                    .iter()
+                    .position(|s| s.applies_to(user, &binding.namespace))?;
+                let source = Source {
+                    binding,
+                    subject: &binding.subjects[position],
+                    allow_reason: &resolved.allow_reasons[position],
+                };
+                Some((resolved, source))
+            })
+    }
+
     /// Calls `visit` with every rule granted to `user` in `namespace` (cluster-wide
     /// bindings first, then the namespace's), until it returns `false`. Role references
     /// that resolve to nothing are added to `errors`.
@@ -295,35 +388,15 @@ impl Snapshot {
         errors: &mut Vec<String>,
         visit: &mut dyn FnMut(Source<'_>, &PolicyRule) -> bool,
     ) {
-        let namespaced = if namespace.is_empty() {
-            None
-        } else {
-            self.role_bindings.get(namespace)
-        };
-        let bindings = self
-            .cluster_role_bindings
-            .iter()
-            .chain(namespaced.into_iter().flatten());
-        for binding in bindings {
-            let Some(subject) = binding
-                .subjects
-                .iter()
-                .find(|s| s.applies_to(user, &binding.namespace))
-            else {
-                continue;
-            };
-            let rules = match self.role_reference_rules(&binding.role_ref, &binding.namespace) {
+        for (resolved, source) in self.bindings_for(user, namespace) {
+            let rules = match &resolved.rules {
                 Ok(rules) => rules,
                 Err(e) => {
-                    errors.push(e);
+                    errors.push(e.clone());
                     continue;
                 }
             };
-            let source = Source {
-                binding: binding.as_ref(),
-                subject,
-            };
-            for rule in rules.iter() {
+            for rule in rules.rules.iter() {
                 if !visit(source, rule) {
                     return;
                 }
@@ -343,24 +416,26 @@ impl Snapshot {
     }
 
     /// The reason a binding allows `request` (`RBAC: allowed by ...`), or `Err` with the
-    /// resolution errors seen on the way (empty when nothing was wrong).
+    /// resolution errors seen on the way (empty when nothing was wrong). The same answer as
+    /// visiting the rules until one allows, through each role's index.
     pub fn allows(&self, user: &Identity, request: &RequestInfo) -> Result<String, Vec<String>> {
         let namespace = if request.resource_request {
             request.namespace.as_str()
         } else {
             ""
         };
-        let mut reason = None;
+        let key = RequestKey::of(request);
         let mut errors = Vec::new();
-        self.visit_rules_for(user, namespace, &mut errors, &mut |source, rule| {
-            if rule.allows(request) {
-                reason = Some(format!("RBAC: allowed by {source}"));
-                false
-            } else {
-                true
+        for (resolved, source) in self.bindings_for(user, namespace) {
+            match &resolved.rules {
+                Ok(rules) if rules.allows(request, &key) => {
+                    return Ok(source.allow_reason.to_owned());
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(e.clone()),
             }
-        });
-        reason.ok_or(errors)
+        }
+        Err(errors)
     }
 }
 
@@ -486,6 +561,60 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(aggregate(&errors), errors[0]);
         assert_eq!(aggregate(&["a".into(), "b".into()]), "[a, b]");
+    }
+
+    #[test]
+    fn the_binding_index_visits_a_users_bindings_once_in_store_order() {
+        let binding = |name: &str, subjects: Value| {
+            entry(
+                &format!("/registry/rbac.authorization.k8s.io/rolebindings/team/{name}"),
+                json!({"metadata": {"name": name, "namespace": "team"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                    "subjects": subjects}),
+            )
+        };
+        let entries = [
+            entry(
+                "/registry/rbac.authorization.k8s.io/clusterroles/view",
+                json!({"metadata": {"name": "view"}, "rules": [
+                    {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+            ),
+            binding(
+                "a-group",
+                json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}]),
+            ),
+            binding(
+                "b-others",
+                json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}]),
+            ),
+            binding(
+                "c-both",
+                json!([
+                    {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+                    {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}]),
+            ),
+            binding(
+                "d-service-account",
+                json!([{"kind": "ServiceAccount", "name": "robot"}]),
+            ),
+        ];
+        let s = Snapshot::build(1, entries.iter());
+        let visited = |who: &Identity| {
+            let mut names = Vec::new();
+            s.visit_rules_for(who, "team", &mut Vec::new(), &mut |source, _| {
+                names.push(source.binding.name.clone());
+                true
+            });
+            names
+        };
+        assert_eq!(visited(&user("alice", &["devs"])), ["a-group", "c-both"]);
+        assert_eq!(visited(&user("bob", &[])), ["b-others"]);
+        assert_eq!(
+            visited(&user("system:serviceaccount:team:robot", &[])),
+            ["d-service-account"]
+        );
+        assert!(visited(&user("system:serviceaccount:other:robot", &[])).is_empty());
+        assert!(visited(&user("carol", &["system:authenticated"])).is_empty());
     }
 
     #[test]
