@@ -138,6 +138,25 @@ fn parse_authorization_mode(
 enum ServerAction {
     /// Print the token that `wasmkube agent --token` joins this cluster with.
     Token,
+    /// Print a kubeconfig for a user, with a client certificate signed by the cluster CA
+    /// (as `kubeadm kubeconfig user`); what the user may do is up to RBAC bindings.
+    // (Boxed: the command's flags would otherwise make every `wasmkube` command as large.)
+    Kubeconfig(Box<KubeconfigArgs>),
+}
+
+/// The flags of `wasmkube server kubeconfig`.
+#[derive(clap::Args, Debug)]
+struct KubeconfigArgs {
+    /// The user name (the certificate's CN).
+    #[arg(long, value_name = "NAME")]
+    user: String,
+    /// A group the user is in (the certificate's O). One for now: the certificate
+    /// library writes one value per subject attribute.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// The server URL to put in it [default: the admin kubeconfig's].
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
 }
 
 impl ServerCommand {
@@ -146,6 +165,23 @@ impl ServerCommand {
             Some(d) => d,
             None => default_data_dir()?,
         };
+        if let Some(ServerAction::Kubeconfig(args)) = &self.action {
+            let KubeconfigArgs {
+                user,
+                group,
+                server,
+            } = args.as_ref();
+            let groups: Vec<&str> = group.iter().map(String::as_str).collect();
+            let yaml = wasmkube_apiserver::pki::user_kubeconfig(
+                &data_dir,
+                user,
+                &groups,
+                server.as_deref(),
+            )
+            .with_context(|| format!("writing a kubeconfig for {user}"))?;
+            print!("{yaml}");
+            return Ok(());
+        }
         if let Some(ServerAction::Token) = self.action {
             let path = wasmkube_apiserver::join::token_path(&data_dir);
             let token = std::fs::read_to_string(&path).with_context(|| {

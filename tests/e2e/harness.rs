@@ -360,22 +360,24 @@ impl TestCluster {
         kube::Client::try_from(config).context("building a bearer-token kube client")
     }
 
-    /// A kubeconfig for `user` in `groups` that authenticates with a client certificate the
-    /// cluster CA issued (what `kubeadm kubeconfig user` makes), written next to the admin
-    /// kubeconfig. Pass it to kubectl as `--kubeconfig=<path>` after the harness's own.
-    pub(crate) fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
-        let pki = wasmkube_apiserver::pki::Pki::load_or_create(self.data_dir(), &[])
-            .context("loading the cluster PKI")?;
-        let (cert, key) = pki
-            .issue_client_cert(user, groups)
-            .context("issuing a client certificate")?;
-        let yaml = wasmkube_apiserver::pki::kubeconfig_yaml(
-            &format!("https://127.0.0.1:{}", self.port),
-            pki.ca_pem(),
+    /// A kubeconfig for `user` (in `group`, if given) that authenticates with a client
+    /// certificate the cluster CA issued, made by `wasmkube server kubeconfig --user U
+    /// [--group G]` and written next to the admin kubeconfig. Pass it to kubectl as
+    /// `--kubeconfig=<path>` after the harness's own.
+    pub(crate) async fn user_kubeconfig(&self, user: &str, group: Option<&str>) -> Result<PathBuf> {
+        let data_dir = self.data_dir().display().to_string();
+        let mut args = vec![
+            "server",
+            "kubeconfig",
+            "--data-dir",
+            &data_dir,
+            "--user",
             user,
-            &cert,
-            &key,
-        )?;
+        ];
+        if let Some(group) = group {
+            args.extend(["--group", group]);
+        }
+        let yaml = nodes::run_cli(&args).await?;
         let path = self
             .data_dir()
             .join(format!("kubeconfig-{}.yaml", user.replace(':', "-")));

@@ -294,7 +294,7 @@ async fn stalled_request(
 /// A kube client for `user` that does not retry 429s by itself (kube-rs' default does).
 async fn client_as(cluster: &TestCluster, user: &str) -> Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
-    let path = cluster.user_kubeconfig(user, &[])?;
+    let path = cluster.user_kubeconfig(user, None).await?;
     let kubeconfig = Kubeconfig::read_from(&path)?;
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -384,7 +384,7 @@ async fn requests_over_the_in_flight_limits_get_429_with_retry_after() -> Result
         Some(&b"1"[..])
     );
     // kubectl tells its user the same.
-    let bob_kubeconfig = cluster.user_kubeconfig("bob", &[])?;
+    let bob_kubeconfig = cluster.user_kubeconfig("bob", None).await?;
     let stderr = cluster
         .kubectl_fails(&[
             &format!("--kubeconfig={}", bob_kubeconfig.display()),

@@ -32,7 +32,7 @@ fn rule_line<'a>(list: &'a str, resource: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn a_non_admin_identity_is_forbidden_until_a_binding_allows_it() -> Result<()> {
     let cluster = TestCluster::builder().without_controllers().start().await?;
-    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", &["devs"])?);
+    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", Some("devs")).await?);
     let alice = alice.as_str();
 
     let err = cluster
@@ -425,7 +425,7 @@ async fn authorization_mode_always_allow_lets_every_identity_through() -> Result
         .server_arg("--authorization-mode=AlwaysAllow")
         .start()
         .await?;
-    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", &[])?);
+    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", None).await?);
     cluster
         .kubectl_ok(&[
             alice.as_str(),

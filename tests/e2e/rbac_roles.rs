@@ -254,7 +254,7 @@ async fn a_cluster_role_labelled_aggregate_to_view_adds_its_rules_to_view_edit_a
 #[tokio::test]
 async fn impersonation_needs_the_impersonate_verb() -> Result<()> {
     let cluster = TestCluster::builder().without_controllers().start().await?;
-    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", &[])?);
+    let alice = kubeconfig_flag(&cluster.user_kubeconfig("alice", None).await?);
     let alice = alice.as_str();
     // (Raw requests: kubectl's discovery would fail first, and word the 403 less well.)
     const PODS: &str = "/api/v1/namespaces/default/pods";

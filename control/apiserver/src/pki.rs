@@ -102,6 +102,14 @@ pub enum PkiError {
     /// Serializing the kubeconfig failed.
     #[error("serializing the kubeconfig: {0}")]
     Kubeconfig(#[from] serde_yaml_ng::Error),
+    /// More than one group for a client certificate: rcgen writes one value per subject
+    /// attribute (rustls/rcgen#81), so every group but the last would be lost.
+    #[error(
+        "a client certificate can carry one group (its O) for now, not {} ({}): bind the user, or one group it is in",
+        .0.len(),
+        .0.join(", ")
+    )]
+    TooManyGroups(Vec<String>),
 }
 
 /// The cluster's certificates, keys and tokens, loaded or created under a data directory.
@@ -231,7 +239,8 @@ impl Pki {
     }
 
     /// Issues a client certificate signed by the cluster CA: user `common_name`, groups
-    /// `organizations` (e.g. `system:node:n1` in `system:nodes`). Returns (cert, PKCS#8 key) PEM.
+    /// `organizations` (e.g. `system:node:n1` in `system:nodes`; at most one, see
+    /// [`PkiError::TooManyGroups`]). Returns (cert, PKCS#8 key) PEM.
     pub fn issue_client_cert(
         &self,
         common_name: &str,
@@ -320,6 +329,61 @@ pub fn kubeconfig_yaml(
         "preferences": {},
     });
     Ok(serde_yaml_ng::to_string(&config)?)
+}
+
+/// A kubeconfig (YAML) for `user` in `groups` with a new client certificate signed by the
+/// CA of the cluster in `data_dir` (what `kubeadm kubeconfig user` makes). `server_url`
+/// defaults to the server of the admin kubeconfig there. The cluster must have started
+/// once; only the CA is read, nothing is written (the serving certificate, the admin
+/// credentials and the tokens stay as they are, whatever SANs the server runs with).
+pub fn user_kubeconfig(
+    data_dir: &Path,
+    user: &str,
+    groups: &[&str],
+    server_url: Option<&str>,
+) -> Result<String, PkiError> {
+    let ca_files = Pair::new(&data_dir.join("pki"), "ca");
+    if user.is_empty() {
+        return Err(PkiError::Invalid {
+            path: ca_files.cert,
+            reason: "a client certificate needs a user name (its CN)".into(),
+        });
+    }
+    let Some((ca_cert_pem, ca_key_pem)) = ca_files.read()? else {
+        return Err(PkiError::Invalid {
+            path: ca_files.cert,
+            reason: "no cluster CA here: start `wasmkube server` once with this --data-dir".into(),
+        });
+    };
+    let server_url = match server_url {
+        Some(url) => url.to_string(),
+        None => admin_server_url(data_dir)?,
+    };
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| invalid(&ca_files.key, e))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key).map_err(|e| invalid(&ca_files.cert, e))?;
+    let (cert, key) = issue_client_cert(&issuer, user, groups)?;
+    kubeconfig_yaml(&server_url, &ca_cert_pem, user, &cert, &key)
+}
+
+/// The server URL of the admin kubeconfig in `data_dir`.
+fn admin_server_url(data_dir: &Path) -> Result<String, PkiError> {
+    let path = kubeconfig_path(data_dir);
+    let text = std::fs::read_to_string(&path).map_err(|source| PkiError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let admin: serde_json::Value = serde_yaml_ng::from_str(&text)?;
+    match admin
+        .pointer("/clusters/0/cluster/server")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(url) => Ok(url.to_string()),
+        None => Err(PkiError::Invalid {
+            path,
+            reason: "the kubeconfig names no server".into(),
+        }),
+    }
 }
 
 /// Loads `tokens.csv`, creating it or adding an admin token when there is none.
@@ -609,5 +673,49 @@ mod tests {
         );
         let key = decode(&config["users"][0]["user"]["client-key-data"]);
         assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn a_user_kubeconfig_carries_user_and_groups_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = user_kubeconfig(dir.path(), "alice", &[], None).expect_err("no CA yet");
+        assert!(
+            err.to_string().contains("start `wasmkube server` once"),
+            "{err}"
+        );
+        let pki = Pki::load_or_create(dir.path(), &["192.0.2.7".to_string()]).expect("created");
+        write_kubeconfig(dir.path(), "https://192.0.2.7:6443", &pki).expect("written");
+        let server_before = pki.server_cert_pem().to_string();
+
+        let err = user_kubeconfig(dir.path(), "alice", &["devs", "qa"], None).expect_err("two");
+        assert!(
+            matches!(err, PkiError::TooManyGroups(ref g) if g.len() == 2),
+            "{err}"
+        );
+        let yaml = user_kubeconfig(dir.path(), "alice", &["devs"], None).expect("made");
+        let config: serde_json::Value = serde_yaml_ng::from_str(&yaml).expect("yaml");
+        assert_eq!(
+            config["clusters"][0]["cluster"]["server"],
+            "https://192.0.2.7:6443"
+        );
+        assert_eq!(config["contexts"][0]["context"]["user"], "alice");
+        let b64 = config["users"][0]["user"]["client-certificate-data"]
+            .as_str()
+            .expect("certificate");
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        let identity =
+            identity_from_certificate(&der(std::str::from_utf8(&pem).expect("utf8"))).expect("id");
+        assert_eq!(identity.user, "alice");
+        assert_eq!(identity.groups, vec!["devs"]);
+        // The serving certificate (SAN 192.0.2.7) is left alone.
+        let on_disk = std::fs::read_to_string(dir.path().join("pki/server.crt")).expect("read");
+        assert_eq!(on_disk, server_before);
+
+        let other =
+            user_kubeconfig(dir.path(), "bob", &[], Some("https://example:1")).expect("made");
+        assert!(other.contains("https://example:1"));
+        assert!(user_kubeconfig(dir.path(), "", &[], None).is_err());
     }
 }

@@ -481,7 +481,7 @@ pub(crate) fn node_is_ready(node: &Node) -> bool {
 }
 
 /// Runs `wasmkube args...` to completion, requires success, returns stdout.
-async fn run_cli(args: &[&str]) -> Result<String> {
+pub(super) async fn run_cli(args: &[&str]) -> Result<String> {
     let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
         .args(args)
         .env_remove("WASMKUBE_DATA_DIR")

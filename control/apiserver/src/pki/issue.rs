@@ -212,6 +212,11 @@ pub(super) fn issue_client_cert(
     common_name: &str,
     organizations: &[&str],
 ) -> Result<(String, String), PkiError> {
+    if organizations.len() > 1 {
+        return Err(PkiError::TooManyGroups(
+            organizations.iter().map(|o| o.to_string()).collect(),
+        ));
+    }
     let key = KeyPair::generate().map_err(|source| PkiError::Generate {
         what: "a client key",
         source,
