@@ -130,6 +130,23 @@ pub(crate) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::
     kube::Client::try_from(config).context("building the API client")
 }
 
+/// A client for an in-process component acting as its own user (`system:kube-scheduler`):
+/// a client certificate the cluster CA in `data_dir` issues now, so that RBAC's role for the
+/// component applies to it instead of the admin's system:masters.
+pub(crate) async fn component_client(data_dir: &Path, user: &str) -> anyhow::Result<kube::Client> {
+    let yaml = wasmkube_apiserver::pki::user_kubeconfig(data_dir, user, &[], None)
+        .with_context(|| format!("issuing the client certificate of {user}"))?;
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&yaml).context("reading the component kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .context("loading the component kubeconfig")?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
 /// Node agent flags shared by `server` (embedded agent) and `agent`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct NodeArgs {

@@ -16,7 +16,8 @@ use anyhow::Context;
 const COMPONENTS_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 use super::cluster::{
-    LogFormat, NodeArgs, Shutdown, client_from_kubeconfig, default_data_dir, init_logging,
+    LogFormat, NodeArgs, Shutdown, client_from_kubeconfig, component_client, default_data_dir,
+    init_logging,
 };
 
 /// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, the
@@ -227,7 +228,7 @@ impl ServerCommand {
 
         let mut tasks = Vec::new();
         if !self.disable_scheduler {
-            let client = client.clone();
+            let client = component_client(&data_dir, "system:kube-scheduler").await?;
             let stop = shutdown.wait();
             tasks.push(tokio::spawn(async move {
                 let config = wasmkube_scheduler::SchedulerConfig::default();

@@ -1,13 +1,14 @@
 //! RBAC's own objects through the real kubectl: the escalation checks on roles and
 //! bindings (`escalate`, `bind`), the aggregated `view`/`edit`/`admin` roles, impersonation
-//! authorized by the `impersonate` verb, and the tables and validation of the RBAC kinds.
+//! authorized by the `impersonate` verb, the tables and validation of the RBAC kinds, and
+//! the in-process scheduler acting as `system:kube-scheduler`.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
 
-use crate::harness::{TestCluster, poll_until};
+use crate::harness::{NodeSpec, TestCluster, poll_until};
 use crate::rbac::kubeconfig_flag;
 
 /// How long the aggregation controller may take to fold a labelled role into `view`.
@@ -387,5 +388,82 @@ async fn rbac_objects_print_kubernetes_tables_and_are_validated() -> Result<()> 
         ])
         .await?;
     assert!(err.contains("cannot change roleRef"), "{err}");
+    Ok(())
+}
+
+/// The in-process scheduler acts as `system:kube-scheduler`, not as the admin: its bootstrap
+/// role is what it may do. Without the role's `create` on `pods/binding` it cannot bind and
+/// says why in a FailedScheduling event; with the rule back the pod is bound.
+#[tokio::test]
+async fn the_scheduler_binds_only_as_its_role_allows() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .embedded_agent(NodeSpec::named("n1"))
+        .start()
+        .await?;
+    let role = cluster
+        .kubectl_json(&["get", "clusterrole", "system:kube-scheduler", "-o", "json"])
+        .await?;
+    let original_rules = role["rules"].clone();
+    let mut stripped = role.clone();
+    // (Annotated so that a restart would not put the rule back.)
+    stripped["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] =
+        json!("false");
+    let rules = stripped["rules"]
+        .as_array_mut()
+        .expect("the role has rules");
+    let before = rules.len();
+    rules.retain(|rule| {
+        !rule["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r == "pods/binding")
+    });
+    assert_eq!(rules.len(), before - 1, "one rule grants pods/binding");
+    cluster
+        .kubectl_ok_stdin(&["replace", "-f", "-"], &stripped.to_string())
+        .await?;
+
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "waits"},
+        "spec": {
+            "runtimeClassName": "wasmtime",
+            "containers": [{"name": "hello", "image": "wasmkube.local/samples/hello:v1"}],
+        },
+    });
+    cluster
+        .kubectl_ok_stdin(&["create", "-f", "-"], &pod.to_string())
+        .await?;
+    let event = cluster
+        .wait_event("waits", "FailedScheduling", Duration::from_secs(90))
+        .await?;
+    let message = event.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            r#"User "system:kube-scheduler" cannot create resource "pods/binding" in API group """#
+        ),
+        "{message}"
+    );
+    let unbound = cluster
+        .kubectl_json(&["get", "pod", "waits", "-o", "json"])
+        .await?;
+    assert!(unbound["spec"]["nodeName"].is_null(), "{unbound}");
+
+    let mut restored = cluster
+        .kubectl_json(&["get", "clusterrole", "system:kube-scheduler", "-o", "json"])
+        .await?;
+    restored["rules"] = original_rules;
+    cluster
+        .kubectl_ok_stdin(&["replace", "-f", "-"], &restored.to_string())
+        .await?;
+    let bound = cluster
+        .wait_pod("waits", "bound to a node", Duration::from_secs(90), |p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")
+        })
+        .await?;
+    assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("n1"));
     Ok(())
 }
