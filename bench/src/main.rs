@@ -14,7 +14,9 @@
 //!   to `wasmtime serve` of the same component;
 //! - `density` ([`density`]): the server's memory per idle running wasm pod over 1,000 pods;
 //! - `deployment` ([`deployment`]): a Deployment of 1,000 wasm replicas on one node: time to
-//!   all Ready, a rolling update and a delete, observed with watches.
+//!   all Ready, a rolling update and a delete, observed with watches;
+//! - `authz` ([`authz`]): what authorization costs: creates/s and GET latency as a user bound
+//!   to `edit`, with `--authorization-mode RBAC` vs `AlwaysAllow`.
 //!
 //! Shared pieces: the server the bench starts and its clients ([`target`]), the samples and
 //! their manifests ([`samples`]), the wasmtime CLI peer ([`peer`]), a pod watch that
@@ -31,6 +33,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
 mod api;
+mod authz;
 mod creates;
 mod density;
 mod deployment;
@@ -63,6 +66,9 @@ Subcommands (each has its own --help saying exactly what it measures):
   deployment
             a Deployment of 1,000 http-hello replicas on one node: create -> all Ready and
             rollout complete, a rolling update (its bounds and where its time goes), a delete.
+  authz     what authorization costs: durable creates/s and GET requests/s, p50, p99 as a user
+            bound to edit (200 other bindings around), RBAC vs AlwaysAllow, two servers
+            in 40 alternating rounds, with the ratios.
 
 Every benchmark starts its own `wasmkube server` (the wasmkube binary next to this one, or
 --wasmkube PATH) on a free loopback port with a temporary data directory and stops it at the
@@ -84,7 +90,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -113,6 +119,8 @@ enum BenchSubcommand {
     Density(density::DensityCommand),
     /// A Deployment of 1,000 wasm replicas on one node: all Ready, a rolling update, a delete.
     Deployment(deployment::DeploymentCommand),
+    /// What authorization costs: creates/s and GET latency with RBAC vs AlwaysAllow.
+    Authz(authz::AuthzCommand),
 }
 
 impl BenchCommand {
@@ -127,6 +135,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Http(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Density(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Deployment(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Authz(cmd)) => cmd.execute(&wasmkube).await,
         }
     }
 }

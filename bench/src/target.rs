@@ -102,6 +102,19 @@ impl Target {
         ServerMemory::parse(&status)
     }
 
+    /// The data directory of the server the bench started.
+    pub(crate) fn server_data_dir(&self) -> Option<&Path> {
+        Some(&self.server.as_ref()?.data_dir)
+    }
+
+    /// The CPU time (user + system, every thread) the server the bench started has used so
+    /// far, in seconds, from `/proc/<pid>/stat` (10 ms ticks); `None` where it cannot tell.
+    pub(crate) fn server_cpu_seconds(&self) -> Option<f64> {
+        let pid = self.server_pid()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        cpu_seconds(&stat)
+    }
+
     /// The process id of the server the bench started.
     pub(crate) fn server_pid(&self) -> Option<u32> {
         self.server.as_ref()?.pid
@@ -183,6 +196,18 @@ impl ServerMemory {
             peak_rss_kib: proc_field_kib(status, "VmHWM:")?,
         })
     }
+}
+
+/// `utime + stime` of the text of a `/proc/<pid>/stat`, in seconds (Linux counts them in
+/// USER_HZ = 100 ticks a second).
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// The value of a `Name:   1234 kB` line of a `/proc` file, in KiB.
@@ -436,6 +461,13 @@ mod tests {
             }
         );
         assert_eq!(ServerMemory::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_proc_stat() {
+        let stat = "4713 (wasm kube) S 1 4713 4713 0 -1 4194560 1234 0 0 0 250 115 0 0 20 0 14 0";
+        assert_eq!(cpu_seconds(stat), Some(3.65));
+        assert_eq!(cpu_seconds("4713 (x) S 1"), None);
     }
 
     #[test]
