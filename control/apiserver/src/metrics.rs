@@ -6,7 +6,9 @@
 //! - `apiserver_longrunning_requests{component,group,resource,scope,subresource,verb,version}`
 //!   (gauge): the same watches as the long-running `WATCH` requests they are;
 //! - `apiserver_request_total{code,component,dry_run,group,resource,scope,subresource,verb,version}`
-//!   (counter): resource requests answered, by verb and status code.
+//!   (counter): resource requests answered, by verb and status code;
+//! - `apiserver_terminated_watchers_total{resource}` (counter): watchers closed because
+//!   they read too slowly (their buffer stayed full; see `watch::buffer`).
 //!
 //! Other parts of the server add their families with [`Metrics::add_collector`] (the
 //! in-flight limits, the watch buffers).
@@ -66,6 +68,8 @@ pub struct RequestLabels<'a> {
 pub struct Metrics {
     watchers: Arc<Mutex<BTreeMap<WatchKey, i64>>>,
     requests: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Slow watchers closed, by `resource[.group]`.
+    terminated: Arc<Mutex<BTreeMap<String, u64>>>,
     collectors: Collectors,
 }
 
@@ -110,6 +114,7 @@ impl Metrics {
         *lock(&self.watchers).entry(key.clone()).or_insert(0) += 1;
         WatchRegistration {
             watchers: self.watchers.clone(),
+            terminated: self.terminated.clone(),
             key,
         }
     }
@@ -184,6 +189,16 @@ impl Metrics {
                 k.code, k.group, k.resource, k.scope, k.subresource, k.verb, k.version
             );
         }
+        out.push_str(
+            "# HELP apiserver_terminated_watchers_total [ALPHA] Counter of watchers closed due to unresponsiveness broken by resource type.\n\
+             # TYPE apiserver_terminated_watchers_total counter\n",
+        );
+        for (resource, n) in lock(&self.terminated).iter() {
+            let _ = writeln!(
+                out,
+                "apiserver_terminated_watchers_total{{resource=\"{resource}\"}} {n}"
+            );
+        }
         for collector in lock(&self.collectors.0).iter() {
             collector(&mut out);
         }
@@ -195,7 +210,21 @@ impl Metrics {
 #[derive(Debug)]
 pub struct WatchRegistration {
     watchers: Arc<Mutex<BTreeMap<WatchKey, i64>>>,
+    terminated: Arc<Mutex<BTreeMap<String, u64>>>,
     key: WatchKey,
+}
+
+impl WatchRegistration {
+    /// The watch is closed because its client read too slowly
+    /// (`apiserver_terminated_watchers_total`).
+    pub fn terminated(&self) {
+        let resource = if self.key.group.is_empty() {
+            self.key.resource.to_owned()
+        } else {
+            format!("{}.{}", self.key.resource, self.key.group)
+        };
+        *lock(&self.terminated).entry(resource).or_insert(0) += 1;
+    }
 }
 
 impl Drop for WatchRegistration {
@@ -238,8 +267,19 @@ mod tests {
             text.contains("apiserver_longrunning_requests{component=\"apiserver\",group=\"\",resource=\"pods\",scope=\"namespace\",subresource=\"\",verb=\"WATCH\",version=\"v1\"} 1\n"),
             "{text}"
         );
-        drop(all);
-        drop(one_namespace);
+        all.terminated();
+        let deployments = metrics.watch_started(kind(&registry, "apps", "deployments"), None);
+        deployments.terminated();
+        let text = metrics.render();
+        assert!(
+            text.contains("apiserver_terminated_watchers_total{resource=\"pods\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apiserver_terminated_watchers_total{resource=\"deployments.apps\"} 1\n"),
+            "{text}"
+        );
+        drop((all, one_namespace, deployments));
         assert_eq!(metrics.registered_watchers("", "Pod"), 0);
         assert!(
             metrics

@@ -6,6 +6,9 @@
 //! history is answered with an ERROR event carrying a 410 Expired status, so clients
 //! (kube-rs' watcher, client-go's reflector) relist. With selectors, an object that
 //! stops matching is reported as DELETED and one that starts matching as ADDED.
+//!
+//! Each watcher's encoded events wait in a buffer bounded in bytes ([`buffer`]); a client
+//! that leaves it full for too long is closed, and watches again or relists.
 
 use std::time::Duration;
 
@@ -15,16 +18,20 @@ use bytes::Bytes;
 use http::StatusCode;
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use wasmkube_store::{Event, Revision, StoreError, Watch};
 
 use crate::error::{ApiError, ApiResult};
 use crate::filter::Filter;
 use crate::handlers::read::{collection_prefix, list_objects};
 use crate::handlers::{Request, partial_metadata};
+use crate::metrics::WatchRegistration;
 use crate::object;
 use crate::registry::ResourceType;
 use crate::request::Output;
+
+pub mod buffer;
+
+use buffer::{SendError, Sender};
 
 /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
@@ -85,7 +92,7 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
         output: req.output,
         tables: crate::table::WatchTables::new(req.rt, req.include),
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (tx, rx) = buffer::buffer(buffer::BUFFER_BYTES, buffer::SLOW_WATCHER_TIMEOUT);
 
     // The initial state, when asked for.
     let mut initial = Vec::new();
@@ -117,7 +124,8 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
             let err = ApiError::gone(format!(
                 "too old resource version: {requested} ({compacted})"
             ));
-            let _ = tx.try_send(error_event(&err));
+            // The buffer is empty: the event goes in at once.
+            let _ = tx.send(error_event(&err)).await;
             None
         }
         Err(e) => return Err(crate::handlers::store_error(req.rt, "", e)),
@@ -132,21 +140,23 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
         tokio::spawn(async move {
             let _keep = state_store;
             // Counted in `apiserver_registered_watchers` until the watch ends.
-            let _registered = registered;
-            for obj in initial {
-                if tx.send(encoder.event("ADDED", obj)).await.is_err() {
-                    return;
+            let sent = async {
+                for obj in initial {
+                    tx.send(encoder.event("ADDED", obj)).await?;
                 }
+                if send_initial && bookmarks {
+                    tx.send(encoder.bookmark(start, true)).await?;
+                }
+                pump(&mut *watch, &filter, &mut encoder, &tx, timeout, bookmarks).await
             }
-            if send_initial && bookmarks && tx.send(encoder.bookmark(start, true)).await.is_err() {
-                return;
+            .await;
+            if sent == Err(SendError::TooSlow) {
+                too_slow(&registered, &encoder.rt);
             }
-            pump(&mut *watch, &filter, &mut encoder, &tx, timeout, bookmarks).await;
         });
     }
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let body = Body::from_stream(futures::StreamExt::map(
-        stream,
+        rx,
         Ok::<_, std::convert::Infallible>,
     ));
     Ok((
@@ -157,43 +167,49 @@ pub async fn serve(req: &Request<'_>) -> ApiResult<Response> {
         .into_response())
 }
 
-/// Forwards store events until the client leaves, the timeout passes or the watch breaks.
+/// A watcher closed for reading too slowly: counted, and logged as Kubernetes does.
+fn too_slow(registered: &WatchRegistration, rt: &ResourceType) {
+    registered.terminated();
+    tracing::info!(
+        resource = rt.plural,
+        group = rt.group,
+        "Forcing watcher close due to unresponsiveness: its buffer stayed full"
+    );
+}
+
+/// Forwards store events until the client leaves, the timeout passes or the watch breaks;
+/// `Err` when the client left or was too slow.
 async fn pump(
     watch: &mut dyn Watch,
     filter: &Filter,
     encoder: &mut Encoder,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &Sender,
     timeout: Duration,
     bookmarks: bool,
-) {
+) -> Result<(), SendError> {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = tx.closed() => return,
-            _ = &mut deadline => return,
+            () = tx.closed() => return Err(SendError::Closed),
+            () = &mut deadline => return Ok(()),
             _ = ticker.tick(), if bookmarks => {
-                if tx.send(encoder.bookmark(watch.progress(), false)).await.is_err() {
-                    return;
-                }
+                tx.send(encoder.bookmark(watch.progress(), false)).await?;
             }
             next = watch.next() => match next {
                 Ok(event) => {
                     let Some((kind, obj)) = translate(&event, filter) else { continue };
-                    if tx.send(encoder.event(kind, obj)).await.is_err() {
-                        return;
-                    }
+                    tx.send(encoder.event(kind, obj)).await?;
                 }
                 Err(StoreError::WatcherTooSlow { revision }) => {
                     let err = ApiError::gone(format!("too old resource version: {revision}"));
-                    let _ = tx.send(error_event(&err)).await;
-                    return;
+                    return tx.send(error_event(&err)).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "watch ended");
-                    return;
+                    return Ok(());
                 }
             }
         }
