@@ -5,3 +5,4 @@ pub(crate) mod cluster;
 pub(crate) mod controllers;
 pub(crate) mod image;
 pub(crate) mod server;
+pub(crate) mod token;

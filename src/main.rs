@@ -17,9 +17,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a cluster: apiserver on an embedded store, scheduler, controllers and a node agent.
-    Server(commands::server::ServerCommand),
+    Server(Box<commands::server::ServerCommand>),
     /// Join a node to a cluster and run the pods bound to it.
-    Agent(commands::agent::AgentCommand),
+    Agent(Box<commands::agent::AgentCommand>),
     /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
     Controllers(commands::controllers::ControllersCommand),
     /// Manage the node's local image store: import OCI image layouts of wasm images.

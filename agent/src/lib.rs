@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::Taint;
 use tokio::sync::watch;
 use wasmkube_client::events::{EventMetrics, EventRecorder, Reporter};
 
+pub mod certificates;
 pub mod images;
 pub mod logs;
 pub mod network;
@@ -84,6 +85,9 @@ pub struct AgentConfig {
     /// the agent makes); past it the container waits in `CreateContainerError` and is
     /// retried.
     pub compile_timeout: Duration,
+    /// Renewal of the client certificate `client` presents (a joined agent's); `None` for
+    /// credentials someone else keeps current.
+    pub client_rotation: Option<certificates::rotation::Rotation>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -133,6 +137,7 @@ impl AgentConfig {
             allowed_host_paths: Vec::new(),
             eviction_hard: node::eviction::EvictionHard::default(),
             compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
+            client_rotation: None,
         }
     }
 
@@ -270,6 +275,13 @@ pub async fn start(
     });
     let client = config.client.clone();
     let node_name = config.node_name.clone();
+    let rotation = config.client_rotation.map(|rotation| {
+        tokio::spawn(certificates::rotation::run(
+            client.clone(),
+            rotation,
+            stopped.clone(),
+        ))
+    });
     let task = tokio::spawn(async move {
         let registration = register_until_done(&client, &settings, &info, stopped());
         let Some(status) = registration.await else {
@@ -288,6 +300,9 @@ pub async fn start(
             stopped(),
         ));
         pod::run(ctx, stopped()).await;
+        if let Some(rotation) = rotation {
+            let _ = rotation.await;
+        }
         let _ = lease.await;
         let _ = node_status.await;
         let _ = log_server.task.await;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use wasmkube_agent::certificates::{self, CertificateSlot, client, request, rotation};
 
 use super::cluster::{
     LogFormat, NodeArgs, Shutdown, default_data_dir, index_from_name, init_logging,
@@ -10,22 +11,24 @@ use super::cluster::{
 
 /// Join this machine (or another node on it) to a cluster and run the pods bound to it.
 ///
-/// The token comes from `wasmkube server token` on the server; it authenticates the agent
-/// and pins the cluster CA, so no certificate needs copying.
+/// The first start joins with a bootstrap token from `wasmkube server token create`: it pins
+/// the cluster CA and lets the agent ask for the node's own client certificate, which is
+/// kept in the data directory and renewed before it expires. Later starts need no token.
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentCommand {
     /// The apiserver, e.g. https://10.0.0.1:6443.
     #[arg(long, env = "WASMKUBE_SERVER", value_name = "URL")]
     server: String,
-    /// The join token printed by `wasmkube server token`.
+    /// The join token printed by `wasmkube server token create` (needed to join; ignored
+    /// once the node has its certificate, unless it names another cluster's CA).
     #[arg(
         long,
         env = "WASMKUBE_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    token: String,
-    /// Where the agent keeps images, pod files and logs (under DIR/agent)
+    token: Option<String>,
+    /// Where the agent keeps its certificates, images, pod files and logs (under DIR/agent)
     /// [default: the user's data directory, e.g. ~/.local/share/wasmkube].
     #[arg(long, env = "WASMKUBE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -44,25 +47,61 @@ impl AgentCommand {
             None => default_data_dir()?,
         };
         let server = self.server.trim_end_matches('/').to_string();
-        let (ca_pem, secret) =
-            wasmkube_apiserver::join::fetch_cluster_ca(&server, &self.token).await?;
-        let mut config = kube::Config::new(
-            server
-                .parse()
-                .with_context(|| format!("--server {server:?} is not a URL"))?,
-        );
-        config.root_cert = Some(pem_certificates(&ca_pem)?);
-        config.auth_info.token = Some(secret.into());
-        let client = kube::Client::try_from(config).context("building the API client")?;
         let name = self
             .node
             .node_name
             .clone()
             .unwrap_or_else(wasmkube_client::identity::default_node_name);
-        let agent = self
-            .node
-            .agent_config(&data_dir, client, &ca_pem, index_from_name(&name))?;
         let shutdown = Shutdown::on_signals();
+        let pki = certificates::pki_dir(&data_dir);
+        let request = request::CertificateRequest::node_client(&name);
+        let pinned = match self.token.as_deref() {
+            Some(token) => Some(wasmkube_apiserver::join::parse(token)?),
+            None => None,
+        };
+        let stored =
+            certificates::load_node_identity(&pki, &request.common_name).filter(|(ca, _)| {
+                pinned
+                    .as_ref()
+                    .is_none_or(|(hash, _)| *hash == wasmkube_apiserver::join::ca_hash(ca))
+            });
+        let (ca_pem, credentials) = match stored {
+            Some(identity) => identity,
+            None => {
+                let token = self.token.as_deref().with_context(|| {
+                    format!(
+                        "node {name} has no usable client certificate in {}: join it with \
+                         --token (create one on the server with `wasmkube server token create`)",
+                        pki.display()
+                    )
+                })?;
+                let (ca_pem, bootstrap) =
+                    wasmkube_apiserver::join::fetch_cluster_ca(&server, token).await?;
+                eprintln!("wasmkube agent: node {name} asks {server} for its certificate");
+                let credentials = certificates::bootstrap(
+                    &server,
+                    &ca_pem,
+                    &bootstrap.to_string(),
+                    &name,
+                    &pki,
+                    shutdown.wait(),
+                )
+                .await
+                .context("joining the cluster")?;
+                (ca_pem, credentials)
+            }
+        };
+        let slot = CertificateSlot::new(Some(credentials));
+        let api = client::api_client(&server, &ca_pem, slot.clone())?;
+        let mut agent = self
+            .node
+            .agent_config(&data_dir, api, &ca_pem, index_from_name(&name))?;
+        agent.client_rotation = Some(rotation::Rotation {
+            slot,
+            request,
+            dir: pki,
+            file: certificates::CLIENT_FILE,
+        });
         eprintln!(
             "wasmkube agent: node {} joining {server}; pods get IPs 127.{}.x.y",
             agent.node_name, agent.node_index
@@ -73,30 +112,4 @@ impl AgentCommand {
         let _ = running.task.await;
         Ok(())
     }
-}
-
-/// The DER certificates of a PEM bundle.
-fn pem_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    use base64::Engine;
-    let mut out = Vec::new();
-    let mut body = String::new();
-    let mut inside = false;
-    for line in pem.lines() {
-        let line = line.trim();
-        if line.starts_with("-----BEGIN CERTIFICATE") {
-            inside = true;
-            body.clear();
-        } else if line.starts_with("-----END CERTIFICATE") {
-            inside = false;
-            out.push(
-                base64::engine::general_purpose::STANDARD
-                    .decode(&body)
-                    .context("the cluster CA is not valid PEM")?,
-            );
-        } else if inside {
-            body.push_str(line);
-        }
-    }
-    anyhow::ensure!(!out.is_empty(), "the cluster CA holds no certificate");
-    Ok(out)
 }

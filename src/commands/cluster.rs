@@ -76,6 +76,18 @@ impl Shutdown {
     }
 }
 
+/// Parses a duration flag as Go writes them (`24h`, `30m`, `1h30m`, `90s`; `0` is zero).
+pub(crate) fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    if value.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let parsed: jiff::SignedDuration = value
+        .trim()
+        .parse()
+        .map_err(|e| format!("{value:?} is not a duration like 24h, 30m or 1h30m: {e}"))?;
+    std::time::Duration::try_from(parsed).map_err(|_| format!("{value:?} must not be negative"))
+}
+
 /// Parses `key=value` labels.
 pub(crate) fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     labels
@@ -277,6 +289,17 @@ mod tests {
         assert_eq!(t[1].value, None);
         assert!(parse_taints(&["x=y".into()]).is_err());
         assert!(parse_taints(&["x=y:Sometimes".into()]).is_err());
+    }
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1h").is_err());
     }
 
     #[test]

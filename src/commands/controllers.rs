@@ -12,7 +12,7 @@ use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
-    /// garbagecollector, nodelifecycle, resourcequota [default: all].
+    /// garbagecollector, nodelifecycle, resourcequota, tokencleaner [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
     /// Concurrent reconciles per controller.
@@ -51,7 +51,7 @@ impl ControllerArgs {
 }
 
 /// Run the controller-manager (ReplicaSets, Deployments, Jobs, DaemonSets, garbage
-/// collection, node lifecycle) against the cluster of a kubeconfig.
+/// collection, node lifecycle, bootstrap token cleanup) against the cluster of a kubeconfig.
 ///
 /// `wasmkube server` runs the same controllers in its own process unless
 /// --disable-controllers; several controller-managers may run, one acts at a time (Lease

@@ -23,9 +23,9 @@ use super::cluster::{
 /// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, the
 /// controllers and a node agent that runs wasm pods (each unless --disable-...).
 ///
-/// On first start it creates a CA, a serving certificate, an admin client certificate, an
-/// admin kubeconfig and a node join token in the data directory; later starts reuse them
-/// and keep every object.
+/// On first start it creates a CA, a serving certificate, an admin client certificate and
+/// an admin kubeconfig in the data directory; later starts reuse them and keep every
+/// object. Nodes join with bootstrap tokens from `wasmkube server token create`.
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ServerCommand {
@@ -72,6 +72,10 @@ pub(crate) struct ServerCommand {
     /// cluster: Secrets with a fresh secretbox key, then identity].
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<std::path::PathBuf>,
+    /// The longest validity of the certificates the server signs for
+    /// CertificateSigningRequests (node certificates included), e.g. `8760h`, `30m`.
+    #[arg(long, default_value = "8760h", value_name = "DURATION", value_parser = super::cluster::parse_duration)]
+    cluster_signing_duration: Duration,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -137,8 +141,12 @@ fn parse_authorization_mode(
 
 #[derive(clap::Subcommand, Debug)]
 enum ServerAction {
-    /// Print the token that `wasmkube agent --token` joins this cluster with.
-    Token,
+    /// Manage the bootstrap tokens nodes join with (`wasmkube agent --token`), through the
+    /// running server's API.
+    Token {
+        #[command(subcommand)]
+        action: super::token::TokenAction,
+    },
     /// Print a kubeconfig for a user, with a client certificate signed by the cluster CA
     /// (as `kubeadm kubeconfig user`); what the user may do is up to RBAC bindings.
     // (Boxed: the command's flags would otherwise make every `wasmkube` command as large.)
@@ -183,17 +191,8 @@ impl ServerCommand {
             print!("{yaml}");
             return Ok(());
         }
-        if let Some(ServerAction::Token) = self.action {
-            let path = wasmkube_apiserver::join::token_path(&data_dir);
-            let token = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "no join token at {}: start the server once with --data-dir {} to create it",
-                    path.display(),
-                    data_dir.display()
-                )
-            })?;
-            println!("{}", token.trim());
-            return Ok(());
+        if let Some(ServerAction::Token { action }) = self.action {
+            return super::token::execute(action, &data_dir).await;
         }
         init_logging(self.log_format);
         let shutdown = Shutdown::on_signals();
@@ -209,6 +208,7 @@ impl ServerCommand {
             },
             authorization_modes: self.authorization_mode.clone(),
             encryption_provider_config: self.encryption_provider_config.clone(),
+            cluster_signing_duration: self.cluster_signing_duration,
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -249,9 +249,28 @@ impl ServerCommand {
         }
         let mut node_name = None;
         if !self.disable_agent {
+            // The embedded agent is a node like any other: its own identity, which the
+            // server issues directly (it holds the CA).
+            let name = self
+                .node
+                .node_name
+                .clone()
+                .unwrap_or_else(wasmkube_client::identity::default_node_name);
+            let (cert, key) = running
+                .pki
+                .issue_client_cert(&format!("system:node:{name}"), &["system:nodes"])
+                .context("issuing the embedded node's client certificate")?;
+            let slot = wasmkube_agent::certificates::CertificateSlot::new(Some(
+                wasmkube_agent::certificates::Credentials::from_pem(&cert, &key)?,
+            ));
+            let node_client = wasmkube_agent::certificates::client::api_client(
+                &running.url,
+                &running.ca_pem,
+                slot,
+            )?;
             let agent = self
                 .node
-                .agent_config(&data_dir, client.clone(), &running.ca_pem, 1)?;
+                .agent_config(&data_dir, node_client, &running.ca_pem, 1)?;
             node_name = Some(agent.node_name.clone());
             let started = wasmkube_agent::start(agent, shutdown.wait())
                 .await
@@ -270,7 +289,7 @@ impl ServerCommand {
              \n\
              Join another node with:\n\
              \n\
-             \x20   wasmkube agent --server {url} --token $(wasmkube server token --data-dir {data})\n",
+             \x20   wasmkube agent --server {url} --token $(wasmkube server token create --data-dir {data})\n",
             url = running.url,
             node = node_name
                 .map(|n| format!(" (node {n})"))

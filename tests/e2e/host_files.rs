@@ -302,7 +302,7 @@ async fn the_data_directory_store_keys_and_secret_volumes_are_private() -> Resul
         0o600,
         "the kubeconfig"
     );
-    let mut private: Vec<PathBuf> = vec![wasmkube_apiserver::join::token_path(&data)];
+    let mut private: Vec<PathBuf> = vec![wasmkube_apiserver::pki::tokens_path(&data)];
     for entry in std::fs::read_dir(data.join("pki"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "key") {

@@ -1,9 +1,12 @@
 //! Authentication: who is making a request.
 //!
-//! Two authenticators, tried in Kubernetes' order: the TLS client certificate (verified
+//! Authenticators, tried in Kubernetes' order: the TLS client certificate (verified
 //! against the cluster CA during the handshake by `serve`, which turns it into an
-//! [`Identity`] request extension with [`identity_from_certificate`]), then a static bearer
-//! token ([`TokenAuthenticator`], the format of kube-apiserver's `--token-auth-file`).
+//! [`Identity`] request extension with [`identity_from_certificate`]), then the bearer-token
+//! chain: a static token ([`TokenAuthenticator`], the format of kube-apiserver's
+//! `--token-auth-file`), then each [`BearerTokenAuthenticator`] added with
+//! [`Authn::with_token_authenticator`] (bootstrap tokens, `crate::bootstrap_token`), in
+//! order, the first that recognises the token winning (Kubernetes' union authenticator).
 //! A request with neither is answered 401, except for the public health and version
 //! endpoints that Kubernetes' `system:public-info-viewer` role opens to everyone.
 //!
@@ -13,6 +16,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -234,6 +238,17 @@ impl TokenAuthenticator {
         entries.push(entry);
     }
 
+    /// Removes every entry of `user`; returns whether there was one.
+    pub fn remove_user(&self, user: &str) -> bool {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = entries.len();
+        entries.retain(|e| e.user != user);
+        entries.len() != before
+    }
+
     /// The entries, in file order.
     pub fn entries(&self) -> Vec<TokenEntry> {
         self.read().clone()
@@ -264,7 +279,7 @@ impl TokenAuthenticator {
 }
 
 /// Compares two byte strings without an early exit on the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -307,11 +322,21 @@ fn quote_column(column: &str) -> String {
     }
 }
 
-/// The state of the [`authenticate`] middleware: the token authenticator and the
+/// One bearer-token authenticator of the chain after the static tokens (Kubernetes'
+/// `authenticator.Token`): bootstrap tokens, service account tokens.
+#[async_trait]
+pub trait BearerTokenAuthenticator: Send + Sync + 'static {
+    /// The identity `token` authenticates as, or `None` (not this authenticator's token,
+    /// or not a valid one): the next authenticator is asked.
+    async fn authenticate(&self, token: &str) -> Option<Identity>;
+}
+
+/// The state of the [`authenticate`] middleware: the token authenticators and the
 /// authorizer chain (for impersonation and for the request itself).
 #[derive(Clone)]
 pub struct Authn {
     tokens: Arc<TokenAuthenticator>,
+    chain: Vec<Arc<dyn BearerTokenAuthenticator>>,
     authorizer: Arc<dyn Authorizer>,
 }
 
@@ -324,7 +349,32 @@ impl std::fmt::Debug for Authn {
 impl Authn {
     /// Bearer tokens from `tokens`, requests authorized by `authorizer`.
     pub fn new(tokens: Arc<TokenAuthenticator>, authorizer: Arc<dyn Authorizer>) -> Self {
-        Authn { tokens, authorizer }
+        Authn {
+            tokens,
+            chain: Vec::new(),
+            authorizer,
+        }
+    }
+
+    /// Adds a bearer-token authenticator, asked after the static tokens and the ones added
+    /// before it.
+    pub fn with_token_authenticator(mut self, link: Arc<dyn BearerTokenAuthenticator>) -> Self {
+        self.chain.push(link);
+        self
+    }
+
+    /// The identity a bearer token authenticates as: the static tokens first, then the
+    /// chain in order.
+    pub async fn authenticate_token(&self, token: &str) -> Option<Identity> {
+        if let Some(identity) = self.tokens.authenticate(token) {
+            return Some(identity);
+        }
+        for link in &self.chain {
+            if let Some(identity) = link.authenticate(token).await {
+                return Some(identity);
+            }
+        }
+        None
     }
 }
 
@@ -365,7 +415,7 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
     let identity = match req.extensions().get::<Identity>().cloned() {
         Some(identity) => with_authenticated_group(identity),
         None => match bearer_token(&req) {
-            Some(Some(token)) => match authn.tokens.authenticate(token) {
+            Some(Some(token)) => match authn.authenticate_token(token).await {
                 Some(identity) => with_authenticated_group(identity),
                 None => return unauthorized(&req, "invalid bearer token"),
             },

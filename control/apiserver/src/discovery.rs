@@ -115,7 +115,9 @@ impl ApiResource {
 
 fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
     let (group_version, kind, verbs) = match sub {
-        Subresource::Status => (None, rt.kind, vec!["get", "patch", "update"]),
+        Subresource::Status | Subresource::Approval => {
+            (None, rt.kind, vec!["get", "patch", "update"])
+        }
         Subresource::Scale => (
             Some(("autoscaling", "v1")),
             "Scale",
@@ -313,6 +315,7 @@ mod tests {
                 "batch",
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
+                "certificates.k8s.io",
                 "node.k8s.io"
             ]
         );

@@ -122,6 +122,13 @@ pub async fn dispatch(
         (Method::PATCH, Some(name), Some(Subresource::Status)) => {
             subresource::patch_status(&req, &name, body).await
         }
+        (Method::GET, Some(name), Some(Subresource::Approval)) => read::get(&req, &name).await,
+        (Method::PUT, Some(name), Some(Subresource::Approval)) => {
+            subresource::update_approval(&req, &name, body).await
+        }
+        (Method::PATCH, Some(name), Some(Subresource::Approval)) => {
+            subresource::patch_approval(&req, &name, body).await
+        }
         (Method::GET, Some(name), Some(Subresource::Scale)) => {
             subresource::get_scale(&req, &name).await
         }

@@ -1,21 +1,27 @@
-//! Node join tokens: how `wasmkube agent` joins a cluster with one string.
+//! Join tokens: how `wasmkube agent` joins a cluster with one string.
 //!
-//! A join token is `K10<sha256 of the cluster CA certificate, hex>::<secret>`, the shape
-//! k3s uses. The secret is a bearer token of the apiserver (user `system:node-joiner`,
-//! group `system:nodes`); the CA hash lets a new agent trust the apiserver: it downloads
-//! the CA from the public `/cacerts` endpoint without verification, then checks it against
-//! the hash before using it.
+//! A join token is `K10<sha256 of the cluster CA certificate, hex>::<bootstrap token>`, the
+//! shape k3s uses, around a Kubernetes bootstrap token (`<id>.<secret>`, see
+//! `bootstrap_token`; `wasmkube server token create` makes one). The CA hash lets a new
+//! agent trust the apiserver: it downloads the CA from the public `/cacerts` endpoint
+//! without verification, then checks it against the hash before using it (kubeadm's
+//! `--discovery-token-ca-cert-hash`). The bootstrap token then only lets it ask for its
+//! own node certificate.
+//!
+//! Older versions joined with a shared bearer secret (`<data-dir>/node-token`, a static
+//! token of the group `system:nodes`); [`remove_legacy_join_token`] revokes it on start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::bootstrap_token::BootstrapToken;
 use crate::pki::{Pki, PkiError};
 
-/// The file under the data directory that holds the join token.
-pub const JOIN_TOKEN_FILE: &str = "node-token";
-/// The user a join token authenticates as.
-pub const JOINER_USER: &str = "system:node-joiner";
+/// The file older versions kept the shared join secret in.
+const LEGACY_TOKEN_FILE: &str = "node-token";
+/// The user of the shared join secret of older versions.
+const LEGACY_JOINER_USER: &str = "system:node-joiner";
 
 /// The sha256 of a PEM text, hex-encoded.
 pub fn ca_hash(ca_pem: &str) -> String {
@@ -25,71 +31,52 @@ pub fn ca_hash(ca_pem: &str) -> String {
         .collect()
 }
 
-/// The path of the join token file.
-pub fn token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(JOIN_TOKEN_FILE)
+/// The join token for `token` on the cluster whose CA is `ca_pem`.
+pub fn join_token(ca_pem: &str, token: &BootstrapToken) -> String {
+    format!("K10{}::{token}", ca_hash(ca_pem))
 }
 
-/// Reads the cluster's join token, creating it (and its bearer token) on first use.
-pub fn ensure_join_token(data_dir: &Path, pki: &Pki) -> Result<String, PkiError> {
-    let path = token_path(data_dir);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if let Some((hash, secret)) = parse(&existing) {
-            let known = pki.token_authenticator().authenticate(secret).is_some();
-            if hash == ca_hash(pki.ca_pem()) && known {
-                return Ok(existing);
-            }
+/// Revokes the shared join secret of older versions: its file and its static token.
+pub fn remove_legacy_join_token(data_dir: &Path, pki: &Pki) -> Result<(), PkiError> {
+    let path = data_dir.join(LEGACY_TOKEN_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed the old shared join token; join nodes with `wasmkube server token create`")
         }
-    }
-    let secret = pki.add_token(JOINER_USER, &["system:nodes"])?;
-    let token = format!("K10{}::{secret}", ca_hash(pki.ca_pem()));
-    write_private(&path, &token).map_err(|source| PkiError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(token)
-}
-
-/// Writes `text` to a file created with mode 0600 (never readable by others, not even
-/// for a moment), through a temporary file renamed over `path`.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = path.with_extension("tmp");
-    // A stale temporary file may have another mode: start from none.
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(source) => return Err(PkiError::Io { path, source }),
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(format!("{text}\n").as_bytes())?;
-    file.sync_all()?;
-    debug_assert_eq!(file.metadata()?.permissions().mode() & 0o777, 0o600);
-    std::fs::rename(&tmp, path)
+    pki.remove_tokens_of(LEGACY_JOINER_USER)
 }
 
-/// Splits a join token into the CA hash and the bearer secret.
-pub fn parse(token: &str) -> Option<(&str, &str)> {
-    let rest = token.trim().strip_prefix("K10")?;
-    let (hash, secret) = rest.split_once("::")?;
+/// Splits a join token into the CA hash and the bootstrap token.
+pub fn parse(token: &str) -> Result<(&str, BootstrapToken), JoinError> {
+    let rest = token
+        .trim()
+        .strip_prefix("K10")
+        .ok_or(JoinError::MalformedToken)?;
+    let (hash, secret) = rest.split_once("::").ok_or(JoinError::MalformedToken)?;
     let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-    (valid_hash && !secret.is_empty()).then_some((hash, secret))
+    if !valid_hash || secret.is_empty() {
+        return Err(JoinError::MalformedToken);
+    }
+    let token = BootstrapToken::parse(secret).ok_or(JoinError::NotBootstrapToken)?;
+    Ok((hash, token))
 }
 
 /// Why a join token cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    /// The token is not of the form `K10<64 hex digits>::<secret>`.
+    /// The token is not of the form `K10<64 hex digits>::<id>.<secret>`.
     #[error(
-        "the join token is malformed: it must look like K10<64 hex digits>::<secret>; print it on the server with `wasmkube server token`"
+        "the join token is malformed: it must look like K10<64 hex digits>::<6 characters>.<16 characters>; create one on the server with `wasmkube server token create`"
     )]
     MalformedToken,
+    /// The token carries something else than a bootstrap token (an older shared secret).
+    #[error(
+        "the join token does not carry a bootstrap token (<6 characters>.<16 characters>): shared join secrets of older versions are no longer accepted; create a token on the server with `wasmkube server token create`"
+    )]
+    NotBootstrapToken,
     /// The server URL is not an https URL with a host.
     #[error("the server URL {0:?} is not valid: use https://HOST:PORT")]
     BadUrl(String),
@@ -108,12 +95,12 @@ pub enum JoinError {
 }
 
 /// Downloads the cluster CA from `server_url` and checks it against the join token.
-/// Returns the CA (PEM) and the bearer secret to authenticate with.
+/// Returns the CA (PEM) and the bootstrap token to authenticate with.
 pub async fn fetch_cluster_ca(
     server_url: &str,
     token: &str,
-) -> Result<(String, String), JoinError> {
-    let (hash, secret) = parse(token).ok_or(JoinError::MalformedToken)?;
+) -> Result<(String, BootstrapToken), JoinError> {
+    let (hash, bootstrap) = parse(token)?;
     let uri: http::Uri = server_url
         .parse()
         .map_err(|_| JoinError::BadUrl(server_url.to_string()))?;
@@ -150,7 +137,7 @@ pub async fn fetch_cluster_ca(
             actual,
         });
     }
-    Ok((pem, secret.to_string()))
+    Ok((pem, bootstrap))
 }
 
 #[cfg(test)]
@@ -159,13 +146,16 @@ mod tests {
 
     #[test]
     fn join_tokens_round_trip_through_parse() {
-        let hash = ca_hash("-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n");
-        let token = format!("K10{hash}::s3cret");
-        assert_eq!(parse(&token), Some((hash.as_str(), "s3cret")));
+        let ca = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n";
+        let token = BootstrapToken::generate();
+        let joined = join_token(ca, &token);
+        let (hash, parsed) = parse(&joined).expect("parses");
+        assert_eq!(hash, ca_hash(ca));
+        assert_eq!(parsed, token);
     }
 
     #[test]
-    fn malformed_join_tokens_are_rejected() {
+    fn malformed_and_old_join_tokens_are_rejected() {
         for bad in [
             "",
             "K10::x",
@@ -173,21 +163,42 @@ mod tests {
             "x::y",
             &format!("K10{}::", "a".repeat(64)),
         ] {
-            assert_eq!(parse(bad), None, "{bad}");
+            assert!(
+                matches!(parse(bad), Err(JoinError::MalformedToken)),
+                "{bad}"
+            );
         }
+        let old = format!(
+            "K10{}::{}",
+            "a".repeat(64),
+            "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg"
+        );
+        assert!(matches!(parse(&old), Err(JoinError::NotBootstrapToken)));
     }
 
     #[test]
-    fn a_join_token_is_created_once_and_authenticates() {
+    fn the_old_shared_join_secret_is_revoked_on_start() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
-        let token = ensure_join_token(dir.path(), &pki).unwrap();
-        assert_eq!(ensure_join_token(dir.path(), &pki).unwrap(), token);
-        let (hash, secret) = parse(&token).unwrap();
-        assert_eq!(hash, ca_hash(pki.ca_pem()));
-        let identity = pki.token_authenticator().authenticate(secret).unwrap();
-        assert_eq!(identity.user, JOINER_USER);
+        let secret = pki
+            .add_token(LEGACY_JOINER_USER, &["system:nodes"])
+            .unwrap();
+        std::fs::write(dir.path().join(LEGACY_TOKEN_FILE), "K10x::y\n").unwrap();
+        remove_legacy_join_token(dir.path(), &pki).unwrap();
+        assert!(pki.token_authenticator().authenticate(&secret).is_none());
+        assert!(!dir.path().join(LEGACY_TOKEN_FILE).exists());
         let reloaded = Pki::load_or_create(dir.path(), &[]).unwrap();
-        assert_eq!(ensure_join_token(dir.path(), &reloaded).unwrap(), token);
+        assert!(
+            reloaded
+                .token_authenticator()
+                .authenticate(&secret)
+                .is_none()
+        );
+        assert!(
+            reloaded
+                .token_authenticator()
+                .authenticate(pki.admin_token())
+                .is_some()
+        );
     }
 }

@@ -10,6 +10,8 @@
 pub mod admission;
 pub mod authn;
 pub mod authz;
+pub mod bootstrap_token;
+pub mod certificates;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
@@ -40,5 +42,7 @@ pub mod typed;
 pub mod validation;
 pub mod watch;
 
-pub use server::{Config, Limits, Running, StartError, start, start_with_limits};
+pub use server::{
+    Config, DEFAULT_CLUSTER_SIGNING_DURATION, Limits, Running, StartError, start, start_with_limits,
+};
 pub use wasmkube_store::Store;

@@ -183,6 +183,7 @@ mod tests {
                 "apis/apps/v1",
                 "apis/authorization.k8s.io/v1",
                 "apis/batch/v1",
+                "apis/certificates.k8s.io/v1",
                 "apis/coordination.k8s.io/v1",
                 "apis/node.k8s.io/v1",
                 "apis/rbac.authorization.k8s.io/v1"

@@ -253,6 +253,30 @@ impl Pki {
         issue_client_cert(&issuer, common_name, organizations)
     }
 
+    /// The cluster CA as the signer of CertificateSigningRequests, issuing certificates
+    /// valid for at most `duration`.
+    pub fn signing_authority(
+        &self,
+        duration: std::time::Duration,
+    ) -> crate::certificates::signer::SigningAuthority {
+        crate::certificates::signer::SigningAuthority::new(
+            &self.ca_cert_pem,
+            &self.ca_key_pem,
+            duration,
+        )
+    }
+
+    /// Removes every static token of `user` (from `tokens.csv` too).
+    pub fn remove_tokens_of(&self, user: &str) -> Result<(), PkiError> {
+        if self.tokens.remove_user(user) {
+            write_private(
+                &tokens_path(&self.data_dir),
+                self.tokens.to_file_contents().as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Generates a new bearer token for `user` in `groups`, saves it to `tokens.csv` and
     /// makes it valid at once. Returns the token.
     pub fn add_token(&self, user: &str, groups: &[&str]) -> Result<String, PkiError> {

@@ -24,6 +24,8 @@ pub enum Subresource {
     /// `/eviction` (pods): a `policy/v1` Eviction, the API-initiated deletion
     /// `kubectl drain` asks for.
     Eviction,
+    /// `/approval` (CertificateSigningRequests): only the Approved/Denied conditions.
+    Approval,
 }
 
 impl Subresource {
@@ -35,6 +37,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Eviction => "eviction",
+            Subresource::Approval => "approval",
         }
     }
 }
@@ -163,7 +166,7 @@ impl Registry {
     }
 }
 
-use Subresource::{Binding, Eviction, Log, Scale, Status};
+use Subresource::{Approval, Binding, Eviction, Log, Scale, Status};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -486,6 +489,20 @@ fn builtin() -> Vec<ResourceType> {
             &[],
             false,
         ),
+        ResourceType {
+            name_rule: NameRule::PathSegment,
+            validate: validation::validate_csr,
+            ..rt(
+                "certificates.k8s.io",
+                "v1",
+                "CertificateSigningRequest",
+                "certificatesigningrequests",
+                &["csr"],
+                false,
+                &[Status, Approval],
+                false,
+            )
+        },
         ResourceType {
             validate: validation::validate_runtimeclass,
             ..rt(

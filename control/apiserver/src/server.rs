@@ -31,7 +31,13 @@ pub struct Config {
     /// The EncryptionConfiguration (`--encryption-provider-config`); `None` = the data
     /// directory's own, written for a new cluster (Secrets encrypted, then identity).
     pub encryption_provider_config: Option<PathBuf>,
+    /// The longest validity of certificates the server signs for CertificateSigningRequests
+    /// (kube-controller-manager's `--cluster-signing-duration`).
+    pub cluster_signing_duration: Duration,
 }
+
+/// The default of [`Config::cluster_signing_duration`]: one year, as Kubernetes'.
+pub const DEFAULT_CLUSTER_SIGNING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The limits that protect the apiserver from its clients; [`Limits::default`] has
 /// kube-apiserver's defaults.
@@ -58,7 +64,8 @@ impl Default for Limits {
 impl Config {
     /// `wasmkube server`'s defaults for a server with its data in `data_dir` listening on
     /// `bind`: no extra SANs, watch history of 100,000 events and 300 s, 300 s default
-    /// tolerations, RBAC authorization, the data directory's own encryption configuration.
+    /// tolerations, RBAC authorization, the data directory's own encryption configuration,
+    /// certificates signed for a year.
     pub fn new(data_dir: impl Into<PathBuf>, bind: SocketAddr) -> Config {
         Config {
             data_dir: data_dir.into(),
@@ -69,6 +76,7 @@ impl Config {
             default_toleration_seconds: Default::default(),
             authorization_modes: vec![crate::authz::AuthorizationMode::Rbac],
             encryption_provider_config: None,
+            cluster_signing_duration: DEFAULT_CLUSTER_SIGNING_DURATION,
         }
     }
 }
@@ -112,10 +120,11 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The HTTPS URL of the apiserver.
     pub url: String,
-    /// The token `wasmkube agent --token` joins with.
-    pub join_token: String,
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
+    /// The cluster's certificates and keys (the embedded agent's identity is issued from
+    /// them).
+    pub pki: Arc<crate::pki::Pki>,
     /// Finishes when the server has stopped.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -221,8 +230,7 @@ pub async fn start_with_limits(
     let kubeconfig =
         crate::pki::write_kubeconfig(&config.data_dir, &url, &pki).map_err(StartError::Pki)?;
 
-    let join_token =
-        crate::join::ensure_join_token(&config.data_dir, &pki).map_err(StartError::Pki)?;
+    crate::join::remove_legacy_join_token(&config.data_dir, &pki).map_err(StartError::Pki)?;
     let state = AppState::new(store);
     let _ = state.inner.ca_pem.set(pki.ca_pem().to_string());
     match pki
@@ -242,9 +250,16 @@ pub async fn start_with_limits(
     let authorizer = start_authorization(&state, &config.authorization_modes)
         .await
         .map_err(StartError::Store)?;
+    crate::certificates::spawn_controllers(
+        state.clone(),
+        pki.signing_authority(config.cluster_signing_duration),
+    );
     state.set_ready();
 
-    let authn = crate::authn::Authn::new(pki.token_authenticator(), authorizer);
+    let authn = crate::authn::Authn::new(pki.token_authenticator(), authorizer)
+        .with_token_authenticator(Arc::new(
+            crate::bootstrap_token::BootstrapTokenAuthenticator::new(state.clone()),
+        ));
     let in_flight = crate::inflight::InFlight::new(
         limits.max_requests_inflight,
         limits.max_mutating_requests_inflight,
@@ -274,8 +289,8 @@ pub async fn start_with_limits(
         kubeconfig,
         addr,
         url,
-        join_token,
         ca_pem: pki.ca_pem().to_string(),
+        pki: Arc::new(pki),
         task,
     })
 }

@@ -11,6 +11,7 @@
 //! Kubernetes' watch encoder does (`NoHeaders` after the first object).
 
 mod columns;
+mod csr;
 mod duration;
 pub(crate) mod format;
 mod pod;

@@ -37,6 +37,9 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("batch", "Job") => roundtrip::<batch::Job>(obj),
         ("coordination.k8s.io", "Lease") => roundtrip::<coordination::Lease>(obj),
         ("node.k8s.io", "RuntimeClass") => roundtrip::<node::RuntimeClass>(obj),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            roundtrip::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(obj)
+        }
         ("rbac.authorization.k8s.io", "Role") => roundtrip::<rbac::Role>(obj),
         ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<rbac::ClusterRole>(obj),
         ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<rbac::RoleBinding>(obj),

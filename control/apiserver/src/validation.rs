@@ -11,10 +11,11 @@
 //! Submodules, by concept: [`metadata`] (object metadata, labels, selectors), `pod` (pod
 //! specs and pod updates), `container` (containers, ports, env, resources, probes),
 //! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `data`
-//! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass) and `rbac` (roles
-//! and bindings).
+//! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass), `rbac` (roles
+//! and bindings) and `certificates` (CertificateSigningRequests).
 //! Field errors are built with `wasmkube_api::field` and turned into [`Cause`]s here.
 
+mod certificates;
 mod container;
 mod data;
 mod job;
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use wasmkube_api::field::FieldError;
 
+pub use certificates::{validate_csr, validate_csr_status_update};
 pub use data::{default_secret, validate_data_keys};
 pub use job::{default_job, validate_job};
 pub use kinds::{

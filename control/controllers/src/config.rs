@@ -23,6 +23,7 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "nodelifecycle",
     "resourcequota",
+    "tokencleaner",
 ];
 
 /// Everything [`crate::run`] needs besides the client.

@@ -15,6 +15,7 @@
 //! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //! - [`resourcequota`]: every ResourceQuota's `status.hard` and `status.used`.
+//! - [`token_cleaner`]: expired bootstrap tokens are deleted.
 //!
 //! Shared parts: the shared informers of [`wasmkube_client::informers`] (one watch and one store
 //! per kind for the whole controller-manager, as client-go's shared informers: every controller
@@ -39,6 +40,7 @@ pub mod pods;
 mod replicaset;
 mod resourcequota;
 mod retry;
+mod token_cleaner;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -143,6 +145,9 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     }
     if config.enabled("resourcequota") {
         set.spawn(resourcequota::run(ctx.clone(), &informers));
+    }
+    if config.enabled("tokencleaner") {
+        set.spawn(token_cleaner::run(ctx.clone(), &informers));
     }
     // Last: it follows the metadata of the kinds the others made typed informers of
     // through those informers (one watch per kind), and of the other kinds directly.

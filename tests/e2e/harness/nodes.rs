@@ -23,7 +23,7 @@ use super::{POLL_INTERVAL, TestCluster, free_port, poll_until};
 const NODE_READY_DEADLINE: Duration = Duration::from_secs(90);
 /// How long a restarted agent may take to listen on its port again.
 const AGENT_LISTEN_DEADLINE: Duration = Duration::from_secs(60);
-/// How long `wasmkube image import` and `wasmkube server token` may take.
+/// How long `wasmkube image import` and `wasmkube server token create` may take.
 const CLI_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Node indexes handed out in this test process, starting at an offset derived from the
@@ -261,20 +261,31 @@ impl TestCluster {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// The join token, as `wasmkube server token --data-dir` prints it.
+    /// A new join token, as `wasmkube server token create --data-dir` prints it.
     pub(crate) async fn join_token(&self) -> Result<String> {
         let out = run_cli(&[
             "server",
             "token",
+            "create",
             "--data-dir",
             &self.data_dir().display().to_string(),
         ])
         .await?;
         let token = out.trim().to_owned();
         if token.is_empty() {
-            bail!("`wasmkube server token` printed nothing");
+            bail!("`wasmkube server token create` printed nothing");
         }
         Ok(token)
+    }
+
+    /// Runs `wasmkube server token ARGS... --data-dir <the server's>`; returns stdout.
+    #[allow(dead_code)]
+    pub(crate) async fn token_cli(&self, args: &[&str]) -> Result<String> {
+        let data_dir = self.data_dir().display().to_string();
+        let mut all = vec!["server", "token"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", &data_dir]);
+        run_cli(&all).await
     }
 
     /// The names of every node: the embedded agent's first, then the agents' in order.

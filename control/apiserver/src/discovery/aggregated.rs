@@ -171,6 +171,7 @@ mod tests {
                 "batch",
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
+                "certificates.k8s.io",
                 "node.k8s.io"
             ]
         );

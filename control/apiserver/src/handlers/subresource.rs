@@ -1,4 +1,5 @@
-//! The subresources: `/status`, `/scale` (autoscaling/v1 Scale), `/binding` and `/log`.
+//! The subresources: `/status`, `/approval` (CertificateSigningRequests), `/scale`
+//! (autoscaling/v1 Scale), `/binding` and `/log`.
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -36,6 +37,38 @@ pub async fn patch_status(req: &Request<'_>, name: &str, body: Bytes) -> ApiResu
     let dry_run = req.query.dry_run()?;
     let rt = req.rt;
     let updated = apply_update(req, name, Part::Status, None, dry_run, &mut |current| {
+        apply_patch(req, (rt.group, rt.kind), current, &patch)
+    })
+    .await?;
+    Ok(updated_response(req, updated))
+}
+
+/// `PUT …/approval` (CertificateSigningRequests): replaces the Approved/Denied conditions.
+pub async fn update_approval(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let mut new = request::decode_body(&req.headers, &body)?;
+    super::write::check_kind(req.rt, &mut new)?;
+    let warnings = check_fields(req, &new)?;
+    check_body_name(req, name, &new)?;
+    let precondition = object::resource_version(&new)?;
+    let dry_run = req.query.dry_run()?;
+    let updated = apply_update(
+        req,
+        name,
+        Part::Approval,
+        precondition,
+        dry_run,
+        &mut |_| Ok(new.clone()),
+    )
+    .await?;
+    Ok(with_warnings(updated_response(req, updated), &warnings))
+}
+
+/// `PATCH …/approval`: the patch applies to the whole object; only the conditions are kept.
+pub async fn patch_approval(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+    let patch = decode_patch(req, &body)?;
+    let dry_run = req.query.dry_run()?;
+    let rt = req.rt;
+    let updated = apply_update(req, name, Part::Approval, None, dry_run, &mut |current| {
         apply_patch(req, (rt.group, rt.kind), current, &patch)
     })
     .await?;

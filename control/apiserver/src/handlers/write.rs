@@ -32,6 +32,8 @@ pub enum Part {
     Binding,
     /// The `/status` subresource: only `.status`.
     Status,
+    /// The `/approval` subresource of CertificateSigningRequests: only the conditions.
+    Approval,
 }
 
 /// The outcome of [`apply_update`].
@@ -173,6 +175,10 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     prune_nulls(&mut obj);
     normalize(rt, &mut obj);
     (rt.default)(&mut obj);
+    if crate::certificates::is_csr(rt.group, rt.kind) {
+        crate::certificates::prepare_create(&mut obj, req.user.as_ref());
+        crate::certificates::admit_create(&obj)?;
+    }
     let namespace = req.store_namespace().unwrap_or("");
     crate::rbac::admit(req.state, req.user.as_ref(), rt, namespace, &obj, None)?;
     // Admission: namespace lifecycle, then the mutating plugins, validation, and the
@@ -470,6 +476,16 @@ pub async fn apply_update(
             return Err(ApiError::stale(rt.group, rt.plural, name));
         }
         merge_server_fields(rt, part, &current, &mut new);
+        if crate::certificates::is_csr(rt.group, rt.kind) {
+            crate::certificates::prepare_update(part, &current, &mut new);
+            crate::certificates::admit_update(req.state, req.user.as_ref(), part, &current, &new)?;
+            if part == Part::Status {
+                let causes = crate::validation::validate_csr_status_update(&current, &new);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(rt.group, rt.kind, name, &causes));
+                }
+            }
+        }
         prune_nulls(&mut new);
         if part == Part::Main {
             normalize(rt, &mut new);
@@ -576,7 +592,7 @@ pub async fn apply_update(
 /// Carries server-managed fields from `current` into `new`.
 fn merge_server_fields(rt: &ResourceType, part: Part, current: &Value, new: &mut Value) {
     match part {
-        Part::Status => {
+        Part::Status | Part::Approval => {
             // Only `.status` comes from the request.
             let status = new.get("status").cloned();
             *new = current.clone();

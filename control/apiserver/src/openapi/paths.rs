@@ -616,6 +616,9 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                 Subresource::Status => {
                     kind.read_write_subresource("status", &kind.schema, kind.gvk())
                 }
+                Subresource::Approval => {
+                    kind.read_write_subresource("approval", &kind.schema, kind.gvk())
+                }
                 Subresource::Scale => kind.read_write_subresource(
                     "scale",
                     SCALE,

@@ -300,6 +300,9 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("batch", "CronJob") => add::<batch::v1::CronJob>(generator),
         ("coordination.k8s.io", "Lease") => add::<coordination::v1::Lease>(generator),
         ("node.k8s.io", "RuntimeClass") => add::<node::v1::RuntimeClass>(generator),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(generator)
+        }
         ("rbac.authorization.k8s.io", "Role") => add::<rbac::v1::Role>(generator),
         ("rbac.authorization.k8s.io", "ClusterRole") => add::<rbac::v1::ClusterRole>(generator),
         ("rbac.authorization.k8s.io", "RoleBinding") => add::<rbac::v1::RoleBinding>(generator),

@@ -5,6 +5,9 @@
 //! - `system:node` is bound to the `system:nodes` group, as Kubernetes did before the node
 //!   authorizer existed: `wasmkube agent --token` joins with a shared token in that group.
 //!   The node authorizer (and per-node certificates) will take this binding's place.
+//! - Bootstrap tokens (`system:bootstrappers`) may create CertificateSigningRequests and
+//!   get node client certificates approved (`nodeclient`), nodes may renew theirs
+//!   (`selfnodeclient`): the bindings kubeadm creates when it sets a cluster up.
 //! - The scheduler's and controller-manager's leader-election Leases are named
 //!   `wasmkube-scheduler` and `wasmkube-controller-manager`; their roles name both those and
 //!   Kubernetes' names. The scheduler also reads RuntimeClasses (its RuntimeClass plugin).
@@ -83,6 +86,19 @@ fn cluster_role(name: &str, rules: Vec<PolicyRule>) -> Value {
         "metadata": metadata(name, &[]),
         "rules": rules,
     })
+}
+
+/// A role allowing `verb` (`approve`, `sign`) on one signer's requests.
+fn signer_role(name: &str, verb: &str, signer: &str) -> Value {
+    cluster_role(
+        name,
+        vec![
+            rule(&[verb])
+                .groups(&[CERTIFICATES])
+                .resources(&["signers"])
+                .names(&[signer]),
+        ],
+    )
 }
 
 /// An aggregated ClusterRole (`admin`, `edit`, `view`): its rules come from the
@@ -499,6 +515,55 @@ pub(super) fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![
+                rule(&["create"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests/nodeclient"]),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![
+                rule(&["create"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests/selfnodeclient"]),
+            ],
+        ),
+        signer_role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            "approve",
+            "kubernetes.io/kube-apiserver-client",
+        ),
+        signer_role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            "approve",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+        ),
+        signer_role(
+            "system:certificates.k8s.io:kubelet-serving-approver",
+            "approve",
+            "kubernetes.io/kubelet-serving",
+        ),
+        signer_role(
+            "system:certificates.k8s.io:legacy-unknown-approver",
+            "approve",
+            "kubernetes.io/legacy-unknown",
+        ),
+        cluster_role(
+            "system:kubelet-api-admin",
+            vec![
+                rule(READ).groups(&[LEGACY]).resources(&["nodes"]),
+                rule(&["proxy"]).groups(&[LEGACY]).resources(&["nodes"]),
+                rule(&["*"]).groups(&[LEGACY]).resources(&[
+                    "nodes/proxy",
+                    "nodes/metrics",
+                    "nodes/stats",
+                    "nodes/log",
+                ]),
+            ],
+        ),
+        cluster_role(
             "system:node-proxier",
             vec![
                 rule(&["list", "watch"])
@@ -563,6 +628,23 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:node",
             "system:node",
+            vec![Subject::group("system:nodes")],
+        ),
+        // What kubeadm binds when it sets a cluster up: bootstrap tokens may ask for node
+        // client certificates, which the server approves; nodes may renew their own.
+        binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            vec![Subject::group("system:bootstrappers")],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![Subject::group("system:bootstrappers")],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             vec![Subject::group("system:nodes")],
         ),
         binding(

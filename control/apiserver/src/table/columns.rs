@@ -331,11 +331,13 @@ pub(crate) enum Printer {
     LimitRange,
     RoleBinding,
     ClusterRoleBinding,
+    /// NAME, AGE, SIGNERNAME, REQUESTOR, REQUESTEDDURATION, CONDITION.
+    CertificateSigningRequest,
     /// NAME and AGE only.
     Default,
 }
 
-const ALL: [Printer; 21] = [
+const ALL: [Printer; 22] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -356,6 +358,7 @@ const ALL: [Printer; 21] = [
     Printer::LimitRange,
     Printer::RoleBinding,
     Printer::ClusterRoleBinding,
+    Printer::CertificateSigningRequest,
     Printer::Default,
 ];
 
@@ -383,6 +386,9 @@ impl Printer {
             ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Printer::Role,
             ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
             ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
+            ("certificates.k8s.io", "CertificateSigningRequest") => {
+                Printer::CertificateSigningRequest
+            }
             _ => Printer::Default,
         }
     }
@@ -425,6 +431,24 @@ impl Printer {
             )]),
             // Kubernetes looks the handler's description up on ObjectMeta, finding nothing.
             Printer::RuntimeClass => simple(vec![col("Handler", "string", String::new())]),
+            Printer::CertificateSigningRequest => {
+                use k8s_openapi::api::certificates::v1::{
+                    CertificateSigningRequestSpec as Spec,
+                    CertificateSigningRequestStatus as Status,
+                };
+                vec![
+                    name_col(),
+                    col("Age", "string", doc::<ObjectMeta>("creationTimestamp")),
+                    col("SignerName", "string", doc::<Spec>("signerName")),
+                    col("Requestor", "string", doc::<Spec>("request")),
+                    col(
+                        "RequestedDuration",
+                        "string",
+                        doc::<Spec>("expirationSeconds"),
+                    ),
+                    col("Condition", "string", doc::<Status>("conditions")),
+                ]
+            }
             Printer::Role => vec![
                 name_col(),
                 col("Created At", "date", doc::<ObjectMeta>("creationTimestamp")),

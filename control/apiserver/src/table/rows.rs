@@ -116,6 +116,7 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
             json!(str_at(obj, &["metadata", "creationTimestamp"])),
         ],
         Printer::RoleBinding | Printer::ClusterRoleBinding => binding(obj, now),
+        Printer::CertificateSigningRequest => super::csr::cells(obj, now),
         Printer::Default => vec![name(obj), age(obj, now)],
     }
 }
