@@ -21,6 +21,7 @@
 //! no other cluster is alive and no other cluster starts until it is dropped (see
 //! [`MACHINE`]).
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -614,13 +615,24 @@ pub(crate) fn spawn_wasmkube(args: &[String], log: &Path) -> Result<Child> {
         })
 }
 
-/// A port on 127.0.0.1 that nothing listens on right now.
+/// A port on 127.0.0.1 that nothing listens on right now, and that this test process has
+/// not handed out before: the kernel may give the same ephemeral port to two binds in a
+/// row once the first is closed, and a server and its embedded agent then collide.
 pub(crate) fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the bound port")?
-        .port())
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound port")?
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// Poll `check` until it returns `Ok(Some(value))` or `deadline` passes; the last error or
