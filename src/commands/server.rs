@@ -115,6 +115,11 @@ struct LimitArgs {
     /// Close a client connection that has not finished its TLS handshake in this long.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     tls_handshake_timeout: u64,
+    /// Refuse writes (507 Insufficient Storage, /readyz not ready) while the data
+    /// directory's filesystem has less free space than this; they resume by themselves
+    /// once space is freed (0: never refuse).
+    #[arg(long, default_value_t = wasmkube_apiserver::Limits::default().store_min_free_bytes, value_name = "BYTES")]
+    store_min_free_bytes: u64,
 }
 
 impl LimitArgs {
@@ -126,6 +131,7 @@ impl LimitArgs {
                 handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
                 idle_timeout: Duration::from_secs(self.idle_connection_timeout),
             },
+            store_min_free_bytes: self.store_min_free_bytes,
         }
     }
 }

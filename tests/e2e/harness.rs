@@ -92,6 +92,7 @@ pub(crate) struct TestClusterBuilder {
     embedded_agent: Option<NodeSpec>,
     agents: Vec<NodeSpec>,
     server_args: Vec<String>,
+    data_dir_parent: Option<PathBuf>,
 }
 
 impl TestClusterBuilder {
@@ -142,6 +143,13 @@ impl TestClusterBuilder {
         self.server_arg("--disable-controllers")
     }
 
+    /// Make the data directory inside `parent` (a small filesystem, for instance) instead
+    /// of the system's temporary directory.
+    pub(crate) fn data_dir_in(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.data_dir_parent = Some(parent.into());
+        self
+    }
+
     /// Pass one more argument to `wasmkube server` (e.g. `--node-monitor-grace-period`).
     #[allow(dead_code)]
     pub(crate) fn server_arg(mut self, arg: impl Into<String>) -> Self {
@@ -152,10 +160,13 @@ impl TestClusterBuilder {
     /// Spawn the server and wait until `/readyz` answers 200.
     pub(crate) async fn start(self) -> Result<TestCluster> {
         let claim = MachineClaim::take(self.exclusive).await;
-        let data_dir = tempfile::Builder::new()
-            .prefix("wasmkube-e2e-")
-            .tempdir()
-            .context("creating the temporary data directory")?;
+        let mut data_dir = tempfile::Builder::new();
+        data_dir.prefix("wasmkube-e2e-");
+        let data_dir = match &self.data_dir_parent {
+            Some(parent) => data_dir.tempdir_in(parent),
+            None => data_dir.tempdir(),
+        }
+        .context("creating the temporary data directory")?;
         let port = free_port()?;
         let mut extra_args = self.server_args.clone();
         if let Some(n) = self.history_max_events {

@@ -22,6 +22,7 @@ mod certificates;
 mod controller_manager;
 mod daemonsets;
 mod deployments;
+mod disk_full;
 mod drain;
 mod durability;
 mod encryption;

@@ -511,6 +511,10 @@ impl Store for EncryptedStore {
         Ok(kv)
     }
 
+    fn health(&self) -> wasmkube_store::Result<()> {
+        self.inner.health()
+    }
+
     async fn delete(
         &self,
         key: &str,

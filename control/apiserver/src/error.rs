@@ -215,6 +215,16 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
     }
 
+    /// 507 InsufficientStorage: the store's disk is (nearly) full; the write can be retried
+    /// once space is freed.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            message,
+        )
+    }
+
     /// 500 InternalError: a wasmkube bug or a backend failure. Logged, never detailed.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();

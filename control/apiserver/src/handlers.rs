@@ -225,6 +225,18 @@ pub fn store_error(rt: &ResourceType, name: &str, err: wasmkube_store::StoreErro
              limit of {limit} bytes (etcdserver: request is too large)",
             crate::error::group_resource(rt.group, rt.plural)
         )),
+        E::NoSpace { .. } => ApiError::insufficient_storage(format!(
+            "Insufficient storage: {} \"{name}\" was not written: {err}",
+            crate::error::group_resource(rt.group, rt.plural)
+        )),
+        E::Unavailable(_) => {
+            let mut error = ApiError::unavailable(format!(
+                "the store cannot serve {} now, try again later: {err}",
+                crate::error::group_resource(rt.group, rt.plural)
+            ));
+            error.details = Some(serde_json::json!({"retryAfterSeconds": 1}));
+            error
+        }
         other => ApiError::internal(other.to_string()),
     }
 }

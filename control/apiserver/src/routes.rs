@@ -41,10 +41,17 @@ async fn health() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: bootstrapping").into_response()
+    if !state.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: bootstrapping").into_response();
+    }
+    // Not ready while the store refuses writes (a full disk); ready again by itself.
+    match state.store().health() {
+        Ok(()) => "ok".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]etcd failed: {e}\nreadyz check failed\n"),
+        )
+            .into_response(),
     }
 }
 

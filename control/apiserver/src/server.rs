@@ -49,6 +49,9 @@ pub struct Limits {
     pub max_mutating_requests_inflight: usize,
     /// TLS handshake and idle connection timeouts.
     pub serve: crate::serve::ServeOptions,
+    /// Writes fail with 507 while the store's filesystem has less free space than this
+    /// (`0`: never).
+    pub store_min_free_bytes: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +60,7 @@ impl Default for Limits {
             max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             serve: crate::serve::ServeOptions::default(),
+            store_min_free_bytes: wasmkube_store::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -193,6 +197,7 @@ pub async fn start_with_limits(
     let store = wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
         history_max_events: config.history_max_events,
         history_max_age: config.history_max_age,
+        min_free_bytes: limits.store_min_free_bytes,
         ..wasmkube_store::StoreConfig::new(config.data_dir.join("store.redb"))
     })
     .map_err(StartError::Store)?;

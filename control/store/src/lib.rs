@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 mod redb_store;
 
-pub use redb_store::{DEFAULT_MAX_VALUE_BYTES, RedbStore, StoreConfig};
+pub use redb_store::{DEFAULT_MAX_VALUE_BYTES, DEFAULT_MIN_FREE_BYTES, RedbStore, StoreConfig};
 
 /// A cluster-wide, strictly increasing write counter. `0` means "nothing yet".
 pub type Revision = i64;
@@ -150,6 +150,21 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+    /// The store's filesystem has too little free space: writes are refused (deletes and
+    /// reads still work) until space is freed, which the store notices by itself.
+    #[error(
+        "no space left for the store: {available} bytes free on the filesystem of {path}, \
+         writes need at least {required}; free some space and writes resume by themselves"
+    )]
+    NoSpace {
+        path: std::path::PathBuf,
+        available: u64,
+        required: u64,
+    },
+    /// The store cannot serve now (its file failed, for instance when the disk filled up
+    /// during a write, and is being reopened); it recovers by itself.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed (I/O, corruption, ...).
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -215,5 +230,10 @@ pub trait Store: Send + Sync + 'static {
     async fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
         let _ = (key, mod_revision);
         false
+    }
+    /// Why writes fail now ([`StoreError::NoSpace`], [`StoreError::Unavailable`]), or `Ok`
+    /// when the store takes writes; for readiness. Plain backends always do.
+    fn health(&self) -> Result<()> {
+        Ok(())
     }
 }

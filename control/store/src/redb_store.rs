@@ -24,10 +24,14 @@
 //!   [`StoreConfig::history_max_events`] events, none older than
 //!   [`StoreConfig::history_max_age`]) move a durable compacted mark; the writer then
 //!   purges log entries below it in bounded chunks. Current values are never touched.
+//! - **Disk space** ([`space`]): creates and updates are refused while the filesystem
+//!   has less than [`StoreConfig::min_free_bytes`] free, and a file that failed on a full
+//!   disk is reopened; both recover by themselves ([`Store::health`] says why writes fail).
 
 mod codec;
 mod read;
 mod ring;
+mod space;
 mod tables;
 mod watch;
 mod writer;
@@ -35,7 +39,7 @@ mod writer;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,6 +49,7 @@ use redb::Database;
 use tokio::sync::oneshot;
 
 use self::ring::Ring;
+use self::space::{Health, Space};
 use self::watch::RedbWatch;
 use self::writer::{HistoryPolicy, Request, WriteOp, WriteOutcome, Writer};
 use crate::{KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, Watch};
@@ -72,7 +77,14 @@ pub struct StoreConfig {
     /// small cache costs a `pread` per page rather than a disk access. Default 4 MiB (redb's
     /// own default, 1 GiB, would keep a copy of the whole file, history included).
     pub cache_bytes: usize,
+    /// Creates and updates fail with [`StoreError::NoSpace`] while the store's filesystem
+    /// has less free space than this (`0`: never). Default [`DEFAULT_MIN_FREE_BYTES`].
+    pub min_free_bytes: u64,
 }
+
+/// The free space the store's filesystem keeps for deletes, compaction and redb's own
+/// bookkeeping: writes stop below it (64 MiB).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB), the largest object a Kubernetes cluster
 /// stores.
@@ -89,13 +101,17 @@ impl StoreConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             ring_max_bytes: 8 << 20,
             cache_bytes: 4 << 20,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
 
 /// State shared by the store handle, the writer thread and every watcher.
 struct Shared {
-    db: Database,
+    /// The open database; `None` while a failed file is being reopened.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why writes fail now, if they do.
+    health: Mutex<Health>,
     ring: RwLock<Ring>,
     /// The newest revision whose events are published (committed, in the ring).
     current: AtomicI64,
@@ -116,6 +132,44 @@ impl Shared {
     fn ring_write(&self) -> RwLockWriteGuard<'_, Ring> {
         self.ring.write().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The open database, or `Unavailable` while it is being reopened.
+    fn db(&self) -> Result<Arc<Database>> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        db.clone().ok_or_else(|| match self.health() {
+            Health::Failed(why) => StoreError::Unavailable(why),
+            _ => StoreError::Unavailable("the store file is being reopened".to_owned()),
+        })
+    }
+
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = health;
+    }
+
+    /// A read's error, as `Unavailable` when the file has failed (redb then refuses every
+    /// operation until the writer reopens it).
+    fn read_error(&self, error: StoreError) -> StoreError {
+        match (&error, self.health()) {
+            (StoreError::Backend(_), Health::Failed(why)) => StoreError::Unavailable(why),
+            _ => error,
+        }
+    }
+}
+
+/// Opens (or creates) the database file at `path`.
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database> {
+    let file = open_private(path).map_err(backend)?;
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(redb::backends::FileBackend::new(file).map_err(backend)?)
+        .map_err(backend)
 }
 
 /// The redb-backed [`Store`]. Open it with [`RedbStore::open`]; dropping the last handle
@@ -139,16 +193,13 @@ impl RedbStore {
         {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
-        let file = open_private(&config.path).map_err(backend)?;
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create_with_backend(redb::backends::FileBackend::new(file).map_err(backend)?)
-            .map_err(backend)?;
+        let db = open_database(&config.path, config.cache_bytes)?;
         let boot = tables::bootstrap(&db)?;
         let ring = Ring::new(boot.current, config.ring_max_events, config.ring_max_bytes);
         let (notify, _) = tokio::sync::watch::channel(boot.current);
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            health: Mutex::new(Health::Ok),
             ring: RwLock::new(ring),
             current: AtomicI64::new(boot.current),
             compacted: AtomicI64::new(boot.compacted),
@@ -160,7 +211,12 @@ impl RedbStore {
             max_events: config.history_max_events,
             max_age: config.history_max_age,
         };
-        let writer = Writer::new(Arc::clone(&shared), receiver, policy, boot);
+        let space = Space {
+            path: config.path.clone(),
+            min_free_bytes: config.min_free_bytes,
+            cache_bytes: config.cache_bytes,
+        };
+        let writer = Writer::new(Arc::clone(&shared), receiver, policy, space, boot);
         let writer = std::thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn(move || writer.run())
@@ -214,9 +270,12 @@ impl RedbStore {
         read: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || read(&shared.db))
-            .await
-            .map_err(backend)?
+        tokio::task::spawn_blocking(move || {
+            let db = shared.db()?;
+            read(&db).map_err(|e| shared.read_error(e))
+        })
+        .await
+        .map_err(backend)?
     }
 }
 
@@ -251,7 +310,8 @@ fn unexpected(outcome: WriteOutcome) -> StoreError {
 impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         // A point lookup in a cached B-tree: cheaper than a hop to the blocking pool.
-        read::get(&self.shared.db, key)
+        let db = self.shared.db()?;
+        read::get(&db, key).map_err(|e| self.shared.read_error(e))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListResult> {
@@ -335,6 +395,10 @@ impl Store for RedbStore {
             WriteOutcome::Compacted => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    fn health(&self) -> Result<()> {
+        self.shared.health().check(&self.path)
     }
 }
 

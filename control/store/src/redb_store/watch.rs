@@ -76,10 +76,12 @@ impl RedbWatch {
         let prefix = self.prefix.clone();
         let after = self.cursor;
         let through = through.min(after.saturating_add(HISTORY_CHUNK));
-        let batch =
-            tokio::task::spawn_blocking(move || read::history(&shared.db, &prefix, after, through))
-                .await
-                .map_err(backend)?;
+        let batch = tokio::task::spawn_blocking(move || {
+            let db = shared.db()?;
+            read::history(&db, &prefix, after, through).map_err(|e| shared.read_error(e))
+        })
+        .await
+        .map_err(backend)?;
         match batch {
             Ok(batch) => {
                 self.pending = batch.events;

@@ -22,12 +22,17 @@
 //! in chunks of [`PURGE_CHUNK`], piggybacked on write batches or in idle transactions.
 //! Readers never look below the mark (they read it in the same snapshot), so a
 //! half-purged log is invisible.
+//!
+//! Disk space ([`super::space`]): creates and updates of a batch are refused while the
+//! filesystem is nearly full; a batch that fails because redb's file failed (a full disk
+//! during the commit) makes the writer reopen the file, and while the store is unhealthy
+//! it tries again every [`MAINTENANCE_INTERVAL`].
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -35,8 +40,9 @@ use redb::{Durability, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::ring::Ring;
+use super::space::{Health, Space};
 use super::tables::{self, EVENTS, KV, META};
-use super::{Shared, codec};
+use super::{Shared, codec, open_database};
 use crate::{Event, KeyValue, Result, Revision, StoreError};
 
 /// The most requests applied in one transaction.
@@ -100,6 +106,7 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     requests: Receiver<Request>,
     policy: HistoryPolicy,
+    space: Space,
     current: Revision,
     compacted: Revision,
     /// Every log entry at or below this revision is physically gone.
@@ -125,19 +132,17 @@ impl Writer {
         shared: Arc<Shared>,
         requests: Receiver<Request>,
         policy: HistoryPolicy,
+        space: Space,
         boot: tables::Bootstrap,
     ) -> Self {
-        let purged_through = match boot.first_event {
-            Some(first) => first - 1,
-            None => boot.compacted.max(boot.current),
-        };
         Self {
             shared,
             requests,
             policy,
+            space,
             current: boot.current,
             compacted: boot.compacted,
-            purged_through,
+            purged_through: purged_through(&boot),
             last_timestamp_ms: boot.last_timestamp_ms,
             next_maintenance: Instant::now(),
         }
@@ -169,6 +174,9 @@ impl Writer {
             let maintenance = Instant::now() >= self.next_maintenance;
             if maintenance {
                 self.next_maintenance = Instant::now() + MAINTENANCE_INTERVAL;
+                if self.shared.health() != Health::Ok {
+                    self.recover();
+                }
             }
             if batch.is_empty() && !maintenance && self.purged_through >= self.compacted {
                 continue;
@@ -179,24 +187,184 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: Vec<Request>, maintenance: bool) {
+        if let Health::Failed(why) = self.shared.health() {
+            for request in batch {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Unavailable(why.clone())));
+            }
+            return;
+        }
+        let batch = self.refuse_writes_without_space(batch);
         let size = batch.len();
         match self.apply(&batch, maintenance) {
             Ok(applied) => self.publish(batch, applied),
             Err(error) => {
                 tracing::error!(error = %error, batch = size, "store write batch failed");
+                let failed = self.after_failure(&error);
                 let error = BatchFailed(Arc::from(error));
                 for request in batch {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::Backend(Box::new(error.clone()))));
+                    let reply = match &failed {
+                        Some(health) => health
+                            .check(&self.space.path)
+                            .err()
+                            .unwrap_or_else(|| StoreError::Backend(Box::new(error.clone()))),
+                        None => StoreError::Backend(Box::new(error.clone())),
+                    };
+                    let _ = request.reply.send(Err(reply));
                 }
+            }
+        }
+    }
+
+    /// Answers the creates and updates of `batch` with `NoSpace` when the filesystem is
+    /// nearly full; returns the requests to run (all of them when there is space).
+    fn refuse_writes_without_space(&self, batch: Vec<Request>) -> Vec<Request> {
+        let grows = |op: &WriteOp| matches!(op, WriteOp::Create { .. } | WriteOp::Update { .. });
+        if !batch.iter().any(|r| grows(&r.op)) {
+            return batch;
+        }
+        let health = self.space.check();
+        self.note_health(health.clone());
+        if health == Health::Ok {
+            return batch;
+        }
+        let (refused, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| grows(&r.op));
+        for request in refused {
+            let error = health.check(&self.space.path).err();
+            let _ = request.reply.send(Err(error.unwrap_or(StoreError::Closed)));
+        }
+        rest
+    }
+
+    /// Records the store's health, logging when it changes.
+    fn note_health(&self, health: Health) {
+        let before = self.shared.health();
+        if before == health {
+            return;
+        }
+        match &health {
+            Health::Ok => tracing::info!("the store takes writes again"),
+            Health::NoSpace {
+                available,
+                required,
+            } if !matches!(before, Health::NoSpace { .. }) => tracing::warn!(
+                path = %self.space.path.display(),
+                available,
+                required,
+                "too little free space: the store refuses writes until space is freed"
+            ),
+            Health::NoSpace { .. } => {}
+            Health::Failed(why) => tracing::error!(%why, "the store file failed"),
+        }
+        self.shared.set_health(health);
+    }
+
+    /// After a failed batch: when redb's file has failed (it then refuses everything until
+    /// reopened), takes it out of service and tries to reopen it. Returns the state the
+    /// batch's requests are answered from, `None` for an ordinary backend error.
+    fn after_failure(&mut self, error: &AnyError) -> Option<Health> {
+        let db = self.shared.db().ok()?;
+        let latched = matches!(
+            db.begin_write(),
+            Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::Io(_)
+            ))
+        );
+        drop(db);
+        let space = self.space.check();
+        let no_space = space != Health::Ok || error.to_string().contains("No space left");
+        let failed = latched.then(|| {
+            let failed = Health::Failed(format!(
+                "the store file failed ({error}) and is being reopened"
+            ));
+            self.note_health(failed.clone());
+            self.reopen();
+            failed
+        });
+        if no_space {
+            let health = match space {
+                Health::Ok => Health::NoSpace {
+                    available: 0,
+                    required: self.space.min_free_bytes,
+                },
+                other => other,
+            };
+            if self.shared.health() == Health::Ok {
+                self.note_health(health.clone());
+            }
+            return Some(health);
+        }
+        failed
+    }
+
+    /// While the store is unhealthy: reopens a failed file, then looks at the space again.
+    fn recover(&mut self) {
+        if matches!(self.shared.health(), Health::Failed(_)) && !self.reopen() {
+            return;
+        }
+        let health = self.space.check();
+        self.note_health(health);
+    }
+
+    /// Closes the failed database and opens the file again (redb repairs it), reloading
+    /// the counters from what is durable. Returns whether the file is open.
+    fn reopen(&mut self) -> bool {
+        let old = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            // Readers hold the database for one short read; the file is released when
+            // the last of them is done.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        let opened = open_database(&self.space.path, self.space.cache_bytes).and_then(|db| {
+            let boot = tables::bootstrap(&db)?;
+            Ok((db, boot))
+        });
+        match opened {
+            Ok((db, boot)) => {
+                self.current = boot.current;
+                self.compacted = boot.compacted;
+                self.purged_through = purged_through(&boot);
+                self.last_timestamp_ms = self.last_timestamp_ms.max(boot.last_timestamp_ms);
+                self.shared
+                    .compacted
+                    .store(self.compacted, Ordering::Release);
+                *self
+                    .shared
+                    .db
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+                // Events a failed commit made durable after all reach watchers from the log.
+                if self.shared.current.swap(self.current, Ordering::AcqRel) != self.current {
+                    self.shared.notify.send_replace(self.current);
+                }
+                tracing::info!(revision = self.current, "store file reopened");
+                self.note_health(Health::Ok);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reopening the store file failed; trying again");
+                self.note_health(Health::Failed(format!(
+                    "the store file failed and cannot be reopened yet: {error}"
+                )));
+                false
             }
         }
     }
 
     /// Applies a batch (and due maintenance) in one transaction and commits it.
     fn apply(&self, batch: &[Request], maintenance: bool) -> Result<Applied, AnyError> {
-        let mut txn = self.shared.db.begin_write()?;
+        let db = self.shared.db()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut applied = Applied {
             replies: Vec::with_capacity(batch.len()),
@@ -487,5 +655,13 @@ impl fmt::Display for BatchFailed {
 impl StdError for BatchFailed {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&*self.0)
+    }
+}
+
+/// Every log entry at or below this revision is physically gone (at open).
+fn purged_through(boot: &tables::Bootstrap) -> Revision {
+    match boot.first_event {
+        Some(first) => first - 1,
+        None => boot.compacted.max(boot.current),
     }
 }
