@@ -133,6 +133,23 @@ async fn a_full_disk_refuses_writes_with_507_and_the_server_recovers_by_itself()
             && message.contains("free some space and writes resume by themselves"),
         "{message}"
     );
+    // A Service first allocates its cluster IP in the store: the same 507, not a 500.
+    let service = raw::send(
+        &admin,
+        Method::POST,
+        "/api/v1/namespaces/default/services",
+        Some("application/json"),
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "during"}, "spec": {"ports": [{"port": 80}]}}))?,
+    )
+    .await?;
+    let status = expect_status(&service, 507, "InsufficientStorage")?;
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("allocating a cluster IP")
+            && message.contains("free some space and writes resume by themselves"),
+        "{message}"
+    );
     let stderr = cluster
         .kubectl_fails(&["create", "configmap", "by-kubectl", "-n", "default"])
         .await?;

@@ -15,6 +15,7 @@ use wasmkube_store::StoreError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::object;
+use crate::registry::ResourceType;
 use crate::state::AppState;
 use crate::validation::Cause;
 
@@ -41,6 +42,14 @@ fn invalid(svc: &Value, field: &str, message: String) -> ApiError {
     )
 }
 
+/// A store failure while allocating `what` for `svc`, answered as the same failure on the
+/// service itself would be (507 on a full disk, 503 while the store is unavailable), not 500.
+fn store_failure(rt: &ResourceType, svc: &Value, what: &str, err: StoreError) -> ApiError {
+    let mut error = crate::handlers::store_error(rt, object::name(svc), err);
+    error.message = format!("allocating {what}: {}", error.message);
+    error
+}
+
 fn owner(svc: &Value) -> bytes::Bytes {
     let ns = object::meta_str(svc, "namespace").unwrap_or("");
     bytes::Bytes::from(format!("{ns}/{}", object::name(svc)))
@@ -48,9 +57,13 @@ fn owner(svc: &Value) -> bytes::Bytes {
 
 /// Allocates the cluster IP and node ports a new service needs and writes them into it.
 /// Returns the allocation keys, to release them if the service is not stored after all.
-pub async fn allocate(state: &AppState, svc: &mut Value) -> ApiResult<Vec<String>> {
+pub async fn allocate(
+    state: &AppState,
+    rt: &ResourceType,
+    svc: &mut Value,
+) -> ApiResult<Vec<String>> {
     let mut keys = Vec::new();
-    match allocate_inner(state, svc, &mut keys).await {
+    match allocate_inner(state, rt, svc, &mut keys).await {
         Ok(()) => Ok(keys),
         Err(e) => {
             release_keys(state, &keys).await;
@@ -61,6 +74,7 @@ pub async fn allocate(state: &AppState, svc: &mut Value) -> ApiResult<Vec<String
 
 async fn allocate_inner(
     state: &AppState,
+    rt: &ResourceType,
     svc: &mut Value,
     keys: &mut Vec<String>,
 ) -> ApiResult<()> {
@@ -100,7 +114,7 @@ async fn allocate_inner(
                     }
                     Err(StoreError::AlreadyExists { .. }) => continue,
                     Err(e) => {
-                        return Err(ApiError::internal(format!("allocating a cluster IP: {e}")));
+                        return Err(store_failure(rt, svc, "a cluster IP", e));
                     }
                 }
             }
@@ -136,7 +150,7 @@ async fn allocate_inner(
                         ),
                     ));
                 }
-                Err(e) => return Err(ApiError::internal(format!("allocating a cluster IP: {e}"))),
+                Err(e) => return Err(store_failure(rt, svc, "a cluster IP", e)),
             }
             ip.to_string()
         }
@@ -169,7 +183,7 @@ async fn allocate_inner(
                         }
                         Err(StoreError::AlreadyExists { .. }) => continue,
                         Err(e) => {
-                            return Err(ApiError::internal(format!("allocating a node port: {e}")));
+                            return Err(store_failure(rt, svc, "a node port", e));
                         }
                     }
                 }
@@ -189,9 +203,7 @@ async fn allocate_inner(
                             format!("Invalid value: {p}: provided port is already allocated"),
                         ));
                     }
-                    Err(e) => {
-                        return Err(ApiError::internal(format!("allocating a node port: {e}")));
-                    }
+                    Err(e) => return Err(store_failure(rt, svc, "a node port", e)),
                 }
                 p
             };

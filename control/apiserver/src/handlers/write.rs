@@ -206,7 +206,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     }
     let key = rt.key(req.store_namespace(), &name);
     let allocations = if rt.group.is_empty() && rt.kind == "Service" {
-        crate::services::allocate(req.state, &mut obj).await?
+        crate::services::allocate(req.state, rt, &mut obj).await?
     } else {
         Vec::new()
     };
