@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::{ResourceType, Subresource};
 use crate::request::{Output, Query, Target};
 use crate::state::AppState;
+use write::Part;
 
 pub mod delete;
 pub mod eviction;
@@ -112,22 +113,22 @@ pub async fn dispatch(
         (Method::POST, None, None) => write::create(&req, body).await,
         (Method::DELETE, None, None) => delete::delete_collection(&req, body).await,
         (Method::GET, Some(name), None) => read::get(&req, &name).await,
-        (Method::PUT, Some(name), None) => write::update(&req, &name, body).await,
-        (Method::PATCH, Some(name), None) => write::patch(&req, &name, body).await,
+        (Method::PUT, Some(name), None) => write::update(&req, &name, body, Part::Main).await,
+        (Method::PATCH, Some(name), None) => write::patch(&req, &name, body, Part::Main).await,
         (Method::DELETE, Some(name), None) => delete::delete(&req, &name, body).await,
         (Method::GET, Some(name), Some(Subresource::Status)) => read::get(&req, &name).await,
         (Method::PUT, Some(name), Some(Subresource::Status)) => {
-            subresource::update_status(&req, &name, body).await
+            write::update(&req, &name, body, Part::Status).await
         }
         (Method::PATCH, Some(name), Some(Subresource::Status)) => {
-            subresource::patch_status(&req, &name, body).await
+            write::patch(&req, &name, body, Part::Status).await
         }
         (Method::GET, Some(name), Some(Subresource::Approval)) => read::get(&req, &name).await,
         (Method::PUT, Some(name), Some(Subresource::Approval)) => {
-            subresource::update_approval(&req, &name, body).await
+            write::update(&req, &name, body, Part::Approval).await
         }
         (Method::PATCH, Some(name), Some(Subresource::Approval)) => {
-            subresource::patch_approval(&req, &name, body).await
+            write::patch(&req, &name, body, Part::Approval).await
         }
         (Method::GET, Some(name), Some(Subresource::Scale)) => {
             subresource::get_scale(&req, &name).await

@@ -1,5 +1,6 @@
-//! The subresources: `/status`, `/approval` (CertificateSigningRequests), `/scale`
-//! (autoscaling/v1 Scale), `/binding` and `/log`.
+//! The subresources with handlers of their own: `/scale` (autoscaling/v1 Scale),
+//! `/binding` and `/log`. (`/status` and `/approval` are the object's update and patch
+//! handlers with a [`Part`].)
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -7,73 +8,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::read::read_object;
-use super::write::{
-    Part, apply_patch, apply_update, check_body_name, check_fields, decode_patch, updated_response,
-    with_warnings,
-};
+use super::write::{Part, apply_patch, apply_update, decode_patch};
 use super::{Request, json_response};
 use crate::error::{ApiError, ApiResult};
 use crate::object;
 use crate::request;
-
-/// `PUT …/status`: replaces `.status` only.
-pub async fn update_status(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
-    let mut new = request::decode_body(&req.headers, &body)?;
-    super::write::check_kind(req.rt, &mut new)?;
-    let warnings = check_fields(req, &new)?;
-    check_body_name(req, name, &new)?;
-    let precondition = object::resource_version(&new)?;
-    let dry_run = req.query.dry_run()?;
-    let updated = apply_update(req, name, Part::Status, precondition, dry_run, &mut |_| {
-        Ok(new.clone())
-    })
-    .await?;
-    Ok(with_warnings(updated_response(req, updated), &warnings))
-}
-
-/// `PATCH …/status`: the patch applies to the whole object; only `.status` is kept.
-pub async fn patch_status(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
-    let patch = decode_patch(req, &body)?;
-    let dry_run = req.query.dry_run()?;
-    let rt = req.rt;
-    let updated = apply_update(req, name, Part::Status, None, dry_run, &mut |current| {
-        apply_patch(req, (rt.group, rt.kind), current, &patch)
-    })
-    .await?;
-    Ok(updated_response(req, updated))
-}
-
-/// `PUT …/approval` (CertificateSigningRequests): replaces the Approved/Denied conditions.
-pub async fn update_approval(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
-    let mut new = request::decode_body(&req.headers, &body)?;
-    super::write::check_kind(req.rt, &mut new)?;
-    let warnings = check_fields(req, &new)?;
-    check_body_name(req, name, &new)?;
-    let precondition = object::resource_version(&new)?;
-    let dry_run = req.query.dry_run()?;
-    let updated = apply_update(
-        req,
-        name,
-        Part::Approval,
-        precondition,
-        dry_run,
-        &mut |_| Ok(new.clone()),
-    )
-    .await?;
-    Ok(with_warnings(updated_response(req, updated), &warnings))
-}
-
-/// `PATCH …/approval`: the patch applies to the whole object; only the conditions are kept.
-pub async fn patch_approval(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
-    let patch = decode_patch(req, &body)?;
-    let dry_run = req.query.dry_run()?;
-    let rt = req.rt;
-    let updated = apply_update(req, name, Part::Approval, None, dry_run, &mut |current| {
-        apply_patch(req, (rt.group, rt.kind), current, &patch)
-    })
-    .await?;
-    Ok(updated_response(req, updated))
-}
 
 /// The autoscaling/v1 Scale view of an object.
 fn scale_of(obj: &Value) -> Value {

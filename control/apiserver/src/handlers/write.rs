@@ -3,7 +3,7 @@
 //! Server-managed metadata is owned here: uid, creationTimestamp, generation (bumped on
 //! spec changes), deletion fields; `.status` is only written through `/status`.
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
@@ -302,22 +302,18 @@ pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-/// `PUT` a whole object.
-pub async fn update(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+/// `PUT` an object, or one `part` of it (`/status`, `/approval`: only that part is taken
+/// from the body).
+pub async fn update(req: &Request<'_>, name: &str, body: Bytes, part: Part) -> ApiResult<Response> {
     let mut new = request::decode_body(&req.headers, &body)?;
     check_kind(req.rt, &mut new)?;
     let warnings = check_fields(req, &new)?;
     check_body_name(req, name, &new)?;
     let precondition = object::resource_version(&new)?;
     let dry_run = req.query.dry_run()?;
-    let updated = apply_update(
-        req,
-        name,
-        Part::Main,
-        precondition,
-        dry_run,
-        &mut |_current| Ok(new.clone()),
-    )
+    let updated = apply_update(req, name, part, precondition, dry_run, &mut |_current| {
+        Ok(new.clone())
+    })
     .await?;
     let mut warnings = warnings;
     warnings.extend(updated.warnings);
@@ -419,8 +415,9 @@ pub fn decode_patch(req: &Request<'_>, body: &Bytes) -> ApiResult<Value> {
     Ok(patch)
 }
 
-/// `PATCH` an object.
-pub async fn patch(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
+/// `PATCH` an object, or one `part` of it: the patch applies to the whole object and, for
+/// `/status` and `/approval`, only that part of the result is kept.
+pub async fn patch(req: &Request<'_>, name: &str, body: Bytes, part: Part) -> ApiResult<Response> {
     let patch = decode_patch(req, &body)?;
     let dry_run = req.query.dry_run()?;
     let rt = req.rt;
@@ -432,7 +429,7 @@ pub async fn patch(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Resp
         check_body_name(req, name, &new)?;
         Ok(new)
     };
-    let updated = apply_update(req, name, Part::Main, None, dry_run, &mut mutate).await?;
+    let updated = apply_update(req, name, part, None, dry_run, &mut mutate).await?;
     let mut all = warnings;
     all.extend(updated.warnings);
     Ok(with_warnings(
@@ -663,9 +660,4 @@ fn same_object(a: &Value, b: &Value) -> bool {
         v
     };
     strip(a) == strip(b)
-}
-
-/// Shortcut used by other handlers: responds with an updated object.
-pub fn updated_response(req: &Request<'_>, updated: Updated) -> Response {
-    object_response(req, StatusCode::OK, updated.object).into_response()
 }
