@@ -1,6 +1,13 @@
 //! The node's certificates, as the kubelet's certificate manager keeps them: a client
 //! certificate (`system:node:<name>` in `system:nodes`) the agent authenticates to the
-//! apiserver with, and (see `logs::server`) a serving certificate for its HTTPS endpoint.
+//! apiserver with, and a serving certificate for its HTTPS endpoint (`logs::server`), for
+//! the same subject and the node's name and address, which the apiserver verifies before it
+//! sends a request there.
+//!
+//! * Serving ([`load_serving`], signer `kubernetes.io/kubelet-serving`): asked for once the
+//!   Node is registered with its addresses, approved by the server when the requester is
+//!   that node and the names are the Node's own, renewed like the client certificate and
+//!   put in the log server's slot, which every new handshake reads.
 //!
 //! * Joining ([`request::request_certificate`]): the agent makes a key (ECDSA P-256), sends
 //!   a CertificateSigningRequest (signer `kubernetes.io/kube-apiserver-client-kubelet`,
@@ -87,6 +94,10 @@ pub struct Credentials {
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
+    /// The DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// The IP subject alternative names.
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -128,6 +139,7 @@ impl Credentials {
             .to_string();
         let not_before = system_time(parsed.validity().not_before.timestamp());
         let not_after = system_time(parsed.validity().not_after.timestamp());
+        let (dns_names, ips) = subject_alt_names(&parsed);
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(invalid)?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(invalid)?;
         let certified = CertifiedKey::new(chain, signing);
@@ -139,7 +151,29 @@ impl Credentials {
             common_name,
             not_before,
             not_after,
+            dns_names,
+            ips,
         })
+    }
+
+    /// Whether the certificate names exactly these DNS names and IPs (in any order).
+    pub fn names_exactly(&self, dns_names: &[String], ips: &[std::net::IpAddr]) -> bool {
+        let same = |a: &[String], b: &[String]| {
+            let mut a = a.to_vec();
+            let mut b = b.to_vec();
+            a.sort();
+            a.dedup();
+            b.sort();
+            b.dedup();
+            a == b
+        };
+        let mut mine = self.ips.clone();
+        let mut wanted = ips.to_vec();
+        mine.sort();
+        mine.dedup();
+        wanted.sort();
+        wanted.dedup();
+        same(&self.dns_names, dns_names) && mine == wanted
     }
 
     /// Parses the combined file form: certificate(s), then the key.
@@ -187,6 +221,36 @@ impl Credentials {
         };
         leaf.verify_signature(Some(ca.public_key())).is_ok()
     }
+}
+
+/// The DNS and IP subject alternative names of a certificate.
+fn subject_alt_names(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    use x509_parser::extensions::GeneralName;
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push((*d).to_string()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => {
+                        let octets: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+                        ips.push(std::net::IpAddr::from(octets));
+                    }
+                    16 => {
+                        let mut octets = [0u8; 16];
+                        octets.copy_from_slice(bytes);
+                        ips.push(std::net::IpAddr::from(octets));
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    (dns, ips)
 }
 
 /// The certificate currently in use, shared by the TLS configurations that present it.
@@ -277,6 +341,18 @@ pub fn load(pki: &Path, file: &str, ca_pem: &str, common_name: &str) -> Option<C
     credentials
         .is_usable(ca_pem, common_name, SystemTime::now())
         .then_some(credentials)
+}
+
+/// The serving certificate stored under `pki` if it is still usable: signed by `ca_pem`,
+/// for `request`'s subject, valid now, and naming exactly `request`'s names and addresses
+/// (a node whose address changed asks for a new one).
+pub fn load_serving(
+    pki: &Path,
+    ca_pem: &str,
+    request: &request::CertificateRequest,
+) -> Option<Credentials> {
+    load(pki, SERVING_FILE, ca_pem, &request.common_name)
+        .filter(|c| c.names_exactly(&request.dns_names, &request.ips))
 }
 
 /// Writes `text` to `dir/file` with mode 0600 (through a temporary file renamed over it).
@@ -375,6 +451,42 @@ mod tests {
         assert!(load(dir.path(), CLIENT_FILE, &ca_pem, "system:node:n2").is_none());
         assert!(load(dir.path(), CLIENT_FILE, &other_ca, "system:node:n1").is_none());
         assert!(load(dir.path(), SERVING_FILE, &ca_pem, "system:node:n1").is_none());
+    }
+
+    #[test]
+    fn a_stored_serving_certificate_is_used_only_for_the_nodes_current_names() {
+        let (issuer, ca_pem) = ca();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["n1".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.9".parse().unwrap()));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let creds = Credentials::from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), SERVING_FILE, &creds).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let same = request::CertificateRequest::node_serving(
+            "n1",
+            vec!["n1".into()],
+            vec![ip("127.0.0.9")],
+        );
+        assert!(load_serving(dir.path(), &ca_pem, &same).is_some());
+        let moved = request::CertificateRequest::node_serving(
+            "n1",
+            vec!["n1".into()],
+            vec![ip("127.0.0.8")],
+        );
+        assert!(load_serving(dir.path(), &ca_pem, &moved).is_none());
+        let renamed = request::CertificateRequest::node_serving(
+            "n1",
+            vec!["n1".into(), "host".into()],
+            vec![ip("127.0.0.9")],
+        );
+        assert!(load_serving(dir.path(), &ca_pem, &renamed).is_none());
     }
 
     #[test]

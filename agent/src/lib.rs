@@ -88,6 +88,12 @@ pub struct AgentConfig {
     /// Renewal of the client certificate `client` presents (a joined agent's); `None` for
     /// credentials someone else keeps current.
     pub client_rotation: Option<certificates::rotation::Rotation>,
+    /// Ask the cluster for the log server's serving certificate (signer
+    /// `kubernetes.io/kubelet-serving`, for the node's name and address) and renew it, as
+    /// the kubelet's `serverTLSBootstrap`; it is kept in `<data-dir>/agent/pki/`. Needs
+    /// `log_server.client_ca_pem` (the cluster CA). Off: `log_server.tls` or a self-signed
+    /// certificate.
+    pub server_tls_bootstrap: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -103,6 +109,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("allowed_host_paths", &self.allowed_host_paths)
             .field("eviction_hard", &self.eviction_hard)
             .field("compile_timeout", &self.compile_timeout)
+            .field("server_tls_bootstrap", &self.server_tls_bootstrap)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +145,7 @@ impl AgentConfig {
             eviction_hard: node::eviction::EvictionHard::default(),
             compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
             client_rotation: None,
+            server_tls_bootstrap: false,
         }
     }
 
@@ -186,8 +194,9 @@ pub struct RunningAgent {
     pub node_name: String,
     /// Where the log server listens.
     pub log_addr: SocketAddr,
-    /// The log server's certificate (PEM).
-    pub log_cert_pem: String,
+    /// The log server's certificate (empty until the cluster issued it, with
+    /// [`AgentConfig::server_tls_bootstrap`]).
+    pub serving_certificate: Arc<certificates::CertificateSlot>,
     /// Ends when the agent has stopped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -234,8 +243,16 @@ pub async fn start(
         }
     };
     let log_registry = logs::LogRegistry::new();
+    let serving_certificate = certificates::CertificateSlot::new(None);
+    let serving_rotation = if config.server_tls_bootstrap {
+        Some(serving_rotation(&config, &serving_certificate))
+    } else {
+        serving_certificate.set(logs::server::static_certificate(&config.log_server)?);
+        None
+    };
     let log_server = logs::server::start(
         config.log_server.clone(),
+        Arc::clone(&serving_certificate),
         log_registry.clone(),
         pods_dir.clone(),
         stopped(),
@@ -287,6 +304,15 @@ pub async fn start(
         let Some(status) = registration.await else {
             return;
         };
+        // Asked for once the Node has its addresses: the server approves a serving
+        // certificate only for the names and addresses the Node reports.
+        let serving = serving_rotation.map(|rotation| {
+            tokio::spawn(certificates::rotation::run(
+                client.clone(),
+                rotation,
+                stopped.clone(),
+            ))
+        });
         let lease = tokio::spawn(node::lease::run(
             client.clone(),
             node_name.clone(),
@@ -300,7 +326,7 @@ pub async fn start(
             stopped(),
         ));
         pod::run(ctx, stopped()).await;
-        if let Some(rotation) = rotation {
+        for rotation in [rotation, serving].into_iter().flatten() {
             let _ = rotation.await;
         }
         let _ = lease.await;
@@ -315,9 +341,34 @@ pub async fn start(
     Ok(RunningAgent {
         node_name: config.node_name,
         log_addr: log_server.addr,
-        log_cert_pem: log_server.cert_pem,
+        serving_certificate,
         task: supervisor,
     })
+}
+
+/// The serving certificate's renewal: for the node's name and address, stored in the pki
+/// directory; a stored certificate still usable for them is put in `slot` at once.
+fn serving_rotation(
+    config: &AgentConfig,
+    slot: &Arc<certificates::CertificateSlot>,
+) -> certificates::rotation::Rotation {
+    let request = certificates::request::CertificateRequest::node_serving(
+        &config.node_name,
+        vec![config.node_name.clone()],
+        vec![config.node_ip],
+    );
+    let dir = certificates::pki_dir(&config.data_dir);
+    if let Some(ca_pem) = config.log_server.client_ca_pem.as_deref()
+        && let Some(stored) = certificates::load_serving(&dir, ca_pem, &request)
+    {
+        slot.set(stored);
+    }
+    certificates::rotation::Rotation {
+        slot: Arc::clone(slot),
+        request,
+        dir,
+        file: certificates::SERVING_FILE,
+    }
 }
 
 /// Creates `dir` (and its parents) readable only by this user (0700), or makes an existing

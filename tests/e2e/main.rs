@@ -36,6 +36,7 @@ mod kubectl;
 mod limits;
 mod node_identity;
 mod node_lifecycle;
+mod node_proxy;
 mod quota;
 mod rbac;
 mod rbac_roles;

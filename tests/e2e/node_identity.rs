@@ -278,6 +278,7 @@ async fn an_agent_keeps_its_certificate_across_restarts_and_renews_it() -> Resul
     let csrs = cluster.kubectl_ok(&["get", "csr", "--no-headers"]).await?;
     assert!(
         csrs.lines().any(|l| l.starts_with("csr-")
+            && l.contains("kubernetes.io/kube-apiserver-client-kubelet")
             && l.contains("system:node:rotating")
             && l.contains("Approved,Issued")),
         "{csrs}"

@@ -7,8 +7,13 @@
 //!
 //! Who may read logs: a client presenting a certificate signed by the cluster CA (the
 //! apiserver presents one when it proxies), or a request with one of the configured bearer
-//! tokens. The serving certificate is the one given (issued by the cluster CA, so the
-//! apiserver can verify it), or a self-signed one made at start when none is given.
+//! tokens.
+//!
+//! The server presents whatever certificate a [`CertificateSlot`] holds, looked up for every
+//! handshake, so a renewed certificate is served without a restart: the node's serving
+//! certificate, which the agent asks the cluster for (`certificates`, signer
+//! `kubernetes.io/kubelet-serving`; handshakes fail until it is issued), or for an agent
+//! configured without that, the certificate given or a self-signed one made at start.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,12 +28,13 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::{LogOptions, LogRegistry, container_dir, instances};
+use crate::certificates::{CertificateSlot, Credentials, ServerCertResolver};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +59,8 @@ impl std::fmt::Debug for ServerTls {
 pub struct LogServerConfig {
     /// Listen address (`0.0.0.0:10250` like the kubelet, or `127.0.0.1:0` in tests).
     pub bind: SocketAddr,
-    /// Serving certificate; `None` = a self-signed one is made at start.
+    /// Serving certificate when the agent does not ask the cluster for one; `None` = a
+    /// self-signed one is made at start.
     pub tls: Option<ServerTls>,
     /// Client certificates signed by this CA (PEM) are let in.
     pub client_ca_pem: Option<String>,
@@ -85,8 +92,6 @@ pub enum LogServerError {
 pub struct LogServer {
     /// The bound address.
     pub addr: SocketAddr,
-    /// The serving certificate (PEM), for clients that pin it.
-    pub cert_pem: String,
     /// Ends when the server stops.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -98,18 +103,26 @@ struct Ctx {
     tokens: Vec<String>,
 }
 
-/// Starts serving; stops when `shutdown` resolves.
-pub async fn start(
-    config: LogServerConfig,
-    registry: LogRegistry,
-    pods_dir: PathBuf,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<LogServer, LogServerError> {
+/// The certificate of a server that does not ask the cluster for one: the configured one,
+/// or a new self-signed one.
+pub fn static_certificate(config: &LogServerConfig) -> Result<Credentials, LogServerError> {
     let tls = match config.tls.clone() {
         Some(tls) => tls,
         None => self_signed(&config.names)?,
     };
-    let server_config = server_config(&tls, config.client_ca_pem.as_deref())?;
+    Credentials::from_pem(&tls.cert_pem, &tls.key_pem)
+        .map_err(|e| LogServerError::Tls(e.to_string()))
+}
+
+/// Starts serving the certificate in `certificate`; stops when `shutdown` resolves.
+pub async fn start(
+    config: LogServerConfig,
+    certificate: std::sync::Arc<CertificateSlot>,
+    registry: LogRegistry,
+    pods_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<LogServer, LogServerError> {
+    let server_config = server_config(certificate, config.client_ca_pem.as_deref())?;
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|source| LogServerError::Bind {
@@ -130,11 +143,7 @@ pub async fn start(
     let acceptor = TlsAcceptor::from(server_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, ctx, shutdown));
     tracing::info!(%addr, "log server listening");
-    Ok(LogServer {
-        addr,
-        cert_pem: tls.cert_pem,
-        task,
-    })
+    Ok(LogServer { addr, task })
 }
 
 async fn accept_loop(
@@ -301,19 +310,14 @@ fn container_logs(
     resp
 }
 
-/// The rustls configuration: the serving certificate, and client certificates from the CA
-/// accepted but not required (bearer tokens are the other way in).
+/// The rustls configuration: the slot's serving certificate, and client certificates from
+/// the CA accepted but not required (bearer tokens are the other way in).
 fn server_config(
-    tls: &ServerTls,
+    certificate: Arc<CertificateSlot>,
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, LogServerError> {
     let err = |e: &dyn std::fmt::Display| LogServerError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| err(&e))?;
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| err(&e))?;
@@ -334,7 +338,7 @@ fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| err(&e))?;
+    let mut config = builder.with_cert_resolver(Arc::new(ServerCertResolver(certificate)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -38,8 +38,10 @@ async fn container_logs_are_served_to_cluster_clients_with_kubelet_options() {
         .as_ref()
         .expect("agent")
         .running
-        .log_cert_pem
-        .clone();
+        .serving_certificate
+        .get()
+        .expect("a serving certificate")
+        .cert_pem;
     let pki = cluster.data_dir().join("pki");
 
     let (status, body) = get(

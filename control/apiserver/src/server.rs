@@ -238,11 +238,14 @@ pub async fn start_with_limits(
     crate::join::remove_legacy_join_token(&config.data_dir, &pki).map_err(StartError::Pki)?;
     let state = AppState::new(store);
     let _ = state.inner.ca_pem.set(pki.ca_pem().to_string());
+    // The apiserver's identity towards node agents: no group, RBAC binds it to
+    // system:kubelet-api-admin (see `node_proxy`).
     match pki
-        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
+        .issue_client_cert(crate::node_proxy::KUBELET_CLIENT_USER, &[])
         .map_err(StartError::Pki)
         .and_then(|(cert, key)| {
-            crate::node_proxy::NodeClient::new(&cert, &key).map_err(StartError::NodeClient)
+            crate::node_proxy::NodeClient::new(&cert, &key, pki.ca_pem())
+                .map_err(StartError::NodeClient)
         }) {
         Ok(client) => {
             let _ = state.inner.node_client.set(client);

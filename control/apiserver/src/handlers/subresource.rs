@@ -274,7 +274,12 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
                 .or_else(|| a.first())
         })
         .and_then(|x| x.get("address").and_then(Value::as_str))
-        .unwrap_or("127.0.0.1")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "node {node} has no address in status.addresses to reach its agent at"
+            ))
+        })?
         .to_string();
     let port = node_obj
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
@@ -315,5 +320,5 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
         .node_client
         .get()
         .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
-    client.get(&address, port, &path).await
+    client.get(node, &address, port, &path).await
 }

@@ -5,6 +5,9 @@
 //! - `system:node` is bound to the `system:nodes` group, as Kubernetes did before the node
 //!   authorizer existed: `wasmkube agent --token` joins with a shared token in that group.
 //!   The node authorizer (and per-node certificates) will take this binding's place.
+//! - `kube-apiserver-kubelet-admin` binds the apiserver's client identity towards node
+//!   agents (user `kube-apiserver-kubelet-client`) to `system:kubelet-api-admin`, as k3s
+//!   does (kubeadm gives that certificate to `system:masters`).
 //! - Bootstrap tokens (`system:bootstrappers`) may create CertificateSigningRequests and
 //!   get node client certificates approved (`nodeclient`), nodes may renew theirs
 //!   (`selfnodeclient`): the bindings kubeadm creates when it sets a cluster up.
@@ -661,6 +664,13 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-scheduler",
             "system:kube-scheduler",
             vec![Subject::user("system:kube-scheduler")],
+        ),
+        // The apiserver's client identity towards node agents (`node_proxy`), as k3s binds
+        // it: it may use the nodes' proxy subresources, and nothing else.
+        binding(
+            "kube-apiserver-kubelet-admin",
+            "system:kubelet-api-admin",
+            vec![Subject::user(crate::node_proxy::KUBELET_CLIENT_USER)],
         ),
     ];
     for (name, _) in controller_roles() {

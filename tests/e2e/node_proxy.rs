@@ -1,0 +1,331 @@
+//! The apiserver and the node agents trust each other only as far as the cluster says
+//! (review finding 7): the apiserver sends a request to a node's agent only once that agent
+//! presented a serving certificate the cluster issued to that node for the address in the
+//! Node's status, and the agent answers only users RBAC allows to use the node's proxy
+//! subresources.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{NodeSpec, TestCluster, WasmImage, poll_until};
+
+/// How long nodes may take to get their serving certificate, and pods to finish.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The line the test guest prints.
+const GREETING: &str = "served through a verified agent";
+
+/// A WASI module printing [`GREETING`].
+fn greeter() -> Result<WasmImage> {
+    WasmImage::from_wat(
+        "wasmkube.test/greeter:v1",
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_write"
+               (func $fd_write (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (data (i32.const 16) "served through a verified agent\n")
+             (func (export "_start")
+               (i32.store (i32.const 0) (i32.const 16))
+               (i32.store (i32.const 4) (i32.const 32))
+               (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+}
+
+/// The cluster CA of `cluster` as an issuer, and its certificate (PEM).
+fn cluster_ca(cluster: &TestCluster) -> Result<(rcgen::Issuer<'static, rcgen::KeyPair>, String)> {
+    let pki = cluster.data_dir().join("pki");
+    let cert = std::fs::read_to_string(pki.join("ca.crt"))?;
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key"))?)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&cert, key)?;
+    Ok((issuer, cert))
+}
+
+/// A serving certificate of the cluster CA for `cn` in `system:nodes`, for 127.0.0.1.
+fn serving_cert(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    cn: &str,
+) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(IpAddr::from([127, 0, 0, 1]))];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// An HTTPS listener on 127.0.0.1 presenting `cert`, counting the requests that reach it.
+async fn decoy(cert: (String, String)) -> Result<(u16, Arc<AtomicUsize>)> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.0.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                if matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nstolen\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    Ok((port, requests))
+}
+
+/// Creates Node `name` whose status says its agent is at 127.0.0.1:`port` (`None`: no
+/// addresses at all), and a pod bound to it.
+async fn node_pointing_at(cluster: &TestCluster, name: &str, port: Option<u16>) -> Result<()> {
+    cluster
+        .kubectl_ok_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}).to_string(),
+        )
+        .await?;
+    let addresses = match port {
+        Some(_) => json!([{"type": "InternalIP", "address": "127.0.0.1"}]),
+        None => json!([]),
+    };
+    let status = json!({"status": {
+        "addresses": addresses,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port.unwrap_or(10250)}},
+    }});
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
+        .await?;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("on-{name}")},
+        "spec": {"nodeName": name, "containers": [{"name": "c", "image": "wasmkube.test/none:v1"}]}});
+    cluster
+        .kubectl_ok_stdin(&["create", "-f", "-"], &pod.to_string())
+        .await?;
+    Ok(())
+}
+
+/// Review finding 7: the apiserver followed the address in any Node's status with its
+/// client certificate and without checking who answered, so a Node pointing at the
+/// apiserver itself (or any other server) made it fetch from there (SSRF). Now nothing that
+/// is not the node's own agent is sent a request.
+#[tokio::test]
+async fn a_node_pointing_at_another_server_is_refused_and_never_fetched_from() -> Result<()> {
+    let cluster = TestCluster::builder().without_controllers().start().await?;
+    let (issuer, _) = cluster_ca(&cluster)?;
+    // A server with a certificate of the cluster CA, but of another node.
+    let (port, requests) = decoy(serving_cert(&issuer, "system:node:impostor")?).await?;
+    node_pointing_at(&cluster, "victim", Some(port)).await?;
+    let out = cluster.kubectl(&["logs", "on-victim"]).await?;
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(!out.stdout.contains("stolen"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!(
+            "Error from server (ServiceUnavailable): refusing to proxy to node \"victim\" at 127.0.0.1:{port}: its serving certificate is issued to \"system:node:impostor\", not to node \"victim\""
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        0,
+        "the decoy was sent a request"
+    );
+
+    // The apiserver's own port: its certificate is the cluster CA's too.
+    node_pointing_at(&cluster, "loop", Some(cluster.port())).await?;
+    let out = cluster.kubectl(&["logs", "on-loop"]).await?;
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!(
+            "refusing to proxy to node \"loop\" at 127.0.0.1:{}: its serving certificate is issued to",
+        cluster.port())),
+        "{}",
+        out.stderr
+    );
+
+    // No address: no default to fall back on.
+    node_pointing_at(&cluster, "nowhere", None).await?;
+    let out = cluster.kubectl(&["logs", "on-nowhere"]).await?;
+    assert!(
+        out.stderr
+            .contains("node nowhere has no address in status.addresses to reach its agent at"),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}
+
+/// The serving certificate an agent at 127.0.0.1:`port` presents, verified against the
+/// cluster CA for 127.0.0.1: its subject and serial.
+async fn presented_certificate(ca_pem: &str, port: u16) -> Result<(String, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("no certificate presented")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow!("{e}"))?;
+    Ok((cert.subject().to_string(), cert.raw_serial_as_string()))
+}
+
+/// The agent port of node `name` (its Node's `kubeletEndpoint`).
+async fn agent_port(cluster: &TestCluster, name: &str) -> Result<u16> {
+    let node = cluster.kubectl_json(&["get", "node", name]).await?;
+    node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .with_context(|| format!("node {name} has no agent port"))
+}
+
+/// Waits until node `name`'s agent presents a certificate the cluster issued to it; returns
+/// its serial.
+async fn wait_serving_certificate(
+    cluster: &TestCluster,
+    ca_pem: &str,
+    name: &str,
+) -> Result<String> {
+    let port = agent_port(cluster, name).await?;
+    let (subject, serial) = poll_until(
+        &format!("node {name} to serve a certificate of the cluster"),
+        DEADLINE,
+        || async { Ok(presented_certificate(ca_pem, port).await.ok()) },
+    )
+    .await?;
+    assert_eq!(subject, format!("O=system:nodes, CN=system:node:{name}"));
+    Ok(serial)
+}
+
+/// Runs the greeter on node `node` as pod `pod` and reads its output with `kubectl logs`.
+async fn greet_on(cluster: &TestCluster, node: &str, pod: &str) -> Result<()> {
+    let manifest = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "greeter", "image": "wasmkube.test/greeter:v1"}]}});
+    cluster
+        .kubectl_ok_stdin(&["create", "-f", "-"], &manifest.to_string())
+        .await?;
+    cluster
+        .wait_pod(pod, "phase Succeeded", DEADLINE, |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+        })
+        .await?;
+    let logs = cluster.kubectl_ok(&["logs", pod]).await?;
+    if logs.trim_end() != GREETING {
+        bail!("kubectl logs {pod}: {logs:?}");
+    }
+    Ok(())
+}
+
+/// Agents ask the cluster for a serving certificate of their node (signer
+/// kubernetes.io/kubelet-serving), which the server approves for the node's own names and
+/// addresses; `kubectl logs` reaches them through the apiserver, which verifies it.
+#[tokio::test]
+async fn agents_serve_certificates_issued_to_their_node_and_kubectl_logs_works() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .embedded_agent(NodeSpec::named("control"))
+        .agent(NodeSpec::named("joined"))
+        .start()
+        .await?;
+    let image = greeter()?;
+    cluster.import_image(image.path()).await?;
+    let (_, ca_pem) = cluster_ca(&cluster)?;
+    for node in ["control", "joined"] {
+        wait_serving_certificate(&cluster, &ca_pem, node).await?;
+        greet_on(&cluster, node, &format!("greet-{node}")).await?;
+    }
+    let csrs = cluster.kubectl_ok(&["get", "csr", "--no-headers"]).await?;
+    for node in ["control", "joined"] {
+        assert!(
+            csrs.lines()
+                .any(|l| l.contains("kubernetes.io/kubelet-serving")
+                    && l.contains(&format!("system:node:{node} "))
+                    && l.contains("Approved,Issued")),
+            "no approved serving CSR of {node}:\n{csrs}"
+        );
+    }
+    Ok(())
+}
+
+/// The serving certificate is renewed before it expires and the running agent serves the
+/// new one at once (no restart); the apiserver keeps reaching it.
+#[tokio::test]
+async fn the_serving_certificate_is_renewed_and_served_without_a_restart() -> Result<()> {
+    let mut cluster = TestCluster::builder()
+        .without_controllers()
+        .server_arg("--cluster-signing-duration")
+        .server_arg("40s")
+        .agent(NodeSpec::named("renewing"))
+        .start()
+        .await?;
+    let image = greeter()?;
+    cluster.import_image(image.path()).await?;
+    let (_, ca_pem) = cluster_ca(&cluster)?;
+    let first = wait_serving_certificate(&cluster, &ca_pem, "renewing").await?;
+    greet_on(&cluster, "renewing", "before").await?;
+    let port = agent_port(&cluster, "renewing").await?;
+    poll_until(
+        "the agent to serve a renewed certificate",
+        DEADLINE,
+        || async {
+            let (_, serial) = presented_certificate(&ca_pem, port).await?;
+            Ok((serial != first).then_some(()))
+        },
+    )
+    .await?;
+    assert!(cluster.agent_is_running(0)?, "the agent restarted");
+    let logs = cluster.kubectl_ok(&["logs", "before"]).await?;
+    assert_eq!(logs.trim_end(), GREETING);
+    Ok(())
+}
