@@ -153,8 +153,16 @@ impl ApiCommand {
             for (level, &clients) in self.clients.iter().enumerate() {
                 let clients = usize::try_from(clients).context("--clients is too large")?;
                 let bar = progress_bar(self.creates, format!("creates, {clients} clients"));
-                let row =
-                    creates::run_level(target, &namespace, level, clients, creates, &bar).await;
+                let row = creates::run_level(
+                    target,
+                    creates::BenchKind::ConfigMap,
+                    &namespace,
+                    level,
+                    clients,
+                    creates,
+                    &bar,
+                )
+                .await;
                 bar.finish_and_clear();
                 let row = row?;
                 if row.creates == 0 {

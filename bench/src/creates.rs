@@ -1,8 +1,8 @@
 //! Durable creates per second through the HTTPS API.
 //!
 //! One level = `clients` concurrent clients, each a separate `kube::Client` (its own TLS
-//! connection, like separate processes), that together create `creates` ConfigMaps as fast
-//! as the server acknowledges them. Each client sends one request at a time and takes the
+//! connection, like separate processes), that together create `creates` ConfigMaps (or
+//! Secrets, [`BenchKind`]) as fast as the server acknowledges them. Each client sends one request at a time and takes the
 //! next index from a shared counter, so fast clients do more of the work. Connections are
 //! opened (a warm-up GET each) before the clock starts.
 
@@ -15,8 +15,8 @@ use anyhow::Context;
 use futures::future::try_join_all;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
 
 use super::report::{CreateResult, LatencySummary, latency_histogram, record};
 use super::target::Target;
@@ -42,6 +42,52 @@ pub(crate) fn bench_config_map(name: String) -> ConfigMap {
     }
 }
 
+/// The Secret the benchmark creates under `name`: the ConfigMap's payload as secret data.
+pub(crate) fn bench_secret(name: String) -> Secret {
+    let config_map = bench_config_map(name);
+    Secret {
+        metadata: config_map.metadata,
+        string_data: config_map.data,
+        ..Secret::default()
+    }
+}
+
+/// What a benchmark creates and reads: the kind is what the server does differently with
+/// it (Secrets are encrypted at rest, ConfigMaps are not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BenchKind {
+    ConfigMap,
+    Secret,
+}
+
+impl BenchKind {
+    /// The kind's name, for reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BenchKind::ConfigMap => "ConfigMap",
+            BenchKind::Secret => "Secret",
+        }
+    }
+
+    /// The API of the kind in `namespace`.
+    pub(crate) fn api(self, client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+        let resource = match self {
+            BenchKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            BenchKind::Secret => ApiResource::erase::<Secret>(&()),
+        };
+        Api::namespaced_with(client, namespace, &resource)
+    }
+
+    /// The object the benchmark creates under `name`.
+    pub(crate) fn object(self, name: String) -> anyhow::Result<DynamicObject> {
+        let value = match self {
+            BenchKind::ConfigMap => serde_json::to_value(bench_config_map(name)),
+            BenchKind::Secret => serde_json::to_value(bench_secret(name)),
+        }?;
+        Ok(serde_json::from_value(value)?)
+    }
+}
+
 /// What one client task measured.
 struct ClientTally {
     latency: Histogram<u64>,
@@ -50,9 +96,10 @@ struct ClientTally {
     first_error: Option<String>,
 }
 
-/// Runs one concurrency level against the API and returns its row.
+/// Runs one concurrency level of creates of `kind` against the API and returns its row.
 pub(crate) async fn run_level(
     target: &Target,
+    kind: BenchKind,
     namespace: &str,
     level: usize,
     clients: usize,
@@ -60,10 +107,10 @@ pub(crate) async fn run_level(
     progress: &ProgressBar,
 ) -> anyhow::Result<CreateResult> {
     let apis = try_join_all((0..clients).map(|_| async {
-        let api: Api<ConfigMap> = Api::namespaced(target.new_client()?, namespace);
+        let api = kind.api(target.new_client()?, namespace);
         api.list_metadata(&ListParams::default().limit(1))
             .await
-            .context("warm-up list of ConfigMaps failed")?;
+            .with_context(|| format!("warm-up list of {}s failed", kind.name()))?;
         anyhow::Ok(api)
     }))
     .await?;
@@ -88,9 +135,12 @@ pub(crate) async fn run_level(
                     if index >= creates {
                         break;
                     }
-                    let object = bench_config_map(format!("l{level}-c{clients}-{index}"));
                     let sent = Instant::now();
-                    match api.create(&params, &object).await {
+                    let created = match kind.object(format!("l{level}-c{clients}-{index}")) {
+                        Ok(object) => api.create(&params, &object).await.map_err(Into::into),
+                        Err(e) => Err(e),
+                    };
+                    match created {
                         Ok(_) => {
                             record(&mut tally.latency, sent.elapsed());
                             tally.creates += 1;
@@ -150,5 +200,22 @@ mod tests {
             json.len()
         );
         assert_eq!(object.metadata.name.as_deref(), Some("c8-17"));
+    }
+
+    #[test]
+    fn each_kind_makes_an_object_of_its_kind_with_the_payload() {
+        for kind in [BenchKind::ConfigMap, BenchKind::Secret] {
+            let object = kind.object("s-1".to_owned()).expect("an object");
+            let types = object.types.expect("apiVersion and kind");
+            assert_eq!(
+                (types.api_version.as_str(), types.kind.as_str()),
+                ("v1", kind.name())
+            );
+            let payload = match kind {
+                BenchKind::ConfigMap => &object.data["data"]["payload"],
+                BenchKind::Secret => &object.data["stringData"]["payload"],
+            };
+            assert_eq!(payload, PAYLOAD);
+        }
     }
 }

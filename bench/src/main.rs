@@ -16,9 +16,12 @@
 //! - `deployment` ([`deployment`]): a Deployment of 1,000 wasm replicas on one node: time to
 //!   all Ready, a rolling update and a delete, observed with watches;
 //! - `authz` ([`authz`]): what authorization costs: creates/s and GET latency as a user bound
-//!   to `edit`, with `--authorization-mode RBAC` vs `AlwaysAllow`.
+//!   to `edit`, with `--authorization-mode RBAC` vs `AlwaysAllow`;
+//! - `encryption` ([`encryption`]): what encrypting Secrets at rest costs: Secret creates/s
+//!   and GET latency, `identity` vs `secretbox` (or any two providers).
 //!
-//! Shared pieces: the server the bench starts and its clients ([`target`]), the samples and
+//! Shared pieces: two servers compared side by side in alternating rounds ([`sides`]), the
+//! server the bench starts and its clients ([`target`]), the samples and
 //! their manifests ([`samples`]), the wasmtime CLI peer ([`peer`]), a pod watch that
 //! timestamps each pod's milestones ([`podwatch`]), the HTTP load generator ([`load`]) and
 //! latency histograms ([`report`]).
@@ -37,6 +40,7 @@ mod authz;
 mod creates;
 mod density;
 mod deployment;
+mod encryption;
 mod http;
 mod load;
 mod peer;
@@ -44,6 +48,7 @@ mod pods;
 mod podwatch;
 mod report;
 mod samples;
+mod sides;
 mod store;
 mod table;
 mod target;
@@ -69,6 +74,10 @@ Subcommands (each has its own --help saying exactly what it measures):
   authz     what authorization costs: durable creates/s and GET requests/s, p50, p99 as a user
             bound to edit (200 other bindings around), RBAC vs AlwaysAllow, two servers
             in 40 alternating rounds, with the ratios.
+  encryption
+            what encrypting Secrets at rest costs: durable Secret creates/s and GET requests/s,
+            p50, p99, identity vs secretbox (or any two of identity, aescbc, aesgcm,
+            secretbox), two servers in 20 alternating rounds, with the ratios.
 
 Every benchmark starts its own `wasmkube server` (the wasmkube binary next to this one, or
 --wasmkube PATH) on a free loopback port with a temporary data directory and stops it at the
@@ -90,7 +99,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -121,6 +130,9 @@ enum BenchSubcommand {
     Deployment(deployment::DeploymentCommand),
     /// What authorization costs: creates/s and GET latency with RBAC vs AlwaysAllow.
     Authz(authz::AuthzCommand),
+    /// What encrypting Secrets at rest costs: Secret creates/s and GET latency, identity vs
+    /// secretbox.
+    Encryption(encryption::EncryptionCommand),
 }
 
 impl BenchCommand {
@@ -136,6 +148,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Density(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Deployment(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Authz(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Encryption(cmd)) => cmd.execute(&wasmkube).await,
         }
     }
 }
