@@ -117,7 +117,7 @@ impl std::fmt::Debug for AgentConfig {
 impl AgentConfig {
     /// Defaults: node index 1, no extra labels or taints, the machine's capacity, node IP
     /// 127.0.0.1, log server on 0.0.0.0:10250 with a self-signed certificate and no clients
-    /// allowed until a CA or token is configured.
+    /// allowed until a client CA is configured.
     pub fn new(
         node_name: impl Into<String>,
         data_dir: impl Into<PathBuf>,
@@ -137,7 +137,6 @@ impl AgentConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LOG_PORT),
                 tls: None,
                 client_ca_pem: None,
-                bearer_tokens: Vec::new(),
                 names: vec![node_name],
             },
             runtime: None,
@@ -253,6 +252,7 @@ pub async fn start(
     let log_server = logs::server::start(
         config.log_server.clone(),
         Arc::clone(&serving_certificate),
+        logs::auth::NodeAuthorizer::new(config.client.clone(), config.node_name.clone()),
         log_registry.clone(),
         pods_dir.clone(),
         stopped(),

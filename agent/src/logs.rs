@@ -11,7 +11,8 @@
 //! A [`ContainerLog`] is the writer (the runtime hands the guest's stdout and stderr bytes to
 //! its [`StreamWriter`]s); the [`LogRegistry`] maps pods' names to their UIDs and lets a
 //! follower ([`follow`]) wake when a live file grows and stop when its instance ends.
-//! [`server`] serves `/containerLogs/...` over HTTPS for the apiserver's `pods/log`.
+//! [`server`] serves `/containerLogs/...` over HTTPS for the apiserver's `pods/log`, to the
+//! users [`auth`] lets in.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+pub mod auth;
 pub mod read;
 pub mod server;
 

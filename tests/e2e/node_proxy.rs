@@ -48,6 +48,76 @@ fn cluster_ca(cluster: &TestCluster) -> Result<(rcgen::Issuer<'static, rcgen::Ke
     Ok((issuer, cert))
 }
 
+/// A client certificate of the cluster CA for `user` (in `group`), PEM certificate and key.
+fn client_cert(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    user: &str,
+    group: Option<&str>,
+) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    if let Some(group) = group {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, group);
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// GETs `path` from the agent at 127.0.0.1:`port` (verified against the cluster CA),
+/// presenting `cert` if given; returns the status code and the body.
+async fn agent_get(
+    ca_pem: &str,
+    port: u16,
+    cert: Option<&(String, String)>,
+    path: &str,
+) -> Result<(u16, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut response = Vec::new();
+    // The agent may close without a TLS close_notify; what arrived is the answer.
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// A serving certificate of the cluster CA for `cn` in `system:nodes`, for 127.0.0.1.
 fn serving_cert(
     issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
@@ -327,5 +397,97 @@ async fn the_serving_certificate_is_renewed_and_served_without_a_restart() -> Re
     assert!(cluster.agent_is_running(0)?, "the agent restarted");
     let logs = cluster.kubectl_ok(&["logs", "before"]).await?;
     assert_eq!(logs.trim_end(), GREETING);
+    Ok(())
+}
+
+/// Review finding 7: the agent answered any client certificate of the cluster CA. Now it
+/// asks the apiserver (SubjectAccessReview, `nodes/proxy` of its node) about the user, so
+/// only the apiserver and users RBAC lets use the node's API get in; the apiserver's own
+/// client identity is no administrator of the cluster.
+#[tokio::test]
+async fn the_agent_answers_only_users_allowed_to_use_its_node() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .embedded_agent(NodeSpec::named("guarded"))
+        .start()
+        .await?;
+    let (issuer, ca_pem) = cluster_ca(&cluster)?;
+    wait_serving_certificate(&cluster, &ca_pem, "guarded").await?;
+    let port = agent_port(&cluster, "guarded").await?;
+    let path = "/containerLogs/default/absent/c";
+    // Past authorization, the agent says the pod is not there.
+    let admitted = "pod \"absent\" in namespace \"default\" not found on this node";
+
+    let (status, body) = agent_get(&ca_pem, port, None, path).await?;
+    assert_eq!((status, body.trim_end()), (401, "Unauthorized"));
+
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            "viewer",
+            "--clusterrole=view",
+            "--user=viewer",
+        ])
+        .await?;
+    for (user, group) in [
+        ("viewer", None),
+        ("system:node:other", Some("system:nodes")),
+        ("nobody", None),
+    ] {
+        let cert = client_cert(&issuer, user, group)?;
+        let (status, body) = agent_get(&ca_pem, port, Some(&cert), path).await?;
+        assert_eq!(status, 403, "{user}: {body}");
+        assert_eq!(
+            body.trim_end(),
+            format!("Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)")
+        );
+        let (status, _) = agent_get(&ca_pem, port, Some(&cert), "/healthz").await?;
+        assert_eq!(status, 403, "{user} on /healthz");
+    }
+
+    // The apiserver's identity, an administrator, and a user RBAC gives the node API.
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            "ops-kubelet",
+            "--clusterrole=system:kubelet-api-admin",
+            "--user=ops",
+        ])
+        .await?;
+    for (user, group) in [
+        ("kube-apiserver-kubelet-client", None),
+        ("admin", Some("system:masters")),
+        ("ops", None),
+    ] {
+        let cert = client_cert(&issuer, user, group)?;
+        let (status, body) = agent_get(&ca_pem, port, Some(&cert), path).await?;
+        assert_eq!((status, body.trim_end()), (404, admitted), "{user}");
+    }
+
+    // The apiserver's kubelet client identity may use the nodes' API, nothing else.
+    let kubelet_client = crate::rbac::kubeconfig_flag(
+        &cluster
+            .user_kubeconfig("kube-apiserver-kubelet-client", None)
+            .await?,
+    );
+    let err = cluster
+        .kubectl_fails(&[kubelet_client.as_str(), "get", "secrets", "-A"])
+        .await?;
+    assert!(
+        err.contains("User \"kube-apiserver-kubelet-client\" cannot list resource \"secrets\""),
+        "{err}"
+    );
+    let can = cluster
+        .kubectl(&[
+            kubelet_client.as_str(),
+            "auth",
+            "can-i",
+            "get",
+            "nodes/proxy",
+        ])
+        .await?;
+    assert_eq!(can.stdout.trim(), "yes", "{}", can.stderr);
     Ok(())
 }

@@ -5,9 +5,9 @@
 //! `timestamps`, `limitBytes`. Errors are plain text with the kubelet's status codes and
 //! messages (the apiserver passes them on).
 //!
-//! Who may read logs: a client presenting a certificate signed by the cluster CA (the
-//! apiserver presents one when it proxies), or a request with one of the configured bearer
-//! tokens.
+//! Who may use it: a client presenting a certificate signed by the cluster CA whom the
+//! apiserver allows to use this node's proxy subresource ([`auth`](super::auth): the
+//! kubelet's webhook authorization), `/healthz` included, as on the kubelet's port.
 //!
 //! The server presents whatever certificate a [`CertificateSlot`] holds, looked up for every
 //! handshake, so a renewed certificate is served without a restart: the node's serving
@@ -33,6 +33,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::auth::{NodeAction, NodeAuthorizer, Refusal, Requester};
 use super::{LogOptions, LogRegistry, container_dir, instances};
 use crate::certificates::{CertificateSlot, Credentials, ServerCertResolver};
 
@@ -62,10 +63,9 @@ pub struct LogServerConfig {
     /// Serving certificate when the agent does not ask the cluster for one; `None` = a
     /// self-signed one is made at start.
     pub tls: Option<ServerTls>,
-    /// Client certificates signed by this CA (PEM) are let in.
+    /// Client certificates signed by this CA (PEM) authenticate their users (without it
+    /// every request is 401).
     pub client_ca_pem: Option<String>,
-    /// Bearer tokens that are let in.
-    pub bearer_tokens: Vec<String>,
     /// Extra names for a self-signed certificate (the node name, its addresses).
     pub names: Vec<String>,
 }
@@ -100,7 +100,7 @@ pub struct LogServer {
 struct Ctx {
     registry: LogRegistry,
     pods_dir: PathBuf,
-    tokens: Vec<String>,
+    authorizer: Arc<NodeAuthorizer>,
 }
 
 /// The certificate of a server that does not ask the cluster for one: the configured one,
@@ -114,10 +114,12 @@ pub fn static_certificate(config: &LogServerConfig) -> Result<Credentials, LogSe
         .map_err(|e| LogServerError::Tls(e.to_string()))
 }
 
-/// Starts serving the certificate in `certificate`; stops when `shutdown` resolves.
+/// Starts serving the certificate in `certificate`, authorizing requests with
+/// `authorizer`; stops when `shutdown` resolves.
 pub async fn start(
     config: LogServerConfig,
     certificate: std::sync::Arc<CertificateSlot>,
+    authorizer: Arc<NodeAuthorizer>,
     registry: LogRegistry,
     pods_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -138,7 +140,7 @@ pub async fn start(
     let ctx = Arc::new(Ctx {
         registry,
         pods_dir,
-        tokens: config.bearer_tokens.clone(),
+        authorizer,
     });
     let acceptor = TlsAcceptor::from(server_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, ctx, shutdown));
@@ -169,10 +171,19 @@ async fn accept_loop(
                     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                         return;
                     };
-                    let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let requester = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(Requester::from_certificate)
+                        .map(Arc::new);
                     let service = hyper::service::service_fn(move |req| {
                         let ctx = Arc::clone(&ctx);
-                        async move { Ok::<_, Infallible>(handle(&ctx, has_cert, req).await) }
+                        let requester = requester.clone();
+                        async move {
+                            Ok::<_, Infallible>(handle(&ctx, requester.as_deref(), req).await)
+                        }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let _ = builder.serve_connection(TokioIo::new(tls), service).await;
@@ -201,26 +212,25 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     resp
 }
 
-fn authorized(ctx: &Ctx, has_cert: bool, req: &Request<Incoming>) -> bool {
-    if has_cert {
-        return true;
-    }
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    token.is_some_and(|t| !t.is_empty() && ctx.tokens.iter().any(|k| k == t))
-}
-
-async fn handle(ctx: &Ctx, has_cert: bool, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    ctx: &Ctx,
+    requester: Option<&Requester>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let Some(requester) = requester else {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let action = NodeAction::of(req.method(), &path);
+    match ctx.authorizer.authorize(requester, &action).await {
+        Ok(()) => {}
+        Err(Refusal::Forbidden(message)) => return text(StatusCode::FORBIDDEN, message),
+        Err(Refusal::Unavailable(message)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+    }
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
-    }
-    if !authorized(ctx, has_cert, &req) {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -311,7 +321,8 @@ fn container_logs(
 }
 
 /// The rustls configuration: the slot's serving certificate, and client certificates from
-/// the CA accepted but not required (bearer tokens are the other way in).
+/// the CA accepted but not required at the TLS layer (a request without one is answered
+/// 401, as the kubelet answers it).
 fn server_config(
     certificate: Arc<CertificateSlot>,
     client_ca_pem: Option<&str>,

@@ -74,13 +74,12 @@ impl Cluster {
     }
 
     /// The agent's settings: node-1, log server on loopback, client certificates from the
-    /// cluster CA accepted.
+    /// cluster CA authenticate (and the apiserver authorizes their users).
     pub(crate) fn agent_config(&self) -> AgentConfig {
         let mut config = AgentConfig::new(NODE, self.data_dir(), self.client.clone());
         config.log_server.bind = "127.0.0.1:0".parse().expect("addr");
         config.log_server.client_ca_pem =
             Some(std::fs::read_to_string(self.api.dir().join("pki").join("ca.crt")).expect("ca"));
-        config.log_server.bearer_tokens = vec!["test-token".into()];
         // As kind does: the shared machine's nearly full disk is no DiskPressure here.
         config.eviction_hard = "memory.available<100Mi,nodefs.available<0%"
             .parse()

@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub(crate) enum Auth<'a> {
     /// The cluster's admin client certificate from `<data-dir>/pki`.
     AdminCert(&'a Path),
+    /// A client certificate and its key (PEM).
+    Cert(&'a str, &'a str),
     /// A bearer token.
     Token(&'a str),
     /// Nothing.
@@ -44,6 +46,15 @@ pub(crate) async fn get(
                 .collect::<Result<Vec<_>, _>>()
                 .expect("chain");
             let key = PrivateKeyDer::from_pem_slice(&key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        Auth::Cert(cert, key) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("chain");
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
             builder
                 .with_client_auth_cert(chain, key)
                 .expect("client auth")

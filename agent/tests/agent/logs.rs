@@ -8,6 +8,26 @@ use crate::guests;
 use crate::harness::{Cluster, phase};
 use crate::https::{Auth, get};
 
+/// A client certificate of the cluster CA in `pki` for `user` in `group`.
+fn user_certificate(pki: &std::path::Path, user: &str, group: &str) -> (String, String) {
+    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).expect("ca.crt");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).expect("ca.key"))
+            .expect("ca key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, group);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    (cert.pem(), key.serialize_pem())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_logs_are_served_to_cluster_clients_with_kubelet_options() {
     let cluster = Cluster::start().await;
@@ -60,7 +80,7 @@ async fn container_logs_are_served_to_cluster_clients_with_kubelet_options() {
     let (_, tail) = get(
         addr,
         &cert,
-        Auth::Token("test-token"),
+        Auth::AdminCert(&pki),
         "/containerLogs/default/hello/hello?tailLines=1&timestamps=true",
     )
     .await;
@@ -85,6 +105,21 @@ async fn container_logs_are_served_to_cluster_clients_with_kubelet_options() {
     )
     .await;
     assert_eq!(status, 401);
+    // A certificate of the cluster CA is not enough: its user must be allowed the node's
+    // proxy subresource (review finding 7).
+    let (user_cert, user_key) = user_certificate(&pki, "someone", "system:nodes");
+    let (status, body) = get(
+        addr,
+        &cert,
+        Auth::Cert(&user_cert, &user_key),
+        "/containerLogs/default/hello/hello",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body.trim_end(),
+        "Forbidden (user=someone, verb=get, resource=nodes, subresource=proxy)"
+    );
     let (status, body) = get(
         addr,
         &cert,

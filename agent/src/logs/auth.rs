@@ -1,0 +1,315 @@
+//! Who may use the agent's API, as the kubelet decides it with `--client-ca-file` and
+//! `--authorization-mode=Webhook`:
+//!
+//! * Authentication: a client certificate signed by the cluster CA (checked in the TLS
+//!   handshake); its CN is the user and its O values the groups, plus
+//!   `system:authenticated`. A request without one is 401 `Unauthorized` (there is no
+//!   anonymous access and, without TokenReview, no bearer token).
+//! * Authorization: every request is put to the apiserver as a SubjectAccessReview of that
+//!   user on this node (`resource=nodes, name=<node>`), with the kubelet's attributes: the
+//!   verb from the method (`GET` is `get`, `POST` `create`, ...) and the subresource from the
+//!   path (`/stats` `stats`, `/metrics` `metrics`, `/logs` `log`, `/spec` `spec`,
+//!   `/checkpoint` `checkpoint`, everything else, `/containerLogs` included, `proxy`). A
+//!   denial is 403 `Forbidden (user=..., verb=..., resource=nodes, subresource=...)`, the
+//!   kubelet's text. Answers are cached as the kubelet's webhook caches them (allowed for 5
+//!   minutes, denied for 30 seconds). When the apiserver cannot be asked the request is 503
+//!   (the kubelet answers 500 `Authorization error ...`; it is no bug of the agent's).
+//!
+//! So the apiserver (user `kube-apiserver-kubelet-client`, bound to
+//! `system:kubelet-api-admin`) and cluster administrators get in, while a CA-signed
+//! certificate of any other user, another node's included, is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use rustls::pki_types::CertificateDer;
+use tokio::time::Instant;
+
+/// How long an allowed answer is reused (the kubelet's `cacheAuthorizedTTL`).
+pub const ALLOWED_TTL: Duration = Duration::from_secs(300);
+/// How long a denied answer is reused (the kubelet's `cacheUnauthorizedTTL`).
+pub const DENIED_TTL: Duration = Duration::from_secs(30);
+/// Answers kept at most; past it expired ones are dropped, then all.
+const CACHE_ENTRIES: usize = 1024;
+/// How long one SubjectAccessReview may take.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An authenticated client of the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Requester {
+    /// The user name (the certificate's CN).
+    pub user: String,
+    /// The groups (the certificate's O values and `system:authenticated`).
+    pub groups: Vec<String>,
+}
+
+impl Requester {
+    /// The user a verified client certificate names; `None` when it names none.
+    pub fn from_certificate(cert: &CertificateDer<'_>) -> Option<Requester> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+        let subject = parsed.subject();
+        let user = subject
+            .iter_common_name()
+            .find_map(|cn| cn.as_str().ok())
+            .filter(|cn| !cn.is_empty())?
+            .to_string();
+        let mut groups: Vec<String> = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok())
+            .map(str::to_string)
+            .collect();
+        groups.push("system:authenticated".to_string());
+        Some(Requester { user, groups })
+    }
+}
+
+/// What a request does to the node, in the apiserver's terms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeAction {
+    /// `get`, `create`, `update`, `patch`, `delete` (or the lower-cased method).
+    pub verb: String,
+    /// The subresource of `nodes`.
+    pub subresource: &'static str,
+}
+
+impl NodeAction {
+    /// The kubelet's attributes of a request (`GetRequestAttributes`).
+    pub fn of(method: &http::Method, path: &str) -> NodeAction {
+        let verb = match *method {
+            http::Method::GET | http::Method::HEAD => "get".to_string(),
+            http::Method::POST => "create".to_string(),
+            http::Method::PUT => "update".to_string(),
+            http::Method::PATCH => "patch".to_string(),
+            http::Method::DELETE => "delete".to_string(),
+            ref other => other.as_str().to_ascii_lowercase(),
+        };
+        let under = |prefix: &str| {
+            path == prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        let subresource = if under("/stats") {
+            "stats"
+        } else if under("/metrics") {
+            "metrics"
+        } else if under("/logs") {
+            "log"
+        } else if under("/spec") {
+            "spec"
+        } else if under("/checkpoint") {
+            "checkpoint"
+        } else {
+            "proxy"
+        };
+        NodeAction { verb, subresource }
+    }
+}
+
+/// Why a request is not served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The apiserver said no: 403 with this text.
+    Forbidden(String),
+    /// The apiserver could not be asked: 503 with this text.
+    Unavailable(String),
+}
+
+/// Asks the apiserver whether a requester may act on this node, with a cache.
+pub struct NodeAuthorizer {
+    client: kube::Client,
+    node: String,
+    cache: Mutex<HashMap<(Requester, NodeAction), (bool, Instant)>>,
+}
+
+impl std::fmt::Debug for NodeAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeAuthorizer")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeAuthorizer {
+    /// An authorizer of requests to node `node`, asking through `client`.
+    pub fn new(client: kube::Client, node: impl Into<String>) -> Arc<Self> {
+        Arc::new(NodeAuthorizer {
+            client,
+            node: node.into(),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `who` may do `action`; a cached answer if it is fresh.
+    pub async fn authorize(&self, who: &Requester, action: &NodeAction) -> Result<(), Refusal> {
+        let key = (who.clone(), action.clone());
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(allowed, _)| *allowed);
+        let allowed = match cached {
+            Some(allowed) => allowed,
+            None => {
+                let allowed = self.review(who, action).await?;
+                self.remember(key, allowed);
+                allowed
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden(format!(
+                "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
+                who.user, action.verb, action.subresource
+            )))
+        }
+    }
+
+    fn remember(&self, key: (Requester, NodeAction), allowed: bool) {
+        let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (allowed, now + ttl));
+    }
+
+    async fn review(&self, who: &Requester, action: &NodeAction) -> Result<bool, Refusal> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(who.user.clone()),
+                groups: Some(who.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(action.verb.clone()),
+                    version: Some("v1".into()),
+                    resource: Some("nodes".into()),
+                    subresource: Some(action.subresource.to_string()),
+                    name: Some(self.node.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client.clone());
+        let unavailable = |why: String| {
+            tracing::warn!(user = %who.user, error = %why, "cannot authorize a request to the agent");
+            Refusal::Unavailable(format!(
+                "Authorization error (user={}, verb={}, resource=nodes, subresource={}): the apiserver could not be asked: {why}",
+                who.user, action.verb, action.subresource
+            ))
+        };
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| unavailable("timed out".into()))?
+                .map_err(|e| unavailable(e.to_string()))?;
+        let status = answer.status.unwrap_or_default();
+        Ok(status.allowed && status.denied != Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_the_kubelets_subresources() {
+        let get = http::Method::GET;
+        let action = |m: &http::Method, p: &str| {
+            let a = NodeAction::of(m, p);
+            (a.verb, a.subresource)
+        };
+        assert_eq!(
+            action(&get, "/containerLogs/ns/p/c"),
+            ("get".into(), "proxy")
+        );
+        assert_eq!(action(&get, "/healthz"), ("get".into(), "proxy"));
+        assert_eq!(action(&get, "/stats/summary"), ("get".into(), "stats"));
+        assert_eq!(action(&get, "/metrics"), ("get".into(), "metrics"));
+        assert_eq!(action(&get, "/logs/"), ("get".into(), "log"));
+        assert_eq!(action(&get, "/spec"), ("get".into(), "spec"));
+        assert_eq!(action(&get, "/statsx"), ("get".into(), "proxy"));
+        assert_eq!(
+            action(&http::Method::POST, "/checkpoint/ns/p/c"),
+            ("create".into(), "checkpoint")
+        );
+        assert_eq!(
+            action(&http::Method::DELETE, "/x"),
+            ("delete".into(), "proxy")
+        );
+    }
+
+    /// An authorizer whose apiserver cannot be reached (nothing listens on port 1).
+    fn offline() -> Arc<NodeAuthorizer> {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        NodeAuthorizer::new(kube::Client::try_from(config).unwrap(), "n1")
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_until_they_expire() {
+        let authorizer = offline();
+        let action = NodeAction::of(&http::Method::GET, "/containerLogs/a/b/c");
+        let who = |user: &str| Requester {
+            user: user.into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        authorizer.remember((who("ops"), action.clone()), true);
+        authorizer.remember((who("viewer"), action.clone()), false);
+        assert_eq!(authorizer.authorize(&who("ops"), &action).await, Ok(()));
+        assert_eq!(
+            authorizer.authorize(&who("viewer"), &action).await,
+            Err(Refusal::Forbidden(
+                "Forbidden (user=viewer, verb=get, resource=nodes, subresource=proxy)".into()
+            ))
+        );
+        // Expired: the apiserver is asked again (and cannot be reached: 503, not allowed).
+        authorizer
+            .cache
+            .lock()
+            .unwrap()
+            .insert((who("ops"), action.clone()), (true, Instant::now()));
+        match authorizer.authorize(&who("ops"), &action).await {
+            Err(Refusal::Unavailable(message)) => assert!(
+                message.starts_with(
+                    "Authorization error (user=ops, verb=get, resource=nodes, subresource=proxy)"
+                ),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_certificate_names_its_user_and_groups() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n2");
+        let cert = params.self_signed(&key).unwrap();
+        let who = Requester::from_certificate(cert.der()).unwrap();
+        assert_eq!(who.user, "system:node:n2");
+        assert_eq!(who.groups, vec!["system:nodes", "system:authenticated"]);
+
+        let mut nameless = rcgen::CertificateParams::default();
+        nameless.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = nameless.self_signed(&key).unwrap();
+        assert_eq!(Requester::from_certificate(cert.der()), None);
+    }
+}
