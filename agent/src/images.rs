@@ -42,9 +42,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 mod bounded;
-pub mod import;
-pub mod oci;
-pub mod reference;
+pub(crate) mod import;
+pub(crate) mod oci;
+pub(crate) mod reference;
 mod wasm;
 
 #[cfg(test)]

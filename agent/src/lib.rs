@@ -36,13 +36,13 @@ use wasmkube_client::events::{EventMetrics, EventRecorder, Reporter};
 
 pub mod certificates;
 pub mod images;
-pub mod logs;
-pub mod network;
+pub(crate) mod logs;
+pub(crate) mod network;
 pub mod node;
-pub mod pod;
-pub mod probes;
-pub mod runtime;
-pub mod status;
+pub(crate) mod pod;
+pub(crate) mod probes;
+pub(crate) mod runtime;
+pub(crate) mod status;
 pub mod volumes;
 
 pub use logs::server::{LogServerConfig, ServerTls};
@@ -52,7 +52,7 @@ pub use node::{Capacity, RUNTIME_LABEL_WASMTIME};
 pub const DEFAULT_LOG_PORT: u16 = 10250;
 
 /// The `source.component` of the agent's Events, as the kubelet's.
-pub const EVENT_COMPONENT: &str = "kubelet";
+pub(crate) const EVENT_COMPONENT: &str = "kubelet";
 
 /// Settings of an agent.
 #[derive(Clone)]
@@ -149,7 +149,7 @@ impl AgentConfig {
     }
 
     /// `<data_dir>/agent`.
-    pub fn agent_dir(&self) -> PathBuf {
+    pub(crate) fn agent_dir(&self) -> PathBuf {
         self.data_dir.join("agent")
     }
 }
@@ -373,7 +373,7 @@ fn serving_rotation(
 
 /// Creates `dir` (and its parents) readable only by this user (0700), or makes an existing
 /// one so: the data directory holds keys, the store, compiled code and pods' secrets.
-pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if dir.is_dir() {
         if std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
@@ -385,16 +385,6 @@ pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Runs the agent until `shutdown` resolves.
-pub async fn run(
-    config: AgentConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AgentError> {
-    let running = start(config, shutdown).await?;
-    let _ = running.task.await;
-    Ok(())
 }
 
 /// Registers the node, retrying with back-off until it works or `stopped` resolves.

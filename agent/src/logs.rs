@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-pub mod auth;
-pub mod read;
-pub mod server;
+pub(crate) mod auth;
+pub(crate) mod read;
+pub(crate) mod server;
 
-pub use read::{LogOptions, render};
+pub(crate) use read::LogOptions;
 
 /// Longest piece of a line written as one record; longer lines are split into `P` records.
 const MAX_RECORD: usize = 16 * 1024;
@@ -36,7 +36,7 @@ const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -53,17 +53,22 @@ impl Stream {
 }
 
 /// The directory holding a container's log files.
-pub fn container_dir(pods_dir: &Path, pod_uid: &str, container: &str) -> PathBuf {
+pub(crate) fn container_dir(pods_dir: &Path, pod_uid: &str, container: &str) -> PathBuf {
     pods_dir.join(pod_uid).join(container)
 }
 
 /// The log file of a container's instance number `restart_count`.
-pub fn log_path(pods_dir: &Path, pod_uid: &str, container: &str, restart_count: u32) -> PathBuf {
+pub(crate) fn log_path(
+    pods_dir: &Path,
+    pod_uid: &str,
+    container: &str,
+    restart_count: u32,
+) -> PathBuf {
     container_dir(pods_dir, pod_uid, container).join(format!("{restart_count}.log"))
 }
 
 /// The instance numbers that have a log file in `dir`, ascending.
-pub fn instances(dir: &Path) -> Vec<u32> {
+pub(crate) fn instances(dir: &Path) -> Vec<u32> {
     let mut out: Vec<u32> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -81,16 +86,16 @@ pub fn instances(dir: &Path) -> Vec<u32> {
 
 /// The state of a live log, as followers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveState {
+pub(crate) struct LiveState {
     /// Bumped on every write.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Whether the instance still runs (false once it ended: followers stop at EOF).
-    pub open: bool,
+    pub(crate) open: bool,
 }
 
 /// Pods' names and the live log files, shared by the pod workers and the log server.
 #[derive(Debug, Clone, Default)]
-pub struct LogRegistry {
+pub(crate) struct LogRegistry {
     inner: Arc<Mutex<Registry>>,
 }
 
@@ -112,7 +117,7 @@ struct PodEntry {
 
 impl LogRegistry {
     /// An empty registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -121,7 +126,7 @@ impl LogRegistry {
     }
 
     /// Records that pod `namespace/name` has UID `uid` and these containers on this node.
-    pub fn add_pod(&self, namespace: &str, name: &str, uid: &str, containers: Vec<String>) {
+    pub(crate) fn add_pod(&self, namespace: &str, name: &str, uid: &str, containers: Vec<String>) {
         self.lock().pods.insert(
             (namespace.to_string(), name.to_string()),
             PodEntry {
@@ -133,7 +138,7 @@ impl LogRegistry {
     }
 
     /// Forgets pod `namespace/name` if it still has UID `uid`.
-    pub fn remove_pod(&self, namespace: &str, name: &str, uid: &str) {
+    pub(crate) fn remove_pod(&self, namespace: &str, name: &str, uid: &str) {
         let mut reg = self.lock();
         let key = (namespace.to_string(), name.to_string());
         if reg.pods.get(&key).is_some_and(|p| p.uid == uid) {
@@ -142,7 +147,7 @@ impl LogRegistry {
     }
 
     /// The UID of pod `namespace/name` on this node.
-    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+    pub(crate) fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
         self.lock()
             .pods
             .get(&(namespace.to_string(), name.to_string()))
@@ -150,7 +155,7 @@ impl LogRegistry {
     }
 
     /// Whether pod `namespace/name` has a container (or init container) `container`.
-    pub fn has_container(&self, namespace: &str, name: &str, container: &str) -> bool {
+    pub(crate) fn has_container(&self, namespace: &str, name: &str, container: &str) -> bool {
         self.lock()
             .pods
             .get(&(namespace.to_string(), name.to_string()))
@@ -158,7 +163,13 @@ impl LogRegistry {
     }
 
     /// Records (or clears) why a container is waiting, for requests before it has a log.
-    pub fn set_waiting(&self, namespace: &str, name: &str, container: &str, reason: Option<&str>) {
+    pub(crate) fn set_waiting(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        reason: Option<&str>,
+    ) {
         let mut reg = self.lock();
         if let Some(p) = reg.pods.get_mut(&(namespace.to_string(), name.to_string())) {
             match reason {
@@ -173,7 +184,12 @@ impl LogRegistry {
     }
 
     /// Why a container is waiting, if recorded.
-    pub fn waiting_reason(&self, namespace: &str, name: &str, container: &str) -> Option<String> {
+    pub(crate) fn waiting_reason(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+    ) -> Option<String> {
         self.lock()
             .pods
             .get(&(namespace.to_string(), name.to_string()))
@@ -181,14 +197,14 @@ impl LogRegistry {
     }
 
     /// The live state of `path`, if an instance is writing it.
-    pub fn live(&self, path: &Path) -> Option<watch::Receiver<LiveState>> {
+    pub(crate) fn live(&self, path: &Path) -> Option<watch::Receiver<LiveState>> {
         self.lock().live.get(path).cloned()
     }
 }
 
 /// The writer of one instance's log file; clones write to the same file.
 #[derive(Debug, Clone)]
-pub struct ContainerLog {
+pub(crate) struct ContainerLog {
     inner: Arc<Mutex<Writer>>,
 }
 
@@ -206,7 +222,7 @@ struct Writer {
 impl ContainerLog {
     /// Creates (truncating) the log file of instance `restart_count` of a container, removes
     /// files older than the previous instance, and registers it as live.
-    pub fn create(
+    pub(crate) fn create(
         registry: &LogRegistry,
         pods_dir: &Path,
         pod_uid: &str,
@@ -247,7 +263,8 @@ impl ContainerLog {
     }
 
     /// The file being written.
-    pub fn path(&self) -> PathBuf {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> PathBuf {
         self.lock().path.clone()
     }
 
@@ -256,7 +273,7 @@ impl ContainerLog {
     }
 
     /// A writer for one stream.
-    pub fn stream(&self, stream: Stream) -> StreamWriter {
+    pub(crate) fn stream(&self, stream: Stream) -> StreamWriter {
         StreamWriter {
             log: self.clone(),
             stream,
@@ -264,14 +281,14 @@ impl ContainerLog {
     }
 
     /// Writes one message line directly (the agent's own notes, e.g. why a start failed).
-    pub fn note(&self, stream: Stream, line: &str) {
+    pub(crate) fn note(&self, stream: Stream, line: &str) {
         let mut w = self.lock();
         w.record(stream, line.as_bytes(), true, Timestamp::now());
         w.notify();
     }
 
     /// Ends the instance's log: flushes partial lines and tells followers to stop at EOF.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut w = self.lock();
         if w.closed {
             return;
@@ -392,19 +409,19 @@ impl Drop for Writer {
 
 /// The writer of one stream (stdout or stderr) of an instance.
 #[derive(Debug, Clone)]
-pub struct StreamWriter {
+pub(crate) struct StreamWriter {
     log: ContainerLog,
     stream: Stream,
 }
 
 impl StreamWriter {
     /// Takes bytes the guest wrote (any length, not split on lines).
-    pub fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         self.log.lock().append(self.stream, bytes);
     }
 
     /// Flushes the file (partial lines wait for their newline or the end of the instance).
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if let Some(f) = self.log.lock().file.as_mut() {
             let _ = f.flush();
         }
@@ -413,7 +430,7 @@ impl StreamWriter {
 
 /// Follows a log file from `offset`: yields rendered chunks as the file grows until the
 /// instance ends (or at once if it is not live). The caller stops polling when done.
-pub fn follow(
+pub(crate) fn follow(
     registry: &LogRegistry,
     path: PathBuf,
     offset: u64,

@@ -86,7 +86,7 @@ pub enum NetworkError {
 
 /// Hands out pod IPs from this node's range, one per pod UID.
 #[derive(Debug)]
-pub struct PodIpAllocator {
+pub(crate) struct PodIpAllocator {
     base: u32,
     prefix: u8,
     inner: Mutex<Allocations>,
@@ -102,7 +102,7 @@ impl PodIpAllocator {
     /// The allocator of node number `node_index` (1-254) on a single machine: `127.<n>.0.0/16`.
     /// Checks once that addresses of the range can be bound here (all of 127/8 on Linux; other
     /// systems need loopback aliases, which the error explains).
-    pub fn new(node_index: u8) -> Result<PodIpAllocator, NetworkError> {
+    pub(crate) fn new(node_index: u8) -> Result<PodIpAllocator, NetworkError> {
         if node_index == 0 || node_index == 255 {
             return Err(NetworkError::NodeIndex(node_index));
         }
@@ -112,7 +112,7 @@ impl PodIpAllocator {
 
     /// An allocator over an arbitrary pod CIDR (a node's routed `spec.podCIDR`). Its network
     /// and broadcast addresses are never handed out.
-    pub fn with_cidr(base: Ipv4Addr, prefix: u8) -> Result<PodIpAllocator, NetworkError> {
+    pub(crate) fn with_cidr(base: Ipv4Addr, prefix: u8) -> Result<PodIpAllocator, NetworkError> {
         if !(8..=30).contains(&prefix) {
             return Err(NetworkError::Cidr { base, prefix });
         }
@@ -125,7 +125,7 @@ impl PodIpAllocator {
     }
 
     /// The node's pod CIDR, e.g. `127.1.0.0/16` (what `node.spec.podCIDR` would say).
-    pub fn cidr(&self) -> String {
+    pub(crate) fn cidr(&self) -> String {
         format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
     }
 
@@ -134,14 +134,14 @@ impl PodIpAllocator {
     }
 
     /// Whether `ip` is an assignable address of this node's range.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, ip: Ipv4Addr) -> bool {
         let offset = u32::from(ip).wrapping_sub(self.base);
         offset > 0 && offset < self.size() - 1
     }
 
     /// The IP of pod `pod_uid`: the one it already has, else a free one (the first candidate
     /// derived from the UID, then the next free ones in order).
-    pub fn allocate(&self, pod_uid: &str) -> Result<Ipv4Addr, NetworkError> {
+    pub(crate) fn allocate(&self, pod_uid: &str) -> Result<Ipv4Addr, NetworkError> {
         let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ip) = a.by_uid.get(pod_uid) {
             return Ok(*ip);
@@ -166,7 +166,7 @@ impl PodIpAllocator {
     /// Re-registers pod `pod_uid`'s IP from its `status.podIP` (after an agent restart).
     /// Restoring the same pair again is fine; an address outside the range or held by
     /// another pod is an error (allocate a fresh one then).
-    pub fn restore(&self, pod_uid: &str, ip: IpAddr) -> Result<(), NetworkError> {
+    pub(crate) fn restore(&self, pod_uid: &str, ip: IpAddr) -> Result<(), NetworkError> {
         let error = |reason: &str| NetworkError::Restore {
             ip,
             uid: pod_uid.to_string(),
@@ -193,8 +193,9 @@ impl PodIpAllocator {
         }
     }
 
+    #[cfg(test)]
     /// The pod's current IP, if it has one.
-    pub fn get(&self, pod_uid: &str) -> Option<Ipv4Addr> {
+    pub(crate) fn get(&self, pod_uid: &str) -> Option<Ipv4Addr> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -204,30 +205,16 @@ impl PodIpAllocator {
     }
 
     /// Frees the pod's IP (when the pod is gone). Unknown UIDs are ignored.
-    pub fn release(&self, pod_uid: &str) {
+    pub(crate) fn release(&self, pod_uid: &str) {
         let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ip) = a.by_uid.remove(pod_uid) {
             a.by_ip.remove(&ip);
         }
     }
-
-    /// How many IPs are allocated.
-    pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_uid
-            .len()
-    }
-
-    /// Whether no IP is allocated.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Checks that `ip` can be bound on this machine (binds an ephemeral port and lets it go).
-pub fn check_bindable(ip: IpAddr) -> Result<(), NetworkError> {
+pub(crate) fn check_bindable(ip: IpAddr) -> Result<(), NetworkError> {
     let addr = SocketAddr::new(ip, 0);
     std::net::TcpListener::bind(addr)
         .map(drop)

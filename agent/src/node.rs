@@ -31,7 +31,7 @@ use wasmkube_client::status::{is_already_exists, is_not_found};
 
 pub mod eviction;
 pub mod info;
-pub mod lease;
+pub(crate) mod lease;
 
 use eviction::EvictionHard;
 use info::{CONTAINER_RUNTIME_VERSION, KUBELET_VERSION, MachineInfo};

@@ -34,37 +34,37 @@ use crate::logs::LogRegistry;
 use crate::node::Capacity;
 use crate::runtime::ContainerRuntime;
 
-pub mod backoff;
-pub mod env;
-pub mod lifecycle;
-pub mod sandbox;
-pub mod start;
-pub mod worker;
+pub(crate) mod backoff;
+pub(crate) mod env;
+pub(crate) mod lifecycle;
+pub(crate) mod sandbox;
+pub(crate) mod start;
+pub(crate) mod worker;
 
 /// What every pod worker shares.
-pub struct PodContext {
+pub(crate) struct PodContext {
     /// The apiserver.
-    pub client: kube::Client,
+    pub(crate) client: kube::Client,
     /// This node.
-    pub node_name: String,
+    pub(crate) node_name: String,
     /// The node's IP (`status.hostIP`).
-    pub host_ip: IpAddr,
+    pub(crate) host_ip: IpAddr,
     /// Runs containers.
-    pub runtime: Arc<dyn ContainerRuntime>,
+    pub(crate) runtime: Arc<dyn ContainerRuntime>,
     /// The node's images.
-    pub images: ImageStore,
+    pub(crate) images: ImageStore,
     /// Events.
-    pub events: EventRecorder,
+    pub(crate) events: EventRecorder,
     /// Log files and pod names for the log server.
-    pub logs: LogRegistry,
+    pub(crate) logs: LogRegistry,
     /// `<agent-dir>/pods`: per-pod volumes and logs.
-    pub pods_dir: PathBuf,
+    pub(crate) pods_dir: PathBuf,
     /// Allocatable resources (defaults of `resourceFieldRef` without limits).
-    pub allocatable: Capacity,
+    pub(crate) allocatable: Capacity,
     /// Pod IPs.
-    pub network: sandbox::Network,
+    pub(crate) network: sandbox::Network,
     /// Which host directories hostPath volumes may mount.
-    pub host_paths: crate::volumes::HostPathPolicy,
+    pub(crate) host_paths: crate::volumes::HostPathPolicy,
 }
 
 impl std::fmt::Debug for PodContext {
@@ -78,7 +78,7 @@ impl std::fmt::Debug for PodContext {
 
 /// What the manager tells a worker.
 #[derive(Debug, Clone)]
-pub enum PodMessage {
+pub(crate) enum PodMessage {
     /// The latest object.
     Update(Arc<Pod>),
     /// The object is gone from the API: stop everything now.
@@ -91,7 +91,7 @@ struct WorkerHandle {
 }
 
 /// Watches this node's pods and runs a worker per pod until `shutdown` resolves.
-pub async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut stream = std::pin::pin!(watcher::watcher(pods, config).default_backoff());

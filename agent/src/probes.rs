@@ -27,11 +27,11 @@ mod check;
 #[cfg(test)]
 mod test_server;
 
-pub use check::{ProbeResult, probe_once, resolve_port};
+pub(crate) use check::{ProbeResult, probe_once};
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbeKind {
+pub(crate) enum ProbeKind {
     /// `livenessProbe`: failing past the threshold restarts the container.
     Liveness,
     /// `readinessProbe`: its state is the container's `ready`.
@@ -43,7 +43,7 @@ pub enum ProbeKind {
 impl ProbeKind {
     /// `Liveness`, `Readiness`, `Startup`: the start of the kubelet's `Unhealthy` messages
     /// (`Readiness probe failed: ...`).
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             ProbeKind::Liveness => "Liveness",
             ProbeKind::Readiness => "Readiness",
@@ -52,30 +52,30 @@ impl ProbeKind {
     }
 
     /// The state before any attempt: live, not ready, not started.
-    pub fn initial_state(self) -> bool {
+    pub(crate) fn initial_state(self) -> bool {
         matches!(self, ProbeKind::Liveness)
     }
 }
 
 /// A probe's timing, from its spec with Kubernetes' defaults and minimums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Time after the container started before the first attempt (`initialDelaySeconds`, 0).
-    pub initial_delay: Duration,
+    pub(crate) initial_delay: Duration,
     /// Time between attempts (`periodSeconds`, default 10, at least 1).
-    pub period: Duration,
+    pub(crate) period: Duration,
     /// Bound of one attempt (`timeoutSeconds`, default 1, at least 1).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Consecutive successes to count as passing (`successThreshold`, default 1; always 1 for
     /// liveness and startup).
-    pub success_threshold: u32,
+    pub(crate) success_threshold: u32,
     /// Consecutive failures to count as failing (`failureThreshold`, default 3).
-    pub failure_threshold: u32,
+    pub(crate) failure_threshold: u32,
 }
 
 impl Timing {
     /// The timing of `probe` used as a `kind` probe.
-    pub fn of(probe: &Probe, kind: ProbeKind) -> Timing {
+    pub(crate) fn of(probe: &Probe, kind: ProbeKind) -> Timing {
         let secs = |v: Option<i32>, default: i32, min: i32| {
             Duration::from_secs(u64::try_from(v.unwrap_or(default).max(min)).unwrap_or(0))
         };
@@ -96,20 +96,20 @@ impl Timing {
 
 /// What a worker reports after an attempt that failed or changed the probe's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeUpdate {
+pub(crate) struct ProbeUpdate {
     /// Which probe.
-    pub kind: ProbeKind,
+    pub(crate) kind: ProbeKind,
     /// The state after the thresholds: live / ready / started.
-    pub success: bool,
+    pub(crate) success: bool,
     /// Whether this attempt changed the state (a threshold was reached).
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// Why the attempt failed, for the `Unhealthy` event; `None` on success.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// Runs one probe of one container instance.
 #[derive(Debug, Clone)]
-pub struct ProbeWorker {
+pub(crate) struct ProbeWorker {
     kind: ProbeKind,
     probe: Probe,
     ports: Vec<ContainerPort>,
@@ -119,7 +119,12 @@ pub struct ProbeWorker {
 
 impl ProbeWorker {
     /// A worker for `probe` of a container with `ports`, probing `pod_ip`.
-    pub fn new(kind: ProbeKind, probe: &Probe, ports: &[ContainerPort], pod_ip: IpAddr) -> Self {
+    pub(crate) fn new(
+        kind: ProbeKind,
+        probe: &Probe,
+        ports: &[ContainerPort],
+        pod_ip: IpAddr,
+    ) -> Self {
         ProbeWorker {
             kind,
             probe: probe.clone(),
@@ -129,8 +134,9 @@ impl ProbeWorker {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the timing (tests use milliseconds).
-    pub fn with_timing(mut self, timing: Timing) -> Self {
+    pub(crate) fn with_timing(mut self, timing: Timing) -> Self {
         self.timing = timing;
         self
     }
@@ -138,7 +144,7 @@ impl ProbeWorker {
     /// Probes until the state settles for good (liveness/startup failed, startup passed), the
     /// receiver is gone, or `gate` (the startup probe's "started") is dropped unset. Attempts
     /// begin at `started_at + initialDelay` and wait for `gate` to be true.
-    pub async fn run<T>(
+    pub(crate) async fn run<T>(
         self,
         started_at: Instant,
         mut gate: Option<watch::Receiver<bool>>,
@@ -205,7 +211,7 @@ impl ProbeWorker {
 
 /// The probes of one container instance; dropping it (or [`ProbeSet::stop`]) stops them.
 #[derive(Debug, Default)]
-pub struct ProbeSet {
+pub(crate) struct ProbeSet {
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -213,7 +219,7 @@ impl ProbeSet {
     /// Starts `container`'s startup, readiness and liveness probes against `pod_ip` for an
     /// instance that started at `started_at`. Updates go through `wrap` (to tag them with the
     /// instance) into `tx`. Liveness and readiness begin once startup has passed.
-    pub fn start<T: Send + 'static>(
+    pub(crate) fn start<T: Send + 'static>(
         container: &Container,
         pod_ip: IpAddr,
         started_at: Instant,
@@ -250,12 +256,12 @@ impl ProbeSet {
     }
 
     /// Whether the container has no probes.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 
     /// Stops the probes.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         drop(self);
     }
 }

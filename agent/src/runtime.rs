@@ -17,11 +17,11 @@ use futures::future::BoxFuture;
 use crate::images::ResolvedImage;
 use crate::logs::ContainerLog;
 
-pub mod wasm;
+pub(crate) mod wasm;
 
 /// How an instance ended (the agent's view, whichever runtime ran it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Exited with this code.
     Exited(i32),
     /// Trapped (a wasm trap, or a fatal host error).
@@ -44,52 +44,52 @@ pub enum Outcome {
 
 /// A directory the container sees (a volume mount).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
+pub(crate) struct Mount {
     /// Directory on the node.
-    pub host: PathBuf,
+    pub(crate) host: PathBuf,
     /// Path inside the container.
-    pub guest: String,
+    pub(crate) guest: String,
     /// Whether writes are refused.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 /// Resource limits of one container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Memory limit in bytes (`resources.limits.memory`).
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
     /// CPU time budget in milliseconds (not set from `limits.cpu`, which is a rate).
-    pub cpu_millis: Option<u64>,
+    pub(crate) cpu_millis: Option<u64>,
     /// CPU rate limit in millicores (`resources.limits.cpu`), enforced as a CFS-style quota
     /// per period.
-    pub cpu_millicores: Option<u64>,
+    pub(crate) cpu_millicores: Option<u64>,
 }
 
 /// Everything needed to start one instance of a container.
 #[derive(Debug, Clone)]
-pub struct ContainerSpec {
+pub(crate) struct ContainerSpec {
     /// `namespace/pod/container`, for logs.
-    pub id: String,
+    pub(crate) id: String,
     /// The resolved image.
-    pub image: ResolvedImage,
+    pub(crate) image: ResolvedImage,
     /// argv, `argv[0]` first.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Volumes.
-    pub mounts: Vec<Mount>,
+    pub(crate) mounts: Vec<Mount>,
     /// Where stdout and stderr go.
-    pub log: ContainerLog,
+    pub(crate) log: ContainerLog,
     /// Limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Addresses to serve on (pod IP and each TCP `containerPort`) when the program is an
     /// HTTP handler; ignored for commands.
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
 }
 
 /// What kind of workload a started container is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// A process: it runs until it exits.
     Process,
     /// An HTTP handler served on the pod's ports until stopped.
@@ -97,7 +97,7 @@ pub enum Workload {
 }
 
 /// Stops a running instance.
-pub trait StopHandle: Send + Sync {
+pub(crate) trait StopHandle: Send + Sync {
     /// Asks the instance to stop. An HTTP handler stops accepting at once and lets requests in
     /// flight finish within `grace`; a process has no signals to catch, so it is stopped at
     /// its next epoch tick whatever `grace` is.
@@ -105,13 +105,13 @@ pub trait StopHandle: Send + Sync {
 }
 
 /// A started instance.
-pub struct RunningContainer {
+pub(crate) struct RunningContainer {
     /// Process or HTTP handler.
-    pub workload: Workload,
+    pub(crate) workload: Workload,
     /// Stops it.
-    pub stopper: Box<dyn StopHandle>,
+    pub(crate) stopper: Box<dyn StopHandle>,
     /// Resolves to how it ended.
-    pub outcome: BoxFuture<'static, Outcome>,
+    pub(crate) outcome: BoxFuture<'static, Outcome>,
 }
 
 impl std::fmt::Debug for RunningContainer {
@@ -124,7 +124,7 @@ impl std::fmt::Debug for RunningContainer {
 
 /// Why a start failed before anything ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The workload is at fault (invalid module, unsatisfied import, too large, a port in
     /// use): the instance counts as ended with `StartError`.
     #[error("{0}")]
@@ -140,7 +140,7 @@ pub enum StartError {
 
 /// Runs containers.
 #[async_trait::async_trait]
-pub trait ContainerRuntime: Send + Sync + 'static {
+pub(crate) trait ContainerRuntime: Send + Sync + 'static {
     /// The scheme of container IDs (`wasmtime://`).
     fn scheme(&self) -> &'static str;
 

@@ -33,26 +33,26 @@ use crate::pod::lifecycle::{
 
 /// What the status is built from besides the lifecycle.
 #[derive(Debug, Clone)]
-pub struct StatusInputs<'a> {
+pub(crate) struct StatusInputs<'a> {
     /// The pod as last seen.
-    pub pod: &'a Pod,
+    pub(crate) pod: &'a Pod,
     /// Its IP, once allocated.
-    pub pod_ip: Option<String>,
+    pub(crate) pod_ip: Option<String>,
     /// The node's IP.
-    pub host_ip: String,
+    pub(crate) host_ip: String,
     /// When the agent accepted the pod.
-    pub start_time: Timestamp,
+    pub(crate) start_time: Timestamp,
     /// Whether the pod's sandbox (IP, volumes) is ready.
-    pub sandbox_ready: bool,
+    pub(crate) sandbox_ready: bool,
     /// Prefix of container IDs (`wasmtime://`).
-    pub runtime_scheme: &'static str,
+    pub(crate) runtime_scheme: &'static str,
     /// A pod-level reason and message (e.g. `DeadlineExceeded`).
-    pub reason: Option<(String, String)>,
+    pub(crate) reason: Option<(String, String)>,
 }
 
 /// Builds the status the pod should have now. `previous` is the status last seen on the
 /// server, for the conditions' transition times and the conditions others own.
-pub fn build(lc: &PodLifecycle, inputs: &StatusInputs<'_>, now: Timestamp) -> PodStatus {
+pub(crate) fn build(lc: &PodLifecycle, inputs: &StatusInputs<'_>, now: Timestamp) -> PodStatus {
     let previous = inputs.pod.status.as_ref();
     let phase = lc.phase();
     let uid = inputs.pod.metadata.uid.clone().unwrap_or_default();
@@ -301,7 +301,7 @@ fn container_status(c: &ContainerRecord, scheme: &str, uid: &str) -> ContainerSt
 
 /// The pod's QoS class: `Guaranteed` when every container's cpu and memory limits equal its
 /// requests, `BestEffort` when no container asks for anything, else `Burstable`.
-pub fn qos_class(pod: &Pod) -> &'static str {
+pub(crate) fn qos_class(pod: &Pod) -> &'static str {
     let Some(spec) = pod.spec.as_ref() else {
         return "BestEffort";
     };
@@ -347,7 +347,7 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 /// changes the status keeps it serialized until it is written, by a task that runs only
 /// while something is pending (and while the apiserver is away, retrying).
 #[derive(Clone)]
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     shared: Arc<WriterShared>,
 }
 
@@ -387,7 +387,12 @@ struct WriterState {
 
 impl StatusWriter {
     /// The writer of pod `namespace/name` with UID `uid`.
-    pub fn start(client: kube::Client, namespace: &str, name: &str, uid: &str) -> StatusWriter {
+    pub(crate) fn start(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> StatusWriter {
         let url = format!(
             "/api/v1/namespaces/{}/pods/{}/status",
             percent_encoding::utf8_percent_encode(namespace, percent_encoding::NON_ALPHANUMERIC),
@@ -408,7 +413,7 @@ impl StatusWriter {
 
     /// Asks for `status` to be written (replacing any status not written yet); nothing
     /// happens when it equals the status published last.
-    pub fn publish(&self, status: PodStatus) {
+    pub(crate) fn publish(&self, status: PodStatus) {
         let json = match serde_json::to_vec(&status) {
             Ok(json) => json,
             Err(e) => {
@@ -434,7 +439,7 @@ impl StatusWriter {
 
     /// Waits until everything published has been written, or `timeout` passes. Returns
     /// whether it was written.
-    pub async fn flush(&self, timeout: Duration) -> bool {
+    pub(crate) async fn flush(&self, timeout: Duration) -> bool {
         let want = *self.shared.published.borrow();
         let mut written = self.shared.written.subscribe();
         tokio::time::timeout(timeout, written.wait_for(|w| *w >= want))

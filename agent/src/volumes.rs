@@ -42,14 +42,15 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
-pub mod beneath;
+pub(crate) mod beneath;
 mod downward;
-pub mod host_path;
+pub(crate) mod host_path;
 #[cfg(test)]
 mod tests;
 
-pub use beneath::DirHandle;
-pub use host_path::{AllowedHostPath, HostPathPolicy};
+pub(crate) use beneath::DirHandle;
+pub use host_path::AllowedHostPath;
+pub(crate) use host_path::HostPathPolicy;
 
 /// The mode of configMap, secret and downwardAPI files when neither the item nor the volume
 /// sets one (0644, Kubernetes' default).
@@ -60,7 +61,7 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Why a pod's volumes cannot be set up; the message is the `FailedMount` event's.
 #[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
+pub(crate) enum VolumeError {
     /// The volume cannot be set up; `message` says why (an object or key is missing, a
     /// hostPath does not exist, the source is unsupported...).
     #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
@@ -114,46 +115,47 @@ pub enum VolumeError {
 
 /// A prepared volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedVolume {
+pub(crate) struct PreparedVolume {
     /// Its directory on the node.
-    pub host: PathBuf,
+    pub(crate) host: PathBuf,
     /// The directory, open: what containers get (never `host` looked up again).
-    pub dir: DirHandle,
+    pub(crate) dir: DirHandle,
     /// Whether its kind is read-only for containers (configMap, secret, downwardAPI,
     /// projected).
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Whether the agent wrote its content (so `subPath` directories may be created in it).
-    pub managed: bool,
+    pub(crate) managed: bool,
 }
 
 /// A directory a container sees: an open handle of the node's directory, the guest path and
 /// whether it is read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preopen {
+pub(crate) struct Preopen {
     /// The directory on the node, open.
-    pub dir: DirHandle,
+    pub(crate) dir: DirHandle,
     /// Where the guest sees it (`mountPath`).
-    pub guest: String,
+    pub(crate) guest: String,
     /// Whether the guest may only read.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 /// The prepared volumes of one pod, by volume name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodVolumes {
+pub(crate) struct PodVolumes {
     volumes: HashMap<String, PreparedVolume>,
     /// Volumes the node refuses (name, why), in the pod's order.
     refused: Vec<(String, String)>,
 }
 
 impl PodVolumes {
+    #[cfg(test)]
     /// The prepared volume named `name`.
-    pub fn get(&self, name: &str) -> Option<&PreparedVolume> {
+    pub(crate) fn get(&self, name: &str) -> Option<&PreparedVolume> {
         self.volumes.get(name)
     }
 
     /// The first volume the node refuses to set up, if any: (name, why).
-    pub fn refused(&self) -> Option<(&str, &str)> {
+    pub(crate) fn refused(&self) -> Option<(&str, &str)> {
         self.refused
             .first()
             .map(|(name, why)| (name.as_str(), why.as_str()))
@@ -162,7 +164,7 @@ impl PodVolumes {
     /// The preopened directories of `container`, one per `volumeMounts` entry; `env` looks up
     /// the container's environment variables for `subPathExpr`. Fails for every container when
     /// the pod has a volume the node refuses.
-    pub fn preopens_for(
+    pub(crate) fn preopens_for(
         &self,
         container: &Container,
         env: impl Fn(&str) -> Option<String>,
@@ -231,7 +233,7 @@ impl PodVolumes {
 /// the pod's namespace with `client`; hostPath volumes only as `host_paths` allows. A
 /// refused hostPath is not an error here (retrying cannot help): it is recorded, and
 /// [`PodVolumes::preopens_for`] fails with it.
-pub async fn prepare(
+pub(crate) async fn prepare(
     pod: &Pod,
     pod_dir: &Path,
     client: &kube::Client,

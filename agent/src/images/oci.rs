@@ -10,35 +10,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `application/vnd.oci.image.index.v1+json`.
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// `application/vnd.oci.image.manifest.v1+json`.
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+#[cfg(test)]
+pub(crate) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Docker's manifest list, the index of Docker-format images.
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
+pub(crate) const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 /// The CNCF wasm artifact's config media type.
-pub const MEDIA_TYPE_WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+pub(crate) const MEDIA_TYPE_WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// The CNCF wasm artifact's layer media type: the raw module or component.
-pub const MEDIA_TYPE_WASM_LAYER: &str = "application/wasm";
+pub(crate) const MEDIA_TYPE_WASM_LAYER: &str = "application/wasm";
 /// The layer media type of wasm components pushed by runwasi-era tooling.
-pub const MEDIA_TYPE_WASM_COMPONENT_LAYER: &str =
+pub(crate) const MEDIA_TYPE_WASM_COMPONENT_LAYER: &str =
     "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 
 /// containerd's annotation holding an image's full name.
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// The OCI annotation naming a manifest in an index: a full reference or only a tag.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The content of an OCI layout's `oci-layout` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LayoutFile {
+pub(crate) struct LayoutFile {
     /// Only `1.0.0` exists.
     #[serde(rename = "imageLayoutVersion")]
     pub image_layout_version: String,
 }
 
 /// The one layout version of the OCI image spec.
-pub const LAYOUT_VERSION: &str = "1.0.0";
+pub(crate) const LAYOUT_VERSION: &str = "1.0.0";
 
 /// A content descriptor: what a blob is, its digest and size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +79,7 @@ impl Platform {
 
 /// An image index (or Docker manifest list): a list of manifests.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Index {
+pub(crate) struct Index {
     /// Always 2.
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
@@ -92,7 +93,7 @@ pub struct Index {
 
 /// An image manifest: a config and layers.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// The config blob.
     pub config: Descriptor,
     /// The layers, base first.
@@ -102,7 +103,7 @@ pub struct Manifest {
 
 /// The parts of an image config (OCI or Docker) the agent uses.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     /// e.g. `wasi` or `linux`.
     #[serde(default)]
     pub os: String,
@@ -116,7 +117,7 @@ pub struct ImageConfig {
 
 /// `config.config` of an image config: how to run it.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ExecConfig {
+pub(crate) struct ExecConfig {
     /// `Entrypoint`: argv prefix, overridden by a container's `command`.
     #[serde(rename = "Entrypoint", default)]
     pub entrypoint: Option<Vec<String>>,
@@ -131,7 +132,7 @@ pub struct ExecConfig {
 /// A JSON document that is either an index or a manifest, told apart by its fields when the
 /// media type is missing.
 #[derive(Debug, Clone)]
-pub enum Document {
+pub(crate) enum Document {
     /// An image index or Docker manifest list.
     Index(Index),
     /// An image manifest.
@@ -141,7 +142,7 @@ pub enum Document {
 impl Document {
     /// Parses `bytes` as an index when it has `manifests` (or says so in `media_type`), else as a
     /// manifest.
-    pub fn parse(bytes: &[u8], media_type: &str) -> Result<Document, serde_json::Error> {
+    pub(crate) fn parse(bytes: &[u8], media_type: &str) -> Result<Document, serde_json::Error> {
         let value: serde_json::Value = serde_json::from_slice(bytes)?;
         let is_index = media_type == MEDIA_TYPE_OCI_INDEX
             || media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST

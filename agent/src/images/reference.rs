@@ -8,13 +8,13 @@
 use std::fmt;
 
 /// The registry assumed when a reference names none.
-pub const DEFAULT_DOMAIN: &str = "docker.io";
+pub(crate) const DEFAULT_DOMAIN: &str = "docker.io";
 /// Docker's legacy name for the default registry, rewritten to [`DEFAULT_DOMAIN`].
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
 /// The repository namespace of single-component names on the default registry.
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 /// The tag assumed when a reference has neither tag nor digest.
-pub const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 /// Longest repository name (domain + path) Docker accepts.
 const NAME_TOTAL_MAX: usize = 255;
 
@@ -110,7 +110,7 @@ impl fmt::Display for Reference {
 
 /// Whether `s` is a bare content digest (`sha256:<64 hex>`), which the store resolves as an
 /// image ID the way containerd's CRI plugin does.
-pub fn is_bare_digest(s: &str) -> bool {
+pub(crate) fn is_bare_digest(s: &str) -> bool {
     validate_digest(s).is_ok()
 }
 

@@ -31,9 +31,9 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 
 /// How long an allowed answer is reused (the kubelet's `cacheAuthorizedTTL`).
-pub const ALLOWED_TTL: Duration = Duration::from_secs(300);
+pub(crate) const ALLOWED_TTL: Duration = Duration::from_secs(300);
 /// How long a denied answer is reused (the kubelet's `cacheUnauthorizedTTL`).
-pub const DENIED_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DENIED_TTL: Duration = Duration::from_secs(30);
 /// Answers kept at most; past it expired ones are dropped, then all.
 const CACHE_ENTRIES: usize = 1024;
 /// How long one SubjectAccessReview may take.
@@ -41,16 +41,16 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated client of the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Requester {
+pub(crate) struct Requester {
     /// The user name (the certificate's CN).
-    pub user: String,
+    pub(crate) user: String,
     /// The groups (the certificate's O values and `system:authenticated`).
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 impl Requester {
     /// The user a verified client certificate names; `None` when it names none.
-    pub fn from_certificate(cert: &CertificateDer<'_>) -> Option<Requester> {
+    pub(crate) fn from_certificate(cert: &CertificateDer<'_>) -> Option<Requester> {
         let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
         let subject = parsed.subject();
         let user = subject
@@ -70,16 +70,16 @@ impl Requester {
 
 /// What a request does to the node, in the apiserver's terms.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct NodeAction {
+pub(crate) struct NodeAction {
     /// `get`, `create`, `update`, `patch`, `delete` (or the lower-cased method).
-    pub verb: String,
+    pub(crate) verb: String,
     /// The subresource of `nodes`.
-    pub subresource: &'static str,
+    pub(crate) subresource: &'static str,
 }
 
 impl NodeAction {
     /// The kubelet's attributes of a request (`GetRequestAttributes`).
-    pub fn of(method: &http::Method, path: &str) -> NodeAction {
+    pub(crate) fn of(method: &http::Method, path: &str) -> NodeAction {
         let verb = match *method {
             http::Method::GET | http::Method::HEAD => "get".to_string(),
             http::Method::POST => "create".to_string(),
@@ -113,7 +113,7 @@ impl NodeAction {
 
 /// Why a request is not served.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The apiserver said no: 403 with this text.
     Forbidden(String),
     /// The apiserver could not be asked: 503 with this text.
@@ -121,7 +121,7 @@ pub enum Refusal {
 }
 
 /// Asks the apiserver whether a requester may act on this node, with a cache.
-pub struct NodeAuthorizer {
+pub(crate) struct NodeAuthorizer {
     client: kube::Client,
     node: String,
     cache: Mutex<HashMap<(Requester, NodeAction), (bool, Instant)>>,
@@ -137,7 +137,7 @@ impl std::fmt::Debug for NodeAuthorizer {
 
 impl NodeAuthorizer {
     /// An authorizer of requests to node `node`, asking through `client`.
-    pub fn new(client: kube::Client, node: impl Into<String>) -> Arc<Self> {
+    pub(crate) fn new(client: kube::Client, node: impl Into<String>) -> Arc<Self> {
         Arc::new(NodeAuthorizer {
             client,
             node: node.into(),
@@ -146,7 +146,11 @@ impl NodeAuthorizer {
     }
 
     /// Whether `who` may do `action`; a cached answer if it is fresh.
-    pub async fn authorize(&self, who: &Requester, action: &NodeAction) -> Result<(), Refusal> {
+    pub(crate) async fn authorize(
+        &self,
+        who: &Requester,
+        action: &NodeAction,
+    ) -> Result<(), Refusal> {
         let key = (who.clone(), action.clone());
         let cached = self
             .cache

@@ -13,25 +13,25 @@ use super::LiveState;
 
 /// The options of a log request (the kubelet's `/containerLogs` query).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogOptions {
+pub(crate) struct LogOptions {
     /// Keep streaming while the instance runs.
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Only the last N lines.
-    pub tail_lines: Option<usize>,
+    pub(crate) tail_lines: Option<usize>,
     /// Only lines written at or after this time.
-    pub since: Option<Timestamp>,
+    pub(crate) since: Option<Timestamp>,
     /// Prefix each line with its RFC 3339 timestamp.
-    pub timestamps: bool,
+    pub(crate) timestamps: bool,
     /// Stop after this many bytes.
-    pub limit_bytes: Option<u64>,
+    pub(crate) limit_bytes: Option<u64>,
     /// The previous instance's log.
-    pub previous: bool,
+    pub(crate) previous: bool,
 }
 
 impl LogOptions {
     /// Parses a query string (`follow=true&tailLines=10&sinceSeconds=5...`). `now` anchors
     /// `sinceSeconds`. Errors name the bad parameter.
-    pub fn from_query(query: &str, now: Timestamp) -> Result<LogOptions, String> {
+    pub(crate) fn from_query(query: &str, now: Timestamp) -> Result<LogOptions, String> {
         let mut opts = LogOptions::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
@@ -83,19 +83,19 @@ impl LogOptions {
 
 /// One CRI log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// The timestamp as written.
-    pub timestamp: &'a str,
+    pub(crate) timestamp: &'a str,
     /// `stdout` or `stderr`.
-    pub stream: &'a str,
+    pub(crate) stream: &'a str,
     /// Whether the record ends a line (`F`) rather than being a piece of one (`P`).
-    pub full: bool,
+    pub(crate) full: bool,
     /// The text.
-    pub content: &'a [u8],
+    pub(crate) content: &'a [u8],
 }
 
 /// Parses one record (without its newline); `None` for a malformed line.
-pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
+pub(crate) fn parse_record(line: &[u8]) -> Option<Record<'_>> {
     let mut parts = line.splitn(4, |&b| b == b' ');
     let timestamp = std::str::from_utf8(parts.next()?).ok()?;
     let stream = std::str::from_utf8(parts.next()?).ok()?;
@@ -116,7 +116,7 @@ pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
 
 /// Renders the complete records in `data` as the user sees them, applying `tail_lines`
 /// (when `apply_tail`), `since` and `timestamps`. Only `\n`-terminated lines are read.
-pub fn render(data: &[u8], opts: &LogOptions, apply_tail: bool) -> Vec<u8> {
+pub(crate) fn render(data: &[u8], opts: &LogOptions, apply_tail: bool) -> Vec<u8> {
     let mut records: Vec<Record<'_>> = data
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())

@@ -89,11 +89,11 @@ pub enum LogServerError {
 
 /// A running log server.
 #[derive(Debug)]
-pub struct LogServer {
+pub(crate) struct LogServer {
     /// The bound address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Ends when the server stops.
-    pub task: tokio::task::JoinHandle<()>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -105,7 +105,7 @@ struct Ctx {
 
 /// The certificate of a server that does not ask the cluster for one: the configured one,
 /// or a new self-signed one.
-pub fn static_certificate(config: &LogServerConfig) -> Result<Credentials, LogServerError> {
+pub(crate) fn static_certificate(config: &LogServerConfig) -> Result<Credentials, LogServerError> {
     let tls = match config.tls.clone() {
         Some(tls) => tls,
         None => self_signed(&config.names)?,
@@ -116,7 +116,7 @@ pub fn static_certificate(config: &LogServerConfig) -> Result<Credentials, LogSe
 
 /// Starts serving the certificate in `certificate`, authorizing requests with
 /// `authorizer`; stops when `shutdown` resolves.
-pub async fn start(
+pub(crate) async fn start(
     config: LogServerConfig,
     certificate: std::sync::Arc<CertificateSlot>,
     authorizer: Arc<NodeAuthorizer>,

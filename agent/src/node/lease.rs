@@ -14,14 +14,14 @@ use kube::api::{Patch, PatchParams, PostParams};
 use wasmkube_client::status::{is_already_exists, is_not_found};
 
 /// The namespace of node leases.
-pub const NAMESPACE: &str = "kube-node-lease";
+pub(crate) const NAMESPACE: &str = "kube-node-lease";
 /// How often the lease is renewed.
-pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// The lease's duration.
-pub const DURATION_SECONDS: i32 = 40;
+pub(crate) const DURATION_SECONDS: i32 = 40;
 
 /// Renews the lease once: creates it if missing, else sets `renewTime` (and the holder).
-pub async fn renew(client: &kube::Client, node: &str) -> Result<(), kube::Error> {
+pub(crate) async fn renew(client: &kube::Client, node: &str) -> Result<(), kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     let now = MicroTime(Timestamp::now());
     let patch = serde_json::json!({
@@ -73,7 +73,7 @@ pub async fn renew(client: &kube::Client, node: &str) -> Result<(), kube::Error>
 }
 
 /// Renews the lease until `shutdown` resolves.
-pub async fn run(client: kube::Client, node: String, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(client: kube::Client, node: String, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut retry = Duration::from_millis(200);
     loop {

@@ -11,15 +11,15 @@
 use std::time::{Duration, Instant};
 
 /// The first back-off delay.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest back-off delay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long since its last restart has its back-off reset.
-pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 
 /// Back-off state of one container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CrashBackoff {
+pub(crate) struct CrashBackoff {
     /// The delay in force, once the container has been restarted at least once.
     delay: Option<Duration>,
     /// When the container was last restarted.
@@ -28,13 +28,13 @@ pub struct CrashBackoff {
 
 impl CrashBackoff {
     /// A fresh state: the next restart is immediate.
-    pub fn new() -> CrashBackoff {
+    pub(crate) fn new() -> CrashBackoff {
         CrashBackoff::default()
     }
 
     /// How long after `now` a container that finished at `finished_at` must wait before it
     /// may restart. `Duration::ZERO` means restart now.
-    pub fn remaining(&self, finished_at: Instant, now: Instant) -> Duration {
+    pub(crate) fn remaining(&self, finished_at: Instant, now: Instant) -> Duration {
         let (Some(delay), Some(last)) = (self.delay, self.last_restart) else {
             return Duration::ZERO;
         };
@@ -47,7 +47,7 @@ impl CrashBackoff {
     /// Records that the container is being restarted at `now`; it finished at `finished_at`.
     /// The delay for the exit after this restart doubles (up to [`MAX_BACKOFF`]), or starts
     /// over at [`INITIAL_BACKOFF`] when the container had run long enough.
-    pub fn record_restart(&mut self, finished_at: Instant, now: Instant) {
+    pub(crate) fn record_restart(&mut self, finished_at: Instant, now: Instant) {
         let expired = self
             .last_restart
             .is_none_or(|last| finished_at.saturating_duration_since(last) > BACKOFF_RESET_AFTER);
@@ -59,14 +59,14 @@ impl CrashBackoff {
     }
 
     /// The delay in force (for messages such as "back-off 20s restarting failed container").
-    pub fn current_delay(&self) -> Duration {
+    pub(crate) fn current_delay(&self) -> Duration {
         self.delay.unwrap_or(Duration::ZERO)
     }
 }
 
 /// Formats a back-off delay like Go's `time.Duration.String()` for whole seconds and
 /// minutes (`10s`, `40s`, `2m40s`, `5m0s`), as the kubelet's messages show it.
-pub fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 60 {
         format!("{}m{}s", secs / 60, secs % 60)

@@ -21,7 +21,7 @@ use wasmkube_api::quantity::Quantity;
 
 /// Why a container's environment cannot be built (`CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     /// A referenced ConfigMap does not exist and the reference is not optional.
     #[error("configmap \"{0}\" not found")]
     ConfigMapNotFound(String),
@@ -68,30 +68,30 @@ pub enum EnvError {
 
 /// The ConfigMaps and Secrets a container's environment refers to; `None` = does not exist.
 #[derive(Debug, Default, Clone)]
-pub struct EnvSources {
+pub(crate) struct EnvSources {
     /// ConfigMap data by name.
-    pub config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
+    pub(crate) config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     /// Secret data (decoded, lossy UTF-8) by name.
-    pub secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+    pub(crate) secrets: HashMap<String, Option<BTreeMap<String, String>>>,
 }
 
 /// Facts about the pod and node that `fieldRef` and `resourceFieldRef` read.
 #[derive(Debug, Clone)]
-pub struct PodFacts<'a> {
+pub(crate) struct PodFacts<'a> {
     /// The pod.
-    pub pod: &'a Pod,
+    pub(crate) pod: &'a Pod,
     /// The pod's IP, once allocated.
-    pub pod_ip: Option<String>,
+    pub(crate) pod_ip: Option<String>,
     /// The node's IP.
-    pub host_ip: String,
+    pub(crate) host_ip: String,
     /// The node's allocatable CPU in millicores (the default of a missing cpu limit).
-    pub node_cpu_millis: i64,
+    pub(crate) node_cpu_millis: i64,
     /// The node's allocatable memory in bytes (the default of a missing memory limit).
-    pub node_memory_bytes: i64,
+    pub(crate) node_memory_bytes: i64,
 }
 
 /// Reads every ConfigMap and Secret `container`'s environment refers to.
-pub async fn fetch_sources(
+pub(crate) async fn fetch_sources(
     client: &kube::Client,
     namespace: &str,
     container: &Container,
@@ -158,13 +158,13 @@ pub async fn fetch_sources(
 
 /// An ordered environment: later assignments replace earlier ones in place.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Environment {
+pub(crate) struct Environment {
     vars: Vec<(String, String)>,
 }
 
 impl Environment {
     /// Sets `name`, replacing an earlier value.
-    pub fn set(&mut self, name: &str, value: String) {
+    pub(crate) fn set(&mut self, name: &str, value: String) {
         match self.vars.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value,
             None => self.vars.push((name.to_string(), value)),
@@ -172,7 +172,7 @@ impl Environment {
     }
 
     /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .find(|(n, _)| n == name)
@@ -180,18 +180,18 @@ impl Environment {
     }
 
     /// The variables in order.
-    pub fn into_vec(self) -> Vec<(String, String)> {
+    pub(crate) fn into_vec(self) -> Vec<(String, String)> {
         self.vars
     }
 
     /// Expands `$(VAR)` references in `input` against this environment.
-    pub fn expand(&self, input: &str) -> String {
+    pub(crate) fn expand(&self, input: &str) -> String {
         expand(input, |name| self.get(name).map(str::to_string))
     }
 }
 
 /// Builds `container`'s environment.
-pub fn resolve_env(
+pub(crate) fn resolve_env(
     container: &Container,
     facts: &PodFacts<'_>,
     sources: &EnvSources,
@@ -293,7 +293,7 @@ fn value_from(
 }
 
 /// The value of a downward-API field path (`metadata.labels['app']`, `status.podIP`...).
-pub fn field_ref(path: &str, facts: &PodFacts<'_>) -> Result<String, EnvError> {
+pub(crate) fn field_ref(path: &str, facts: &PodFacts<'_>) -> Result<String, EnvError> {
     let meta = &facts.pod.metadata;
     let spec = facts.pod.spec.as_ref();
     let unsupported = || EnvError::UnsupportedField {
@@ -344,7 +344,7 @@ fn subscript<'p>(path: &'p str, field: &str) -> Option<&'p str> {
 }
 
 /// Labels or annotations as the downward API writes them: `key="value"` lines, sorted.
-pub fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+pub(crate) fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
     map.map(|m| {
         m.iter()
             .map(|(k, v)| format!("{k}={v:?}"))
@@ -356,7 +356,7 @@ pub fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
 
 /// The value of a `resourceFieldRef` (`limits.memory`, `requests.cpu`...) with its divisor,
 /// rounded up like the kubelet.
-pub fn resource_field_ref(
+pub(crate) fn resource_field_ref(
     resource: &str,
     divisor: Option<&str>,
     container: &Container,
@@ -413,7 +413,7 @@ fn ceil_div(a: i128, b: i128) -> i128 {
 
 /// Kubernetes' `$(VAR)` expansion: a defined variable is replaced, an undefined one is left as
 /// written, `$$` is a literal `$` (so `$$(VAR)` gives `$(VAR)`), an unterminated `$(` is kept.
-pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+pub(crate) fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {

@@ -34,7 +34,7 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A pod's restart policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
+pub(crate) enum RestartPolicy {
     /// Restart every container whenever it exits (the default).
     Always,
     /// Restart containers that exit with an error.
@@ -45,7 +45,7 @@ pub enum RestartPolicy {
 
 impl RestartPolicy {
     /// Parses `spec.restartPolicy` (missing or unknown = Always, the default).
-    pub fn from_spec(value: Option<&str>) -> RestartPolicy {
+    pub(crate) fn from_spec(value: Option<&str>) -> RestartPolicy {
         match value {
             Some("OnFailure") => RestartPolicy::OnFailure,
             Some("Never") => RestartPolicy::Never,
@@ -56,7 +56,7 @@ impl RestartPolicy {
 
 /// What a container is to its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// An init container: runs to completion before the next one starts.
     Init,
     /// A native sidecar (`initContainers[*].restartPolicy: Always`): started in init order,
@@ -68,7 +68,7 @@ pub enum Role {
 
 /// The pod's stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodStage {
+pub(crate) enum PodStage {
     /// Init containers are running one after the other.
     Initializing,
     /// App containers run (and restart as the policy says).
@@ -81,7 +81,7 @@ pub enum PodStage {
 
 /// A pod's phase, as in `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Accepted but not all containers have started.
     Pending,
     /// At least one container runs or is restarting.
@@ -94,7 +94,7 @@ pub enum Phase {
 
 impl Phase {
     /// The phase as the API writes it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
             Phase::Running => "Running",
@@ -106,22 +106,26 @@ impl Phase {
 
 /// How one instance of a container ended, as `state.terminated` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Termination {
+pub(crate) struct Termination {
     /// Exit code (137 for OOM kills and stops, like a SIGKILLed process).
-    pub exit_code: i32,
+    pub(crate) exit_code: i32,
     /// `Completed`, `Error`, `OOMKilled`, `StartError`.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Details (a trap message, why the start failed).
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// When the instance started, if it did.
-    pub started_at: Option<Timestamp>,
+    pub(crate) started_at: Option<Timestamp>,
     /// When it ended.
-    pub finished_at: Timestamp,
+    pub(crate) finished_at: Timestamp,
 }
 
 impl Termination {
     /// The termination of an instance that ended with `outcome`.
-    pub fn from_outcome(outcome: &Outcome, started_at: Option<Timestamp>, now: Timestamp) -> Self {
+    pub(crate) fn from_outcome(
+        outcome: &Outcome,
+        started_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Self {
         let (exit_code, reason, message) = match outcome {
             Outcome::Exited(0) => (0, "Completed", None),
             Outcome::Exited(code) => (*code, "Error", None),
@@ -141,14 +145,14 @@ impl Termination {
     }
 
     /// Whether the instance succeeded (exit code 0).
-    pub fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         self.exit_code == 0
     }
 }
 
 /// Why a start attempt failed before anything ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartFailure {
+pub(crate) enum StartFailure {
     /// The image cannot be resolved (`ErrImagePull`, then `ImagePullBackOff`).
     Image(String),
     /// The environment or volumes cannot be built (`CreateContainerConfigError`).
@@ -159,7 +163,7 @@ pub enum StartFailure {
 
 /// The API-visible state of one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContainerState {
+pub(crate) enum ContainerState {
     /// Not running. `retry_at` = do not start before then; `None` = start when its turn comes.
     Waiting {
         /// `PodInitializing`, `ContainerCreating`, `CrashLoopBackOff`, `ErrImagePull`...
@@ -182,38 +186,38 @@ pub enum ContainerState {
 
 /// One container's record.
 #[derive(Debug, Clone)]
-pub struct ContainerRecord {
+pub(crate) struct ContainerRecord {
     /// Container name.
-    pub name: String,
+    pub(crate) name: String,
     /// `image` from the spec.
-    pub image: String,
+    pub(crate) image: String,
     /// The resolved image digest, once known.
-    pub image_id: Option<String>,
+    pub(crate) image_id: Option<String>,
     /// Init, sidecar or app.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The state now.
-    pub state: ContainerState,
+    pub(crate) state: ContainerState,
     /// How the previous instance ended.
-    pub last_termination: Option<Termination>,
+    pub(crate) last_termination: Option<Termination>,
     /// Restarts so far (the current instance's attempt number).
-    pub restart_count: u32,
+    pub(crate) restart_count: u32,
     /// Whether any instance has been started since the agent took the pod over.
-    pub ever_started: bool,
+    pub(crate) ever_started: bool,
     /// Readiness (readiness probe passed, or no probe and running).
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// Startup probe passed (or none); `None` while not running.
-    pub started: Option<bool>,
+    pub(crate) started: Option<bool>,
     /// CrashLoopBackOff state.
-    pub backoff: CrashBackoff,
+    pub(crate) backoff: CrashBackoff,
     /// When the last instance ended (for the back-off).
-    pub finished_instant: Option<Instant>,
+    pub(crate) finished_instant: Option<Instant>,
     /// Consecutive start failures (image/config) for their retry delay.
-    pub start_failures: u32,
+    pub(crate) start_failures: u32,
 }
 
 impl ContainerRecord {
     /// A container that has not started yet.
-    pub fn new(name: &str, image: &str, role: Role) -> Self {
+    pub(crate) fn new(name: &str, image: &str, role: Role) -> Self {
         ContainerRecord {
             name: name.to_string(),
             image: image.to_string(),
@@ -236,7 +240,7 @@ impl ContainerRecord {
     }
 
     /// Whether an instance runs or is being started.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         matches!(
             self.state,
             ContainerState::Creating | ContainerState::Running { .. }
@@ -244,7 +248,7 @@ impl ContainerRecord {
     }
 
     /// Whether the container finished with exit code 0 and will not run again.
-    pub fn completed(&self) -> bool {
+    pub(crate) fn completed(&self) -> bool {
         matches!(&self.state, ContainerState::Terminated(t) if t.succeeded())
     }
 }
@@ -252,44 +256,44 @@ impl ContainerRecord {
 /// A transition that does not apply to the container's current state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("container {container}: cannot {transition} while {state}")]
-pub struct Illegal {
+pub(crate) struct Illegal {
     /// The container.
-    pub container: String,
+    pub(crate) container: String,
     /// The attempted transition.
-    pub transition: &'static str,
+    pub(crate) transition: &'static str,
     /// Its state.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
 }
 
 /// What the worker should do now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Containers (indices) to start now, in order.
-    pub start: Vec<usize>,
+    pub(crate) start: Vec<usize>,
     /// Containers (indices) to stop now (sidecars once the app containers are done).
-    pub stop: Vec<usize>,
+    pub(crate) stop: Vec<usize>,
     /// Containers that just entered back-off: (index, delay), for the `BackOff` event.
-    pub backing_off: Vec<(usize, Duration)>,
+    pub(crate) backing_off: Vec<(usize, Duration)>,
     /// When to call `plan` again (the earliest pending restart).
-    pub wake_at: Option<Instant>,
+    pub(crate) wake_at: Option<Instant>,
 }
 
 /// The lifecycle of one pod.
 #[derive(Debug, Clone)]
-pub struct PodLifecycle {
+pub(crate) struct PodLifecycle {
     /// The pod's restart policy.
-    pub restart_policy: RestartPolicy,
+    pub(crate) restart_policy: RestartPolicy,
     /// The stage.
-    pub stage: PodStage,
+    pub(crate) stage: PodStage,
     /// Init containers (in order) then app containers.
-    pub containers: Vec<ContainerRecord>,
+    pub(crate) containers: Vec<ContainerRecord>,
     /// Whether the init containers are done (they never run again once they are).
-    pub init_done: bool,
+    pub(crate) init_done: bool,
 }
 
 impl PodLifecycle {
     /// The lifecycle of a pod the agent has just taken over: nothing runs yet.
-    pub fn new(pod: &Pod) -> Self {
+    pub(crate) fn new(pod: &Pod) -> Self {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut containers = Vec::new();
         for c in spec.init_containers.iter().flatten() {
@@ -325,17 +329,17 @@ impl PodLifecycle {
     }
 
     /// The index of the container named `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
         self.containers.iter().position(|c| c.name == name)
     }
 
     /// Whether the init phase is over (all init containers completed, sidecars started).
-    pub fn initialized(&self) -> bool {
+    pub(crate) fn initialized(&self) -> bool {
         self.init_done
     }
 
     /// A start of container `i` begins: Waiting → Creating. A restart counts here.
-    pub fn begin_start(&mut self, i: usize, now: Instant) -> Result<(), Illegal> {
+    pub(crate) fn begin_start(&mut self, i: usize, now: Instant) -> Result<(), Illegal> {
         let c = self.record(i)?;
         if !matches!(c.state, ContainerState::Waiting { .. }) {
             return Err(illegal(c, "start"));
@@ -351,7 +355,12 @@ impl PodLifecycle {
     }
 
     /// The runtime started container `i`: Creating → Running.
-    pub fn started(&mut self, i: usize, at: Timestamp, image_id: String) -> Result<(), Illegal> {
+    pub(crate) fn started(
+        &mut self,
+        i: usize,
+        at: Timestamp,
+        image_id: String,
+    ) -> Result<(), Illegal> {
         let c = self.record(i)?;
         if c.state != ContainerState::Creating {
             return Err(illegal(c, "mark started"));
@@ -368,7 +377,7 @@ impl PodLifecycle {
     /// A start attempt of container `i` failed before anything ran: Creating → Waiting with
     /// the failure's reason, retried later (image and configuration problems are retried
     /// whatever the restart policy, as the kubelet does).
-    pub fn start_failed(
+    pub(crate) fn start_failed(
         &mut self,
         i: usize,
         failure: StartFailure,
@@ -402,7 +411,7 @@ impl PodLifecycle {
     /// Container `i`'s instance ended (`termination` says how; a start error of the runtime
     /// is an instance that ended with `StartError`). Decides, with the restart policy and
     /// back-off, whether it will run again.
-    pub fn exited(
+    pub(crate) fn exited(
         &mut self,
         i: usize,
         termination: Termination,
@@ -442,14 +451,14 @@ impl PodLifecycle {
     }
 
     /// Sets container `i`'s readiness (only a running container can be ready).
-    pub fn set_ready(&mut self, i: usize, ready: bool) {
+    pub(crate) fn set_ready(&mut self, i: usize, ready: bool) {
         if let Some(c) = self.containers.get_mut(i) {
             c.ready = ready && matches!(c.state, ContainerState::Running { .. });
         }
     }
 
     /// Records that container `i`'s startup probe passed (or that it has none).
-    pub fn set_started(&mut self, i: usize, started: bool) {
+    pub(crate) fn set_started(&mut self, i: usize, started: bool) {
         if let Some(c) = self.containers.get_mut(i)
             && matches!(c.state, ContainerState::Running { .. })
         {
@@ -458,7 +467,7 @@ impl PodLifecycle {
     }
 
     /// Deletion was requested: stop starting anything. Returns the containers to stop.
-    pub fn terminate(&mut self) -> Vec<usize> {
+    pub(crate) fn terminate(&mut self) -> Vec<usize> {
         if !matches!(self.stage, PodStage::Finished(_)) {
             self.stage = PodStage::Terminating;
         }
@@ -469,7 +478,7 @@ impl PodLifecycle {
     }
 
     /// Indices of containers that run or are being started.
-    pub fn active(&self) -> Vec<usize> {
+    pub(crate) fn active(&self) -> Vec<usize> {
         (0..self.containers.len())
             .filter(|&i| self.containers[i].is_active())
             .collect()
@@ -477,7 +486,13 @@ impl PodLifecycle {
 
     /// Decides what to start now, what enters back-off and when to look again; moves the
     /// stage forward (init done → Running, everything finished → Finished).
-    pub fn plan(&mut self, now: Instant, pod_name: &str, pod_ns: &str, pod_uid: &str) -> Plan {
+    pub(crate) fn plan(
+        &mut self,
+        now: Instant,
+        pod_name: &str,
+        pod_ns: &str,
+        pod_uid: &str,
+    ) -> Plan {
         let mut plan = Plan::default();
         match self.stage {
             PodStage::Finished(_) => return plan,
@@ -624,7 +639,7 @@ impl PodLifecycle {
     }
 
     /// The phase now, computed like the kubelet's `getPhase`.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.stage {
             PodStage::Finished(phase) => phase,
             PodStage::Initializing => Phase::Pending,
@@ -722,7 +737,7 @@ fn wake(plan: &mut Plan, at: Instant) {
 }
 
 /// The delay before retrying a start that failed for the `failures`-th time in a row.
-pub fn retry_delay(failures: u32) -> Duration {
+pub(crate) fn retry_delay(failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
     RETRY_INITIAL.saturating_mul(factor).min(RETRY_MAX)
 }

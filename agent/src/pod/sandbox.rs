@@ -9,13 +9,13 @@ use crate::network::{NetworkError, PodIpAllocator};
 
 /// Pod IPs of this node (see [`crate::network`] for the model).
 #[derive(Debug)]
-pub struct Network {
+pub(crate) struct Network {
     allocator: PodIpAllocator,
 }
 
 impl Network {
     /// The pod IPs of node number `node_index` (1-254): `127.<node_index>.x.y`.
-    pub fn new(node_index: u8) -> Result<Network, NetworkError> {
+    pub(crate) fn new(node_index: u8) -> Result<Network, NetworkError> {
         Ok(Network {
             allocator: PodIpAllocator::new(node_index)?,
         })
@@ -23,7 +23,7 @@ impl Network {
 
     /// Re-registers the IP a pod's status shows (after an agent restart), so no other pod
     /// gets it. Errors are ignored: the pod then gets a fresh IP.
-    pub fn restore(&self, uid: &str, ip: IpAddr) {
+    pub(crate) fn restore(&self, uid: &str, ip: IpAddr) {
         if let Err(e) = self.allocator.restore(uid, ip) {
             tracing::debug!(error = %e, "not restoring a pod IP");
         }
@@ -31,7 +31,11 @@ impl Network {
 
     /// The IP of pod `uid`: `preferred` (the one its status shows) when it is still its own,
     /// else a free one.
-    pub fn allocate(&self, uid: &str, preferred: Option<IpAddr>) -> Result<IpAddr, NetworkError> {
+    pub(crate) fn allocate(
+        &self,
+        uid: &str,
+        preferred: Option<IpAddr>,
+    ) -> Result<IpAddr, NetworkError> {
         if let Some(ip) = preferred
             && self.allocator.restore(uid, ip).is_ok()
         {
@@ -41,7 +45,7 @@ impl Network {
     }
 
     /// Frees pod `uid`'s IP.
-    pub fn release(&self, uid: &str) {
+    pub(crate) fn release(&self, uid: &str) {
         self.allocator.release(uid);
     }
 }

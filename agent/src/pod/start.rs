@@ -20,37 +20,37 @@ use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError}
 use crate::volumes;
 
 /// The port an HTTP handler is served on when its container declares none.
-pub const DEFAULT_HTTP_PORT: u16 = 8080;
+pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// What a start needs.
 #[derive(Debug, Clone)]
-pub struct StartRequest {
+pub(crate) struct StartRequest {
     /// The pod.
-    pub pod: Arc<Pod>,
+    pub(crate) pod: Arc<Pod>,
     /// The container.
-    pub container: Container,
+    pub(crate) container: Container,
     /// Whether it is an init container (for event field paths).
-    pub init: bool,
+    pub(crate) init: bool,
     /// The instance number (restart count).
-    pub restart_count: u32,
+    pub(crate) restart_count: u32,
     /// The pod's IP.
-    pub pod_ip: Option<IpAddr>,
+    pub(crate) pod_ip: Option<IpAddr>,
     /// The pod's directory (its volumes live in `volumes/`).
-    pub pod_dir: std::path::PathBuf,
+    pub(crate) pod_dir: std::path::PathBuf,
 }
 
 /// A started instance.
 #[derive(Debug)]
-pub struct Started {
+pub(crate) struct Started {
     /// The running instance.
-    pub running: RunningContainer,
+    pub(crate) running: RunningContainer,
     /// The image it runs.
-    pub image: ResolvedImage,
+    pub(crate) image: ResolvedImage,
 }
 
 /// Why a start did not produce a running instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartFailed {
+pub(crate) enum StartFailed {
     /// The image cannot be resolved.
     Image(String),
     /// Environment or configuration error.
@@ -63,7 +63,7 @@ pub enum StartFailed {
 }
 
 /// Starts one instance of `req.container`.
-pub async fn start_container(
+pub(crate) async fn start_container(
     ctx: Arc<PodContext>,
     req: StartRequest,
 ) -> Result<Started, StartFailed> {

@@ -111,7 +111,7 @@ struct Worker {
 }
 
 /// Runs the worker of `pod` until the pod is gone.
-pub async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver<PodMessage>) {
+pub(crate) async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver<PodMessage>) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();

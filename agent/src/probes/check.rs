@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 /// The outcome of one probe attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeResult {
+pub(crate) enum ProbeResult {
     /// The probe passed.
     Success,
     /// The probe failed; the message says why (as the kubelet words it).
@@ -33,7 +33,7 @@ const MAX_BODY: usize = 10 * 1024;
 
 /// Runs `probe` once against `pod_ip`, resolving named ports against `ports` (the container's
 /// `ports`), giving up after `timeout`.
-pub async fn probe_once(
+pub(crate) async fn probe_once(
     probe: &Probe,
     pod_ip: IpAddr,
     ports: &[ContainerPort],
@@ -59,7 +59,7 @@ pub async fn probe_once(
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.
-pub fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, String> {
+pub(crate) fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, String> {
     let number = match port {
         IntOrString::Int(n) => *n,
         IntOrString::String(s) => match s.parse::<i32>() {

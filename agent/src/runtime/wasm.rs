@@ -30,19 +30,14 @@ const CUT_AFTER: Duration = Duration::from_secs(2);
 
 /// The wasmtime runtime; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct WasmRuntime {
+pub(crate) struct WasmRuntime {
     runtime: wr::Runtime,
 }
 
 impl WasmRuntime {
     /// Wraps a runtime.
-    pub fn new(runtime: wr::Runtime) -> Self {
+    pub(crate) fn new(runtime: wr::Runtime) -> Self {
         WasmRuntime { runtime }
-    }
-
-    /// The wrapped runtime.
-    pub fn inner(&self) -> &wr::Runtime {
-        &self.runtime
     }
 }
 

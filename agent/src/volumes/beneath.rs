@@ -19,7 +19,7 @@ use rustix::io::Errno;
 /// An open directory of the node, handed to a guest as a preopen. Cloning shares the handle;
 /// the descriptor closes when the last clone is dropped.
 #[derive(Clone)]
-pub struct DirHandle {
+pub(crate) struct DirHandle {
     fd: Arc<OwnedFd>,
     /// The path it was opened as (for messages only; never opened again).
     shown: PathBuf,
@@ -28,7 +28,7 @@ pub struct DirHandle {
 impl DirHandle {
     /// Opens the directory at `path` (an agent-made path no guest can change, such as a
     /// volume's directory under the pod's directory).
-    pub fn open(path: &Path) -> std::io::Result<DirHandle> {
+    pub(crate) fn open(path: &Path) -> std::io::Result<DirHandle> {
         let fd = rustix::fs::open(path, dir_flags(), Mode::empty())?;
         Ok(DirHandle::new(fd, path.to_path_buf()))
     }
@@ -42,19 +42,20 @@ impl DirHandle {
 
     /// The path that names exactly this open directory for as long as the handle lives:
     /// `/proc/self/fd/N`. Opening it reopens the same directory, whatever its path names now.
-    pub fn proc_path(&self) -> PathBuf {
+    pub(crate) fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
+    #[cfg(test)]
     /// The path the directory was opened as (for messages).
-    pub fn shown_path(&self) -> &Path {
+    pub(crate) fn shown_path(&self) -> &Path {
         &self.shown
     }
 
     /// Opens the directory `rel` beneath this one, creating missing directories with `mode`
     /// when `create` is set. Symlinks inside are followed only while they stay beneath this
     /// directory (unless `no_symlinks` refuses them all).
-    pub fn open_beneath(
+    pub(crate) fn open_beneath(
         &self,
         rel: &Path,
         create: Option<u32>,
@@ -127,7 +128,7 @@ impl Eq for DirHandle {}
 
 /// Why a directory cannot be opened beneath another.
 #[derive(Debug, thiserror::Error)]
-pub enum BeneathError {
+pub(crate) enum BeneathError {
     /// The path is empty, absolute or has `.`/`..` components.
     #[error("must be a relative path without '..'")]
     NotRelative,

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use super::beneath::{BeneathError, DirHandle};
 
 /// The flag that allows hostPath volumes, for messages.
-pub const ALLOW_FLAG: &str = "--allowed-host-path";
+pub(crate) const ALLOW_FLAG: &str = "--allowed-host-path";
 
 /// One `--allowed-host-path` entry: a directory (and everything beneath it) pods may mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub enum HostPathPolicyError {
 
 /// The hostPath rules of one node.
 #[derive(Debug, Clone)]
-pub struct HostPathPolicy {
+pub(crate) struct HostPathPolicy {
     /// Canonical allowed prefixes.
     allowed: Vec<AllowedHostPath>,
     /// The canonical data directory.
@@ -87,7 +87,7 @@ pub struct HostPathPolicy {
 
 /// Why a hostPath is not mounted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostPathError {
+pub(crate) enum HostPathError {
     /// The node does not allow it: retrying cannot help.
     #[error("{0}")]
     NotAllowed(String),
@@ -98,17 +98,17 @@ pub enum HostPathError {
 
 /// A hostPath the policy allows, resolved.
 #[derive(Debug)]
-pub struct GrantedHostPath {
+pub(crate) struct GrantedHostPath {
     /// The open directory.
-    pub dir: DirHandle,
+    pub(crate) dir: DirHandle,
     /// Whether the prefix makes it read-only.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 impl HostPathPolicy {
     /// The rules for a node whose agent keeps its files in `data_dir` and allows `allowed`.
     /// The data directory is created if missing (it is canonicalized).
-    pub fn new(
+    pub(crate) fn new(
         allowed: &[AllowedHostPath],
         data_dir: &Path,
     ) -> Result<HostPathPolicy, HostPathPolicyError> {
@@ -139,15 +139,10 @@ impl HostPathPolicy {
         })
     }
 
-    /// The canonical allowed prefixes.
-    pub fn allowed(&self) -> &[AllowedHostPath] {
-        &self.allowed
-    }
-
     /// Opens the hostPath `path` if this node allows it, creating the missing directories
     /// with mode 0755 when `create` is set (`DirectoryOrCreate`). The error's message is for
     /// the pod's status.
-    pub fn open(&self, path: &str, create: bool) -> Result<GrantedHostPath, HostPathError> {
+    pub(crate) fn open(&self, path: &str, create: bool) -> Result<GrantedHostPath, HostPathError> {
         use HostPathError::{NotAllowed, SetUp};
         let requested = Path::new(path);
         if !path.starts_with('/')

@@ -14,7 +14,7 @@ impl PodLifecycle {
     /// ended with the agent (exit code 137, message saying so) and restarts as its restart
     /// policy says, counted as a restart; nothing runs twice. A pod already Succeeded or
     /// Failed stays so.
-    pub fn adopt(&mut self, status: &PodStatus, now: Instant) {
+    pub(crate) fn adopt(&mut self, status: &PodStatus, now: Instant) {
         let statuses = status
             .init_container_statuses
             .iter()
