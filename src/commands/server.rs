@@ -76,6 +76,23 @@ pub(crate) struct ServerCommand {
     /// CertificateSigningRequests (node certificates included), e.g. `8760h`, `30m`.
     #[arg(long, default_value = "8760h", value_name = "DURATION", value_parser = super::cluster::parse_duration)]
     cluster_signing_duration: Duration,
+    /// The issuer of service-account tokens (repeatable: the first is put in new tokens,
+    /// all are accepted), as kube-apiserver's flag
+    /// [default: https://kubernetes.default.svc.cluster.local].
+    #[arg(long = "service-account-issuer", value_name = "URL")]
+    service_account_issuers: Vec<String>,
+    /// The PKCS#8 PEM private key (ECDSA P-256 or RSA) service-account tokens are signed with
+    /// [default: DATA_DIR/pki/sa.key, generated on first start].
+    #[arg(long, value_name = "FILE")]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// More PEM files of public (or private) keys service-account tokens are verified with
+    /// (repeatable), e.g. a previous signing key during a rotation.
+    #[arg(long = "service-account-key-file", value_name = "FILE")]
+    service_account_key_files: Vec<PathBuf>,
+    /// The audiences a service-account token must name to be accepted by the API
+    /// (comma-separated) [default: the issuers].
+    #[arg(long, value_name = "AUD[,AUD]", value_delimiter = ',')]
+    api_audiences: Vec<String>,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -215,6 +232,12 @@ impl ServerCommand {
             authorization_modes: self.authorization_mode.clone(),
             encryption_provider_config: self.encryption_provider_config.clone(),
             cluster_signing_duration: self.cluster_signing_duration,
+            service_accounts: wasmkube_apiserver::serviceaccount::ServiceAccountConfig {
+                issuers: self.service_account_issuers.clone(),
+                signing_key_file: self.service_account_signing_key_file.clone(),
+                key_files: self.service_account_key_files.clone(),
+                api_audiences: self.api_audiences.clone(),
+            },
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -397,6 +397,31 @@ impl TestCluster {
         Ok(path)
     }
 
+    /// A kubeconfig that trusts the cluster CA and authenticates with bearer `token` only (no
+    /// client certificate, which would win over a token), written next to the admin one as
+    /// `kubeconfig-<name>.yaml`. Pass it to kubectl as `--kubeconfig=<path>`.
+    pub(crate) fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        use base64::Engine;
+        let pki = wasmkube_apiserver::pki::Pki::load_or_create(self.data_dir(), &[])
+            .context("loading the cluster PKI")?;
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "wasmkube", "cluster": {
+                "server": format!("https://127.0.0.1:{}", self.port),
+                "certificate-authority-data":
+                    base64::engine::general_purpose::STANDARD.encode(pki.ca_pem()),
+            }}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "wasmkube", "context": {"cluster": "wasmkube", "user": name}}],
+            "current-context": "wasmkube",
+        });
+        let path = self.data_dir().join(format!("kubeconfig-{name}.yaml"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// A `kubectl` command pointed at this cluster, with its own discovery cache.
     pub(crate) fn kubectl_command(&self, args: &[&str]) -> Command {
         let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());

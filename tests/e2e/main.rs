@@ -42,6 +42,7 @@ mod rbac;
 mod rbac_roles;
 mod replicasets;
 mod scheduling;
+mod service_accounts;
 mod shutdown;
 mod tables;
 mod wasm_pods;

@@ -5,8 +5,9 @@
 //! [`Identity`] request extension with [`identity_from_certificate`]), then the bearer-token
 //! chain: a static token ([`TokenAuthenticator`], the format of kube-apiserver's
 //! `--token-auth-file`), then each [`BearerTokenAuthenticator`] added with
-//! [`Authn::with_token_authenticator`] (bootstrap tokens, `crate::bootstrap_token`), in
-//! order, the first that recognises the token winning (Kubernetes' union authenticator).
+//! [`Authn::with_token_authenticator`] (bootstrap tokens, `crate::bootstrap_token`;
+//! service-account tokens, `crate::serviceaccount`), in order, the first that recognises the
+//! token winning (Kubernetes' union authenticator).
 //! A request with neither is answered 401, except for the public health and version
 //! endpoints that Kubernetes' `system:public-info-viewer` role opens to everyone.
 //!

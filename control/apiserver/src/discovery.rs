@@ -126,6 +126,11 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
         Subresource::Binding => (None, "Binding", vec!["create"]),
         Subresource::Log => (None, rt.kind, vec!["get"]),
         Subresource::Eviction => (Some(("policy", "v1")), "Eviction", vec!["create"]),
+        Subresource::Token => (
+            Some(("authentication.k8s.io", "v1")),
+            "TokenRequest",
+            vec!["create"],
+        ),
     };
     ApiResource {
         name: format!("{}/{}", rt.plural, sub.name()),
@@ -311,6 +316,7 @@ mod tests {
             names,
             [
                 "apps",
+                "authentication.k8s.io",
                 "authorization.k8s.io",
                 "batch",
                 "rbac.authorization.k8s.io",

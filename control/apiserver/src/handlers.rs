@@ -146,6 +146,9 @@ pub async fn dispatch(
             eviction::evict(&req, &name, body).await
         }
         (Method::GET, Some(name), Some(Subresource::Log)) => subresource::log(&req, &name).await,
+        (Method::POST, Some(name), Some(Subresource::Token)) => {
+            crate::serviceaccount::token_request::create(&req, &name, body).await
+        }
         (Method::POST, Some(_), None) => Err(verb_not_allowed(
             "POST to a named object (use PUT or PATCH)",
         )),

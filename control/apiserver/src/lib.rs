@@ -33,6 +33,7 @@ pub mod request;
 pub mod routes;
 pub mod serve;
 pub mod server;
+pub mod serviceaccount;
 pub mod services;
 pub mod state;
 pub mod table;

@@ -181,6 +181,7 @@ mod tests {
             [
                 "api/v1",
                 "apis/apps/v1",
+                "apis/authentication.k8s.io/v1",
                 "apis/authorization.k8s.io/v1",
                 "apis/batch/v1",
                 "apis/certificates.k8s.io/v1",

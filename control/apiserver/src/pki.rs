@@ -295,6 +295,16 @@ impl Pki {
     }
 }
 
+/// Writes a key or token file only its owner may read (0600), atomically.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_private(path, contents)
+}
+
+/// Writes a certificate or public key (0644), atomically.
+pub(crate) fn write_public_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    files::write_public(path, contents)
+}
+
 /// `<data-dir>/tokens.csv`.
 pub fn tokens_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tokens.csv")

@@ -26,6 +26,9 @@ pub enum Subresource {
     Eviction,
     /// `/approval` (CertificateSigningRequests): only the Approved/Denied conditions.
     Approval,
+    /// `/token` (serviceaccounts): an `authentication.k8s.io/v1` TokenRequest, answered
+    /// with a signed token (`kubectl create token`).
+    Token,
 }
 
 impl Subresource {
@@ -38,6 +41,7 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Eviction => "eviction",
             Subresource::Approval => "approval",
+            Subresource::Token => "token",
         }
     }
 }
@@ -166,7 +170,7 @@ impl Registry {
     }
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, Scale, Status};
+use Subresource::{Approval, Binding, Eviction, Log, Scale, Status, Token};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -241,18 +245,19 @@ fn rbac(kind: &'static str, plural: &'static str, namespaced: bool) -> ResourceT
 
 /// An authorization.k8s.io access review: created, evaluated, answered, never stored.
 fn review(kind: &'static str, plural: &'static str, namespaced: bool) -> ResourceType {
+    review_in("authorization.k8s.io", kind, plural, namespaced)
+}
+
+/// A review of `group`: created, answered, never stored.
+fn review_in(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> ResourceType {
     ResourceType {
         create_only: true,
-        ..rt(
-            "authorization.k8s.io",
-            "v1",
-            kind,
-            plural,
-            &[],
-            namespaced,
-            &[],
-            false,
-        )
+        ..rt(group, "v1", kind, plural, &[], namespaced, &[], false)
     }
 }
 
@@ -387,7 +392,7 @@ fn builtin() -> Vec<ResourceType> {
             "serviceaccounts",
             &["sa"],
             true,
-            &[],
+            &[Token],
             false,
         ),
         ResourceType {
@@ -444,6 +449,12 @@ fn builtin() -> Vec<ResourceType> {
             &[],
             true,
             &[],
+            false,
+        ),
+        review_in(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
             false,
         ),
         review(

@@ -34,6 +34,8 @@ pub struct Config {
     /// The longest validity of certificates the server signs for CertificateSigningRequests
     /// (kube-controller-manager's `--cluster-signing-duration`).
     pub cluster_signing_duration: Duration,
+    /// Service-account token issuers, keys and audiences.
+    pub service_accounts: crate::serviceaccount::ServiceAccountConfig,
 }
 
 /// The default of [`Config::cluster_signing_duration`]: one year, as Kubernetes'.
@@ -81,6 +83,7 @@ impl Config {
             authorization_modes: vec![crate::authz::AuthorizationMode::Rbac],
             encryption_provider_config: None,
             cluster_signing_duration: DEFAULT_CLUSTER_SIGNING_DURATION,
+            service_accounts: Default::default(),
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum StartError {
     /// Certificates or tokens cannot be created or loaded.
     #[error("cannot set up TLS: {0}")]
     Pki(#[source] crate::pki::PkiError),
+    /// The service-account keys cannot be loaded or created.
+    #[error("cannot set up service-account tokens: {0}")]
+    ServiceAccountKeys(#[source] crate::serviceaccount::KeyError),
     /// The client certificate for node agents cannot be loaded.
     #[error("cannot set up the node agent client: {0}")]
     NodeClient(String),
@@ -264,9 +270,17 @@ pub async fn start_with_limits(
     );
     state.set_ready();
 
+    let accounts = Arc::new(
+        crate::serviceaccount::ServiceAccounts::load(&config.service_accounts, &config.data_dir)
+            .map_err(StartError::ServiceAccountKeys)?,
+    );
+    let _ = state.inner.service_accounts.set(Arc::clone(&accounts));
     let authn = crate::authn::Authn::new(pki.token_authenticator(), authorizer)
         .with_token_authenticator(Arc::new(
             crate::bootstrap_token::BootstrapTokenAuthenticator::new(state.clone()),
+        ))
+        .with_token_authenticator(Arc::new(
+            crate::serviceaccount::ServiceAccountAuthenticator::new(accounts, state.clone()),
         ));
     let in_flight = crate::inflight::InFlight::new(
         limits.max_requests_inflight,

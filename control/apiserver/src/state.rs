@@ -32,6 +32,8 @@ pub struct Inner {
     pub ca_pem: std::sync::OnceLock<String>,
     /// The authorizer chain and the RBAC cache, once the server has loaded them.
     pub authz: std::sync::OnceLock<crate::authz::Authz>,
+    /// Issues and verifies service-account tokens, once the server has loaded its keys.
+    pub service_accounts: std::sync::OnceLock<Arc<crate::serviceaccount::ServiceAccounts>>,
     /// Request and watch counters, served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Set to `true` when the server has stopped serving: the apiserver's background
@@ -56,6 +58,7 @@ impl AppState {
                 node_client: std::sync::OnceLock::new(),
                 ca_pem: std::sync::OnceLock::new(),
                 authz: std::sync::OnceLock::new(),
+                service_accounts: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
                 stopped: tokio::sync::watch::Sender::new(false),
             }),
@@ -103,6 +106,19 @@ impl AppState {
             .authz
             .get()
             .ok_or_else(|| crate::error::ApiError::internal("authorization is not configured"))
+    }
+
+    /// The service-account token issuer (a 500 before the server loaded its keys).
+    pub fn service_accounts(
+        &self,
+    ) -> crate::error::ApiResult<&crate::serviceaccount::ServiceAccounts> {
+        self.inner
+            .service_accounts
+            .get()
+            .map(|a| a.as_ref())
+            .ok_or_else(|| {
+                crate::error::ApiError::internal("service-account tokens are not configured")
+            })
     }
 
     /// Whether deletions add the garbage collector's finalizers (see

@@ -46,6 +46,12 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             roundtrip::<rbac::ClusterRoleBinding>(obj)
         }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(obj)
+        }
+        ("authentication.k8s.io", "TokenRequest") => {
+            roundtrip::<k8s_openapi::api::authentication::v1::TokenRequest>(obj)
+        }
         ("authorization.k8s.io", "SelfSubjectAccessReview") => {
             roundtrip::<authorization::SelfSubjectAccessReview>(obj)
         }

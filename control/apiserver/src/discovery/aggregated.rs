@@ -167,6 +167,7 @@ mod tests {
             names,
             [
                 "apps",
+                "authentication.k8s.io",
                 "authorization.k8s.io",
                 "batch",
                 "rbac.authorization.k8s.io",

@@ -1,6 +1,8 @@
-//! The authorization.k8s.io/v1 access reviews: created, evaluated against the
-//! authorizer chain, answered (201) and never stored, as Kubernetes serves them.
+//! The authorization.k8s.io/v1 access reviews and authentication.k8s.io/v1
+//! SelfSubjectReview: created, evaluated, answered (201) and never stored, as Kubernetes
+//! serves them.
 //!
+//! - SelfSubjectReview: who am I? (`kubectl auth whoami`)
 //! - SelfSubjectAccessReview: may *I* do this? (`kubectl auth can-i`)
 //! - SubjectAccessReview: may this user (in these groups) do this?
 //! - LocalSubjectAccessReview: the same, limited to the URL's namespace.
@@ -35,6 +37,9 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
     let invalid = |causes: Vec<Cause>| ApiError::invalid(rt.group, rt.kind, "", &causes);
     let status = match rt.kind {
+        "SelfSubjectReview" => {
+            json!({"userInfo": {"username": requester.user, "groups": requester.groups}})
+        }
         "SelfSubjectRulesReview" => {
             let namespace = get_str(&spec, "namespace");
             if namespace.is_empty() {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::schemas::{
     API_RESOURCE_LIST, BINDING, DELETE_OPTIONS, EVICTION, PATCH, REF_PREFIX, SCALE, STATUS,
-    schema_name,
+    TOKEN_REQUEST, schema_name,
 };
 use crate::registry::{ResourceType, Subresource};
 
@@ -633,6 +633,11 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                     "Eviction",
                     EVICTION,
                     json!({"group": "policy", "kind": "Eviction", "version": "v1"}),
+                ),
+                Subresource::Token => kind.create_subresource(
+                    "Token",
+                    TOKEN_REQUEST,
+                    json!({"group": "authentication.k8s.io", "kind": "TokenRequest", "version": "v1"}),
                 ),
                 Subresource::Log => kind.log(),
             };

@@ -11,7 +11,7 @@
 //!   `/openapi/v3` to merge lists such as `containers` by name.
 
 use k8s_openapi::api::{
-    apps, authorization, autoscaling, batch, coordination, core, node, policy, rbac,
+    apps, authentication, authorization, autoscaling, batch, coordination, core, node, policy, rbac,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
@@ -32,6 +32,7 @@ pub(crate) const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1
 pub(crate) const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 pub(crate) const BINDING: &str = "io.k8s.api.core.v1.Binding";
 pub(crate) const EVICTION: &str = "io.k8s.api.policy.v1.Eviction";
+pub(crate) const TOKEN_REQUEST: &str = "io.k8s.api.authentication.v1.TokenRequest";
 const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
 /// `(schema, property, x-kubernetes-patch-strategy, x-kubernetes-patch-merge-key)`, from
@@ -309,6 +310,9 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             add::<rbac::v1::ClusterRoleBinding>(generator)
         }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            add::<authentication::v1::SelfSubjectReview>(generator)
+        }
         ("authorization.k8s.io", "SelfSubjectAccessReview") => {
             add::<authorization::v1::SelfSubjectAccessReview>(generator)
         }
@@ -429,6 +433,9 @@ pub(crate) fn components(
     if has(Subresource::Eviction) {
         generator.subschema_for::<policy::v1::Eviction>();
     }
+    if has(Subresource::Token) {
+        generator.subschema_for::<authentication::v1::TokenRequest>();
+    }
     let mut defs = generator.take_definitions(true);
 
     for (rt, known) in kinds {
@@ -476,6 +483,11 @@ pub(crate) fn components(
     set_gvks(&mut defs, SCALE, vec![gvk("autoscaling", "v1", "Scale")]);
     set_gvks(&mut defs, BINDING, vec![gvk("", "v1", "Binding")]);
     set_gvks(&mut defs, EVICTION, vec![gvk("policy", "v1", "Eviction")]);
+    set_gvks(
+        &mut defs,
+        TOKEN_REQUEST,
+        vec![gvk("authentication.k8s.io", "v1", "TokenRequest")],
+    );
     add_patch_meta(&mut defs);
     defs
 }

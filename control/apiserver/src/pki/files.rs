@@ -42,6 +42,11 @@ pub(super) fn write_private(path: &Path, contents: &[u8]) -> Result<(), PkiError
     write_file(path, contents, 0o600)
 }
 
+/// Writes a file anyone may read (certificates, public keys).
+pub(super) fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_file(path, contents, 0o644)
+}
+
 /// Writes `contents` to a temporary file beside `path` and renames it over `path`, so a
 /// crash never leaves a half-written key or certificate.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
