@@ -12,7 +12,8 @@ use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
-    /// garbagecollector, nodelifecycle, resourcequota, tokencleaner [default: all].
+    /// garbagecollector, nodelifecycle, resourcequota, tokencleaner, serviceaccount,
+    /// root-ca-cert-publisher [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
     /// Concurrent reconciles per controller.
@@ -63,15 +64,64 @@ pub(crate) struct ControllersCommand {
     kubeconfig: PathBuf,
     #[command(flatten)]
     args: ControllerArgs,
+    /// The cluster CA (PEM) published in every namespace's kube-root-ca.crt ConfigMap
+    /// [default: the kubeconfig's certificate authority].
+    #[arg(long, value_name = "FILE")]
+    root_ca_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 
+/// The CA bundle (PEM) of the kubeconfig's current cluster, if it names one.
+fn kubeconfig_ca(path: &std::path::Path) -> anyhow::Result<Option<String>> {
+    use base64::Engine;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let context = kubeconfig.current_context.as_deref().and_then(|name| {
+        kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.context.as_ref())
+    });
+    let cluster = context.and_then(|c| {
+        kubeconfig
+            .clusters
+            .iter()
+            .find(|n| n.name == c.cluster)
+            .and_then(|n| n.cluster.as_ref())
+    });
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("the kubeconfig's certificate-authority-data is not base64")?;
+        return Ok(Some(
+            String::from_utf8(pem).context("the kubeconfig's CA is not PEM")?,
+        ));
+    }
+    match &cluster.certificate_authority {
+        Some(file) => Ok(Some(std::fs::read_to_string(file).with_context(|| {
+            format!("reading the kubeconfig's certificate-authority {file}")
+        })?)),
+        None => Ok(None),
+    }
+}
+
 impl ControllersCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
         init_logging(self.log_format);
-        let config = self.args.config()?;
+        let mut config = self.args.config()?;
+        config.root_ca = match &self.root_ca_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading --root-ca-file {}", file.display()))?,
+            ),
+            None => kubeconfig_ca(&self.kubeconfig)?,
+        };
         let shutdown = Shutdown::on_signals();
         let client = client_from_kubeconfig(&self.kubeconfig).await?;
         wasmkube_controllers::run(client, config, shutdown.wait())

@@ -267,7 +267,8 @@ impl ServerCommand {
             }));
         }
         if !self.disable_controllers {
-            let config = self.controllers.config()?;
+            let mut config = self.controllers.config()?;
+            config.root_ca = Some(running.ca_pem.clone());
             let client = client.clone();
             let stop = shutdown.wait();
             tasks.push(tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! The controller-manager on its own: `wasmkube controllers --kubeconfig` processes against a
-//! server started with `--disable-controllers`, as a user runs them for high availability.
+//! server started without its workload controllers, as a user runs them for high availability.
 //! Two of them run at once; the Lease `kube-system/wasmkube-controller-manager` makes one act,
 //! and when that one is killed the other takes over. One controller-manager opens one watch
 //! per kind, whatever number of its controllers read that kind (shared informers), counted
@@ -274,14 +274,20 @@ async fn a_controller_manager_opens_one_watch_per_kind_and_its_controllers_all_w
         .await?;
     let client = cluster.client().await?;
     // The watches before the controller-manager starts: the scheduler's and, once it has
-    // registered its node, the agent's (each follows pods).
-    let pod = (String::new(), "Pod".to_string());
+    // registered its node, the agent's (each follows pods), and the server's own
+    // ServiceAccount and root-CA controllers' (namespaces, service accounts, config maps).
+    let core = |kind: &str| (String::new(), kind.to_string());
     let before = poll_until(
-        "the scheduler and the agent to watch pods",
+        "the scheduler and the agent to watch pods, the server's controllers namespaces",
         DEADLINE,
         || async {
             let watchers = registered_watchers(&client).await?;
-            Ok((watchers.get(&pod).copied().unwrap_or(0) >= 2).then_some(watchers))
+            let count = |kind: &str| watchers.get(&core(kind)).copied().unwrap_or(0);
+            let ready = count("Pod") >= 2
+                && ["Namespace", "ServiceAccount", "ConfigMap"]
+                    .iter()
+                    .all(|k| count(k) >= 1);
+            Ok(ready.then_some(watchers))
         },
     )
     .await?;

@@ -137,10 +137,14 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Run the server without its controllers (`--disable-controllers`): the apiserver tests
-    /// check what the API stores and serves, which a controller writing status would blur.
+    /// Run the server without its workload controllers: the apiserver tests check what the
+    /// API stores and serves, which a controller writing status would blur. Only the two
+    /// every pod needs run (the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap
+    /// of each namespace), without taking the controller-manager Lease, so standalone
+    /// `wasmkube controllers` can still lead.
     pub(crate) fn without_controllers(self) -> Self {
-        self.server_arg("--disable-controllers")
+        self.server_arg("--controllers=serviceaccount,root-ca-cert-publisher")
+            .server_arg("--no-leader-elect")
     }
 
     /// Make the data directory inside `parent` (a small filesystem, for instance) instead

@@ -603,8 +603,10 @@ async fn slow_watchers_are_closed_with_their_buffers_freed_and_resume() -> Resul
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const WATCHERS: usize = 20;
     const OBJECTS: usize = 24;
+    // No controllers at all: the root-CA publisher (which `without_controllers` keeps) would
+    // be one more ConfigMap watcher, and no pod is made here.
     let cluster = TestCluster::builder()
-        .without_controllers()
+        .server_arg("--disable-controllers")
         .server_arg("--disable-scheduler")
         .start()
         .await?;

@@ -24,6 +24,8 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "resourcequota",
     "tokencleaner",
+    "serviceaccount",
+    "root-ca-cert-publisher",
 ];
 
 /// Everything [`crate::run`] needs besides the client.
@@ -45,6 +47,9 @@ pub struct ControllersConfig {
     /// How often the node lifecycle controller checks the nodes' Leases
     /// (`--node-monitor-period`, 5 s).
     pub node_monitor_period: Duration,
+    /// The cluster CA (PEM) the root-CA publisher puts in every namespace's
+    /// `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`); `None` disables it.
+    pub root_ca: Option<String>,
 }
 
 impl Default for ControllersConfig {
@@ -61,6 +66,7 @@ impl Default for ControllersConfig {
             concurrency: 5,
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
+            root_ca: None,
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //! - [`resourcequota`]: every ResourceQuota's `status.hard` and `status.used`.
 //! - [`token_cleaner`]: expired bootstrap tokens are deleted.
+//! - [`serviceaccount`]: a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in
+//!   every namespace (the ServiceAccount controller and the root-CA publisher).
 //!
 //! Shared parts: the shared informers of [`wasmkube_client::informers`] (one watch and one store
 //! per kind for the whole controller-manager, as client-go's shared informers: every controller
@@ -40,6 +42,7 @@ pub mod pods;
 mod replicaset;
 mod resourcequota;
 mod retry;
+pub mod serviceaccount;
 mod token_cleaner;
 
 use std::future::Future;
@@ -148,6 +151,27 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     }
     if config.enabled("tokencleaner") {
         set.spawn(token_cleaner::run(ctx.clone(), &informers));
+    }
+    if config.enabled("serviceaccount") {
+        set.spawn(serviceaccount::run_service_accounts(
+            ctx.clone(),
+            &informers,
+        ));
+    }
+    if config.enabled("root-ca-cert-publisher") {
+        match &config.root_ca {
+            Some(ca) => {
+                set.spawn(serviceaccount::run_root_ca_publisher(
+                    ctx.clone(),
+                    &informers,
+                    ca.clone(),
+                ));
+            }
+            None => tracing::warn!(
+                "no root CA configured: the root-ca-cert-publisher does not run, and pods that \
+                 project kube-root-ca.crt cannot start"
+            ),
+        }
     }
     // Last: it follows the metadata of the kinds the others made typed informers of
     // through those informers (one watch per kind), and of the other kinds directly.
