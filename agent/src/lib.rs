@@ -79,6 +79,13 @@ pub struct AgentConfig {
     pub runtime: Option<wasmkube_runtime::Runtime>,
     /// Host directories hostPath volumes may mount (`--allowed-host-path`); none by default.
     pub allowed_host_paths: Vec<volumes::AllowedHostPath>,
+    /// The cluster CA (PEM): guests' outgoing HTTPS requests trust it besides the web PKI,
+    /// as a pod trusts the `ca.crt` beside its service-account token.
+    pub cluster_ca_pem: Option<String>,
+    /// The apiserver's URL: containers find it in `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT` (the kubelet puts the `kubernetes` Service's ClusterIP
+    /// there; until Services are proxied the agent gives the address it uses itself).
+    pub api_server: Option<String>,
     /// Hard eviction thresholds (`--eviction-hard`); the kubelet's by default.
     pub eviction_hard: node::eviction::EvictionHard,
     /// How long a container start waits for its wasm program to be compiled (for a runtime
@@ -141,6 +148,8 @@ impl AgentConfig {
             },
             runtime: None,
             allowed_host_paths: Vec::new(),
+            cluster_ca_pem: None,
+            api_server: None,
             eviction_hard: node::eviction::EvictionHard::default(),
             compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
             client_rotation: None,
@@ -226,7 +235,11 @@ pub async fn start(
     let runtime = match config.runtime.clone() {
         Some(r) => r,
         None => {
-            let mut runtime = runtime_config(agent_dir.join("wasm-cache"), capacity.pods);
+            let mut runtime = runtime_config(
+                agent_dir.join("wasm-cache"),
+                capacity.pods,
+                config.cluster_ca_pem.as_deref(),
+            );
             runtime.compile_timeout = config.compile_timeout;
             wasmkube_runtime::Runtime::new(runtime)?
         }
@@ -289,6 +302,8 @@ pub async fn start(
         allocatable: capacity.allocatable(&config.eviction_hard),
         network,
         host_paths,
+        api_server: config.api_server.as_deref().and_then(service_host_port),
+        tokens: volumes::ServiceAccountTokens::new(config.client.clone()),
     });
     let client = config.client.clone();
     let node_name = config.node_name.clone();
@@ -415,10 +430,34 @@ async fn register_until_done(
 /// instance-per-request pods and init containers.
 const RUNTIME_INSTANCE_HEADROOM: u32 = 512;
 
+/// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` of an apiserver URL.
+fn service_host_port(url: &str) -> Option<(String, String)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let authority = uri.authority()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(443);
+    Some((host, port.to_string()))
+}
+
 /// The runtime settings for a node of `pods` pods: the instance pool holds one running
-/// instance per pod plus headroom, and never less than the runtime's default.
-fn runtime_config(cache_dir: PathBuf, pods: i64) -> wasmkube_runtime::RuntimeConfig {
+/// instance per pod plus headroom, and never less than the runtime's default; guests'
+/// outgoing HTTPS trusts `cluster_ca` too.
+fn runtime_config(
+    cache_dir: PathBuf,
+    pods: i64,
+    cluster_ca: Option<&str>,
+) -> wasmkube_runtime::RuntimeConfig {
     let mut config = wasmkube_runtime::RuntimeConfig::new(cache_dir);
+    if let Some(ca) = cluster_ca {
+        match wasmkube_runtime::TlsRoots::with_pem(ca) {
+            Ok(roots) => config.outgoing_tls_roots = roots,
+            Err(e) => tracing::warn!(error = %e, "guests' HTTPS will not trust the cluster CA"),
+        }
+    }
     let pods = u32::try_from(pods.max(0)).unwrap_or(u32::MAX);
     config.total_instances = config
         .total_instances
@@ -432,19 +471,19 @@ mod runtime_pool_tests {
 
     #[test]
     fn the_instance_pool_grows_with_the_nodes_pod_capacity() {
-        let small = runtime_config(PathBuf::from("c"), 110);
+        let small = runtime_config(PathBuf::from("c"), 110, None);
         assert_eq!(
             small.total_instances,
             wasmkube_runtime::RuntimeConfig::new("c").total_instances
         );
-        let big = runtime_config(PathBuf::from("c"), 5000);
+        let big = runtime_config(PathBuf::from("c"), 5000, None);
         assert_eq!(big.total_instances, 5000 + RUNTIME_INSTANCE_HEADROOM);
     }
 
     #[test]
     fn a_runtime_for_ten_thousand_pods_can_reserve_its_pool() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let config = runtime_config(dir.path().join("cache"), 10_000);
+        let config = runtime_config(dir.path().join("cache"), 10_000, None);
         if let Err(e) = wasmkube_runtime::Runtime::new(config) {
             panic!("a pool for 10,000 pods: {e}");
         }

@@ -65,6 +65,10 @@ pub(crate) struct PodContext {
     pub(crate) network: sandbox::Network,
     /// Which host directories hostPath volumes may mount.
     pub(crate) host_paths: crate::volumes::HostPathPolicy,
+    /// The apiserver as containers reach it: `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    pub(crate) api_server: Option<(String, String)>,
+    /// Service-account tokens of projected volumes (requested, cached, renewed).
+    pub(crate) tokens: crate::volumes::ServiceAccountTokens,
 }
 
 impl std::fmt::Debug for PodContext {

@@ -16,8 +16,12 @@
 //! - `downwardAPI`: pod metadata (`metadata.name|namespace|uid|labels|annotations` and
 //!   `labels['k']`) and container resource fields, labels and annotations as `key="value"`
 //!   lines like the kubelet writes.
-//! - `projected`: the same configMap, secret and downwardAPI sources merged into one directory
-//!   (`serviceAccountToken` and `clusterTrustBundle` sources are not supported yet).
+//! - `projected`: the same configMap, secret and downwardAPI sources merged into one directory,
+//!   and `serviceAccountToken` sources: a token of the pod's service account bound to the pod
+//!   ([`token`], the kubelet's token manager), renewed at 80% of its lifetime — the worker
+//!   prepares the volumes again at [`PodVolumes::token_refresh_at`]. This is how every pod's
+//!   `kube-api-access-*` volume (the ServiceAccount admission's) reaches
+//!   `/var/run/secrets/kubernetes.io/serviceaccount`. `clusterTrustBundle` is not supported.
 //!
 //! Calling [`prepare`] again refreshes configMap, secret and downwardAPI content in place
 //! (each file replaced atomically, stale keys removed) and leaves emptyDir content alone, so the
@@ -47,10 +51,12 @@ mod downward;
 pub(crate) mod host_path;
 #[cfg(test)]
 mod tests;
+pub(crate) mod token;
 
 pub(crate) use beneath::DirHandle;
 pub use host_path::AllowedHostPath;
 pub(crate) use host_path::HostPathPolicy;
+pub(crate) use token::ServiceAccountTokens;
 
 /// The mode of configMap, secret and downwardAPI files when neither the item nor the volume
 /// sets one (0644, Kubernetes' default).
@@ -125,6 +131,8 @@ pub(crate) struct PreparedVolume {
     pub(crate) read_only: bool,
     /// Whether the agent wrote its content (so `subPath` directories may be created in it).
     pub(crate) managed: bool,
+    /// When a service-account token in it should be renewed (by preparing it again).
+    pub(crate) token_refresh_at: Option<std::time::SystemTime>,
 }
 
 /// A directory a container sees: an open handle of the node's directory, the guest path and
@@ -152,6 +160,15 @@ impl PodVolumes {
     /// The prepared volume named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&PreparedVolume> {
         self.volumes.get(name)
+    }
+
+    /// When the first service-account token of the pod's volumes should be renewed: prepare
+    /// the volumes again then.
+    pub(crate) fn token_refresh_at(&self) -> Option<std::time::SystemTime> {
+        self.volumes
+            .values()
+            .filter_map(|v| v.token_refresh_at)
+            .min()
     }
 
     /// The first volume the node refuses to set up, if any: (name, why).
@@ -230,7 +247,8 @@ impl PodVolumes {
 }
 
 /// Prepares every volume of `pod` under `pod_dir/volumes/`, reading ConfigMaps and Secrets in
-/// the pod's namespace with `client`; hostPath volumes only as `host_paths` allows. A
+/// the pod's namespace with `client`, service-account tokens from `tokens`; hostPath volumes
+/// only as `host_paths` allows. A
 /// refused hostPath is not an error here (retrying cannot help): it is recorded, and
 /// [`PodVolumes::preopens_for`] fails with it.
 pub(crate) async fn prepare(
@@ -238,12 +256,14 @@ pub(crate) async fn prepare(
     pod_dir: &Path,
     client: &kube::Client,
     host_paths: &HostPathPolicy,
+    tokens: &ServiceAccountTokens,
 ) -> Result<PodVolumes, VolumeError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let sources = Sources {
         configmaps: Api::namespaced(client.clone(), namespace),
         secrets: Api::namespaced(client.clone(), namespace),
         host_paths,
+        tokens,
     };
     let mut prepared = PodVolumes::default();
     let volumes_dir = pod_dir.join("volumes");
@@ -261,11 +281,12 @@ pub(crate) async fn prepare(
     Ok(prepared)
 }
 
-/// Where ConfigMaps and Secrets come from, and which host directories may be mounted.
+/// Where ConfigMaps, Secrets and tokens come from, and which host directories may be mounted.
 struct Sources<'a> {
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
     host_paths: &'a HostPathPolicy,
+    tokens: &'a ServiceAccountTokens,
 }
 
 /// A file to write into a managed volume: relative path, content, mode.
@@ -302,6 +323,7 @@ async fn prepare_volume(
             host: dir,
             read_only: false,
             managed: true,
+            token_refresh_at: None,
         });
     }
     if let Some(host_path) = &volume.host_path {
@@ -330,9 +352,11 @@ async fn prepare_volume(
             dir: granted.dir,
             read_only: granted.read_only,
             managed: false,
+            token_refresh_at: None,
         });
     }
 
+    let mut token_refresh_at: Option<std::time::SystemTime> = None;
     let files = if let Some(cm) = &volume.config_map {
         let mode = default_mode(cm.default_mode);
         let source = fetch_configmap(sources, name, &cm.name, cm.optional).await?;
@@ -399,10 +423,24 @@ async fn prepare_volume(
                     downward.items.as_deref().unwrap_or_default(),
                     mode,
                 )?);
+            } else if let Some(projection) = &source.service_account_token {
+                let token =
+                    sources.tokens.token(pod, projection).await.map_err(|e| {
+                        set_up(format!("failed to fetch token: {}", api_message(&e)))
+                    })?;
+                let path = relative_path(&projection.path).ok_or_else(|| {
+                    set_up(format!(
+                        "token path {:?} must be relative without '..'",
+                        projection.path
+                    ))
+                })?;
+                token_refresh_at =
+                    Some(token_refresh_at.map_or(token.refresh_at, |at| at.min(token.refresh_at)));
+                files.push((path, token.token.into_bytes(), mode));
             } else {
                 return Err(set_up(
-                    "projected sources other than configMap, secret and downwardAPI \
-                     (serviceAccountToken, clusterTrustBundle) are not supported yet"
+                    "projected sources other than configMap, secret, downwardAPI and \
+                     serviceAccountToken (clusterTrustBundle) are not supported yet"
                         .into(),
                 ));
             }
@@ -421,7 +459,16 @@ async fn prepare_volume(
         host: dir,
         read_only: true,
         managed: true,
+        token_refresh_at,
     })
+}
+
+/// The message of an API error (the Status's), else the error.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn default_mode(mode: Option<i32>) -> u32 {

@@ -80,6 +80,8 @@ pub struct RuntimeConfig {
     /// Period of CPU quotas ([`Limits::cpu_millicores`](crate::Limits::cpu_millicores)): a
     /// guest may use `millicores / 1000 * cpu_period` of CPU time per period.
     pub cpu_period: Duration,
+    /// What guests' outgoing HTTPS requests trust: the web PKI, plus e.g. the cluster CA.
+    pub outgoing_tls_roots: crate::TlsRoots,
 }
 
 impl RuntimeConfig {
@@ -96,6 +98,7 @@ impl RuntimeConfig {
             guest_threads: 0,
             guest_nice: DEFAULT_GUEST_NICE,
             cpu_period: DEFAULT_CPU_PERIOD,
+            outgoing_tls_roots: crate::TlsRoots::default(),
         }
     }
 }

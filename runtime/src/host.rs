@@ -80,6 +80,7 @@ pub(crate) struct ModuleHost {
 pub(crate) struct ComponentHost {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    outgoing: crate::outgoing::OutgoingHttp,
     table: ResourceTable,
     limiter: GuestLimiter,
 }
@@ -98,7 +99,7 @@ impl WasiHttpView for ComponentHost {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
+            hooks: &mut self.outgoing,
         }
     }
 }
@@ -171,6 +172,9 @@ impl StoreSettings<'_> {
         let host = ComponentHost {
             wasi: wasi.builder()?.build(),
             http: WasiHttpCtx::new(),
+            outgoing: crate::outgoing::OutgoingHttp {
+                tls: self.runtime.outgoing_tls_roots.client_config()?,
+            },
             table: ResourceTable::new(),
             limiter: self.limiter(),
         };

@@ -46,7 +46,9 @@
 //!   `n >= 126` with a trap). WASIp2's `wasi:cli/exit` only says ok or error, so a component
 //!   (including a preview1 program adapted into one) exits 0 or 1.
 //! - Guests get no network access (WASI sockets are denied) and no stdin; outgoing
-//!   `wasi:http` requests from HTTP handlers are allowed.
+//!   `wasi:http` requests (from HTTP handlers and commands alike) are sent by the host
+//!   (`outgoing`), trusting the web PKI and [`RuntimeConfig::outgoing_tls_roots`] (the
+//!   agent adds the cluster CA, so a guest can call the apiserver with its token).
 //! - The cache directory holds machine code that is loaded as trusted: keep it private to
 //!   the agent, never under a guest's preopened directory.
 //! - [`Runtime`] reserves address space for its whole instance pool up front (one slot per
@@ -81,6 +83,7 @@ mod http;
 mod limits;
 mod loader;
 mod outcome;
+mod outgoing;
 mod process;
 mod program;
 mod quota;
@@ -101,6 +104,7 @@ pub use http::{
 };
 pub use limits::Limits;
 pub use outcome::{Outcome, Stopper};
+pub use outgoing::TlsRoots;
 pub use process::ProcessSpec;
 pub use program::{Program, ProgramKind};
 pub use runtime::Runtime;

@@ -96,6 +96,7 @@ impl AgentCommand {
         let mut agent = self
             .node
             .agent_config(&data_dir, api, &ca_pem, index_from_name(&name))?;
+        agent.api_server = Some(server.clone());
         agent.client_rotation = Some(rotation::Rotation {
             slot,
             request,

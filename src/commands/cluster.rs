@@ -248,6 +248,7 @@ impl NodeArgs {
         config.log_server.bind = SocketAddr::new(bind_ip, port);
         config.log_server.client_ca_pem = Some(ca_pem.to_string());
         config.server_tls_bootstrap = true;
+        config.cluster_ca_pem = Some(ca_pem.to_string());
         config.compile_timeout = std::time::Duration::from_secs(self.wasm_compile_timeout);
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);

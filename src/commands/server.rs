@@ -298,9 +298,10 @@ impl ServerCommand {
                 &running.ca_pem,
                 slot,
             )?;
-            let agent = self
+            let mut agent = self
                 .node
                 .agent_config(&data_dir, node_client, &running.ca_pem, 1)?;
+            agent.api_server = Some(running.url.clone());
             node_name = Some(agent.node_name.clone());
             let started = wasmkube_agent::start(agent, shutdown.wait())
                 .await

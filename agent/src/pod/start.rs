@@ -104,7 +104,7 @@ pub(crate) async fn start_container(
         StartFailed::Config(message)
     };
     // Volumes are refreshed on every start (configMap, secret and downwardAPI content).
-    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths)
+    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths, &ctx.tokens)
         .await
         .map_err(|e| config_error(e.to_string()))?;
     let sources = env::fetch_sources(&ctx.client, &namespace, c)
@@ -133,10 +133,15 @@ pub(crate) async fn start_container(
             read_only: p.read_only,
         })
         .collect();
-    // The image's Env comes first; the container's overrides it.
+    // The image's Env comes first, then the apiserver's address (the kubelet's service
+    // variables); the container's overrides them.
     let mut environment = Environment::default();
     for (k, v) in &image.env {
         environment.set(k, v.clone());
+    }
+    if let Some((host, port)) = &ctx.api_server {
+        environment.set("KUBERNETES_SERVICE_HOST", host.clone());
+        environment.set("KUBERNETES_SERVICE_PORT", port.clone());
     }
     for (k, v) in container_env.into_vec() {
         environment.set(&k, v);

@@ -291,17 +291,37 @@ impl Worker {
                 }
             }
         }
-        if self.volumes.is_some() {
-            return;
-        }
         if let Some(at) = self.volume_retry_at
             && at > now
         {
             self.wake(at);
             return;
         }
+        if let Some(prepared) = &self.volumes {
+            // Prepared: again only when a service-account token is due for renewal.
+            let Some(refresh) = prepared.token_refresh_at() else {
+                return;
+            };
+            let wait = refresh
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                self.wake(now + wait);
+                return;
+            }
+            self.refresh_volumes(now).await;
+            return;
+        }
         let dir = self.ctx.pods_dir.join(&self.uid);
-        match volumes::prepare(&self.pod, &dir, &self.ctx.client, &self.ctx.host_paths).await {
+        match volumes::prepare(
+            &self.pod,
+            &dir,
+            &self.ctx.client,
+            &self.ctx.host_paths,
+            &self.ctx.tokens,
+        )
+        .await
+        {
             Ok(v) => {
                 if let Some((volume, message)) = v.refused() {
                     // Not retried: the containers fail with CreateContainerConfigError.
@@ -314,6 +334,7 @@ impl Worker {
                 }
                 self.volumes = Some(v);
                 self.volume_retry_at = None;
+                self.wake_for_token_refresh(now);
             }
             Err(e) => {
                 self.event(None, EventType::Warning, "FailedMount", e.to_string());
@@ -321,6 +342,45 @@ impl Worker {
                 self.volume_retry_at = Some(at);
                 self.wake(at);
             }
+        }
+    }
+
+    /// Prepares the volumes again to renew their service-account tokens (the kubelet rewrites
+    /// a projected volume when its token is at 80% of its life). On failure the old files
+    /// stay (their tokens are still valid for a while) and it is retried.
+    async fn refresh_volumes(&mut self, now: Instant) {
+        let dir = self.ctx.pods_dir.join(&self.uid);
+        match volumes::prepare(
+            &self.pod,
+            &dir,
+            &self.ctx.client,
+            &self.ctx.host_paths,
+            &self.ctx.tokens,
+        )
+        .await
+        {
+            Ok(v) => {
+                tracing::debug!("renewed the pod's service-account tokens");
+                self.volumes = Some(v);
+                self.volume_retry_at = None;
+                self.wake_for_token_refresh(now);
+            }
+            Err(e) => {
+                self.event(None, EventType::Warning, "FailedMount", e.to_string());
+                let at = now + VOLUME_RETRY;
+                self.volume_retry_at = Some(at);
+                self.wake(at);
+            }
+        }
+    }
+
+    /// Wakes the loop when the first service-account token of the volumes is due.
+    fn wake_for_token_refresh(&mut self, now: Instant) {
+        if let Some(refresh) = self.volumes.as_ref().and_then(PodVolumes::token_refresh_at) {
+            let wait = refresh
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            self.wake(now + wait.max(Duration::from_secs(1)));
         }
     }
 

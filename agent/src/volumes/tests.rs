@@ -37,6 +37,11 @@ impl ApiServer {
         self.server.dir()
     }
 
+    /// A token manager over the admin client.
+    fn tokens(&self) -> ServiceAccountTokens {
+        ServiceAccountTokens::new(self.client.clone())
+    }
+
     /// The hostPath rules of a node with data directory `<tmp>/server` that allows `<tmp>/host`.
     fn host_paths(&self) -> HostPathPolicy {
         fs::create_dir_all(self.dir().join("host")).expect("mkdir");
@@ -184,9 +189,15 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
         },
     ]);
     let pod_dir = api.dir().join("pods").join("0f0e-uid");
-    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
-        .await
-        .expect("prepare");
+    let volumes = prepare(
+        &pod,
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+        &api.tokens(),
+    )
+    .await
+    .expect("prepare");
 
     let config = volumes.get("config").expect("config");
     assert!(config.read_only);
@@ -218,9 +229,15 @@ async fn configmap_secret_downward_api_and_empty_dir_volumes_become_directories(
     fs::write(scratch.host.join("kept"), "x").expect("write");
 
     // Preparing again (a restart) keeps emptyDir content.
-    let again = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
-        .await
-        .expect("prepare again");
+    let again = prepare(
+        &pod,
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+        &api.tokens(),
+    )
+    .await
+    .expect("prepare again");
     assert_eq!(
         read(&again.get("scratch").expect("scratch").host.join("kept")),
         "x"
@@ -258,6 +275,7 @@ async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
         &pod_dir,
         &api.client,
         &api.host_paths(),
+        &api.tokens(),
     )
     .await
     .expect("prepare");
@@ -271,6 +289,7 @@ async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
         &pod_dir,
         &api.client,
         &api.host_paths(),
+        &api.tokens(),
     )
     .await
     .expect("refresh");
@@ -282,6 +301,7 @@ async fn items_select_keys_and_stale_keys_disappear_on_refresh() {
         &pod_dir,
         &api.client,
         &api.host_paths(),
+        &api.tokens(),
     )
     .await
     .expect_err("missing key");
@@ -306,9 +326,15 @@ async fn missing_objects_fail_the_mount_unless_optional() {
         }])
     };
     let pod_dir = api.dir().join("pods").join("m");
-    let err = prepare(&missing(None), &pod_dir, &api.client, &api.host_paths())
-        .await
-        .expect_err("absent secret");
+    let err = prepare(
+        &missing(None),
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+        &api.tokens(),
+    )
+    .await
+    .expect_err("absent secret");
     assert_eq!(
         err.to_string(),
         "MountVolume.SetUp failed for volume \"creds\" : secret \"absent\" not found"
@@ -318,6 +344,7 @@ async fn missing_objects_fail_the_mount_unless_optional() {
         &pod_dir,
         &api.client,
         &api.host_paths(),
+        &api.tokens(),
     )
     .await
     .expect("optional");
@@ -351,6 +378,7 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
         &pod_dir,
         &api.client,
         &policy,
+        &api.tokens(),
     )
     .await
     .expect_err("absent directory");
@@ -358,15 +386,22 @@ async fn host_paths_are_checked_or_created_and_mounts_become_preopens() {
         err.to_string().contains("is not an existing directory"),
         "{err}"
     );
-    let err = prepare(&host_path(Some("File")), &pod_dir, &api.client, &policy)
-        .await
-        .expect_err("file type");
+    let err = prepare(
+        &host_path(Some("File")),
+        &pod_dir,
+        &api.client,
+        &policy,
+        &api.tokens(),
+    )
+    .await
+    .expect_err("file type");
     assert!(err.to_string().contains("only directories"), "{err}");
     let volumes = prepare(
         &host_path(Some("DirectoryOrCreate")),
         &pod_dir,
         &api.client,
         &policy,
+        &api.tokens(),
     )
     .await
     .expect("created");
@@ -452,9 +487,15 @@ async fn a_host_path_outside_the_allow_list_or_in_the_data_dir_is_refused_for_ev
             }),
             ..volume("h")
         }]);
-        let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
-            .await
-            .expect("a refusal is not a set-up failure");
+        let volumes = prepare(
+            &pod,
+            &pod_dir,
+            &api.client,
+            &api.host_paths(),
+            &api.tokens(),
+        )
+        .await
+        .expect("a refusal is not a set-up failure");
         let (volume, message) = volumes.refused().expect("refused");
         assert_eq!(volume, "h");
         assert!(message.contains("not allowed"), "{message}");
@@ -477,9 +518,15 @@ async fn a_sub_path_through_a_symlink_a_guest_made_does_not_leave_the_volume() {
         ..volume("shared")
     }]);
     let pod_dir = api.dir().join("pods").join("s");
-    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
-        .await
-        .expect("prepare");
+    let volumes = prepare(
+        &pod,
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+        &api.tokens(),
+    )
+    .await
+    .expect("prepare");
     let shared = volumes.get("shared").expect("shared").host.clone();
     // What an init container can do in its emptyDir: links up and out.
     std::os::unix::fs::symlink("../../..", shared.join("esc")).expect("symlink");
@@ -519,9 +566,15 @@ async fn sub_path_expr_expands_the_containers_environment() {
         ..volume("logs")
     }]);
     let pod_dir = api.dir().join("pods").join("e");
-    let volumes = prepare(&pod, &pod_dir, &api.client, &api.host_paths())
-        .await
-        .expect("prepare");
+    let volumes = prepare(
+        &pod,
+        &pod_dir,
+        &api.client,
+        &api.host_paths(),
+        &api.tokens(),
+    )
+    .await
+    .expect("prepare");
     let container = Container {
         name: "main".into(),
         volume_mounts: Some(vec![VolumeMount {
@@ -558,4 +611,89 @@ fn only_plain_relative_paths_are_accepted() {
         Some(2)
     );
     assert_eq!(relative_path(""), None);
+}
+
+#[tokio::test]
+async fn a_projected_service_account_token_is_bound_to_the_pod_and_renewed_at_80_percent() {
+    use k8s_openapi::api::core::v1::{ServiceAccount, ServiceAccountTokenProjection};
+    use kube::Api;
+    let api = apiserver().await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(api.client.clone(), "default");
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(e) if wasmkube_client::status::is_already_exists(&e) => {}
+        Err(e) => panic!("creating the account: {e}"),
+    }
+    // The token is bound to a pod that exists: create it, then mount its projection.
+    let projected = Volume {
+        projected: Some(k8s_openapi::api::core::v1::ProjectedVolumeSource {
+            default_mode: Some(0o600),
+            sources: Some(vec![k8s_openapi::api::core::v1::VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: "token".into(),
+                    expiration_seconds: Some(3607),
+                    audience: None,
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..volume("kube-api-access-test1")
+    };
+    let mut wanted = pod(vec![]);
+    wanted.metadata.uid = None;
+    let spec = wanted.spec.as_mut().expect("spec");
+    spec.automount_service_account_token = Some(false);
+    spec.containers = vec![Container {
+        name: "app".into(),
+        image: Some("wasmkube.local/samples/hello:v1".into()),
+        ..Container::default()
+    }];
+    let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
+    let mut created = pods
+        .create(&PostParams::default(), &wanted)
+        .await
+        .expect("pod");
+    created.spec.as_mut().expect("spec").volumes = Some(vec![projected]);
+    let pod_dir = api.dir().join("pods").join("token");
+    let tokens = api.tokens();
+    let before = std::time::SystemTime::now();
+    let volumes = prepare(&created, &pod_dir, &api.client, &api.host_paths(), &tokens)
+        .await
+        .expect("prepare");
+    let dir = &volumes.get("kube-api-access-test1").expect("volume").host;
+    let token = read(&dir.join("token"));
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert_eq!(mode(&dir.join("token")), 0o600);
+    assert_eq!(mode(dir), 0o700);
+    let after = std::time::SystemTime::now();
+    // 80% of the lifetime the server granted, counted from when the node got the token:
+    // between the request and its answer (less a second the server's whole-second
+    // expiry may cut).
+    let refresh = volumes.token_refresh_at().expect("a refresh time");
+    let at_80 = std::time::Duration::from_secs_f64(3607.0 * 0.8);
+    let took = after.duration_since(before).expect("later");
+    assert!(
+        refresh >= before + at_80 - took - std::time::Duration::from_secs(1)
+            && refresh <= after + at_80,
+        "renewed at 80% of 3607 s: {refresh:?} is not within {before:?} .. {after:?} + {at_80:?}"
+    );
+
+    // Preparing again before then reuses the token; a forgotten pod gets a new one.
+    let again = prepare(&created, &pod_dir, &api.client, &api.host_paths(), &tokens)
+        .await
+        .expect("prepare again");
+    assert_eq!(read(&dir.join("token")), token);
+    assert_eq!(again.token_refresh_at(), Some(refresh));
+    tokens.forget_pod(created.metadata.uid.as_deref().expect("uid"));
+    prepare(&created, &pod_dir, &api.client, &api.host_paths(), &tokens)
+        .await
+        .expect("prepare a third time");
+    assert_ne!(read(&dir.join("token")), token);
 }

@@ -202,6 +202,7 @@ impl Worker {
 
     pub(super) async fn cleanup(self) {
         self.ctx.network.release(&self.uid);
+        self.ctx.tokens.forget_pod(&self.uid);
         self.ctx
             .logs
             .remove_pod(&self.namespace, &self.name, &self.uid);
