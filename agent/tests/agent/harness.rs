@@ -50,6 +50,22 @@ impl Cluster {
             .with_test_writer()
             .try_init();
         let api = TestApiserver::start().await.expect("apiserver starts");
+        // Pods need their namespace's `default` ServiceAccount and the `kube-root-ca.crt`
+        // their token volume projects: the two controllers that make them, as in every
+        // cluster.
+        let controllers = wasmkube_controllers::ControllersConfig {
+            controllers: vec!["serviceaccount".into(), "root-ca-cert-publisher".into()],
+            leader_election: None,
+            root_ca: Some(
+                std::fs::read_to_string(api.dir().join("pki").join("ca.crt")).expect("ca"),
+            ),
+            ..wasmkube_controllers::ControllersConfig::default()
+        };
+        tokio::spawn(wasmkube_controllers::run(
+            api.client(),
+            controllers,
+            std::future::pending::<()>(),
+        ));
         let mut cluster = Cluster {
             client: api.client(),
             agent: None,

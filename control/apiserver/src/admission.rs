@@ -6,7 +6,8 @@
 //! 1. [`namespace_lifecycle`]: content is created only in a namespace that exists and is not
 //!    terminating (before anything else, so a missing namespace is a 404 whatever the body).
 //! 2. Mutating: [`limit_ranger`] sets the namespace's default requests and limits on a new
-//!    pod. The write path then validates the object.
+//!    pod; [`service_account`] checks the pod's ServiceAccount exists and mounts its token.
+//!    The write path then validates the object.
 //! 3. Validating: [`pod_security`] (enforce, audit, warn; namespace labels), the
 //!    [`limit_ranger`]'s min/max/ratio, and [`resource_quota`] last, which charges the
 //!    namespace's quotas for what it admits.
@@ -19,6 +20,7 @@ pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod pod_security;
 pub mod resource_quota;
+pub mod service_account;
 
 use std::collections::BTreeMap;
 
@@ -76,7 +78,8 @@ fn is_pod(req: &Request<'_>) -> bool {
     req.rt.group.is_empty() && req.rt.kind == "Pod"
 }
 
-/// The mutating plugins, on a new object after defaulting: LimitRange defaults for pods.
+/// The mutating plugins, on a new object after defaulting: LimitRange defaults for pods,
+/// then the ServiceAccount plugin.
 pub async fn mutate(req: &Request<'_>, op: Operation, obj: &mut Value) -> ApiResult<()> {
     if op != Operation::Create || !is_pod(req) {
         return Ok(());
@@ -95,7 +98,7 @@ pub async fn mutate(req: &Request<'_>, op: Operation, obj: &mut Value) -> ApiRes
             status.insert("qosClass".into(), Value::String(qos.into()));
         }
     }
-    Ok(())
+    service_account::admit_pod(req, namespace, obj).await
 }
 
 /// The validating plugins. `namespace` is the object's namespace (from

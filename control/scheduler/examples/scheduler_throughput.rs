@@ -34,6 +34,16 @@ async fn main() -> Result<()> {
     })
     .await?;
     let client = api.client();
+    // The pods run as their namespace's `default` ServiceAccount, which its controller makes.
+    tokio::spawn(wasmkube_controllers::run(
+        client.clone(),
+        wasmkube_controllers::ControllersConfig {
+            controllers: vec!["serviceaccount".into()],
+            leader_election: None,
+            ..wasmkube_controllers::ControllersConfig::default()
+        },
+        std::future::pending::<()>(),
+    ));
 
     let started = Instant::now();
     let node_api: Api<Node> = Api::all(client.clone());

@@ -57,6 +57,18 @@ impl RunningScheduler {
 impl Cluster {
     async fn start() -> Result<Cluster> {
         let api = TestApiserver::start().await?;
+        // Pods need their namespace's `default` ServiceAccount (the ServiceAccount
+        // admission); its controller makes it, as in every cluster.
+        let accounts = wasmkube_controllers::ControllersConfig {
+            controllers: vec!["serviceaccount".into()],
+            leader_election: None,
+            ..wasmkube_controllers::ControllersConfig::default()
+        };
+        tokio::spawn(wasmkube_controllers::run(
+            api.client(),
+            accounts,
+            std::future::pending::<()>(),
+        ));
         Ok(Cluster {
             client: api.client(),
             _api: api,

@@ -219,6 +219,9 @@ fn volume_errors(volumes: &[Value], path: &FieldPath) -> (BTreeSet<String>, Vec<
 }
 
 fn volume_source_errors(kind: &str, source: &Value, path: &FieldPath) -> Vec<FieldError> {
+    if kind == "projected" {
+        return projected_errors(source, path);
+    }
     let required = match kind {
         "hostPath" => "path",
         "secret" => "secretName",
@@ -233,6 +236,41 @@ fn volume_source_errors(kind: &str, source: &Value, path: &FieldPath) -> Vec<Fie
         return host_path_errors(source, path);
     }
     Vec::new()
+}
+
+/// A projected volume's `serviceAccountToken` sources: a path, and a lifetime of 10 minutes
+/// to 2^32 seconds (Kubernetes' `validateProjectionSources`).
+fn projected_errors(source: &Value, path: &FieldPath) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (i, projection) in get_list(source, "sources").iter().enumerate() {
+        let Some(token) = projection
+            .get("serviceAccountToken")
+            .filter(|t| !t.is_null())
+        else {
+            continue;
+        };
+        let p = path.child("sources").index(i).child("serviceAccountToken");
+        if get_str(token, "path").is_empty() {
+            errs.push(FieldError::required(&p.child("path"), ""));
+        }
+        if let Some(seconds) = token.get("expirationSeconds").and_then(Value::as_i64) {
+            let field = p.child("expirationSeconds");
+            if seconds < 600 {
+                errs.push(FieldError::invalid(
+                    &field,
+                    seconds,
+                    "may not specify a duration less than 10 minutes",
+                ));
+            } else if seconds > 1 << 32 {
+                errs.push(FieldError::invalid(
+                    &field,
+                    seconds,
+                    "may not specify a duration larger than 2^32 seconds",
+                ));
+            }
+        }
+    }
+    errs
 }
 
 /// The host path types Kubernetes knows, as its error lists them.

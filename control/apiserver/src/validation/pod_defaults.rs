@@ -225,6 +225,16 @@ fn default_volume(v: &mut Map<String, Value>) {
             set_default(s, "defaultMode", json!(420));
         }
     }
+    // A projected service-account token lives an hour unless it says otherwise.
+    if let Some(Value::Array(sources)) = v.get_mut("projected").and_then(|p| p.get_mut("sources")) {
+        for token in sources
+            .iter_mut()
+            .filter_map(|s| s.get_mut("serviceAccountToken"))
+            .filter_map(Value::as_object_mut)
+        {
+            set_default(token, "expirationSeconds", json!(3600));
+        }
+    }
     if let Some(h) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
         set_default(h, "type", json!(""));
     }
