@@ -1,7 +1,13 @@
 //! ServiceAccount tokens through the real kubectl: `kubectl create token` (the TokenRequest
 //! API), the token as a bearer credential (`kubectl auth whoami` shows the account, RBAC
 //! decides what it may do), and the ways a token stops working: its account or bound pod
-//! deleted (or replaced by one of the same name), or its expiry passed (401).
+//! deleted (or replaced by one of the same name), or its expiry passed (401). Then the same
+//! from inside a wasm pod: the ServiceAccount admission mounts a token the node requests and
+//! writes, and the `api-client` sample calls the apiserver with it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -10,7 +16,7 @@ use wasmkube_apiserver::serviceaccount::{
     ObjectRef, ServiceAccountConfig, ServiceAccounts, TokenSpec,
 };
 
-use crate::harness::TestCluster;
+use crate::harness::{NodeSpec, TestCluster, poll_until};
 use crate::rbac::kubeconfig_flag;
 
 /// kubectl's answer to a request whose credentials the server refuses.
@@ -246,5 +252,170 @@ async fn a_pod_bound_token_dies_with_its_pod_and_an_expired_token_gets_401() -> 
         bail!("an expired token was accepted: {}", out.stdout);
     }
     assert!(out.stderr.contains(UNAUTHORIZED), "{}", out.stderr);
+    Ok(())
+}
+
+/// How long a pod may take to start (compiling a new component on a loaded machine).
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Waits until `kubectl logs POD` shows a line containing `wanted`; the logs.
+async fn wait_logs(cluster: &TestCluster, pod: &str, wanted: &str) -> Result<String> {
+    poll_until(
+        &format!("kubectl logs {pod} to show {wanted:?}"),
+        START_DEADLINE,
+        || async {
+            let out = cluster.kubectl(&["logs", pod]).await?;
+            if out.stdout.contains(wanted) {
+                return Ok(Some(out.stdout));
+            }
+            let describe = cluster.kubectl(&["describe", "pod", pod]).await?;
+            bail!("logs:\n{}{}\n{}", out.stdout, out.stderr, describe.stdout)
+        },
+    )
+    .await
+}
+
+/// The pod's token directory on the node (`<data-dir>/agent/pods/<uid>/volumes/<volume>`).
+fn token_dir(cluster: &TestCluster, uid: &str, volume: &str) -> PathBuf {
+    cluster
+        .data_dir()
+        .join("agent/pods")
+        .join(uid)
+        .join("volumes")
+        .join(volume)
+}
+
+#[tokio::test]
+async fn a_wasm_pod_lists_pods_with_its_own_token_once_a_role_allows_it() -> Result<()> {
+    let Some(cluster) = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("embedded"))
+        .start_with_samples("a_wasm_pod_lists_pods_with_its_own_token_once_a_role_allows_it")
+        .await?
+    else {
+        return Ok(());
+    };
+    // A pod whose account does not exist is refused, in Kubernetes' words.
+    let mut ghost = cluster.sample_pod("api-client")?;
+    ghost["metadata"]["name"] = json!("ghost");
+    ghost["spec"]["serviceAccountName"] = json!("ghost");
+    let out = cluster
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&ghost.to_string()))
+        .await?;
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "pods \"ghost\" is forbidden: error looking up service account default/ghost: serviceaccount \"ghost\" not found"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    cluster.apply_sample("api-client").await?;
+    let pod = cluster
+        .kubectl_json(&["get", "pod", "api-client", "-o", "json"])
+        .await?;
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| {
+            v.iter().find(|v| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("kube-api-access-"))
+            })
+        })
+        .context("the admission added no kube-api-access volume")?
+        .clone();
+    let volume_name = volume["name"].as_str().context("a name")?.to_string();
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"],
+        json!({"expirationSeconds": 3607, "path": "token"})
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0],
+        json!({"name": volume_name, "readOnly": true,
+               "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    );
+
+    // Its account may not list pods yet: the guest's own request is refused.
+    let logs = wait_logs(&cluster, "api-client", "-> 403").await?;
+    assert!(
+        logs.contains("system:serviceaccount:default:api-client")
+            && logs.contains("cannot list resource"),
+        "{logs}"
+    );
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "rolebinding",
+            "api-client-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:api-client",
+        ])
+        .await?;
+    let logs = wait_logs(&cluster, "api-client", "-> 200").await?;
+    assert!(logs.contains("\"kind\":\"PodList\""), "{logs}");
+    assert!(logs.contains("\"name\":\"api-client\""), "{logs}");
+
+    // The files the node wrote: private directory, the volume's mode, the pod's token.
+    let uid = pod["metadata"]["uid"].as_str().context("uid")?;
+    let dir = token_dir(&cluster, uid, &volume_name);
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&dir)?, 0o700);
+    assert_eq!(mode(&dir.join("token"))?, 0o644, "defaultMode 420");
+    assert_eq!(std::fs::read_to_string(dir.join("namespace"))?, "default");
+    assert!(std::fs::read_to_string(dir.join("ca.crt"))?.contains("BEGIN CERTIFICATE"));
+    let token = std::fs::read_to_string(dir.join("token"))?;
+    let c = claims(&token)?;
+    assert_eq!(c["kubernetes.io"]["pod"]["uid"], json!(uid));
+    assert_eq!(c["kubernetes.io"]["node"]["name"], "embedded");
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(3607)
+    );
+
+    // The pod's token works from outside too, until the pod is deleted.
+    let flag = kubeconfig_flag(&cluster.token_kubeconfig("from-pod", &token)?);
+    assert_eq!(
+        whoami(&cluster, &flag).await?["username"],
+        "system:serviceaccount:default:api-client"
+    );
+    cluster
+        .kubectl_ok(&[
+            "delete",
+            "pod",
+            "api-client",
+            "--grace-period=1",
+            "--wait=true",
+        ])
+        .await?;
+    let err = cluster.kubectl_fails(&[&flag, "auth", "whoami"]).await?;
+    assert!(err.contains(UNAUTHORIZED), "{err}");
+
+    // automountServiceAccountToken: false on the account: no token volume.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            r#"{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "quiet"},
+                "automountServiceAccountToken": false}"#,
+        )
+        .await?;
+    let mut quiet = cluster.sample_pod("api-client")?;
+    quiet["metadata"]["name"] = json!("quiet");
+    quiet["spec"]["serviceAccountName"] = json!("quiet");
+    cluster.apply_json(&quiet).await?;
+    let pod = cluster
+        .kubectl_json(&["get", "pod", "quiet", "-o", "json"])
+        .await?;
+    assert!(
+        pod["spec"].get("volumes").is_none_or(|v| v == &json!([])),
+        "{pod}"
+    );
+    let logs = wait_logs(&cluster, "quiet", "no token at").await?;
+    assert!(
+        logs.contains("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "{logs}"
+    );
     Ok(())
 }
