@@ -120,6 +120,15 @@ async fn a_created_token_acts_as_its_service_account_until_the_account_is_delete
         .kubectl_fails(&[robot, "get", "pods", "-n", "default"])
         .await?;
 
+    // A token meant for another audience is the account's all the same, but not for the API.
+    let vault = create_token(&cluster, &["robot", "-n", "team", "--audience=vault"]).await?;
+    assert_eq!(claims(&vault)?["aud"], json!(["vault"]));
+    let vault = kubeconfig_flag(&cluster.token_kubeconfig("vault", &vault)?);
+    let err = cluster
+        .kubectl_fails(&[&vault, "get", "pods", "-n", "team"])
+        .await?;
+    assert!(err.contains(UNAUTHORIZED), "{err}");
+
     // Deleting the account revokes the token, and an account of the same name is another.
     cluster
         .kubectl_ok(&["delete", "serviceaccount", "robot", "-n", "team"])
