@@ -613,13 +613,25 @@ async fn slow_watchers_are_closed_with_their_buffers_freed_and_resume() -> Resul
     let admin = cluster.client().await?;
     let before = peak_rss(&cluster)?;
 
-    // Watchers that never read what they asked for.
+    // Watchers that never read what they asked for. Each watches from the resourceVersion of
+    // a list, as client-go's reflector and kube-rs' watcher do, so that a watcher that got no
+    // event at all still knows where to resume: watching again from `0` would not resume but
+    // start over, with the current state as ADDED events in name order (big-0, big-1,
+    // big-10, ...) and whatever else the namespace holds.
+    let listed = raw::get(&admin, CONFIGMAPS).await?;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed = listed.json()?;
+    let list_rv = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .context("the list's resourceVersion")?
+        .to_owned();
     let mut slow = Vec::new();
     for i in 0..WATCHERS {
         let mut stream =
             connect_with_groups(&cluster, &format!("slow-{i}"), &["system:masters"]).await?;
         let request = format!(
-            "GET {CONFIGMAPS}?watch=true HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET {CONFIGMAPS}?watch=true&resourceVersion={list_rv} HTTP/1.1\r\n\
+             Host: localhost\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         stream.flush().await?;
@@ -712,7 +724,7 @@ async fn slow_watchers_are_closed_with_their_buffers_freed_and_resume() -> Resul
             .as_str()
             .context("a resourceVersion")?
             .to_owned(),
-        None => "0".to_owned(),
+        None => list_rv,
     };
     let resumed = raw::get(
         &admin,
