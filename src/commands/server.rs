@@ -93,6 +93,8 @@ pub(crate) struct ServerCommand {
     /// (comma-separated) [default: the issuers].
     #[arg(long, value_name = "AUD[,AUD]", value_delimiter = ',')]
     api_audiences: Vec<String>,
+    #[command(flatten)]
+    audit: Box<AuditArgs>,
     /// Run only the control plane: no node agent in this process (join agents with `wasmkube agent`).
     #[arg(long)]
     disable_agent: bool,
@@ -149,6 +151,40 @@ impl LimitArgs {
                 idle_timeout: Duration::from_secs(self.idle_connection_timeout),
             },
             store_min_free_bytes: self.store_min_free_bytes,
+        }
+    }
+}
+
+/// kube-apiserver's audit flags (boxed: they would make every subcommand as large).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Auditing")]
+struct AuditArgs {
+    /// An audit.k8s.io/v1 Policy (YAML or JSON) saying which requests are audited at which
+    /// level; without it nothing is audited (as kube-apiserver).
+    #[arg(long, value_name = "PATH")]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events are written as JSON lines; `-` is standard output.
+    #[arg(long, value_name = "PATH")]
+    audit_log_path: Option<PathBuf>,
+    /// Megabytes of audit log before it is rotated (0: 100).
+    #[arg(long, default_value_t = 0, value_name = "MB")]
+    audit_log_maxsize: u64,
+    /// Rotated audit log files kept (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    audit_log_maxbackup: usize,
+    /// Days rotated audit log files are kept (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    audit_log_maxage: u64,
+}
+
+impl AuditArgs {
+    fn config(&self) -> wasmkube_apiserver::audit::AuditConfig {
+        wasmkube_apiserver::audit::AuditConfig {
+            policy_file: self.audit_policy_file.clone(),
+            log_path: self.audit_log_path.clone(),
+            log_max_size_mb: self.audit_log_maxsize,
+            log_max_backups: self.audit_log_maxbackup,
+            log_max_age_days: self.audit_log_maxage,
         }
     }
 }
@@ -238,6 +274,7 @@ impl ServerCommand {
                 key_files: self.service_account_key_files.clone(),
                 api_audiences: self.api_audiences.clone(),
             },
+            audit: self.audit.config(),
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -13,8 +13,8 @@
 //!    namespace's quotas for what it admits.
 //!
 //! An admitted write may carry warnings (`Warning: 299 - "..."` headers kubectl prints) and
-//! audit annotations ([`Outcome`]). There is no audit log yet: the annotations are logged
-//! with `tracing` (target `audit`) for the audit backend to pick up when it comes.
+//! audit annotations ([`Outcome`]), which go to the request's audit events
+//! (`crate::audit::annotate`).
 
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
@@ -125,7 +125,7 @@ pub async fn validate(
             if let Some((meta, spec)) = pod_security::pod_parts(obj) {
                 let decision = pod_security::admit_pod(&policy, &meta, &spec);
                 if let Some(refused) = &decision.refused {
-                    log_audit(req, obj, &decision.audit);
+                    log_audit(&decision.audit);
                     return Err(ApiError::forbidden_object(
                         rt.group,
                         rt.plural,
@@ -160,7 +160,7 @@ pub async fn validate(
         }
         resource_quota::admit(req, namespace, obj, dry_run).await?;
     }
-    log_audit(req, obj, &outcome.audit_annotations);
+    log_audit(&outcome.audit_annotations);
     Ok(outcome)
 }
 
@@ -230,18 +230,9 @@ fn decoded(items: Vec<KeyValue>) -> ApiResult<Vec<Value>> {
     items.iter().map(object::decode).collect()
 }
 
-/// Records a request's audit annotations (until an audit log exists, in the log).
-fn log_audit(req: &Request<'_>, obj: &Value, annotations: &BTreeMap<String, String>) {
-    if annotations.is_empty() {
-        return;
+/// Adds a request's audit annotations to its audit events (`crate::audit`).
+fn log_audit(annotations: &BTreeMap<String, String>) {
+    for (key, value) in annotations {
+        crate::audit::annotate(key, value);
     }
-    tracing::info!(
-        target: "audit",
-        user = req.user.as_ref().map_or("", |u| u.user.as_str()),
-        resource = req.rt.plural,
-        namespace = req.store_namespace().unwrap_or(""),
-        name = object::name(obj),
-        annotations = ?annotations,
-        "admission audit annotations"
-    );
 }

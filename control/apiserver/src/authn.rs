@@ -13,7 +13,9 @@
 //!
 //! The same middleware then applies impersonation (`crate::impersonation`) and asks the
 //! authorizer chain (`crate::authz`) about the request: authentication, impersonation and
-//! authorization run in kube-apiserver's order before any handler.
+//! authorization run in kube-apiserver's order before any handler. It tells the audit
+//! middleware around it (`crate::audit`) who the requester is, whom it impersonates and
+//! what the authorizer decided.
 
 use std::sync::{Arc, RwLock};
 
@@ -425,6 +427,7 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
             None => return unauthorized(&req, "no credentials"),
         },
     };
+    crate::audit::authenticated(&identity).await;
     let identity = match crate::impersonation::impersonate(
         authn.authorizer.as_ref(),
         identity,
@@ -433,6 +436,7 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
+    crate::audit::impersonated(&identity);
     let info = resolve_request(
         req.method(),
         req.uri().path(),
@@ -443,6 +447,7 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
             user: &identity,
             request: &info,
         });
+        crate::audit::authorized(&decision);
         if !matches!(decision, Decision::Allow(_)) {
             tracing::debug!(user = %identity.user, verb = %info.verb, path = %info.path, "forbidden");
             return forbidden(&identity, &info, decision.reason()).into_response();

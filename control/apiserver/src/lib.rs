@@ -1,6 +1,6 @@
 //! The wasmkube apiserver: the Kubernetes REST API over a revisioned [`Store`].
 //!
-//! Request flow: TLS (`serve`) -> authentication (`authn`), impersonation
+//! Request flow: TLS (`serve`) -> auditing (`audit`) -> authentication (`authn`), impersonation
 //! (`impersonation`) and authorization (`authz`, `rbac`) -> axum router (`routes`)
 //! -> generic handlers (`handlers`) keyed by the [`registry::Registry`] -> object storage
 //! (`storage`) -> the store. Watches stream from the store's watch (`watch`).
@@ -8,6 +8,7 @@
 //! from the same registry. `/metrics` serves the request and watch counters (`metrics`).
 
 pub mod admission;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_token;

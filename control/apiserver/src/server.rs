@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::state::AppState;
 
+/// How long a stopping server waits for the audit log's last events to be written.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything `wasmkube server` configures.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -36,6 +39,8 @@ pub struct Config {
     pub cluster_signing_duration: Duration,
     /// Service-account token issuers, keys and audiences.
     pub service_accounts: crate::serviceaccount::ServiceAccountConfig,
+    /// Auditing (`--audit-policy-file`, `--audit-log-*`); the default audits nothing.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// The default of [`Config::cluster_signing_duration`]: one year, as Kubernetes'.
@@ -71,7 +76,7 @@ impl Config {
     /// `wasmkube server`'s defaults for a server with its data in `data_dir` listening on
     /// `bind`: no extra SANs, watch history of 100,000 events and 300 s, 300 s default
     /// tolerations, RBAC authorization, the data directory's own encryption configuration,
-    /// certificates signed for a year.
+    /// certificates signed for a year, no auditing.
     pub fn new(data_dir: impl Into<PathBuf>, bind: SocketAddr) -> Config {
         Config {
             data_dir: data_dir.into(),
@@ -84,6 +89,7 @@ impl Config {
             encryption_provider_config: None,
             cluster_signing_duration: DEFAULT_CLUSTER_SIGNING_DURATION,
             service_accounts: Default::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -110,6 +116,9 @@ pub enum StartError {
     /// The service-account keys cannot be loaded or created.
     #[error("cannot set up service-account tokens: {0}")]
     ServiceAccountKeys(#[source] crate::serviceaccount::KeyError),
+    /// The audit policy or log cannot be used.
+    #[error("cannot start auditing: {0}")]
+    Audit(#[source] crate::audit::AuditError),
     /// The client certificate for node agents cannot be loaded.
     #[error("cannot set up the node agent client: {0}")]
     NodeClient(String),
@@ -200,6 +209,8 @@ pub async fn start_with_limits(
         source,
     })?;
     crate::validation::set_default_toleration_seconds(config.default_toleration_seconds);
+    let (audit, audit_stopped) =
+        crate::audit::Audit::start(&config.audit).map_err(StartError::Audit)?;
     let store = wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
         history_max_events: config.history_max_events,
         history_max_age: config.history_max_age,
@@ -296,14 +307,16 @@ pub async fn start_with_limits(
         in_flight,
         crate::inflight::limit,
     ));
-    let app = crate::authn::require_authentication(routes, authn)
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = crate::authn::require_authentication(routes, authn);
+    let app = crate::audit::layer(app, audit).layer(tower_http::trace::TraceLayer::new_for_http());
     let tls = pki.server_config();
     let serving = crate::serve::serve_tls_with(listener, tls, app, limits.serve, shutdown);
     let task = tokio::spawn(async move {
         let served = serving.await;
         // Ends the background tasks, which hold the store open.
         state.set_stopped();
+        // The last audit events reach the log (the router and its requests are gone).
+        audit_stopped.wait(AUDIT_FLUSH_TIMEOUT).await;
         served
     });
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "apiserver serving");
