@@ -87,6 +87,15 @@ pub(crate) struct ApiCommand {
     /// Print the figures as one JSON document instead of a table.
     #[arg(long)]
     json: bool,
+    /// An extra argument for the `wasmkube server` the bench starts (repeatable), e.g.
+    /// `--server-arg=--audit-policy-file=policy.yaml`.
+    #[arg(
+        long = "server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        conflicts_with = "kubeconfig"
+    )]
+    server_args: Vec<String>,
 }
 
 impl ApiCommand {
@@ -97,7 +106,8 @@ impl ApiCommand {
             Some(path) => Target::from_kubeconfig(path).await?,
             None => {
                 eprintln!("starting wasmkube server ...");
-                Target::start_server(wasmkube, self.data_dir.clone()).await?
+                Target::start_server_with(wasmkube, self.data_dir.clone(), &self.server_args)
+                    .await?
             }
         };
         let outcome = self.measure(&target).await;

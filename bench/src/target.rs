@@ -27,17 +27,9 @@ pub(crate) struct Target {
 
 impl Target {
     /// Starts `wasmkube server` (of the binary `wasmkube`) on a free loopback port with a data
-    /// dir under `data_dir` (a fresh temporary directory when `None`) and waits until it is
-    /// ready.
-    pub(crate) async fn start_server(
-        wasmkube: &Path,
-        data_dir: Option<PathBuf>,
-    ) -> anyhow::Result<Self> {
-        Self::start_server_with(wasmkube, data_dir, &[]).await
-    }
-
-    /// Like [`Target::start_server`], with `extra_args` appended to `wasmkube server`'s
-    /// command line (e.g. `--max-pods 2000` for the embedded agent).
+    /// dir under `data_dir` (a fresh temporary directory when `None`), `extra_args` appended
+    /// to its command line (e.g. `--max-pods 2000` for the embedded agent), and waits until
+    /// it is ready.
     pub(crate) async fn start_server_with(
         wasmkube: &Path,
         data_dir: Option<PathBuf>,
@@ -498,7 +490,8 @@ mod tests {
     #[tokio::test]
     async fn a_missing_wasmkube_binary_names_the_build_command() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let Err(e) = Target::start_server(&dir.path().join("wasmkube"), None).await else {
+        let Err(e) = Target::start_server_with(&dir.path().join("wasmkube"), None, &[]).await
+        else {
             panic!("a missing binary must fail");
         };
         assert!(

@@ -10,12 +10,16 @@
 //! processes joined with the server's token (or the server's embedded agent), with the sample
 //! images (`samples/build --oci`) or modules written at test time imported into their stores.
 //!
+//! `audit` reads the audit log a policy file asks for, after kubectl commands as several
+//! users.
+//!
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
 mod admission;
 mod api_kubectl;
 mod api_semantics;
+mod audit;
 mod bad_input;
 mod cascading;
 mod certificates;

@@ -385,7 +385,12 @@ impl RequestAudit {
         let is_object_write = matches!(self.info.verb.as_str(), "create" | "update");
         if level < Level::Request {
             if is_object_write && let Some(reference) = event.object_ref.as_mut() {
-                fill_reference_from_json(reference, body);
+                let content_type = header(&self.request_headers, http::header::CONTENT_TYPE);
+                if content_type.is_empty() || content_type.contains("json") {
+                    fill_reference_from_json(reference, body);
+                } else if let Some(object) = decode_request(&self.request_headers, body) {
+                    fill_reference(reference, object.get("metadata"));
+                }
             }
             return;
         }
