@@ -2,7 +2,8 @@
 //! kubectl: every request is in the log once per stage at the level the policy gives it,
 //! with kube-apiserver's `audit.k8s.io/v1` Event fields; Secrets' bodies never appear; a
 //! refused request carries the authorizer's decision; a small `--audit-log-maxsize` rotates
-//! the log into at most `--audit-log-maxbackup` backups.
+//! the log into at most `--audit-log-maxbackup` backups; an unusable policy file stops the
+//! server with its path and what is wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -491,4 +492,57 @@ async fn every_request_is_logged_once_per_stage_at_its_policy_level() -> Result<
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn an_unusable_audit_policy_stops_the_server_with_the_path_and_the_reason() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(
+        &invalid,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Verbose\n",
+    )?;
+    let wildcard = dir.path().join("wildcard.yaml");
+    std::fs::write(
+        &wildcard,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    \
+         nonResourceURLs: [\"/api*/v1\"]\n",
+    )?;
+    let missing = dir.path().join("missing.yaml");
+    for (policy, reason) in [
+        (&invalid, "unknown variant `Verbose`"),
+        (
+            &wildcard,
+            "rules[0].nonResourceURLs[0]: \"/api*/v1\": non-resource URL wildcards '*' must be the final character of the rule",
+        ),
+        (&missing, "cannot read the audit policy file"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args([
+                "server",
+                "--disable-agent",
+                "--bind",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .arg(format!("--audit-policy-file={}", policy.display()))
+            .arg(format!(
+                "--audit-log-path={}",
+                dir.path().join("audit.log").display()
+            ))
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(stderr.contains(&policy.display().to_string()), "{stderr}");
+        assert_eq!(
+            stderr.matches(reason).count(),
+            1,
+            "the reason once: {stderr}"
+        );
+    }
+    Ok(())
 }

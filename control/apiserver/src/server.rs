@@ -116,9 +116,10 @@ pub enum StartError {
     /// The service-account keys cannot be loaded or created.
     #[error("cannot set up service-account tokens: {0}")]
     ServiceAccountKeys(#[source] crate::serviceaccount::KeyError),
-    /// The audit policy or log cannot be used.
+    /// The audit policy or log cannot be used (not a `#[source]`: the message already
+    /// says the path and the reason, which an error chain would print twice).
     #[error("cannot start auditing: {0}")]
-    Audit(#[source] crate::audit::AuditError),
+    Audit(crate::audit::AuditError),
     /// The client certificate for node agents cannot be loaded.
     #[error("cannot set up the node agent client: {0}")]
     NodeClient(String),
