@@ -227,6 +227,9 @@ impl NodeClient {
                 Some(why) => refused(format!(
                     "its serving certificate is not one the cluster issued to node \"{node}\" for {host}: {why}"
                 )),
+                None if refused_handshake(&e) => unreachable(format!(
+                    "TLS: {e} (an agent refuses handshakes until the cluster issued its serving certificate: see `kubectl get csr` for a pending kubernetes.io/kubelet-serving request of system:node:{node})"
+                )),
                 None => unreachable(format!("TLS: {e}")),
             })?;
         let leaf = tls
@@ -283,6 +286,14 @@ fn certificate_error(e: &std::io::Error) -> Option<String> {
         rustls::Error::NoCertificatesPresented => Some("it presented no certificate".into()),
         _ => None,
     }
+}
+
+/// Whether the agent ended the handshake with an alert (as it does while it has no serving
+/// certificate).
+fn refused_handshake(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| matches!(inner, rustls::Error::AlertReceived(_)))
 }
 
 /// Whether `leaf` is issued to node `node`: CN `system:node:<node>`, O `system:nodes`.
@@ -516,6 +527,49 @@ mod tests {
             assert!(err.message.contains(why), "{} / {why}", err.message);
             assert_eq!(requests.load(Ordering::SeqCst), 0, "{why}");
         }
+    }
+
+    /// Presents no certificate at all, as an agent whose serving certificate is pending.
+    #[derive(Debug)]
+    struct NoCertificateYet;
+    impl rustls::server::ResolvesServerCert for NoCertificateYet {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_without_its_certificate_yet_is_503_pointing_at_its_csr() {
+        let ca = ca();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCertificateYet));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        let err = client(&ca)
+            .get("n1", "127.0.0.1", port, "/x")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            err.message.contains("see `kubectl get csr` for a pending kubernetes.io/kubelet-serving request of system:node:n1"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
