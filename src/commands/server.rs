@@ -60,10 +60,10 @@ pub(crate) struct ServerCommand {
     /// added to every pod that does not already tolerate that taint.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     default_unreachable_toleration_seconds: i64,
-    /// Authorizers every request is put to, in order, as kube-apiserver's flag: RBAC,
+    /// Authorizers every request is put to, in order, as kube-apiserver's flag: Node, RBAC,
     /// AlwaysAllow or AlwaysDeny (comma-separated). The system:masters group is always
-    /// allowed.
-    #[arg(long, default_value = "RBAC", value_name = "MODE[,MODE]", value_delimiter = ',',
+    /// allowed; without Node, node agents are authorized by RBAC alone.
+    #[arg(long, default_value = "Node,RBAC", value_name = "MODE[,MODE]", value_delimiter = ',',
           value_parser = parse_authorization_mode)]
     authorization_mode: Vec<wasmkube_apiserver::authz::AuthorizationMode>,
     /// An EncryptionConfiguration (apiserver.config.k8s.io/v1) saying which resources are

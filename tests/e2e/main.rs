@@ -38,6 +38,7 @@ mod jobs;
 mod kube_client;
 mod kubectl;
 mod limits;
+mod node_authorizer;
 mod node_identity;
 mod node_lifecycle;
 mod node_proxy;

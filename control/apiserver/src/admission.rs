@@ -12,12 +12,17 @@
 //!    [`limit_ranger`]'s min/max/ratio, and [`resource_quota`] last, which charges the
 //!    namespace's quotas for what it admits.
 //!
+//! NodeRestriction ([`node_restriction`]) is called by the write, delete and eviction
+//! handlers themselves, on creates, updates of every part (status included) and deletes of
+//! what a node agent writes.
+//!
 //! An admitted write may carry warnings (`Warning: 299 - "..."` headers kubectl prints) and
 //! audit annotations ([`Outcome`]), which go to the request's audit events
 //! (`crate::audit::annotate`).
 
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
+pub mod node_restriction;
 pub mod pod_security;
 pub mod resource_quota;
 pub mod service_account;

@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 use thiserror::Error;
 
+use crate::authz::node::graph::NodeGraph;
+use crate::authz::node::{depends_on_graph, node_identity};
 use crate::authz::{Attributes, Authorizer, Decision, forbidden, resolve_request};
 use crate::error::ApiError;
 
@@ -341,7 +343,12 @@ pub struct Authn {
     tokens: Arc<TokenAuthenticator>,
     chain: Vec<Arc<dyn BearerTokenAuthenticator>>,
     authorizer: Arc<dyn Authorizer>,
+    node_graph: Option<(Arc<NodeGraph>, Arc<dyn wasmkube_store::Store>)>,
 }
+
+/// How long a node's request waits for the Node authorizer's graph to catch up before it
+/// is refused.
+const NODE_GRAPH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Authn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -356,7 +363,20 @@ impl Authn {
             tokens,
             chain: Vec::new(),
             authorizer,
+            node_graph: None,
         }
+    }
+
+    /// The Node authorizer's graph and the store it follows: a node's request the chain
+    /// refuses is decided again once the graph has caught up with the store (the node may
+    /// have seen its new pod before the graph did).
+    pub fn with_node_graph(
+        mut self,
+        graph: Arc<NodeGraph>,
+        store: Arc<dyn wasmkube_store::Store>,
+    ) -> Self {
+        self.node_graph = Some((graph, store));
+        self
     }
 
     /// Adds a bearer-token authenticator, asked after the static tokens and the ones added
@@ -443,10 +463,21 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
         req.uri().query().unwrap_or(""),
     );
     if !UNAUTHORIZED_PATHS.contains(&info.path.as_str()) {
-        let decision = authn.authorizer.authorize(&Attributes {
+        let attributes = Attributes {
             user: &identity,
             request: &info,
-        });
+        };
+        let mut decision = authn.authorizer.authorize(&attributes);
+        if !decision.is_allowed()
+            && let Some((graph, store)) = &authn.node_graph
+            && node_identity(&identity).is_some()
+            && depends_on_graph(&info)
+            && graph
+                .sync_to(store.current_revision(), NODE_GRAPH_WAIT)
+                .await
+        {
+            decision = authn.authorizer.authorize(&attributes);
+        }
         crate::audit::authorized(&decision);
         if !matches!(decision, Decision::Allow(_)) {
             tracing::debug!(user = %identity.user, verb = %info.verb, path = %info.path, "forbidden");
@@ -692,6 +723,7 @@ mod tests {
         let router = Router::new().route("/x", get(|| async { "x" }));
         let chain = crate::authz::build_chain(
             &[crate::authz::AuthorizationMode::AlwaysDeny],
+            Arc::new(crate::authz::AlwaysDeny),
             Arc::new(crate::authz::AlwaysDeny),
         );
         let app = require_authentication(router, Authn::new(tokens(), Arc::new(chain)));

@@ -9,8 +9,10 @@
 //! mode in order: the first [`Decision::Allow`] or [`Decision::Deny`] wins, and a request
 //! nobody allowed is answered 403 with Kubernetes' wording ([`forbidden`]).
 //!
-//! The node authorizer slots into the chain in front of RBAC (`Node,RBAC`) once it exists.
+//! The Node authorizer ([`node`]) decides for node agents in front of RBAC (`Node,RBAC`,
+//! kube-apiserver's default).
 
+pub mod node;
 mod request_info;
 
 use std::sync::Arc;
@@ -206,6 +208,9 @@ impl Authorizer for AlwaysDeny {
 /// One value of kube-apiserver's `--authorization-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthorizationMode {
+    /// The Node authorizer: node agents may reach their own Node, pods and what those
+    /// pods use.
+    Node,
     /// Role-based access control over the rbac.authorization.k8s.io objects.
     Rbac,
     /// Allow every request (for benchmarks and experiments).
@@ -219,7 +224,7 @@ pub enum AuthorizationMode {
 pub enum ModeError {
     /// An unknown mode.
     #[error(
-        "unknown authorization mode {0:?}: supported modes are RBAC, AlwaysAllow and AlwaysDeny"
+        "unknown authorization mode {0:?}: supported modes are Node, RBAC, AlwaysAllow and AlwaysDeny"
     )]
     Unknown(String),
     /// A mode given twice.
@@ -234,6 +239,7 @@ impl AuthorizationMode {
     /// The flag's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            AuthorizationMode::Node => "Node",
             AuthorizationMode::Rbac => "RBAC",
             AuthorizationMode::AlwaysAllow => "AlwaysAllow",
             AuthorizationMode::AlwaysDeny => "AlwaysDeny",
@@ -262,6 +268,7 @@ impl std::str::FromStr for AuthorizationMode {
 
     fn from_str(value: &str) -> Result<Self, ModeError> {
         match value.trim() {
+            "Node" => Ok(AuthorizationMode::Node),
             "RBAC" => Ok(AuthorizationMode::Rbac),
             "AlwaysAllow" => Ok(AuthorizationMode::AlwaysAllow),
             "AlwaysDeny" => Ok(AuthorizationMode::AlwaysDeny),
@@ -271,11 +278,16 @@ impl std::str::FromStr for AuthorizationMode {
 }
 
 /// Builds the chain for `modes`: the privileged group first, then each mode in order;
-/// `rbac` is the RBAC authorizer (used when `modes` names it).
-pub fn build_chain(modes: &[AuthorizationMode], rbac: Arc<dyn Authorizer>) -> Chain {
+/// `rbac` and `node` are the RBAC and Node authorizers (used when `modes` names them).
+pub fn build_chain(
+    modes: &[AuthorizationMode],
+    rbac: Arc<dyn Authorizer>,
+    node: Arc<dyn Authorizer>,
+) -> Chain {
     let mut links: Vec<Arc<dyn Authorizer>> = vec![Arc::new(PrivilegedGroup)];
     for mode in modes {
         links.push(match mode {
+            AuthorizationMode::Node => Arc::clone(&node),
             AuthorizationMode::Rbac => Arc::clone(&rbac),
             AuthorizationMode::AlwaysAllow => Arc::new(AlwaysAllow),
             AuthorizationMode::AlwaysDeny => Arc::new(AlwaysDeny),
@@ -451,7 +463,11 @@ mod tests {
 
     #[test]
     fn system_masters_is_allowed_before_any_mode() {
-        let chain = build_chain(&[AuthorizationMode::AlwaysDeny], Arc::new(AlwaysDeny));
+        let chain = build_chain(
+            &[AuthorizationMode::AlwaysDeny],
+            Arc::new(AlwaysDeny),
+            Arc::new(AlwaysDeny),
+        );
         let request = info("DELETE", "/api/v1/nodes/a");
         let admin = user("admin", &[GROUP_MASTERS]);
         let bob = user("bob", &["system:authenticated"]);
@@ -488,7 +504,11 @@ mod tests {
         );
         assert_eq!(
             AuthorizationMode::parse_list("Node,RBAC"),
-            Err(ModeError::Unknown("Node".into()))
+            Ok(vec![AuthorizationMode::Node, AuthorizationMode::Rbac])
+        );
+        assert_eq!(
+            AuthorizationMode::parse_list("Webhook"),
+            Err(ModeError::Unknown("Webhook".into()))
         );
         assert_eq!(
             AuthorizationMode::parse_list("RBAC,RBAC"),

@@ -28,6 +28,7 @@ pub use aggregation::{aggregate_once, converge, spawn_aggregation_controller};
 pub use bootstrap::reconcile as bootstrap;
 pub use cache::PolicyCache;
 pub use escalation::{admit, covers};
+pub(crate) use policy::node_rules;
 pub use rule::{
     GROUP, PolicyRule, RoleRef, Subject, service_account_groups, service_account_username,
     split_service_account_username,

@@ -155,12 +155,24 @@ pub struct Running {
 async fn start_authorization(
     state: &AppState,
     modes: &[crate::authz::AuthorizationMode],
-) -> Result<Arc<dyn crate::authz::Authorizer>, wasmkube_store::StoreError> {
+) -> Result<
+    (
+        Arc<dyn crate::authz::Authorizer>,
+        Arc<crate::authz::node::graph::NodeGraph>,
+    ),
+    wasmkube_store::StoreError,
+> {
     crate::rbac::bootstrap(state).await?;
     let cache = crate::rbac::PolicyCache::start(Arc::clone(state.store()), state.stopped()).await?;
     let rbac: Arc<dyn crate::authz::Authorizer> =
         Arc::new(crate::rbac::RbacAuthorizer::new(Arc::clone(&cache)));
-    let chain: Arc<dyn crate::authz::Authorizer> = Arc::new(crate::authz::build_chain(modes, rbac));
+    let graph =
+        crate::authz::node::graph::NodeGraph::start(Arc::clone(state.store()), state.stopped())
+            .await?;
+    let node: Arc<dyn crate::authz::Authorizer> =
+        Arc::new(crate::authz::node::NodeAuthorizer::new(Arc::clone(&graph)));
+    let chain: Arc<dyn crate::authz::Authorizer> =
+        Arc::new(crate::authz::build_chain(modes, rbac, node));
     let _ = state.inner.authz.set(crate::authz::Authz {
         authorizer: Arc::clone(&chain),
         rbac: Arc::clone(&cache),
@@ -171,7 +183,7 @@ async fn start_authorization(
         modes = ?modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "authorization ready"
     );
-    Ok(chain)
+    Ok((chain, graph))
 }
 
 /// Creates the data directory readable only by this user (0700), or makes an existing one
@@ -273,7 +285,7 @@ pub async fn start_with_limits(
     crate::namespace::bootstrap(&state, addr)
         .await
         .map_err(StartError::Store)?;
-    let authorizer = start_authorization(&state, &config.authorization_modes)
+    let (authorizer, node_graph) = start_authorization(&state, &config.authorization_modes)
         .await
         .map_err(StartError::Store)?;
     crate::certificates::spawn_controllers(
@@ -293,7 +305,8 @@ pub async fn start_with_limits(
         ))
         .with_token_authenticator(Arc::new(
             crate::serviceaccount::ServiceAccountAuthenticator::new(accounts, state.clone()),
-        ));
+        ))
+        .with_node_graph(node_graph, Arc::clone(state.store()));
     let in_flight = crate::inflight::InFlight::new(
         limits.max_requests_inflight,
         limits.max_mutating_requests_inflight,

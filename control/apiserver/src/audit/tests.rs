@@ -75,6 +75,7 @@ fn app(audit: Audit) -> Router {
     let chain = crate::authz::build_chain(
         &[crate::authz::AuthorizationMode::AlwaysDeny],
         Arc::new(crate::authz::AlwaysDeny),
+        Arc::new(crate::authz::AlwaysDeny),
     );
     layer(
         require_authentication(router, Authn::new(tokens(), Arc::new(chain))),

@@ -30,6 +30,8 @@ pub struct RequestInfo {
     pub subresource: String,
     /// The object's name, `""` for collections.
     pub name: String,
+    /// The `field=value` (or `==`) terms of a list's or watch's `fieldSelector`.
+    pub field_selector: Vec<(String, String)>,
 }
 
 impl RequestInfo {
@@ -138,6 +140,7 @@ pub fn resolve(method: &Method, path: &str, query: &str) -> RequestInfo {
             "list"
         }
         .to_string();
+        info.field_selector = equality_terms(query);
         // A watch or list of one object by field selector is authorized for that name.
         if let Some(name) = exact_name(query)
             && is_valid_path_segment(&name)
@@ -173,6 +176,21 @@ fn query_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 fn query_flag(query: &str, key: &str) -> bool {
     query_params(query)
         .any(|(k, v)| k == key && matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
+/// The `field=value` and `field==value` terms of the `fieldSelector` parameter.
+fn equality_terms(query: &str) -> Vec<(String, String)> {
+    let Some((_, selector)) = query_params(query).find(|(k, _)| k == "fieldSelector") else {
+        return Vec::new();
+    };
+    selector
+        .split(',')
+        .filter(|term| !term.contains("!="))
+        .filter_map(|term| {
+            let (field, value) = term.split_once("==").or_else(|| term.split_once('='))?;
+            Some((field.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
 }
 
 /// The name a `fieldSelector` pins with `metadata.name=` (or `==`), if exactly one.

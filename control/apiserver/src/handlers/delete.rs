@@ -252,6 +252,7 @@ pub async fn delete_object(
     }
     for _ in 0..16 {
         let (current, rev) = read_object(req, name).await?;
+        crate::admission::node_restriction::admit_delete(req, &current)?;
         if let Some(uid) = &opts.precondition_uid {
             let actual = object::meta_str(&current, "uid").unwrap_or("");
             if actual != uid {

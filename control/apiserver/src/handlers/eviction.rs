@@ -33,6 +33,8 @@ const EVICTION_MESSAGE: &str = "Eviction API: evicting";
 pub async fn evict(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Response> {
     let eviction = request::decode_body(&req.headers, &body)?;
     let mut opts = delete_options(name, req.store_namespace(), &eviction, req.query.dry_run()?)?;
+    let (pod, _) = super::read::read_object(req, name).await?;
+    crate::admission::node_restriction::admit_eviction(req, &pod)?;
     if !opts.dry_run {
         mark_disruption_target(req, name, &mut opts).await?;
     }

@@ -181,6 +181,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     }
     let namespace = req.store_namespace().unwrap_or("");
     crate::rbac::admit(req.state, req.user.as_ref(), rt, namespace, &obj, None)?;
+    admission::node_restriction::admit_create(req, &obj)?;
     // Admission: namespace lifecycle, then the mutating plugins, validation, and the
     // validating plugins (quota last, charging what it admits).
     let namespace = admission::namespace_lifecycle::admit(req, object::name(&obj)).await?;
@@ -473,6 +474,7 @@ pub async fn apply_update(
             return Err(ApiError::stale(rt.group, rt.plural, name));
         }
         merge_server_fields(rt, part, &current, &mut new);
+        admission::node_restriction::admit_update(req, part, &current, &new)?;
         if crate::certificates::is_csr(rt.group, rt.kind) {
             crate::certificates::prepare_update(part, &current, &mut new);
             crate::certificates::admit_update(req.state, req.user.as_ref(), part, &current, &new)?;

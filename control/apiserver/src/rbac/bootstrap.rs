@@ -38,7 +38,51 @@ pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
     for binding in policy::cluster_role_bindings() {
         reconcile_one(state, bindings, binding, reconcile_binding).await?;
     }
-    Ok(())
+    unbind_legacy_node_group(state, bindings).await
+}
+
+/// Older versions bound `system:node` to the group `system:nodes` (every node could read
+/// every Secret); the Node authorizer took its place, so that subject is removed once.
+async fn unbind_legacy_node_group(state: &AppState, rt: &ResourceType) -> Result<(), StoreError> {
+    let key = rt.key(None, "system:node");
+    loop {
+        let Some(kv) = state.store().get(&key).await? else {
+            return Ok(());
+        };
+        let mut binding = object::decode(&kv).map_err(backend)?;
+        let taken_over = binding
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(AUTOUPDATE_ANNOTATION))
+            .and_then(Value::as_str)
+            == Some("false");
+        let Some(subjects) = binding.get_mut("subjects").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        let before = subjects.len();
+        subjects.retain(|s| {
+            !(s.get("kind").and_then(Value::as_str) == Some("Group")
+                && s.get("name").and_then(Value::as_str) == Some("system:nodes"))
+        });
+        if subjects.len() == before || taken_over {
+            return Ok(());
+        }
+        tracing::info!(
+            "removed the group system:nodes from the system:node binding: the Node authorizer decides for nodes"
+        );
+        match state
+            .store()
+            .update(
+                &key,
+                object::encode(&binding).map_err(backend)?,
+                kv.mod_revision,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What to do with an existing default object.

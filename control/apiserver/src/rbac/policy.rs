@@ -2,9 +2,6 @@
 //! `controller_policy.go`, v1.33), trimmed to the API wasmkube serves and its components.
 //!
 //! Differences from Kubernetes, each on purpose:
-//! - `system:node` is bound to the `system:nodes` group, as Kubernetes did before the node
-//!   authorizer existed: `wasmkube agent --token` joins with a shared token in that group.
-//!   The node authorizer (and per-node certificates) will take this binding's place.
 //! - `kube-apiserver-kubelet-admin` binds the apiserver's client identity towards node
 //!   agents (user `kube-apiserver-kubelet-client`) to `system:kubelet-api-admin`, as k3s
 //!   does (kubeadm gives that certificate to `system:masters`).
@@ -139,7 +136,7 @@ fn binding(name: &str, role: &str, subjects: Vec<Subject>) -> Value {
 
 /// The rules of `system:node`: what a node agent needs to register its Node, run its pods
 /// and report their status (Kubernetes' `NodeRules`).
-fn node_rules() -> Vec<PolicyRule> {
+pub(crate) fn node_rules() -> Vec<PolicyRule> {
     vec![
         rule(&["create"])
             .groups(&[AUTHENTICATION])
@@ -628,11 +625,9 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
             "system:monitoring",
             vec![Subject::group("system:monitoring")],
         ),
-        binding(
-            "system:node",
-            "system:node",
-            vec![Subject::group("system:nodes")],
-        ),
+        // Nodes are authorized by the Node authorizer: the binding exists without
+        // subjects, as in Kubernetes since 1.8.
+        binding("system:node", "system:node", Vec::new()),
         // What kubeadm binds when it sets a cluster up: bootstrap tokens may ask for node
         // client certificates, which the server approves; nodes may renew their own.
         binding(
