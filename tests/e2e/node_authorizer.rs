@@ -317,3 +317,151 @@ async fn a_nodes_credentials_reach_only_its_own_node_pods_and_their_secrets() ->
     assert_eq!(can_i.stdout.trim(), "yes", "{can_i:?}");
     Ok(())
 }
+
+/// NodeRestriction on TokenRequest, as Kubernetes': a node's agent gets service-account
+/// tokens only bound to a pod (named with its uid) that runs on it; the Node authorizer
+/// already keeps it to the accounts its pods run as. Anyone else is untouched.
+#[tokio::test]
+async fn a_node_gets_tokens_only_bound_to_its_own_pods() -> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .agent(NodeSpec::named("node-a"))
+        .agent(NodeSpec::named("node-b"))
+        .start()
+        .await?;
+    let admin = cluster.client().await?;
+    // `runner` has a pod on each node; `elsewhere` only one on node-b.
+    for account in ["runner", "elsewhere"] {
+        cluster
+            .kubectl_ok(&["create", "serviceaccount", account])
+            .await?;
+    }
+    let mut uids = std::collections::BTreeMap::new();
+    for (account, pod, node) in [
+        ("runner", "runner-on-node-a", "node-a"),
+        ("runner", "runner-on-node-b", "node-b"),
+        ("elsewhere", "elsewhere-on-node-b", "node-b"),
+    ] {
+        let created = send(
+            &admin,
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+                   "spec": {"nodeName": node, "serviceAccountName": account,
+                            "runtimeClassName": "wasmtime",
+                            "containers": [{"name": "app", "image": "example.com/app:1"}]}}),
+        )
+        .await?;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let uid = created.json()?["metadata"]["uid"]
+            .as_str()
+            .context("the pod's uid")?
+            .to_owned();
+        uids.insert(pod, uid);
+    }
+    let uid = |pod: &str| uids[pod].clone();
+    let node_a = node_client(&cluster, 0).await?;
+    let request = |account: &str, bound: serde_json::Value| {
+        let node_a = node_a.clone();
+        let path = format!("/api/v1/namespaces/default/serviceaccounts/{account}/token");
+        let mut spec = json!({"audiences": ["https://kubernetes.default.svc.cluster.local"]});
+        if !bound.is_null() {
+            spec["boundObjectRef"] = bound;
+        }
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                          "spec": spec});
+        async move { send(&node_a, Method::POST, &path, "application/json", body).await }
+    };
+    let pod_ref = |name: &str, uid: &str| json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+
+    // Bound to its own pod: a token, which names the pod and the node.
+    let own = request(
+        "runner",
+        pod_ref("runner-on-node-a", &uid("runner-on-node-a")),
+    )
+    .await?;
+    assert_eq!(own.status, 201, "{}", own.body);
+    let token = own.json()?["status"]["token"]
+        .as_str()
+        .context("the issued token")?
+        .to_owned();
+    let payload = token.split('.').nth(1).context("a JWT")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    assert_eq!(
+        claims["kubernetes.io"]["pod"]["name"], "runner-on-node-a",
+        "{claims}"
+    );
+    assert_eq!(
+        claims["kubernetes.io"]["node"]["name"], "node-a",
+        "{claims}"
+    );
+
+    // Kubernetes' refusals, each a 403 on the service account (or 404 for a missing pod).
+    let refusals = [
+        (
+            request("runner", serde_json::Value::Null).await?,
+            "node requested token not bound to a pod",
+        ),
+        (
+            request(
+                "runner",
+                json!({"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "x"}),
+            )
+            .await?,
+            "node requested token not bound to a pod",
+        ),
+        (
+            request(
+                "runner",
+                json!({"apiVersion": "v1", "kind": "Pod", "name": "runner-on-node-a"}),
+            )
+            .await?,
+            "node requested token with a pod binding without a uid",
+        ),
+        (
+            request("runner", pod_ref("runner-on-node-a", "not-its-uid")).await?,
+            "the UID in the bound object reference (not-its-uid) does not match the UID in \
+             record. The object might have been deleted and then recreated",
+        ),
+        (
+            request(
+                "runner",
+                pod_ref("runner-on-node-b", &uid("runner-on-node-b")),
+            )
+            .await?,
+            "node requested token bound to a pod scheduled on a different node",
+        ),
+    ];
+    for (refused, why) in refusals {
+        assert_eq!(refused.status, 403, "{why}: {}", refused.body);
+        assert_eq!(
+            refused.json()?["message"],
+            format!("serviceaccounts \"runner\" is forbidden: {why}")
+        );
+    }
+    let missing = request("runner", pod_ref("gone", "some-uid")).await?;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_eq!(missing.json()?["message"], "pods \"gone\" not found");
+
+    // An account none of its pods runs as: the Node authorizer refuses first.
+    let unrelated = request(
+        "elsewhere",
+        pod_ref("elsewhere-on-node-b", &uid("elsewhere-on-node-b")),
+    )
+    .await?;
+    assert_eq!(unrelated.status, 403, "{}", unrelated.body);
+    assert!(
+        unrelated
+            .body
+            .contains("no relationship found between node 'node-a' and this object"),
+        "{}",
+        unrelated.body
+    );
+
+    // Not a node: the admin still gets unbound tokens.
+    let admin_token = cluster.kubectl_ok(&["create", "token", "runner"]).await?;
+    assert_eq!(admin_token.trim().split('.').count(), 3, "{admin_token}");
+    Ok(())
+}

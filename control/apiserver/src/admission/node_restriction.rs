@@ -15,9 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use serde_json::Value;
 
-use crate::authn::Identity;
 use crate::authz::node::node_identity;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Request;
@@ -389,43 +389,77 @@ pub fn admit_eviction(req: &Request<'_>, pod: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// A TokenRequest (`serviceaccounts/<name>/token`) by `user`: a node may only ask for a
-/// token bound to a pod (`spec.boundObjectRef`, with its uid) that runs on it; `pod` is that
-/// pod as stored (`None` if it does not exist). Returns the reason of a refusal; the
-/// TokenRequest handler answers it as a 403 on `serviceaccounts`.
+/// Whether NodeRestriction looks at this request at all: the requester is a node.
+pub fn requested_by_node(req: &Request<'_>) -> bool {
+    node_of(req).is_some()
+}
+
+/// A TokenRequest for service account `account` (`serviceaccounts/<account>/token`) by a
+/// node, as Kubernetes' `admitServiceAccount`: the token must be bound
+/// (`spec.boundObjectRef`) to a pod named with its uid, and that pod must run on the node.
+/// `pod` is the bound pod as stored (`None` if it does not exist, answered 404 as Kubernetes
+/// does); the handler reads it only when [`requested_by_node`]. Refusals are 403s on the
+/// service account in Kubernetes' words.
 pub fn admit_token_request(
-    user: &Identity,
-    token_request: &Value,
+    req: &Request<'_>,
+    account: &str,
+    token_request: &TokenRequest,
     pod: Option<&Value>,
-) -> Result<(), String> {
-    if node_identity(user).is_none() {
+) -> ApiResult<()> {
+    let Some(node) = node_of(req) else {
         return Ok(());
-    }
-    let node = node_identity(user).unwrap_or_default();
-    let bound = token_request.pointer("/spec/boundObjectRef");
-    let field = |f: &str| {
-        bound
-            .and_then(|b| b.get(f))
-            .and_then(Value::as_str)
-            .unwrap_or("")
     };
-    if field("apiVersion") != "v1" || field("kind") != "Pod" || field("name").is_empty() {
-        return Err("node requested token not bound to a pod".into());
+    check_token_request(&node, token_request, pod).map_err(|refusal| match refusal {
+        TokenRefusal::Forbidden(why) => forbidden(req, account, why),
+        TokenRefusal::PodNotFound(pod) => ApiError::not_found("", "pods", &pod),
+    })
+}
+
+/// Why NodeRestriction refuses a node's TokenRequest.
+#[derive(Debug, PartialEq)]
+enum TokenRefusal {
+    /// 403, with Kubernetes' reason.
+    Forbidden(String),
+    /// The bound pod (named) does not exist: 404.
+    PodNotFound(String),
+}
+
+/// [`admit_token_request`]'s rules for a request by `node`.
+fn check_token_request(
+    node: &str,
+    token_request: &TokenRequest,
+    pod: Option<&Value>,
+) -> Result<(), TokenRefusal> {
+    let not_bound = || TokenRefusal::Forbidden("node requested token not bound to a pod".into());
+    let bound = token_request
+        .spec
+        .bound_object_ref
+        .as_ref()
+        .ok_or_else(not_bound)?;
+    let name = bound.name.as_deref().unwrap_or("");
+    if bound.api_version.as_deref() != Some("v1")
+        || bound.kind.as_deref() != Some("Pod")
+        || name.is_empty()
+    {
+        return Err(not_bound());
     }
-    if field("uid").is_empty() {
-        return Err("node requested token with a pod binding without a uid".into());
-    }
-    let Some(pod) = pod else {
-        return Err(format!("pods {:?} not found", field("name")));
-    };
-    if object::meta_str(pod, "uid") != Some(field("uid")) {
-        return Err(format!(
-            "the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated",
-            field("uid")
+    let uid = bound.uid.as_deref().unwrap_or("");
+    if uid.is_empty() {
+        return Err(TokenRefusal::Forbidden(
+            "node requested token with a pod binding without a uid".into(),
         ));
     }
+    let pod = pod.ok_or_else(|| TokenRefusal::PodNotFound(name.to_string()))?;
+    if object::meta_str(pod, "uid") != Some(uid) {
+        return Err(TokenRefusal::Forbidden(format!(
+            "the UID in the bound object reference ({uid}) does not match the UID in record. \
+             The object might have been deleted and then recreated"
+        )));
+    }
     if node_name_of(pod) != node {
-        return Err("node requested token bound to a pod scheduled on a different node".into());
+        return Err(TokenRefusal::Forbidden(
+            "node requested token bound to a pod scheduled on a different node".into(),
+        ));
     }
     Ok(())
 }
@@ -476,33 +510,53 @@ mod tests {
 
     #[test]
     fn token_requests_by_nodes_must_be_bound_to_their_own_pods() {
-        let n1 = Identity {
-            user: "system:node:n1".into(),
-            groups: vec!["system:nodes".into()],
-        };
         let pod = json!({"metadata": {"name": "web", "uid": "u1"}, "spec": {"nodeName": "n1"}});
-        let bound = |uid: &str| json!({"spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": uid}}});
-        assert_eq!(admit_token_request(&n1, &bound("u1"), Some(&pod)), Ok(()));
-        assert!(
-            admit_token_request(&n1, &json!({"spec": {}}), Some(&pod))
-                .unwrap_err()
-                .contains("not bound to a pod")
+        let request = |bound: Value| -> TokenRequest {
+            serde_json::from_value(json!({"spec": {"audiences": [], "boundObjectRef": bound}}))
+                .expect("a TokenRequest")
+        };
+        let bound = |uid: &str| {
+            request(json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": uid}))
+        };
+        let forbidden = |why: &str| Err(TokenRefusal::Forbidden(why.into()));
+        assert_eq!(check_token_request("n1", &bound("u1"), Some(&pod)), Ok(()));
+
+        let unbound: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": []}})).expect("a TokenRequest");
+        assert_eq!(
+            check_token_request("n1", &unbound, Some(&pod)),
+            forbidden("node requested token not bound to a pod")
         );
-        assert!(
-            admit_token_request(&n1, &bound("u2"), Some(&pod))
-                .unwrap_err()
-                .contains("does not match")
+        let secret = request(json!({"apiVersion": "v1", "kind": "Secret", "name": "s"}));
+        assert_eq!(
+            check_token_request("n1", &secret, None),
+            forbidden("node requested token not bound to a pod")
+        );
+        assert_eq!(
+            check_token_request("n1", &bound(""), Some(&pod)),
+            forbidden("node requested token with a pod binding without a uid")
+        );
+        assert_eq!(
+            check_token_request("n1", &bound("u1"), None),
+            Err(TokenRefusal::PodNotFound("web".into()))
+        );
+        assert_eq!(
+            check_token_request("n1", &bound("u2"), Some(&pod)),
+            forbidden(
+                "the UID in the bound object reference (u2) does not match the UID in record. \
+                 The object might have been deleted and then recreated"
+            )
         );
         let elsewhere =
             json!({"metadata": {"name": "web", "uid": "u1"}, "spec": {"nodeName": "n2"}});
         assert_eq!(
-            admit_token_request(&n1, &bound("u1"), Some(&elsewhere)),
-            Err("node requested token bound to a pod scheduled on a different node".into())
+            check_token_request("n1", &bound("u1"), Some(&elsewhere)),
+            forbidden("node requested token bound to a pod scheduled on a different node")
         );
-        let alice = Identity {
-            user: "alice".into(),
-            groups: vec![],
-        };
-        assert_eq!(admit_token_request(&alice, &json!({}), None), Ok(()));
+        let pending = json!({"metadata": {"name": "web", "uid": "u1"}, "spec": {}});
+        assert_eq!(
+            check_token_request("n1", &bound("u1"), Some(&pending)),
+            forbidden("node requested token bound to a pod scheduled on a different node")
+        );
     }
 }

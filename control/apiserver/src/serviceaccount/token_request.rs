@@ -5,7 +5,8 @@
 //! `spec.expirationSeconds` defaults to 3600 and must be 600 to 2^32; `spec.audiences`
 //! defaults to the apiserver's (`--api-audiences`); `spec.boundObjectRef` binds the token to
 //! a Pod (which must run as this service account; the token names its node too) or a Secret
-//! of the namespace, whose uid must match when given.
+//! of the namespace, whose uid must match when given. A node (NodeRestriction) gets tokens
+//! only bound to a pod that runs on it.
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use wasmkube_api::field::{FieldError, FieldPath};
 
 use super::claims::{ObjectRef, TokenSpec};
+use crate::admission::node_restriction;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::{Request, json_response};
 use crate::object;
@@ -47,6 +49,17 @@ pub async fn create(req: &Request<'_>, name: &str, body: Bytes) -> ApiResult<Res
     }
     let mut request: TokenRequest = serde_json::from_value(obj)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid TokenRequest: {e}")))?;
+    // NodeRestriction, an admission plugin in Kubernetes and so before the request is
+    // validated: a node gets tokens only for the pods that run on it.
+    if node_restriction::requested_by_node(req) {
+        let pod = match &request.spec.bound_object_ref {
+            Some(bound) if bound.kind.as_deref() == Some("Pod") => {
+                get(req, "Pod", &namespace, bound.name.as_deref().unwrap_or("")).await?
+            }
+            _ => None,
+        };
+        node_restriction::admit_token_request(req, name, &request, pod.as_ref())?;
+    }
 
     let mut errors = Vec::new();
     let meta = FieldPath::new("metadata");
