@@ -94,41 +94,39 @@ impl Config {
     }
 }
 
-/// Errors that stop the apiserver from starting.
+/// Errors that stop the apiserver from starting. Each message carries its reason, so none
+/// is a `#[source]`: an error chain (`{:#}`) would print the reason twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data directory cannot be created or used.
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The store cannot be opened.
     #[error("cannot open the store: {0}")]
-    Store(#[source] wasmkube_store::StoreError),
+    Store(wasmkube_store::StoreError),
     /// The encryption provider configuration is unusable.
     #[error("{0}")]
-    Encryption(#[source] crate::encryption::ConfigError),
+    Encryption(crate::encryption::ConfigError),
     /// Certificates or tokens cannot be created or loaded.
     #[error("cannot set up TLS: {0}")]
-    Pki(#[source] crate::pki::PkiError),
+    Pki(crate::pki::PkiError),
     /// The service-account keys cannot be loaded or created.
     #[error("cannot set up service-account tokens: {0}")]
-    ServiceAccountKeys(#[source] crate::serviceaccount::KeyError),
-    /// The audit policy or log cannot be used (not a `#[source]`: the message already
-    /// says the path and the reason, which an error chain would print twice).
+    ServiceAccountKeys(crate::serviceaccount::KeyError),
+    /// The audit policy or log cannot be used.
     #[error("cannot start auditing: {0}")]
     Audit(crate::audit::AuditError),
     /// The client certificate for node agents cannot be loaded.
     #[error("cannot set up the node agent client: {0}")]
     NodeClient(String),
     /// The listen address is taken or not allowed.
-    #[error("cannot listen on {addr}: {source} (is another server running? choose another --bind)")]
+    #[error("cannot listen on {addr}: {error} (is another server running? choose another --bind)")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -217,9 +215,9 @@ pub async fn start_with_limits(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+    create_private_dir(&config.data_dir).map_err(|error| StartError::DataDir {
         path: config.data_dir.clone(),
-        source,
+        error,
     })?;
     crate::validation::set_default_toleration_seconds(config.default_toleration_seconds);
     let (audit, audit_stopped) =
@@ -244,13 +242,13 @@ pub async fn start_with_limits(
 
     let listener = TcpListener::bind(config.bind)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|error| StartError::Bind {
             addr: config.bind,
-            source,
+            error,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+    let addr = listener.local_addr().map_err(|error| StartError::Bind {
         addr: config.bind,
-        source,
+        error,
     })?;
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
