@@ -30,6 +30,7 @@ mod disk_full;
 mod drain;
 mod durability;
 mod encryption;
+mod endpoints;
 mod guest_isolation;
 mod harness;
 mod host_files;

@@ -196,6 +196,17 @@ impl FieldError {
         )
     }
 
+    /// `Too many: <actual>: must have at most <max> items` (Kubernetes' `field.TooMany`).
+    pub fn too_many(field: &FieldPath, actual: usize, max: usize) -> Self {
+        let unit = if max == 1 { "item" } else { "items" };
+        Self::new(
+            ErrorType::TooMany,
+            field,
+            Some(actual.to_string()),
+            &format!("must have at most {max} {unit}"),
+        )
+    }
+
     /// `Internal error: detail`.
     pub fn internal(field: &FieldPath, detail: &str) -> Self {
         Self::new(ErrorType::Internal, field, None, detail)

@@ -322,7 +322,8 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
                 "certificates.k8s.io",
-                "node.k8s.io"
+                "node.k8s.io",
+                "discovery.k8s.io"
             ]
         );
         assert_eq!(

@@ -527,5 +527,19 @@ fn builtin() -> Vec<ResourceType> {
                 false,
             )
         },
+        ResourceType {
+            validate: validation::validate_endpointslice,
+            default: validation::default_endpointslice,
+            ..rt(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                &[],
+                true,
+                &[],
+                false,
+            )
+        },
     ]
 }

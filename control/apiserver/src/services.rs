@@ -134,7 +134,7 @@ async fn allocate_inner(
                     svc,
                     "spec.clusterIPs",
                     format!(
-                        "Invalid value: \"{ip}\": failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
+                        "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
                     ),
                 ));
             }

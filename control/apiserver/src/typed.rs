@@ -37,6 +37,9 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("batch", "Job") => roundtrip::<batch::Job>(obj),
         ("coordination.k8s.io", "Lease") => roundtrip::<coordination::Lease>(obj),
         ("node.k8s.io", "RuntimeClass") => roundtrip::<node::RuntimeClass>(obj),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
+        }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             roundtrip::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(obj)
         }

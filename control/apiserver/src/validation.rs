@@ -10,7 +10,7 @@
 //!
 //! Submodules, by concept: [`metadata`] (object metadata, labels, selectors), `pod` (pod
 //! specs and pod updates), `container` (containers, ports, env, resources, probes),
-//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `data`
+//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `endpointslice`, `data`
 //! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass), `rbac` (roles
 //! and bindings) and `certificates` (CertificateSigningRequests).
 //! Field errors are built with `wasmkube_api::field` and turned into [`Cause`]s here.
@@ -18,6 +18,7 @@
 mod certificates;
 mod container;
 mod data;
+mod endpointslice;
 mod job;
 mod kinds;
 mod metadata;
@@ -35,6 +36,7 @@ use wasmkube_api::field::FieldError;
 
 pub use certificates::{validate_csr, validate_csr_status_update};
 pub use data::{default_secret, validate_data_keys};
+pub use endpointslice::{default_endpointslice, validate_endpointslice};
 pub use job::{default_job, validate_job};
 pub use kinds::{
     default_namespace, validate_event, validate_namespace, validate_node, validate_runtimeclass,

@@ -173,7 +173,8 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
                 "certificates.k8s.io",
-                "node.k8s.io"
+                "node.k8s.io",
+                "discovery.k8s.io"
             ]
         );
         let deployments = resource(&items[0]["versions"][0], "deployments");

@@ -301,6 +301,9 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("batch", "CronJob") => add::<batch::v1::CronJob>(generator),
         ("coordination.k8s.io", "Lease") => add::<coordination::v1::Lease>(generator),
         ("node.k8s.io", "RuntimeClass") => add::<node::v1::RuntimeClass>(generator),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            add::<k8s_openapi::api::discovery::v1::EndpointSlice>(generator)
+        }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(generator)
         }

@@ -317,6 +317,8 @@ pub(crate) enum Printer {
     Job,
     Service,
     Endpoints,
+    /// NAME, ADDRESSTYPE, PORTS, ENDPOINTS, AGE.
+    EndpointSlice,
     Event,
     ConfigMap,
     Secret,
@@ -337,7 +339,7 @@ pub(crate) enum Printer {
     Default,
 }
 
-const ALL: [Printer; 22] = [
+const ALL: [Printer; 23] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -347,6 +349,7 @@ const ALL: [Printer; 22] = [
     Printer::Job,
     Printer::Service,
     Printer::Endpoints,
+    Printer::EndpointSlice,
     Printer::Event,
     Printer::ConfigMap,
     Printer::Secret,
@@ -375,6 +378,7 @@ impl Printer {
             ("batch", "Job") => Printer::Job,
             ("", "Service") => Printer::Service,
             ("", "Endpoints") => Printer::Endpoints,
+            ("discovery.k8s.io", "EndpointSlice") => Printer::EndpointSlice,
             ("", "Event") => Printer::Event,
             ("", "ConfigMap") => Printer::ConfigMap,
             ("", "Secret") => Printer::Secret,
@@ -413,6 +417,14 @@ impl Printer {
                 "string",
                 doc::<Endpoints>("subsets"),
             )]),
+            Printer::EndpointSlice => {
+                use k8s_openapi::api::discovery::v1::EndpointSlice;
+                simple(vec![
+                    col("AddressType", "string", doc::<EndpointSlice>("addressType")),
+                    col("Ports", "string", doc::<EndpointSlice>("ports")),
+                    col("Endpoints", "string", doc::<EndpointSlice>("endpoints")),
+                ])
+            }
             Printer::Event => event(),
             Printer::ConfigMap => simple(vec![col("Data", "string", doc::<ConfigMap>("data"))]),
             Printer::Secret => simple(vec![

@@ -85,6 +85,13 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
         Printer::Job => job(obj, now),
         Printer::Service => service(obj, now),
         Printer::Endpoints => vec![name(obj), json!(format_endpoints(obj)), age(obj, now)],
+        Printer::EndpointSlice => vec![
+            name(obj),
+            json!(str_at(obj, &["addressType"])),
+            json!(format_discovery_ports(obj)),
+            json!(format_discovery_endpoints(obj)),
+            age(obj, now),
+        ],
         Printer::Event => event(obj, now),
         Printer::ConfigMap => vec![
             name(obj),
@@ -371,6 +378,46 @@ fn service(obj: &Value, now: Timestamp) -> Vec<Value> {
         age(obj, now),
         json!(format_labels(obj_at(obj, &["spec", "selector"]))),
     ]
+}
+
+/// `formatDiscoveryPorts`: up to three port numbers (the name of a port without one, `*`
+/// without either), then `+ N more...`; `<unset>` for none.
+fn format_discovery_ports(obj: &Value) -> String {
+    let ports: Vec<String> = arr_at(obj, &["ports"])
+        .iter()
+        .map(
+            |p| match (p.get("port").and_then(Value::as_i64), p.get("name")) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(Value::String(name))) => name.clone(),
+                _ => "*".to_string(),
+            },
+        )
+        .collect();
+    list_with_more(&ports)
+}
+
+/// `formatDiscoveryEndpoints`: up to three addresses of all endpoints, then `+ N more...`;
+/// `<unset>` for none.
+fn format_discovery_endpoints(obj: &Value) -> String {
+    let addresses: Vec<String> = arr_at(obj, &["endpoints"])
+        .iter()
+        .flat_map(|e| arr_at(e, &["addresses"]))
+        .map(|a| a.as_str().unwrap_or_default().to_string())
+        .collect();
+    list_with_more(&addresses)
+}
+
+/// `listWithMoreString` with Kubernetes' maximum of three.
+fn list_with_more(items: &[String]) -> String {
+    const MAX: usize = 3;
+    let shown = items[..items.len().min(MAX)].join(",");
+    if items.len() > MAX {
+        format!("{shown} + {} more...", items.len() - MAX)
+    } else if shown.is_empty() {
+        "<unset>".to_string()
+    } else {
+        shown
+    }
 }
 
 /// `formatEndpoints(endpoints, nil)`: up to three `ip:port`, then `+ N more...`.
@@ -726,6 +773,30 @@ mod tests {
         );
         let empty = json!({"metadata": {"name": "none"}});
         assert_eq!(row(Printer::Endpoints, empty)[1], json!("<none>"));
+    }
+
+    #[test]
+    fn endpointslice_row_lists_type_ports_and_three_addresses_then_more() {
+        let slice = json!({
+            "metadata": meta("web-x7k2p", "2025-03-01T11:59:50Z"),
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "all"}, {}],
+            "endpoints": [{"addresses": ["10.42.0.1"]}, {"addresses": ["10.42.0.2"]},
+                          {"addresses": ["10.42.0.3"]}, {"addresses": ["10.42.0.4"]}]
+        });
+        assert_eq!(
+            row(Printer::EndpointSlice, slice),
+            [
+                json!("web-x7k2p"),
+                json!("IPv4"),
+                json!("8080,all,*"),
+                json!("10.42.0.1,10.42.0.2,10.42.0.3 + 1 more..."),
+                json!("10s")
+            ]
+        );
+        let empty = json!({"metadata": {"name": "none"}, "addressType": "IPv4"});
+        let cells = row(Printer::EndpointSlice, empty);
+        assert_eq!(cells[2..4], [json!("<unset>"), json!("<unset>")]);
     }
 
     #[test]

@@ -76,8 +76,9 @@ pub fn default_service(obj: &mut Value) {
     }
 }
 
-/// Validates a Service.
-pub fn validate_service(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
+/// Validates a Service; on update, its cluster IPs may not change (but to or from
+/// ExternalName), as `ValidateServiceUpdate`.
+pub fn validate_service(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let path = FieldPath::new("spec");
     let mut errs = Vec::new();
@@ -153,6 +154,9 @@ pub fn validate_service(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
             &["ClientIP", "None"],
         )),
     }
+    if let Some(old) = old {
+        errs.extend(cluster_ip_update_errors(old, obj, &path));
+    }
     for field in ["externalTrafficPolicy", "internalTrafficPolicy"] {
         let policy = get_str(spec, field);
         if !policy.is_empty() && !matches!(policy, "Cluster" | "Local") {
@@ -164,6 +168,45 @@ pub fn validate_service(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
         }
     }
     causes(errs)
+}
+
+/// The cluster IPs of a Service, `clusterIP` first when `clusterIPs` does not have it (a
+/// client that changed only `clusterIP`, as Kubernetes' strategy normalizes them).
+fn cluster_ips(spec: &Value) -> Vec<String> {
+    let mut ips: Vec<String> = get_list(spec, "clusterIPs")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let primary = get_str(spec, "clusterIP");
+    if !primary.is_empty() {
+        match ips.first_mut() {
+            Some(first) => *first = primary.to_string(),
+            None => ips.push(primary.to_string()),
+        }
+    }
+    ips
+}
+
+/// `validateUpgradeDowngradeClusterIPs`: an allocated cluster IP stays; a client that
+/// leaves it out gets it back (`services::carry_over`), one that changes it gets 422.
+fn cluster_ip_update_errors(old: &Value, new: &Value, path: &FieldPath) -> Vec<FieldError> {
+    let old_spec = old.get("spec").unwrap_or(&Value::Null);
+    let new_spec = new.get("spec").unwrap_or(&Value::Null);
+    if get_str(old_spec, "type") == "ExternalName" || get_str(new_spec, "type") == "ExternalName" {
+        return Vec::new();
+    }
+    let (before, after) = (cluster_ips(old_spec), cluster_ips(new_spec));
+    let mut errs = Vec::new();
+    for (i, ip) in after.iter().enumerate() {
+        if before.get(i).is_some_and(|b| b != ip) {
+            errs.push(FieldError::invalid(
+                &path.child("clusterIPs").index(i),
+                after.as_slice(),
+                "may not change once set",
+            ));
+        }
+    }
+    errs
 }
 
 fn port_errors(
@@ -298,6 +341,26 @@ mod tests {
                 "spec.ports[3]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}",
             ]
         );
+    }
+
+    #[test]
+    fn an_allocated_cluster_ip_may_not_change() {
+        let old = service(
+            json!({"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"], "ports": [{"port": 80}]}),
+        );
+        let same = service(json!({"clusterIP": "10.43.0.5", "ports": [{"port": 80}]}));
+        assert_eq!(validate_service(&same, Some(&old)), vec![]);
+        let moved = service(
+            json!({"clusterIP": "10.43.0.6", "clusterIPs": ["10.43.0.5"], "ports": [{"port": 80}]}),
+        );
+        assert_eq!(
+            summary(&validate_service(&moved, Some(&old))),
+            vec![
+                "spec.clusterIPs[0]: Invalid value: []string{\"10.43.0.6\"}: may not change once set"
+            ]
+        );
+        let external = service(json!({"type": "ExternalName", "externalName": "db.example.com"}));
+        assert_eq!(validate_service(&external, Some(&old)), vec![]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! controller-manager with `--use-service-account-credentials` acts as.
 
 use super::super::rule::{GROUP, PolicyRule};
-use super::{APPS, BATCH, EXTENSIONS, LEGACY, READ, events_rule, rule};
+use super::{APPS, BATCH, DISCOVERY, EXTENSIONS, LEGACY, READ, events_rule, rule};
 
 /// The roles of the controllers wasmkube runs, bound to `kube-system/<controller>`
 /// service accounts as `controller_policy.go` binds them.
@@ -93,6 +93,38 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["list", "watch", "create", "delete", "patch"])
                     .groups(&[LEGACY])
                     .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "endpoint-controller",
+            vec![
+                rule(READ)
+                    .groups(&[LEGACY])
+                    .resources(&["services", "pods"]),
+                rule(&["get", "list", "create", "update", "delete"])
+                    .groups(&[LEGACY])
+                    .resources(&["endpoints"]),
+                rule(&["create"])
+                    .groups(&[LEGACY])
+                    .resources(&["endpoints/restricted"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "endpointslice-controller",
+            vec![
+                rule(READ)
+                    .groups(&[LEGACY])
+                    .resources(&["services", "pods", "nodes"]),
+                // The slices' owner references point at their Service, with
+                // blockOwnerDeletion: OwnerReferencesPermissionEnforcement asks for this.
+                rule(&["update"])
+                    .groups(&[LEGACY])
+                    .resources(&["services/finalizers"]),
+                rule(&["get", "list", "create", "update", "delete"])
+                    .groups(&[DISCOVERY])
+                    .resources(&["endpointslices"]),
                 events_rule(),
             ],
         ),
