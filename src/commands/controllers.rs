@@ -12,8 +12,8 @@ use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
-    /// garbagecollector, nodelifecycle, resourcequota, tokencleaner, serviceaccount,
-    /// root-ca-cert-publisher [default: all].
+    /// garbagecollector, nodelifecycle, resourcequota, endpoint, endpointslice,
+    /// tokencleaner, serviceaccount, root-ca-cert-publisher [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
     /// Concurrent reconciles per controller.
@@ -52,7 +52,8 @@ impl ControllerArgs {
 }
 
 /// Run the controller-manager (ReplicaSets, Deployments, Jobs, DaemonSets, garbage
-/// collection, node lifecycle, bootstrap token cleanup) against the cluster of a kubeconfig.
+/// collection, node lifecycle, Services' EndpointSlices and Endpoints, bootstrap token
+/// cleanup) against the cluster of a kubeconfig.
 ///
 /// `wasmkube server` runs the same controllers in its own process unless
 /// --disable-controllers; several controller-managers may run, one acts at a time (Lease

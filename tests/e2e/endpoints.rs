@@ -1,11 +1,18 @@
 //! Proves Services' endpoints as Kubernetes keeps them, through the real kubectl:
 //! EndpointSlices (discovery.k8s.io/v1) are served, printed and validated as Kubernetes does
-//! them, and bad Services and slices are refused with 422 naming the field, storing nothing.
+//! them, and bad Services and slices are refused with 422 naming the field, storing nothing;
+//! the EndpointSlice and Endpoints controllers list a Service's pods (IPs, named target
+//! ports, readiness, node and zone), follow readiness changes and deletions, update slices
+//! in place, split more than 100 pods over several slices, leave hand-made slices of
+//! selector-less Services alone and go with their Service.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::harness::TestCluster;
+use crate::harness::{NodeSpec, TestCluster, poll_until};
 
 /// A hand-made slice of `endpoints` IPv4 addresses and `ports` ports.
 fn slice(name: &str, endpoints: usize, ports: usize) -> Value {
@@ -239,5 +246,352 @@ async fn bad_services_are_refused_with_the_field_and_leave_nothing_behind() -> R
     );
     let kept = cluster.kubectl_json(&["get", "service", "inside"]).await?;
     assert_eq!(kept["spec"]["clusterIP"], "10.43.7.7");
+    Ok(())
+}
+
+/// How long pods get to start and endpoints to follow them.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// One endpoint of a Service's slices, as a test looks at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SeenEndpoint {
+    slice: String,
+    ip: String,
+    pod: String,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    node: String,
+    zone: String,
+}
+
+/// The EndpointSlices of `service` (by their `kubernetes.io/service-name` label).
+async fn slices_of(cluster: &TestCluster, service: &str) -> Result<Vec<Value>> {
+    let list = cluster
+        .kubectl_json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+        ])
+        .await?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Every endpoint of `service`'s slices.
+async fn endpoints_of(cluster: &TestCluster, service: &str) -> Result<Vec<SeenEndpoint>> {
+    let mut out = Vec::new();
+    for slice in slices_of(cluster, service).await? {
+        for e in slice["endpoints"].as_array().into_iter().flatten() {
+            let flag = |k: &str| e["conditions"][k].as_bool() == Some(true);
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            out.push(SeenEndpoint {
+                slice: text(&slice["metadata"]["name"]),
+                ip: text(&e["addresses"][0]),
+                pod: text(&e["targetRef"]["name"]),
+                ready: flag("ready"),
+                serving: flag("serving"),
+                terminating: flag("terminating"),
+                node: text(&e["nodeName"]),
+                zone: text(&e["zone"]),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.pod.cmp(&b.pod));
+    Ok(out)
+}
+
+/// `(ready IPs, not-ready IPs, ports)` of the legacy Endpoints `name`, or `None`.
+async fn legacy_endpoints(
+    cluster: &TestCluster,
+    name: &str,
+) -> Result<Option<(Vec<String>, Vec<String>, Vec<i64>)>> {
+    let out = cluster
+        .kubectl(&["get", "endpoints", name, "-o", "json"])
+        .await?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let ep: Value = serde_json::from_str(&out.stdout)?;
+    let (mut ready, mut not_ready, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+    for subset in ep["subsets"].as_array().into_iter().flatten() {
+        let ips = |k: &str| -> Vec<String> {
+            subset[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                .collect()
+        };
+        ready.extend(ips("addresses"));
+        not_ready.extend(ips("notReadyAddresses"));
+        ports.extend(
+            subset["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64()),
+        );
+    }
+    ready.sort();
+    not_ready.sort();
+    ports.dedup();
+    Ok(Some((ready, not_ready, ports)))
+}
+
+/// `name -> podIP` of the running pods labelled `app=<app>`.
+async fn pod_ips(cluster: &TestCluster, app: &str) -> Result<BTreeMap<String, String>> {
+    let list = cluster
+        .kubectl_json(&["get", "pods", "-l", &format!("app={app}")])
+        .await?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| {
+            let ip = p["status"]["podIP"].as_str()?;
+            Some((p["metadata"]["name"].as_str()?.to_string(), ip.to_string()))
+        })
+        .collect())
+}
+
+fn web_service(name: &str, target_port: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {"team": "web"}},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": target_port}]},
+    })
+}
+
+#[tokio::test]
+async fn a_services_endpoints_follow_its_pods_readiness_and_deletion() -> Result<()> {
+    let Some(cluster) = TestCluster::builder()
+        .agent(NodeSpec::named("node-a").label("topology.kubernetes.io/zone", "zone-1"))
+        .start_with_samples("a_services_endpoints_follow_its_pods_readiness_and_deletion")
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster
+        .apply_json(&cluster.sample_workload("Deployment", "web", "http-hello", 3)?)
+        .await?;
+    cluster
+        .apply_json(&web_service("web", json!("http")))
+        .await?;
+
+    // The slice lists the three pods, ready, on port 8080 (the named targetPort).
+    let ips = poll_until("three web pods with IPs", DEADLINE, || async {
+        let ips = pod_ips(&cluster, "web").await?;
+        Ok((ips.len() == 3).then_some(ips))
+    })
+    .await?;
+    let seen = poll_until("the slice lists the three ready pods", DEADLINE, || async {
+        let seen = endpoints_of(&cluster, "web").await?;
+        let all_ready = seen.len() == 3 && seen.iter().all(|e| e.ready && e.serving);
+        Ok(all_ready.then_some(seen))
+    })
+    .await?;
+    for e in &seen {
+        assert_eq!(ips.get(&e.pod), Some(&e.ip), "{seen:#?}");
+        assert_eq!((e.node.as_str(), e.zone.as_str()), ("node-a", "zone-1"));
+        assert!(!e.terminating);
+    }
+    let slices = slices_of(&cluster, "web").await?;
+    assert_eq!(slices.len(), 1);
+    let slice = &slices[0];
+    let name = slice["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = slice["metadata"]["uid"].clone();
+    assert!(name.starts_with("web-"), "{name}");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(
+        slice["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        slice["metadata"]["labels"],
+        json!({"team": "web", "kubernetes.io/service-name": "web",
+               "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"})
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["controller"], true);
+    let want: Vec<String> = ips
+        .values()
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    poll_until("the Endpoints list the three pods", DEADLINE, || async {
+        let ep = legacy_endpoints(&cluster, "web").await?;
+        Ok(ep.filter(|(ready, not_ready, ports)| {
+            *ready == want && not_ready.is_empty() && *ports == [8080]
+        }))
+    })
+    .await?;
+    let table = cluster
+        .kubectl_ok(&["get", "endpointslices", &name])
+        .await?;
+    assert!(table.contains("IPv4") && table.contains("8080"), "{table}");
+
+    // Readiness: a pod whose probe asks a second pod ("switch") is ready while the switch
+    // runs, and not ready once it is gone.
+    let mut switch = cluster.sample_pod("http-hello")?;
+    switch["metadata"] = json!({"name": "switch", "labels": {"role": "switch"}});
+    cluster.apply_json(&switch).await?;
+    let switch_ip = cluster
+        .wait_pod("switch", "an IP", DEADLINE, |p| {
+            p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+        })
+        .await?
+        .status
+        .and_then(|s| s.pod_ip)
+        .unwrap_or_default();
+    let mut flaky = cluster.sample_pod("http-hello")?;
+    flaky["metadata"] = json!({"name": "flaky", "labels": {"app": "web"}});
+    let probe = &mut flaky["spec"]["containers"][0]["readinessProbe"];
+    probe["httpGet"] = json!({"host": switch_ip, "port": 8080, "path": "/ready"});
+    probe["periodSeconds"] = json!(1);
+    probe["failureThreshold"] = json!(1);
+    cluster.apply_json(&flaky).await?;
+    let flaky_endpoint = |ready: bool| {
+        let cluster = &cluster;
+        async move {
+            let seen = endpoints_of(cluster, "web").await?;
+            Ok(seen
+                .into_iter()
+                .find(|e| e.pod == "flaky" && e.ready == ready && e.serving == ready))
+        }
+    };
+    poll_until("flaky is a ready endpoint", DEADLINE, || {
+        flaky_endpoint(true)
+    })
+    .await?;
+    cluster.kubectl_ok(&["delete", "pod", "switch"]).await?;
+    let flaky_seen = poll_until("flaky is a not-ready endpoint", DEADLINE, || {
+        flaky_endpoint(false)
+    })
+    .await?;
+    assert!(!flaky_seen.terminating);
+    poll_until(
+        "the Endpoints list flaky as not ready",
+        DEADLINE,
+        || async {
+            let ep = legacy_endpoints(&cluster, "web").await?;
+            Ok(ep.filter(|(ready, not_ready, _)| {
+                *not_ready == [flaky_seen.ip.clone()] && *ready == want
+            }))
+        },
+    )
+    .await?;
+
+    // Deleting a pod removes it; the Deployment's replacement comes in.
+    let (victim, victim_ip) = ips
+        .iter()
+        .next()
+        .map(|(n, i)| (n.clone(), i.clone()))
+        .unwrap_or_default();
+    cluster.kubectl_ok(&["delete", "pod", &victim]).await?;
+    let after = poll_until(
+        "the deleted pod leaves, its replacement is ready",
+        DEADLINE,
+        || async {
+            let seen = endpoints_of(&cluster, "web").await?;
+            let web_ready = seen.iter().filter(|e| e.pod != "flaky" && e.ready).count();
+            let gone = seen.iter().all(|e| e.pod != victim);
+            Ok((gone && web_ready == 3).then_some(seen))
+        },
+    )
+    .await?;
+    assert!(
+        after.iter().all(|e| e.pod != victim),
+        "the deleted pod is no endpoint: {after:#?} ({victim_ip})"
+    );
+    // All along the slice was updated in place.
+    let slices = slices_of(&cluster, "web").await?;
+    assert_eq!(slices.len(), 1, "{slices:#?}");
+    assert_eq!(slices[0]["metadata"]["name"], json!(name));
+    assert_eq!(slices[0]["metadata"]["uid"], uid);
+
+    // Deleting the Service deletes its slices and its Endpoints.
+    cluster.kubectl_ok(&["delete", "service", "web"]).await?;
+    poll_until(
+        "the Service's slices and Endpoints are gone",
+        DEADLINE,
+        || async {
+            let slices = slices_of(&cluster, "web").await?;
+            let ep = legacy_endpoints(&cluster, "web").await?;
+            Ok((slices.is_empty() && ep.is_none()).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_pods_fill_several_slices_and_hand_made_slices_are_left_alone() -> Result<()> {
+    const PODS: usize = 120;
+    let Some(cluster) = TestCluster::builder()
+        .agent(NodeSpec::named("node-a").max_pods(200))
+        .start_with_samples("many_pods_fill_several_slices_and_hand_made_slices_are_left_alone")
+        .await?
+    else {
+        return Ok(());
+    };
+    // A Service without a selector and the slice its user keeps for it.
+    let external = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "external"},
+        "spec": {"ports": [{"port": 5432}]},
+    });
+    cluster.apply_json(&external).await?;
+    cluster.apply_json(&slice("external-1", 2, 1)).await?;
+    let hand_made = cluster
+        .kubectl_json(&["get", "endpointslice", "external-1"])
+        .await?;
+
+    let mut counters = cluster.sample_workload("Deployment", "counters", "counter", PODS as i32)?;
+    counters["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .map(|c| c.remove("resources"));
+    cluster.apply_json(&counters).await?;
+    cluster
+        .apply_json(&web_service("counters", json!(9000)))
+        .await?;
+
+    let seen = poll_until("every counter pod is an endpoint", DEADLINE * 2, || async {
+        let seen = endpoints_of(&cluster, "counters").await?;
+        let ready = seen.iter().filter(|e| e.ready).count();
+        Ok((ready == PODS).then_some(seen))
+    })
+    .await?;
+    let mut per_slice: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &seen {
+        *per_slice.entry(e.slice.as_str()).or_default() += 1;
+    }
+    assert!(per_slice.len() >= 2, "{per_slice:?}");
+    assert!(per_slice.values().all(|n| *n <= 100), "{per_slice:?}");
+    let distinct: std::collections::BTreeSet<&str> = seen.iter().map(|e| e.ip.as_str()).collect();
+    assert_eq!(distinct.len(), PODS);
+    poll_until("the Endpoints list every counter pod", DEADLINE, || async {
+        let ep = legacy_endpoints(&cluster, "counters").await?;
+        Ok(ep.filter(|(ready, _, ports)| ready.len() == PODS && *ports == [9000]))
+    })
+    .await?;
+
+    // The controllers ran all along; the user's slice is as they wrote it, and nothing
+    // was made for their Service.
+    let now = cluster
+        .kubectl_json(&["get", "endpointslice", "external-1"])
+        .await?;
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        hand_made["metadata"]["resourceVersion"]
+    );
+    assert_eq!(slices_of(&cluster, "external").await?.len(), 1);
+    assert_eq!(legacy_endpoints(&cluster, "external").await?, None);
     Ok(())
 }

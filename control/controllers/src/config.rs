@@ -23,6 +23,8 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "nodelifecycle",
     "resourcequota",
+    "endpoint",
+    "endpointslice",
     "tokencleaner",
     "serviceaccount",
     "root-ca-cert-publisher",

@@ -71,16 +71,20 @@ pub(crate) fn owned_pods(store: &Store<Pod>, namespace: &str, owner_uid: &str) -
 /// managedFields (owner references, labels, annotations such as the completion index and
 /// the deletion cost, finalizers, timestamps), the spec's scheduling fields (`nodeName`,
 /// affinity, tolerations, ...), and the status (phase, conditions: the node lifecycle
-/// controller writes them back; container statuses' states and restart counts). Dropped:
-/// the containers' definitions but their names (images, commands, env, probes, resources,
-/// mounts: pods are created from their owners' templates, never from the store), volumes,
-/// ephemeral containers, and the container statuses' image names and IDs.
+/// controller writes them back; container statuses' states and restart counts), and of
+/// each container its name, ports (the endpoint controllers resolve named targetPorts) and
+/// restart policy (a sidecar's ports count too). Dropped: the rest of the containers'
+/// definitions (images, commands, env, probes, resources, mounts: pods are created from
+/// their owners' templates, never from the store), volumes, ephemeral containers, and the
+/// container statuses' image names and IDs.
 pub(crate) fn trim_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         let names_only = |containers: &mut Vec<Container>| {
             for c in containers.iter_mut() {
                 *c = Container {
                     name: std::mem::take(&mut c.name),
+                    ports: c.ports.take(),
+                    restart_policy: c.restart_policy.take(),
                     ..Container::default()
                 };
             }
@@ -134,7 +138,9 @@ fn observe_deleted(expectations: &Expectations, pod: &Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus, Toleration, Volume};
+    use k8s_openapi::api::core::v1::{
+        ContainerPort, ContainerStatus, PodSpec, PodStatus, Toleration, Volume,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
     use k8s_openapi::jiff::Timestamp;
     use kube::ResourceExt;
@@ -270,6 +276,11 @@ mod tests {
                 name: "web".into(),
                 image: Some("example.com/web:1".into()),
                 args: Some(vec!["--big".into()]),
+                ports: Some(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: 8080,
+                    ..ContainerPort::default()
+                }]),
                 ..Container::default()
             }],
             volumes: Some(vec![Volume::default()]),
@@ -299,6 +310,10 @@ mod tests {
             spec.containers,
             [Container {
                 name: "web".into(),
+                ports: before
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers[0].ports.clone()),
                 ..Container::default()
             }]
         );

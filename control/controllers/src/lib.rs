@@ -15,6 +15,8 @@
 //! - [`garbage_collector`]: dependents of deleted owners (background, foreground, orphan).
 //! - [`node_lifecycle`]: nodes whose Lease stops are marked unknown, tainted and evicted.
 //! - [`resourcequota`]: every ResourceQuota's `status.hard` and `status.used`.
+//! - [`endpointslice`]: the EndpointSlices of every Service with a selector.
+//! - [`endpoints`]: the legacy Endpoints of every Service with a selector.
 //! - [`token_cleaner`]: expired bootstrap tokens are deleted.
 //! - [`serviceaccount`]: a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in
 //!   every namespace (the ServiceAccount controller and the root-CA publisher).
@@ -32,6 +34,8 @@ pub mod config;
 pub mod context;
 mod daemonset;
 mod deployment;
+mod endpoints;
+mod endpointslice;
 mod expectations;
 mod garbage_collector;
 mod informer;
@@ -42,6 +46,7 @@ pub mod pods;
 mod replicaset;
 mod resourcequota;
 mod retry;
+mod service_pods;
 pub mod serviceaccount;
 mod token_cleaner;
 
@@ -148,6 +153,12 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     }
     if config.enabled("resourcequota") {
         set.spawn(resourcequota::run(ctx.clone(), &informers));
+    }
+    if config.enabled("endpointslice") {
+        set.spawn(endpointslice::run(ctx.clone(), &informers));
+    }
+    if config.enabled("endpoint") {
+        set.spawn(endpoints::run(ctx.clone(), &informers));
     }
     if config.enabled("tokencleaner") {
         set.spawn(token_cleaner::run(ctx.clone(), &informers));
