@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod process;
 
 /// A Kubernetes-architecture orchestrator for WebAssembly workloads.
 #[derive(Parser, Debug)]

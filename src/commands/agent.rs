@@ -53,6 +53,7 @@ impl AgentCommand {
             .clone()
             .unwrap_or_else(wasmkube_client::identity::default_node_name);
         let shutdown = Shutdown::on_signals();
+        crate::process::prepare(shutdown.wait());
         let pki = certificates::pki_dir(&data_dir);
         let request = request::CertificateRequest::node_client(&name);
         let pinned = match self.token.as_deref() {

@@ -124,6 +124,7 @@ impl ControllersCommand {
             None => kubeconfig_ca(&self.kubeconfig)?,
         };
         let shutdown = Shutdown::on_signals();
+        crate::process::prepare(shutdown.wait());
         let client = client_from_kubeconfig(&self.kubeconfig).await?;
         wasmkube_controllers::run(client, config, shutdown.wait())
             .await

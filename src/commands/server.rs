@@ -255,6 +255,7 @@ impl ServerCommand {
         }
         init_logging(self.log_format);
         let shutdown = Shutdown::on_signals();
+        crate::process::prepare(shutdown.wait());
         let config = wasmkube_apiserver::Config {
             data_dir: data_dir.clone(),
             bind: self.bind,
