@@ -6,7 +6,10 @@
 //! `F` for a full line or `P` for a piece of a line longer than 16 KiB, the text). The
 //! current instance and the one before it are kept (`kubectl logs --previous`); older
 //! files are removed when a new instance starts. A file past 10 MiB is rotated once
-//! (`N.log` → `N.log.1`), as the kubelet's `containerLogMaxSize` does.
+//! (`N.log` → `N.log.1`), as the kubelet's `containerLogMaxSize` does. The file is created
+//! when the instance starts but opened for writing only at its first record, so an idle pod
+//! that has printed nothing (an HTTP handler before its first request) holds no descriptor
+//! for its log: 10,000 idle listener pods need 10,000 descriptors, not 20,000.
 //!
 //! A [`ContainerLog`] is the writer (the runtime hands the guest's stdout and stderr bytes to
 //! its [`StreamWriter`]s); the [`LogRegistry`] maps pods' names to their UIDs and lets a
@@ -211,7 +214,11 @@ pub(crate) struct ContainerLog {
 #[derive(Debug)]
 struct Writer {
     path: PathBuf,
+    /// The open file; `None` until the first record (see `opened`) or after a failed
+    /// rotation.
     file: Option<File>,
+    /// Whether the file was opened for writing (at the first record).
+    opened: bool,
     written: u64,
     partial: [Vec<u8>; 2],
     state: watch::Sender<LiveState>,
@@ -239,7 +246,8 @@ impl ContainerLog {
             }
         }
         let path = log_path(pods_dir, pod_uid, container, restart_count);
-        let file = OpenOptions::new()
+        // Created (empty) now so readers find it; opened again at the first record.
+        OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
@@ -252,7 +260,8 @@ impl ContainerLog {
         Ok(ContainerLog {
             inner: Arc::new(Mutex::new(Writer {
                 path,
-                file: Some(file),
+                file: None,
+                opened: false,
                 written: 0,
                 partial: [Vec::new(), Vec::new()],
                 state,
@@ -356,6 +365,11 @@ impl Writer {
     /// Writes one CRI record. Write errors drop the record: a full disk must not kill the
     /// workload.
     fn record(&mut self, stream: Stream, content: &[u8], full: bool, now: Timestamp) {
+        if !self.opened {
+            self.opened = true;
+            // Not `create`: a file removed meanwhile (the pod is being deleted) stays gone.
+            self.file = OpenOptions::new().append(true).open(&self.path).ok();
+        }
         let Some(file) = self.file.as_mut() else {
             return;
         };
@@ -503,6 +517,45 @@ mod tests {
             instances(&container_dir(dir.path(), "uid", "c")),
             vec![2, 3]
         );
+    }
+
+    /// Descriptors of this process open on `path`.
+    fn descriptors_on(path: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == path))
+            .count()
+    }
+
+    #[test]
+    fn a_log_holds_no_descriptor_until_its_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = LogRegistry::new();
+        let log = ContainerLog::create(&reg, dir.path(), "uid", "c", 0).unwrap();
+        let path = log.path();
+        assert!(path.is_file(), "the file exists for readers at once");
+        assert_eq!(descriptors_on(&path), 0);
+        log.stream(Stream::Stdout).write(b"first\n");
+        assert_eq!(descriptors_on(&path), 1);
+        log.stream(Stream::Stderr).write(b"second\n");
+        assert_eq!(descriptors_on(&path), 1);
+        drop(log);
+        assert_eq!(descriptors_on(&path), 0);
+        let got = lines(&path);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1].ends_with(" stderr F second"), "{got:?}");
+    }
+
+    #[test]
+    fn a_log_removed_before_its_first_record_is_not_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = LogRegistry::new();
+        let log = ContainerLog::create(&reg, dir.path(), "uid", "c", 0).unwrap();
+        fs::remove_dir_all(dir.path().join("uid")).unwrap();
+        log.stream(Stream::Stdout).write(b"late\n");
+        log.close();
+        assert!(!log.path().exists());
     }
 
     #[test]
