@@ -12,7 +12,7 @@ use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
-    /// garbagecollector, nodelifecycle, resourcequota, endpoint, endpointslice,
+    /// garbagecollector, nodelifecycle, resourcequota, endpoint, endpointslice, nodeipam,
     /// tokencleaner, serviceaccount, root-ca-cert-publisher [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
@@ -27,6 +27,16 @@ pub(crate) struct ControllerArgs {
     /// How often node leases are checked, in seconds (shorter than the grace period).
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_monitor_period: u64,
+    /// The range node IPAM (the nodeipam controller) takes every Node's pod CIDR from
+    /// (spec.podCIDR): one IPv4 or IPv6 CIDR. Pods' addresses come from their Node's pod
+    /// CIDR where agents route them (not yet: agents give pods 127.N.x.y addresses).
+    #[arg(long, value_name = "CIDR", default_value = wasmkube_controllers::DEFAULT_CLUSTER_CIDR)]
+    pub(crate) cluster_cidr: wasmkube_controllers::IpNet,
+    /// The prefix length of each Node's pod CIDR, cut from --cluster-cidr (a /24 is 254 pod
+    /// addresses per node, and a /16 cluster CIDR has 256 of them). At least the cluster
+    /// CIDR's prefix length; at most 16 bits longer.
+    #[arg(long, value_name = "BITS", default_value_t = wasmkube_controllers::DEFAULT_NODE_CIDR_MASK_SIZE, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub(crate) node_cidr_mask_size: u8,
     /// Run the controllers unconditionally, without taking the controller-manager Lease
     /// (only when exactly one controller-manager runs).
     #[arg(long)]
@@ -43,6 +53,8 @@ impl ControllerArgs {
         config.concurrency = self.concurrent_syncs;
         config.node_monitor_grace_period = Duration::from_secs(self.node_monitor_grace_period);
         config.node_monitor_period = Duration::from_secs(self.node_monitor_period);
+        config.cluster_cidr = self.cluster_cidr;
+        config.node_cidr_mask_size = self.node_cidr_mask_size;
         if self.no_leader_elect {
             config.leader_election = None;
         }
@@ -52,8 +64,8 @@ impl ControllerArgs {
 }
 
 /// Run the controller-manager (ReplicaSets, Deployments, Jobs, DaemonSets, garbage
-/// collection, node lifecycle, Services' EndpointSlices and Endpoints, bootstrap token
-/// cleanup) against the cluster of a kubeconfig.
+/// collection, node lifecycle, Services' EndpointSlices and Endpoints, Nodes' pod CIDRs,
+/// bootstrap token cleanup) against the cluster of a kubeconfig.
 ///
 /// `wasmkube server` runs the same controllers in its own process unless
 /// --disable-controllers; several controller-managers may run, one acts at a time (Lease

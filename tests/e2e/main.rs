@@ -41,6 +41,7 @@ mod kubectl;
 mod limits;
 mod node_authorizer;
 mod node_identity;
+mod node_ipam;
 mod node_lifecycle;
 mod node_proxy;
 mod quota;

@@ -305,6 +305,7 @@ fn builtin() -> Vec<ResourceType> {
             name_rule: NameRule::Subdomain,
             field_selectors: &["spec.unschedulable"],
             validate: validation::validate_node,
+            default: validation::default_node,
             ..rt("", "v1", "Node", "nodes", &["no"], false, &[Status], false)
         },
         ResourceType {

@@ -39,7 +39,8 @@ pub use data::{default_secret, validate_data_keys};
 pub use endpointslice::{default_endpointslice, validate_endpointslice};
 pub use job::{default_job, validate_job};
 pub use kinds::{
-    default_namespace, validate_event, validate_namespace, validate_node, validate_runtimeclass,
+    default_namespace, default_node, validate_event, validate_namespace, validate_node,
+    validate_runtimeclass,
 };
 pub use metadata::validate_metadata;
 pub use pod::validate_pod;

@@ -1,6 +1,10 @@
 //! The controller-manager's settings and errors.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
+
+pub use ipnet::IpNet;
+use ipnet::Ipv4Net;
 
 use wasmkube_client::identity::default_identity;
 use wasmkube_client::{LeaderElectionConfig, LeaderElectionError};
@@ -25,6 +29,7 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "resourcequota",
     "endpoint",
     "endpointslice",
+    "nodeipam",
     "tokencleaner",
     "serviceaccount",
     "root-ca-cert-publisher",
@@ -52,7 +57,17 @@ pub struct ControllersConfig {
     /// The cluster CA (PEM) the root-CA publisher puts in every namespace's
     /// `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`); `None` disables it.
     pub root_ca: Option<String>,
+    /// Where node IPAM takes the Nodes' pod CIDRs from (`--cluster-cidr`, 10.42.0.0/16 as
+    /// k3s).
+    pub cluster_cidr: IpNet,
+    /// The prefix length of each Node's pod CIDR (`--node-cidr-mask-size`, 24).
+    pub node_cidr_mask_size: u8,
 }
+
+/// k3s' default cluster CIDR.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+/// Kubernetes' default node CIDR mask size for IPv4.
+pub const DEFAULT_NODE_CIDR_MASK_SIZE: u8 = 24;
 
 impl Default for ControllersConfig {
     fn default() -> Self {
@@ -69,6 +84,8 @@ impl Default for ControllersConfig {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             root_ca: None,
+            cluster_cidr: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 42, 0, 0), 16)),
+            node_cidr_mask_size: DEFAULT_NODE_CIDR_MASK_SIZE,
         }
     }
 }
@@ -98,6 +115,10 @@ impl ControllersConfig {
             return Err(ControllersError::Config(
                 "the node monitor period must be positive and shorter than the grace period".into(),
             ));
+        }
+        if self.enabled("nodeipam") {
+            crate::nodeipam::cidr_set::CidrSet::new(self.cluster_cidr, self.node_cidr_mask_size)
+                .map_err(|e| ControllersError::Config(e.to_string()))?;
         }
         Ok(())
     }
@@ -130,6 +151,23 @@ mod tests {
         for name in ALL_CONTROLLERS {
             assert!(config.enabled(name));
         }
+    }
+
+    #[test]
+    fn the_default_cluster_cidr_is_k3s_and_bad_mask_sizes_are_refused() {
+        let config = ControllersConfig::default();
+        assert_eq!(config.cluster_cidr.to_string(), DEFAULT_CLUSTER_CIDR);
+        let bad = ControllersConfig {
+            node_cidr_mask_size: 12,
+            ..ControllersConfig::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("--node-cidr-mask-size 12"), "{err}");
+        let without_ipam = ControllersConfig {
+            controllers: vec!["replicaset".into()],
+            ..bad
+        };
+        assert!(without_ipam.validate().is_ok());
     }
 
     #[test]

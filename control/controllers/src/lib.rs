@@ -17,6 +17,7 @@
 //! - [`resourcequota`]: every ResourceQuota's `status.hard` and `status.used`.
 //! - [`endpointslice`]: the EndpointSlices of every Service with a selector.
 //! - [`endpoints`]: the legacy Endpoints of every Service with a selector.
+//! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR.
 //! - [`token_cleaner`]: expired bootstrap tokens are deleted.
 //! - [`serviceaccount`]: a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in
 //!   every namespace (the ServiceAccount controller and the root-CA publisher).
@@ -41,6 +42,7 @@ mod garbage_collector;
 mod informer;
 mod job;
 mod node_lifecycle;
+mod nodeipam;
 mod pod_control;
 pub mod pods;
 mod replicaset;
@@ -59,7 +61,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wasmkube_client::LeaderElector;
 
-pub use config::{ALL_CONTROLLERS, ControllersConfig, ControllersError};
+pub use config::{
+    ALL_CONTROLLERS, ControllersConfig, ControllersError, DEFAULT_CLUSTER_CIDR,
+    DEFAULT_NODE_CIDR_MASK_SIZE, IpNet,
+};
 pub use context::Context;
 
 use wasmkube_client::informers::SharedInformerFactory;
@@ -153,6 +158,14 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     }
     if config.enabled("resourcequota") {
         set.spawn(resourcequota::run(ctx.clone(), &informers));
+    }
+    if config.enabled("nodeipam") {
+        set.spawn(nodeipam::run(
+            ctx.clone(),
+            &informers,
+            config.cluster_cidr,
+            config.node_cidr_mask_size,
+        ));
     }
     if config.enabled("endpointslice") {
         set.spawn(endpointslice::run(ctx.clone(), &informers));

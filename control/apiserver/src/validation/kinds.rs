@@ -1,5 +1,5 @@
 //! The small kinds: Namespace (finalizers, phase, the `kubernetes.io/metadata.name`
-//! label), Node (taints), Event (involved object and reporting fields) and RuntimeClass
+//! label), Node (taints, pod CIDRs), Event (involved object and reporting fields) and RuntimeClass
 //! (handler, overhead, scheduling).
 
 use std::collections::BTreeSet;
@@ -75,8 +75,77 @@ pub fn validate_namespace(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
     causes(errs)
 }
 
-/// Validates a Node's taints (key, value, effect, unique per key and effect).
-pub fn validate_node(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
+/// Node defaults: `spec.podCIDR` is `spec.podCIDRs[0]`, and a lone `podCIDR` becomes the
+/// list (Kubernetes' conversion keeps the two so).
+pub fn default_node(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let first = spec
+        .get("podCIDRs")
+        .and_then(Value::as_array)
+        .and_then(|l| l.first())
+        .cloned();
+    match first {
+        Some(first) => {
+            spec.insert("podCIDR".into(), first);
+        }
+        None => {
+            if let Some(single) = spec
+                .get("podCIDR")
+                .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            {
+                let list = json!([single]);
+                spec.insert("podCIDRs".into(), list);
+            }
+        }
+    }
+}
+
+/// `spec.podCIDRs`: valid CIDRs, at most one per IP family; on update unchanged once set
+/// (node IPAM sets them once, from "" to valid).
+fn pod_cidr_errors(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let path = FieldPath::new("spec").child("podCIDRs");
+    let cidrs = |v: &Value| -> Vec<String> {
+        get_list(v.get("spec").unwrap_or(&Value::Null), "podCIDRs")
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let new = cidrs(obj);
+    let mut errs = Vec::new();
+    let mut families = Vec::new();
+    for (i, cidr) in new.iter().enumerate() {
+        match cidr.parse::<ipnet::IpNet>() {
+            Ok(net) => families.push(matches!(net, ipnet::IpNet::V6(_))),
+            Err(_) => errs.push(FieldError::invalid(
+                &path.index(i),
+                cidr.as_str(),
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            )),
+        }
+    }
+    if errs.is_empty() && new.len() > 1 && (new.len() > 2 || families[0] == families[1]) {
+        errs.push(FieldError::invalid(
+            &path,
+            new.as_slice(),
+            "may specify no more than one CIDR for each IP family",
+        ));
+    }
+    if let Some(old) = old {
+        let before = cidrs(old);
+        if !before.is_empty() && before != new {
+            errs.push(FieldError::forbidden(
+                &path,
+                "node updates may not change podCIDR except from \"\" to valid",
+            ));
+        }
+    }
+    errs
+}
+
+/// Validates a Node's taints (key, value, effect, unique per key and effect) and pod CIDRs.
+pub fn validate_node(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let path = FieldPath::new("spec").child("taints");
     let mut errs = Vec::new();
     let mut seen = BTreeSet::new();
@@ -104,6 +173,7 @@ pub fn validate_node(obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
             errs.push(e);
         }
     }
+    errs.extend(pod_cidr_errors(obj, old));
     causes(errs)
 }
 
@@ -250,6 +320,31 @@ mod tests {
             })
         );
         assert_eq!(validate_namespace(&ns, None), vec![]);
+    }
+
+    #[test]
+    fn a_node_gets_its_pod_cidr_once_and_keeps_it() {
+        let mut node = json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.42.3.0/24"}});
+        default_node(&mut node);
+        assert_eq!(node["spec"]["podCIDRs"], json!(["10.42.3.0/24"]));
+        let none = json!({"metadata": {"name": "n1"}, "spec": {}});
+        assert_eq!(validate_node(&node, Some(&none)), vec![]);
+        assert_eq!(validate_node(&node, Some(&node)), vec![]);
+        let mut moved = json!({"metadata": {"name": "n1"}, "spec": {"podCIDRs": ["10.42.4.0/24"]}});
+        default_node(&mut moved);
+        assert_eq!(moved["spec"]["podCIDR"], json!("10.42.4.0/24"));
+        assert_eq!(
+            summary(&validate_node(&moved, Some(&node))),
+            vec![
+                "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"
+            ]
+        );
+        let bad = json!({"spec": {"podCIDRs": ["10.42.0.0/33", "10.42.1.0/24"]}});
+        assert_eq!(fields(&validate_node(&bad, None)), vec!["spec.podCIDRs[0]"]);
+        let two_v4 = json!({"spec": {"podCIDRs": ["10.42.0.0/24", "10.42.1.0/24"]}});
+        assert_eq!(fields(&validate_node(&two_v4, None)), vec!["spec.podCIDRs"]);
+        let dual = json!({"spec": {"podCIDRs": ["10.42.0.0/24", "fd42::/64"]}});
+        assert_eq!(validate_node(&dual, None), vec![]);
     }
 
     #[test]
