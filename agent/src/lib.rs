@@ -92,6 +92,8 @@ pub struct AgentConfig {
     /// the agent makes); past it the container waits in `CreateContainerError` and is
     /// retried.
     pub compile_timeout: Duration,
+    /// How the kernel schedules the guests' threads (for a runtime the agent makes).
+    pub guest_scheduling: wasmkube_runtime::GuestScheduling,
     /// Renewal of the client certificate `client` presents (a joined agent's); `None` for
     /// credentials someone else keeps current.
     pub client_rotation: Option<certificates::rotation::Rotation>,
@@ -152,6 +154,7 @@ impl AgentConfig {
             api_server: None,
             eviction_hard: node::eviction::EvictionHard::default(),
             compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
+            guest_scheduling: wasmkube_runtime::DEFAULT_GUEST_SCHEDULING,
             client_rotation: None,
             server_tls_bootstrap: false,
         }
@@ -241,6 +244,7 @@ pub async fn start(
                 config.cluster_ca_pem.as_deref(),
             );
             runtime.compile_timeout = config.compile_timeout;
+            runtime.guest_scheduling = config.guest_scheduling;
             wasmkube_runtime::Runtime::new(runtime)?
         }
     };

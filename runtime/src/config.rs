@@ -1,6 +1,6 @@
 //! The runtime's process-wide settings: where compiled code is cached, how big the
 //! instance pool is, the largest memory an instance may have, how often the epoch ticks, how
-//! many threads run guests and at what priority, how long a compilation may take and the
+//! many threads run guests and how the kernel schedules them, how long a compilation may take and the
 //! period of CPU quotas.
 //!
 //! Everything has a default suited to one agent on one machine; only the cache directory must
@@ -34,10 +34,38 @@ pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// (`cpu.cfs_period_us`) that the kubelet's `limits.cpu` quotas use.
 pub const DEFAULT_CPU_PERIOD: Duration = Duration::from_millis(100);
 
-/// Default for how much higher the nice value of the guests' threads is than their creator's:
-/// 10, which Linux weighs at 110 against nice 0's 1024, so a control-plane thread that wakes
-/// among busy guests gets the CPU about nine times as readily as they do.
-pub const DEFAULT_GUEST_NICE: u8 = 10;
+/// How the kernel schedules the guests' threads (and the compilations' threads, which they
+/// start) against the control plane's: the threads of the process that creates the
+/// [`Runtime`](crate::Runtime) (in `wasmkube server` the apiserver, scheduler, controllers and
+/// the agent's own loops) and every other process of the node.
+///
+/// Quotas cap what each guest uses, but limits may add up to more CPU than the machine has
+/// left for the guests; then the guest threads are always runnable, and what matters is how
+/// soon a control-plane thread that wakes gets a CPU from them. A Kubernetes node answers
+/// with cgroup weights: a pod's CPU is weighed by its requests (10m is a `cpu.weight` of 1)
+/// below the node's own daemons. Either policy here weighs the guests low; neither makes a
+/// waking thread take the CPU from a running guest at once on Linux 6.18 (EEVDF, 250 Hz): the
+/// guest keeps it until its slice ends at a scheduler tick, up to 4 ms later (measured in
+/// docs/benchmarks.md, "Guest isolation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestScheduling {
+    /// The normal policy at a nice value this much above the creating thread's, up to 19
+    /// (0 = the creator's priority). Nice 10 weighs 110 against nice 0's 1024: a guest
+    /// competing with one busy control-plane thread still gets about a tenth of a CPU.
+    /// Linux only (elsewhere the nice value is per process).
+    Nice(u8),
+    /// Linux's `SCHED_IDLE` policy: weight 3 against a nice-0 thread's 1024, so a guest runs
+    /// only when no other thread of the CPU wants to (on a busy node its probes and HTTP
+    /// requests wait for every other process); a CPU that runs only such threads counts as
+    /// idle when the kernel places a waking thread. Where the kernel refuses the policy (not
+    /// Linux, or a seccomp filter), the threads run at nice 19 instead, with a warning.
+    Idle,
+}
+
+/// Default [`GuestScheduling`]: nice +10. `SCHED_IDLE` measured no better for the
+/// apiserver's latency under busy guests (docs/benchmarks.md) and starves guests on a busy
+/// machine, so it is an option, not the default.
+pub const DEFAULT_GUEST_SCHEDULING: GuestScheduling = GuestScheduling::Nice(10);
 
 /// Settings of a [`Runtime`](crate::Runtime).
 #[derive(Debug, Clone)]
@@ -69,14 +97,9 @@ pub struct RuntimeConfig {
     /// Worker threads of the Tokio runtime that runs guests (and HTTP handlers' servers),
     /// separate from the caller's runtime; 0 = one per CPU.
     pub guest_threads: usize,
-    /// How much higher the nice value of the guests' threads (and the compilations' threads,
-    /// which they start) is than that of the thread that creates the [`Runtime`](crate::Runtime),
-    /// up to Linux's 19; 0 = the same. Quotas cap what each guest uses, but limits may add up
-    /// to more CPU than the machine has left for them (other processes take their share);
-    /// then the kernel's scheduler weighs the guests' threads below the control plane's (the
-    /// apiserver, the agent's loops), as a Kubernetes node weighs a pod's CPU by its requests
-    /// below the node's own daemons. Linux only (elsewhere the nice value is per process).
-    pub guest_nice: u8,
+    /// How the kernel schedules the guests' threads and the compilations' threads against
+    /// the control plane's and other processes' ([`GuestScheduling`]).
+    pub guest_scheduling: GuestScheduling,
     /// Period of CPU quotas ([`Limits::cpu_millicores`](crate::Limits::cpu_millicores)): a
     /// guest may use `millicores / 1000 * cpu_period` of CPU time per period.
     pub cpu_period: Duration,
@@ -96,7 +119,7 @@ impl RuntimeConfig {
             max_concurrent_compilations: DEFAULT_MAX_CONCURRENT_COMPILATIONS,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             guest_threads: 0,
-            guest_nice: DEFAULT_GUEST_NICE,
+            guest_scheduling: DEFAULT_GUEST_SCHEDULING,
             cpu_period: DEFAULT_CPU_PERIOD,
             outgoing_tls_roots: crate::TlsRoots::default(),
         }

@@ -12,7 +12,7 @@
 //!   Tokio runtime of its own on which every guest runs ([`Runtime::guest_handle`]), so
 //!   busy guests never hold the threads of the caller's executor (in `wasmkube server`, the
 //!   apiserver's), and its threads run below the caller's priority
-//!   ([`RuntimeConfig::guest_nice`]).
+//!   ([`RuntimeConfig::guest_scheduling`]: nice +10, or `SCHED_IDLE`).
 //! - [`Runtime::load`] turns a binary into a [`Program`] (compiled, linked, classified as a
 //!   [`ProgramKind`]). The second load of the same code compiles nothing: it is served by the
 //!   programs loaded in this process or by the cache directory ([`Runtime::cache_stats`]),
@@ -92,9 +92,9 @@ mod sink;
 
 pub use cache::CacheStats;
 pub use config::{
-    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PERIOD, DEFAULT_EPOCH_TICK, DEFAULT_GUEST_NICE,
+    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PERIOD, DEFAULT_EPOCH_TICK, DEFAULT_GUEST_SCHEDULING,
     DEFAULT_MAX_CONCURRENT_COMPILATIONS, DEFAULT_MAX_MEMORY_PER_INSTANCE, DEFAULT_MAX_WASM_BYTES,
-    DEFAULT_TOTAL_INSTANCES, RuntimeConfig,
+    DEFAULT_TOTAL_INSTANCES, GuestScheduling, RuntimeConfig,
 };
 pub use error::{LoadError, RuntimeError};
 pub use host::Preopen;

@@ -62,7 +62,7 @@ impl Runtime {
         let engine = build_engine(&config)?;
         let linkers = Linkers::new(&engine)?;
         let cache = CodeCache::open(&config.cache_dir, &engine)?;
-        let executor = GuestExecutor::start(config.guest_threads, config.guest_nice)?;
+        let executor = GuestExecutor::start(config.guest_threads, config.guest_scheduling)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         let loader = Loader::new(config.max_concurrent_compilations, config.compile_timeout);
         Ok(Self {

@@ -209,6 +209,29 @@ pub(crate) struct NodeArgs {
     /// compilation goes on (like the kubelet's --runtime-request-timeout, 2m by default).
     #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) wasm_compile_timeout: u64,
+    /// How the kernel schedules the threads that run wasm guests: `nice` (10 above the
+    /// agent's; a busy guest still gets a tenth of a CPU against a busy agent thread) or
+    /// `idle` (Linux's SCHED_IDLE: guests run only when nothing else on the CPU wants to).
+    #[arg(long, value_enum, default_value_t = GuestSchedulingArg::Nice, value_name = "POLICY")]
+    pub(crate) guest_scheduling: GuestSchedulingArg,
+}
+
+/// `--guest-scheduling`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuestSchedulingArg {
+    /// Nice +10.
+    Nice,
+    /// SCHED_IDLE.
+    Idle,
+}
+
+impl GuestSchedulingArg {
+    fn policy(self) -> wasmkube_runtime::GuestScheduling {
+        match self {
+            Self::Nice => wasmkube_runtime::DEFAULT_GUEST_SCHEDULING,
+            Self::Idle => wasmkube_runtime::GuestScheduling::Idle,
+        }
+    }
 }
 
 /// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
@@ -250,6 +273,7 @@ impl NodeArgs {
         config.server_tls_bootstrap = true;
         config.cluster_ca_pem = Some(ca_pem.to_string());
         config.compile_timeout = std::time::Duration::from_secs(self.wasm_compile_timeout);
+        config.guest_scheduling = self.guest_scheduling.policy();
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
             let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);

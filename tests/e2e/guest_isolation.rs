@@ -33,13 +33,17 @@ const SPINNER_LIMIT: &str = "100m";
 const SPINNER_SHARE: f64 = 0.1;
 /// How long the spinners' progress is measured for, by their own clocks.
 const WINDOW_MS: u64 = 4000;
+/// The least share of a core a spinner may get, as a part of the spinners' average in its
+/// round (runs on a loaded machine measured 0.5-0.7 for the spinner that got least).
+const MIN_OF_MEAN: f64 = 0.4;
 /// Rounds of idle and loaded measurements at most (the test stops at the first within 2x).
 const ROUNDS: usize = 3;
 /// The LIST p99 with the spinners over idle's above which the test fails, in the best round.
-/// The target is 2x, and runs on a quiet 2-core machine measure 1.6-2.6x (the figures go to
-/// docs/benchmarks.md, printed by this test); one p99 of 300 LISTs on a shared machine is too
-/// noisy to fail on at 2x. Guests on the apiserver's own threads, the bug this guards
-/// against (review finding 6), were 40x.
+/// The target is 2x, and runs on a quiet 2-core machine measure 1.7-3.2x: the loaded p99 is
+/// idle's p50 plus one scheduler tick (4 ms at 250 Hz), the longest a control-plane thread
+/// woken on a CPU where a guest runs waits for it, whatever the guests' nice value or
+/// SCHED_IDLE (docs/benchmarks.md, where the figures this test prints go). Guests on the
+/// apiserver's own threads, the bug this guards against (review finding 6), were 40x.
 const MAX_RATIO: f64 = 4.0;
 
 /// Sorted latencies of `n` LISTs of the test's ConfigMaps, after a few unmeasured ones.
@@ -318,14 +322,21 @@ async fn seventeen_spinners_at_100m_leave_list_latency_near_idle_and_get_their_s
         ms(best.idle_p99())
     );
     for of_round in &shares {
+        let mean = of_round.iter().sum::<f64>() / of_round.len().max(1) as f64;
         for (name, share) in names.iter().zip(of_round) {
             // At most its quota (with room for the tick it may overrun by and for a
-            // calibration on a busy machine). At least a part of it: on a machine shared with
-            // other work (other builds) the guests' threads may get much less than the 1.7
-            // cores the quotas allow, but no spinner starves.
+            // calibration on a busy machine).
             assert!(
                 *share <= SPINNER_SHARE * 2.0,
                 "{name} got {share:.3} of a core with a {SPINNER_LIMIT} limit: {of_round:?}"
+            );
+            // About its share: equal limits divide what the guests' threads got equally. On a
+            // machine shared with other work (other builds) that is less than the 1.7 cores
+            // the quotas allow, for every spinner alike (a quiet machine gives each
+            // 0.09-0.1), but no spinner falls far behind the others, nor starves.
+            assert!(
+                *share >= mean * MIN_OF_MEAN,
+                "{name} got {share:.3} of a core, the spinners {mean:.3} on average: {of_round:?}"
             );
             assert!(
                 *share >= SPINNER_SHARE / 10.0,
