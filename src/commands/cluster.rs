@@ -139,7 +139,7 @@ pub(crate) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::
     )
     .await
     .with_context(|| format!("loading kubeconfig {}", path.display()))?;
-    kube::Client::try_from(config).context("building the API client")
+    wasmkube_client::connection::client(config).context("building the API client")
 }
 
 /// A client for an in-process component acting as its own user (`system:kube-scheduler`):
@@ -156,7 +156,7 @@ pub(crate) async fn component_client(data_dir: &Path, user: &str) -> anyhow::Res
     )
     .await
     .context("loading the component kubeconfig")?;
-    kube::Client::try_from(config).context("building the API client")
+    wasmkube_client::connection::client(config).context("building the API client")
 }
 
 /// Node agent flags shared by `server` (embedded agent) and `agent`.

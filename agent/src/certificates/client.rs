@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
-use tower::ServiceBuilder;
 
 use super::{CertificateError, CertificateSlot, ClientCertResolver};
 
@@ -63,14 +61,5 @@ pub fn api_client(
     };
     let mut tls = config.rustls_client_config().map_err(api_error)?;
     tls.client_auth_cert_resolver = Arc::new(ClientCertResolver(slot));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-    let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .service(http);
-    Ok(kube::Client::new(service, config.default_namespace))
+    wasmkube_client::connection::client_with_tls(config, tls).map_err(api_error)
 }

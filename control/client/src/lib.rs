@@ -12,6 +12,8 @@
 //!   acts ([`LeaderElector::spawn_or_always`] is what a component's `run` calls).
 //! - [`informers`]: shared informers, one watch and one store per kind in a process,
 //!   feeding every component that needs that kind (client-go's `SharedInformerFactory`).
+//! - [`connection`]: kube-rs' client stack with at most 25 idle connections kept to the
+//!   apiserver, as client-go's transport (every in-process client is built with it).
 //! - [`identity`]: who this process is (host name, `<hostname>_<uuid>` Lease holder
 //!   identities, the default node name).
 //! - [`retry`]: per-object exponential retry back-off, as the controllers' rate-limited work
@@ -23,6 +25,7 @@
 //! Pure predicates over API objects (toleration matching, node affinity, the pod-template
 //! hash) have no I/O and live in `wasmkube-api`, as Kubernetes' component-helpers.
 
+pub mod connection;
 pub mod events;
 pub mod identity;
 pub mod informers;
