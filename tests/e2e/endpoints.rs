@@ -123,7 +123,12 @@ async fn endpointslices_are_served_printed_and_validated_as_kubernetes_does() ->
         ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
         "{out}"
     );
-    let row = lines.next().unwrap_or_default();
+    let rows: Vec<Vec<&str>> = lines.collect();
+    let row = rows
+        .iter()
+        .find(|r| r.first() == Some(&"external-1"))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(
         row[..6],
         [
@@ -140,6 +145,22 @@ async fn endpointslices_are_served_printed_and_validated_as_kubernetes_does() ->
         .kubectl_json(&["get", "endpointslice", "external-1"])
         .await?;
     assert_eq!(stored["ports"][0]["protocol"], "TCP");
+    // The apiserver keeps the `kubernetes` Service's slice, as its Endpoints.
+    let apiserver = rows
+        .iter()
+        .find(|r| r.first() == Some(&"kubernetes"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        apiserver[..4],
+        [
+            "kubernetes",
+            "IPv4",
+            &cluster.port().to_string(),
+            "127.0.0.1"
+        ],
+        "{out}"
+    );
 
     // The API's limits, and the rules of each field.
     refused(

@@ -157,19 +157,19 @@ async fn finalize_once(
     }
 }
 
-/// Creates the `kubernetes` service (10.43.0.1:443) and its endpoints in `default`.
+/// Creates the `kubernetes` service (10.43.0.1:443), its Endpoints and its EndpointSlice
+/// in `default` (the apiserver keeps them itself, as kube-apiserver's endpoint reconciler).
 async fn bootstrap_kubernetes_service(
     state: &AppState,
     apiserver: std::net::SocketAddr,
 ) -> Result<(), wasmkube_store::StoreError> {
-    use wasmkube_store::StoreError;
     let ip = if apiserver.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         apiserver.ip().to_string()
     };
     let (svc, endpoints) = crate::services::kubernetes_service(&ip, apiserver.port());
-    let to_backend = |e: crate::error::ApiError| StoreError::Backend(e.message.into());
+    let slice = crate::services::kubernetes_endpoint_slice(&ip, apiserver.port());
     if let Some(rt) = state.registry().by_kind("", "Service") {
         let alloc = format!(
             "/registry/allocations/serviceips/{}",
@@ -185,25 +185,48 @@ async fn bootstrap_kubernetes_service(
     }
     if let Some(rt) = state.registry().by_kind("", "Endpoints") {
         let key = rt.key(Some("default"), "kubernetes");
-        match state.store().get(&key).await? {
-            Some(kv) => {
-                // The apiserver may have moved (another --bind): point the endpoints at it.
-                let mut current = object::decode(&kv).map_err(to_backend)?;
-                if current.get("subsets") != endpoints.get("subsets") {
-                    current["subsets"] = endpoints["subsets"].clone();
-                    let _ = state
-                        .store()
-                        .update(
-                            &key,
-                            object::encode(&current).map_err(to_backend)?,
-                            kv.mod_revision,
-                        )
-                        .await;
-                }
-            }
-            None => create_builtin(state, rt, &key, endpoints).await?,
-        }
+        point_at_apiserver(state, rt, &key, endpoints, &["subsets"]).await?;
     }
+    if let Some(rt) = state
+        .registry()
+        .by_kind("discovery.k8s.io", "EndpointSlice")
+    {
+        let key = rt.key(Some("default"), "kubernetes");
+        point_at_apiserver(state, rt, &key, slice, &["endpoints", "ports"]).await?;
+    }
+    Ok(())
+}
+
+/// Creates `desired` at `key`, or, when it exists, sets its `fields` to the desired ones
+/// (the apiserver may have moved: another `--bind`).
+async fn point_at_apiserver(
+    state: &AppState,
+    rt: &crate::registry::ResourceType,
+    key: &str,
+    desired: Value,
+    fields: &[&str],
+) -> Result<(), wasmkube_store::StoreError> {
+    let to_backend =
+        |e: crate::error::ApiError| wasmkube_store::StoreError::Backend(e.message.into());
+    let Some(kv) = state.store().get(key).await? else {
+        return create_builtin(state, rt, key, desired).await;
+    };
+    let mut current = object::decode(&kv).map_err(to_backend)?;
+    if fields.iter().all(|f| current.get(f) == desired.get(f)) {
+        return Ok(());
+    }
+    for f in fields {
+        current[*f] = desired[*f].clone();
+    }
+    // A concurrent writer (another server starting) wins; it writes the same.
+    let _ = state
+        .store()
+        .update(
+            key,
+            object::encode(&current).map_err(to_backend)?,
+            kv.mod_revision,
+        )
+        .await;
     Ok(())
 }
 

@@ -303,6 +303,25 @@ pub async fn on_deleted(state: &AppState, rt: &crate::registry::ResourceType, ob
     }
 }
 
+/// The `kubernetes` Service's EndpointSlice, as kube-apiserver's endpoints adapter writes
+/// it (named as the Service, labelled with it, one ready endpoint: the apiserver).
+pub fn kubernetes_endpoint_slice(apiserver_ip: &str, apiserver_port: u16) -> Value {
+    let address_type = if apiserver_ip.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [apiserver_ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": apiserver_port, "protocol": "TCP"}],
+    })
+}
+
 /// The `kubernetes` service and its endpoints in `default`, pointing at the apiserver.
 pub fn kubernetes_service(apiserver_ip: &str, apiserver_port: u16) -> (Value, Value) {
     let svc = json!({
