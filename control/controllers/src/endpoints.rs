@@ -27,7 +27,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Config as ApplierConfig};
 use kube::runtime::reflector::{ObjectRef, Store};
 use wasmkube_client::informers::{Change, SharedInformerFactory};
-use wasmkube_client::status::{is_conflict, is_namespace_terminating, is_not_found};
+use wasmkube_client::status::{
+    is_already_exists, is_conflict, is_namespace_terminating, is_not_found,
+};
 
 use crate::context::Context;
 use crate::endpointslice::TRIGGER_TIME_ANNOTATION;
@@ -132,7 +134,9 @@ pub(crate) fn run(
                     "service",
                     &*service,
                     error,
-                    is_conflict(&error.source),
+                    // Our view was older than our own last write (the informer has not
+                    // shown it yet): retried quietly.
+                    is_conflict(&error.source) || is_already_exists(&error.source),
                 )
             },
             controller,
