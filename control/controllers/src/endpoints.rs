@@ -42,6 +42,11 @@ use crate::service_pods::{
 
 /// The label headless Services' Endpoints carry.
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// At most this many addresses in one Endpoints object (Kubernetes' `maxCapacity`); the
+/// rest is left out and the object says so.
+const MAX_CAPACITY: usize = 1000;
+/// Marks Endpoints that were truncated to [`MAX_CAPACITY`].
+const OVER_CAPACITY_ANNOTATION: &str = "endpoints.kubernetes.io/over-capacity";
 /// Endpoints holding a leader-election record (never deleted as leftovers).
 const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
 
@@ -185,7 +190,8 @@ impl Controller {
         let name = service.name_any();
         let key = object_key(service);
         let pods = selected_pods(&self.pods, &namespace, selector);
-        let subsets = subsets(service, &pods);
+        let mut subsets = subsets(service, &pods);
+        let truncated = truncate(&mut subsets, MAX_CAPACITY);
         let current = self
             .endpoints
             .get(&ObjectRef::new(&name).within(&namespace));
@@ -193,7 +199,11 @@ impl Controller {
         if let Some(current) = &current {
             let mut current_labels = current.labels().clone();
             current_labels.remove(HEADLESS_LABEL);
-            if normalized(current.subsets.clone()) == subsets && current_labels == labels {
+            let marked = current.annotations().contains_key(OVER_CAPACITY_ANNOTATION);
+            if normalized(current.subsets.clone()) == subsets
+                && current_labels == labels
+                && marked == truncated
+            {
                 self.retries.succeeded(&service.uid().unwrap_or_default());
                 return Ok(Action::await_change());
             }
@@ -211,9 +221,13 @@ impl Controller {
         });
         endpoints.subsets = subsets;
         endpoints.metadata.labels = Some(labels);
-        endpoints
-            .annotations_mut()
-            .insert(TRIGGER_TIME_ANNOTATION.into(), Timestamp::now().to_string());
+        let annotations = endpoints.annotations_mut();
+        annotations.insert(TRIGGER_TIME_ANNOTATION.into(), Timestamp::now().to_string());
+        if truncated {
+            annotations.insert(OVER_CAPACITY_ANNOTATION.into(), "truncated".into());
+        } else {
+            annotations.remove(OVER_CAPACITY_ANNOTATION);
+        }
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &namespace);
         let written = if current.is_some() {
             api.replace(&name, &PostParams::default(), &endpoints)
@@ -245,6 +259,7 @@ fn normalized(subsets: Option<Vec<EndpointSubset>>) -> Option<Vec<EndpointSubset
             not_ready_addresses: none_if_empty(s.not_ready_addresses),
             ports: none_if_empty(s.ports),
         })
+        .filter(|s| s.addresses.is_some() || s.not_ready_addresses.is_some())
         .collect();
     (!subsets.is_empty()).then_some(subsets)
 }
@@ -259,6 +274,53 @@ fn port_key(p: &EndpointPort) -> PortKey {
         p.protocol.clone().unwrap_or_default(),
         p.app_protocol.clone().unwrap_or_default(),
     )
+}
+
+/// `truncateEndpoints`: keeps at most `max` addresses, ready ones first: when the ready
+/// ones alone are too many, every subset keeps its share of `max` of them (the last the
+/// rest) and no not-ready one; otherwise the not-ready ones are cut so. Returns whether
+/// anything was cut. (Done before comparing with the stored object, so a truncated
+/// Endpoints is not written again at every sync, as Kubernetes' would be.)
+fn truncate(subsets: &mut Option<Vec<EndpointSubset>>, max: usize) -> bool {
+    let Some(list) = subsets.as_mut() else {
+        return false;
+    };
+    let len = |v: &Option<Vec<EndpointAddress>>| v.as_ref().map_or(0, Vec::len);
+    let ready: usize = list.iter().map(|s| len(&s.addresses)).sum();
+    let not_ready: usize = list.iter().map(|s| len(&s.not_ready_addresses)).sum();
+    if ready + not_ready <= max {
+        return false;
+    }
+    let cut_ready = ready > max;
+    let (room, total) = if cut_ready {
+        (max, ready)
+    } else {
+        (max - ready, not_ready)
+    };
+    let mut left = room;
+    let last = list.len() - 1;
+    for (i, subset) in list.iter_mut().enumerate() {
+        let field = if cut_ready {
+            &mut subset.addresses
+        } else {
+            &mut subset.not_ready_addresses
+        };
+        let here = len(field);
+        let share = if i == last {
+            left
+        } else {
+            (here * room).div_ceil(total)
+        };
+        if let Some(addresses) = field.as_mut() {
+            addresses.truncate(share.min(left));
+        }
+        left -= len(field);
+        if cut_ready {
+            subset.not_ready_addresses = None;
+        }
+    }
+    *subsets = normalized(subsets.take());
+    true
 }
 
 /// The pods of one port set: (ports, ready addresses, not-ready addresses).
@@ -479,6 +541,45 @@ mod tests {
         assert_eq!(ips(&kept[0].not_ready_addresses), ["127.1.0.2"]);
         let published = subsets(&service(true), &pods).unwrap();
         assert_eq!(ips(&published[0].addresses), ["127.1.0.1", "127.1.0.2"]);
+    }
+
+    fn addresses(n: usize, from: usize) -> Option<Vec<EndpointAddress>> {
+        Some(
+            (from..from + n)
+                .map(|i| EndpointAddress {
+                    ip: format!("10.42.{}.{}", i / 250, i % 250),
+                    ..EndpointAddress::default()
+                })
+                .collect(),
+        )
+    }
+
+    fn counts(subsets: &Option<Vec<EndpointSubset>>) -> Vec<(usize, usize)> {
+        let len = |v: &Option<Vec<EndpointAddress>>| v.as_ref().map_or(0, Vec::len);
+        subsets
+            .iter()
+            .flatten()
+            .map(|s| (len(&s.addresses), len(&s.not_ready_addresses)))
+            .collect()
+    }
+
+    #[test]
+    fn over_a_thousand_addresses_are_cut_ready_ones_last_and_in_proportion() {
+        let subset = |ready, not_ready, from| EndpointSubset {
+            addresses: addresses(ready, from),
+            not_ready_addresses: addresses(not_ready, from + ready),
+            ports: None,
+        };
+        let mut fits = Some(vec![subset(600, 400, 0)]);
+        assert!(!truncate(&mut fits, MAX_CAPACITY));
+        // Too many not-ready ones: they are cut, the ready ones stay.
+        let mut some = Some(vec![subset(700, 200, 0), subset(50, 150, 2000)]);
+        assert!(truncate(&mut some, MAX_CAPACITY));
+        assert_eq!(counts(&some), [(700, 143), (50, 107)]);
+        // Too many ready ones: every subset keeps its share, no not-ready one.
+        let mut many = Some(vec![subset(1500, 10, 0), subset(500, 10, 3000)]);
+        assert!(truncate(&mut many, MAX_CAPACITY));
+        assert_eq!(counts(&many), [(750, 0), (250, 0)]);
     }
 
     #[test]
