@@ -1,12 +1,12 @@
 //! The open-file limit (`RLIMIT_NOFILE`).
 //!
-//! A pod with a listener holds two descriptors for as long as it runs (its listening socket
-//! and its log file), a pod with a running instance one (its log file), and the apiserver
-//! one per client connection: a node of 10,000 listener pods needs more than 20,000. Most
-//! systems start a process with a soft limit of 1,024 and a much higher hard limit (systemd:
-//! 1,024 / 524,288), so at start the soft limit is raised to the hard one, as Go's runtime
-//! does for every program since Go 1.19 and systemd recommends for services that need many
-//! descriptors. Raising the hard limit itself needs privilege: `LimitNOFILE=` in a systemd
+//! An idle pod with a listener holds three descriptors (its listening socket and two handles
+//! on its ServiceAccount token volume), a pod with a running instance four (its log file and
+//! three on the volume), and the apiserver one per client connection: a node of 10,000 pods
+//! needs more than 30,000 (docs/benchmarks.md). Most systems start a process with a soft
+//! limit of 1,024 and a much higher hard limit (systemd: 1,024 / 524,288), so at start the
+//! soft limit is raised to the hard one, as Go's runtime does for every program since Go 1.19
+//! and systemd recommends for services that need many descriptors. Raising the hard limit itself needs privilege: `LimitNOFILE=` in a systemd
 //! unit, `ulimit -Hn` in the starting shell, or `--ulimit nofile=` for a container.
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
