@@ -165,12 +165,39 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command.execute()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+    // A bench interrupted by Ctrl-C or SIGTERM drops its work, which kills the servers and
+    // peers it started (their `kill_on_drop`) instead of leaving them running.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = command.execute() => result.map_err(|e| (e, std::process::ExitCode::FAILURE)),
+            signal = interrupted() => Err((
+                anyhow::anyhow!("interrupted by {signal}: stopped the processes it started"),
+                std::process::ExitCode::from(130),
+            )),
         }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err((e, code)) => {
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}
+
+/// Resolves with the signal's name once the bench is asked to stop (SIGINT or SIGTERM).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the default disposition stays: never resolve here.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
