@@ -142,11 +142,16 @@ pub(crate) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::
     wasmkube_client::connection::client(config).context("building the API client")
 }
 
-/// A client for an in-process component acting as its own user (`system:kube-scheduler`):
-/// a client certificate the cluster CA in `data_dir` issues now, so that RBAC's role for the
+/// A client for an in-process component acting as its own user (`system:kube-scheduler`,
+/// `system:kube-controller-manager`, a controller's service account) in `groups`: a client
+/// certificate the cluster CA in `data_dir` issues now, so that RBAC's role for the
 /// component applies to it instead of the admin's system:masters.
-pub(crate) async fn component_client(data_dir: &Path, user: &str) -> anyhow::Result<kube::Client> {
-    let yaml = wasmkube_apiserver::pki::user_kubeconfig(data_dir, user, &[], None)
+pub(crate) async fn component_client(
+    data_dir: &Path,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<kube::Client> {
+    let yaml = wasmkube_apiserver::pki::user_kubeconfig(data_dir, user, groups, None)
         .with_context(|| format!("issuing the client certificate of {user}"))?;
     let kubeconfig =
         kube::config::Kubeconfig::from_yaml(&yaml).context("reading the component kubeconfig")?;

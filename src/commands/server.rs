@@ -14,10 +14,15 @@ use anyhow::Context;
 /// How long the scheduler, controllers and agent may take to stop before the apiserver
 /// stops regardless.
 const COMPONENTS_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The embedded scheduler's user, bound to RBAC's `system:kube-scheduler` role.
+const SCHEDULER_USER: &str = "system:kube-scheduler";
+/// The embedded controller-manager's user, bound to `system:kube-controller-manager`.
+const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+/// Where the controllers' service accounts live.
+const CONTROLLER_NAMESPACE: &str = "kube-system";
 
 use super::cluster::{
-    LogFormat, NodeArgs, Shutdown, client_from_kubeconfig, component_client, default_data_dir,
-    init_logging,
+    LogFormat, NodeArgs, Shutdown, component_client, default_data_dir, init_logging,
 };
 
 /// Run a cluster: the Kubernetes API on an embedded, durable store, the scheduler, the
@@ -291,11 +296,10 @@ impl ServerCommand {
                         data_dir.display()
                     )
                 })?;
-        let client = client_from_kubeconfig(&running.kubeconfig).await?;
 
         let mut tasks = Vec::new();
         if !self.disable_scheduler {
-            let client = component_client(&data_dir, "system:kube-scheduler").await?;
+            let client = component_client(&data_dir, SCHEDULER_USER, &[]).await?;
             let stop = shutdown.wait();
             tasks.push(tokio::spawn(async move {
                 let config = wasmkube_scheduler::SchedulerConfig::default();
@@ -307,10 +311,25 @@ impl ServerCommand {
         if !self.disable_controllers {
             let mut config = self.controllers.config()?;
             config.root_ca = Some(running.ca_pem.clone());
-            let client = client.clone();
+            // As kube-controller-manager with --use-service-account-credentials: the manager
+            // is system:kube-controller-manager (its Lease, the shared informers), each
+            // controller the service account RBAC's system:controller:<name> role is bound
+            // to; the server issues their client certificates (it holds the CA).
+            let client = component_client(&data_dir, CONTROLLER_MANAGER_USER, &[]).await?;
+            let mut accounts = std::collections::HashMap::new();
+            for account in wasmkube_controllers::service_accounts() {
+                let user = format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{account}");
+                // A certificate carries one group: a token's other one,
+                // system:serviceaccounts:kube-system, is bound to nothing by default.
+                let client =
+                    component_client(&data_dir, &user, &["system:serviceaccounts"]).await?;
+                accounts.insert(account.to_string(), client);
+            }
             let stop = shutdown.wait();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = wasmkube_controllers::run(client, config, stop).await {
+                let run =
+                    wasmkube_controllers::run_with_service_accounts(client, accounts, config, stop);
+                if let Err(e) = run.await {
                     tracing::error!(error = %e, "the controllers stopped");
                 }
             }));

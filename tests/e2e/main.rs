@@ -23,6 +23,7 @@ mod audit;
 mod bad_input;
 mod cascading;
 mod certificates;
+mod controller_identities;
 mod controller_manager;
 mod daemonsets;
 mod deployments;

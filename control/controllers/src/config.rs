@@ -35,6 +35,48 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "root-ca-cert-publisher",
 ];
 
+/// The service account in `kube-system` each controller acts as, as kube-controller-manager's
+/// controllers name theirs (its `ClientBuilder.ClientOrDie(...)` names; RBAC binds each to
+/// `system:controller:<account>`). The node IPAM controller is kube-controller-manager's
+/// `node-controller` too. The token cleaner acts as the controller-manager itself:
+/// Kubernetes' `token-cleaner` role is a Role in `kube-system`, and the manager's own role
+/// may delete Secrets.
+pub fn service_account(controller: &str) -> Option<&'static str> {
+    Some(match controller {
+        "replicaset" => "replicaset-controller",
+        "deployment" => "deployment-controller",
+        "job" => "job-controller",
+        "daemonset" => "daemon-set-controller",
+        "garbagecollector" => GARBAGE_COLLECTOR_ACCOUNT,
+        "nodelifecycle" | "nodeipam" => "node-controller",
+        "resourcequota" => "resourcequota-controller",
+        "endpoint" => "endpoint-controller",
+        "endpointslice" => "endpointslice-controller",
+        "serviceaccount" => "service-account-controller",
+        "root-ca-cert-publisher" => "root-ca-cert-publisher",
+        _ => return None,
+    })
+}
+
+/// The account the garbage collector acts as.
+const GARBAGE_COLLECTOR_ACCOUNT: &str = "generic-garbage-collector";
+/// The account that deletes Jobs whose `ttlSecondsAfterFinished` passed (Kubernetes' TTL
+/// after finished controller, part of the `job` controller here).
+pub const TTL_AFTER_FINISHED_ACCOUNT: &str = "ttl-after-finished-controller";
+
+/// Every service account a controller acts as ([`service_account`], and
+/// [`TTL_AFTER_FINISHED_ACCOUNT`]), once each.
+pub fn service_accounts() -> Vec<&'static str> {
+    let mut accounts: Vec<&'static str> = ALL_CONTROLLERS
+        .iter()
+        .filter_map(|c| service_account(c))
+        .chain([TTL_AFTER_FINISHED_ACCOUNT])
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    accounts
+}
+
 /// Everything [`crate::run`] needs besides the client.
 #[derive(Clone, Debug)]
 pub struct ControllersConfig {
@@ -143,6 +185,24 @@ pub enum ControllersError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_controller_but_the_token_cleaner_acts_as_its_kube_controller_manager_account() {
+        for controller in ALL_CONTROLLERS {
+            assert_eq!(
+                service_account(controller).is_none(),
+                *controller == "tokencleaner",
+                "{controller}"
+            );
+        }
+        assert_eq!(service_account("nodeipam"), Some("node-controller"));
+        let accounts = service_accounts();
+        assert!(accounts.contains(&TTL_AFTER_FINISHED_ACCOUNT));
+        assert!(accounts.contains(&"replicaset-controller"));
+        let mut unique = accounts.clone();
+        unique.dedup();
+        assert_eq!(unique, accounts, "each account once");
+    }
 
     #[test]
     fn default_configuration_enables_every_controller_and_is_valid() {

@@ -1,5 +1,13 @@
 //! What every controller shares: the API client, the configuration and Event recorders.
+//!
+//! The client of a [`Context`] is the identity its controller acts as. The controller-manager's
+//! own context holds the manager's client (its informers, its Lease) and, when it was given
+//! some, one client per controller service account, as kube-controller-manager's
+//! `--use-service-account-credentials`: [`Context::as_controller`] is the context a controller
+//! runs with, acting as `system:serviceaccount:kube-system:<account>`, which RBAC's
+//! `system:controller:<account>` role allows exactly what that controller does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmkube_client::events::{EventMetrics, EventType, Reporter};
@@ -24,6 +32,9 @@ pub struct Context {
     pub config: ControllersConfig,
     /// What the controllers' Event recorders did.
     pub events: Arc<EventMetrics>,
+    /// A client per controller service account (`replicaset-controller`, ...); empty when
+    /// every controller acts as [`Context::client`]'s identity.
+    accounts: Arc<HashMap<String, kube::Client>>,
 }
 
 impl Context {
@@ -33,7 +44,36 @@ impl Context {
             client,
             config,
             events: Arc::new(EventMetrics::default()),
+            accounts: Arc::default(),
         }
+    }
+
+    /// This context with a client per controller service account (keyed by the account's
+    /// name in `kube-system`).
+    pub fn with_service_accounts(mut self, accounts: HashMap<String, kube::Client>) -> Self {
+        self.accounts = Arc::new(accounts);
+        self
+    }
+
+    /// The client that acts as the service account `account`, or this context's own when
+    /// there is none for it.
+    pub fn client_as(&self, account: &str) -> kube::Client {
+        self.accounts
+            .get(account)
+            .cloned()
+            .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// The context the controller of service account `account` runs with: its client acts
+    /// as that account (when there is one for it), the rest is shared.
+    pub fn as_controller(self: &Arc<Self>, account: &str) -> Arc<Self> {
+        if !self.accounts.contains_key(account) {
+            return self.clone();
+        }
+        Arc::new(Context {
+            client: self.client_as(account),
+            ..Context::clone(self)
+        })
     }
 
     /// An Event recorder whose Events say they come from `component`

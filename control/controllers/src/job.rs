@@ -111,6 +111,9 @@ impl JobError {
 /// What every reconcile of this controller shares.
 struct JobController {
     client: kube::Client,
+    /// Deletes Jobs whose TTL after finishing passed: Kubernetes' TTL-after-finished
+    /// controller's identity (the Job controller's may not delete Jobs).
+    ttl_client: kube::Client,
     pods: Store<Pod>,
     pods_synced: Synced,
     pod_control: PodControl,
@@ -143,6 +146,7 @@ async fn run_controller(
     let (pods, pod_control, pod_events) = owned_pod_informer(pods, &client, recorder.clone());
     let controller = Arc::new(JobController {
         client,
+        ttl_client: ctx.client_as(crate::TTL_AFTER_FINISHED_ACCOUNT),
         pods,
         pods_synced,
         pod_control,
@@ -339,8 +343,10 @@ impl JobController {
         if left > 0 {
             return Ok(Action::requeue(Duration::from_millis(left.unsigned_abs())));
         }
-        let api: Api<Job> =
-            Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+        let api: Api<Job> = Api::namespaced(
+            self.ttl_client.clone(),
+            &job.namespace().unwrap_or_default(),
+        );
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             preconditions: Some(Preconditions {

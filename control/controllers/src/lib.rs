@@ -52,6 +52,7 @@ mod service_pods;
 pub mod serviceaccount;
 mod token_cleaner;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -63,7 +64,8 @@ use wasmkube_client::LeaderElector;
 
 pub use config::{
     ALL_CONTROLLERS, ControllersConfig, ControllersError, DEFAULT_CLUSTER_CIDR,
-    DEFAULT_NODE_CIDR_MASK_SIZE, IpNet,
+    DEFAULT_NODE_CIDR_MASK_SIZE, IpNet, TTL_AFTER_FINISHED_ACCOUNT, service_account,
+    service_accounts,
 };
 pub use context::Context;
 
@@ -74,9 +76,23 @@ const NODE_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Runs the controller-manager until `shutdown` resolves, then releases its Lease (if it
 /// led). API failures are retried inside the controllers; only an invalid configuration
-/// ends it with an error.
+/// ends it with an error. Every controller acts as `client`'s identity.
 pub async fn run(
     client: kube::Client,
+    config: ControllersConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ControllersError> {
+    run_with_service_accounts(client, HashMap::new(), config, shutdown).await
+}
+
+/// [`run`] with service account credentials, as kube-controller-manager's
+/// `--use-service-account-credentials`: `client` (the controller-manager's own identity,
+/// `system:kube-controller-manager`) leads and feeds the shared informers, and each controller
+/// reads and writes with the client `accounts` holds for its service account
+/// ([`service_account`]; one it lacks falls back to `client`).
+pub async fn run_with_service_accounts(
+    client: kube::Client,
+    accounts: HashMap<String, kube::Client>,
     config: ControllersConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ControllersError> {
@@ -98,7 +114,7 @@ pub async fn run(
             "the node monitor grace period is barely longer than the agents' 10 s lease renewal: healthy nodes will flap to NotReady"
         );
     }
-    let ctx = Arc::new(Context::new(client, config));
+    let ctx = Arc::new(Context::new(client, config).with_service_accounts(accounts));
     let mut shutdown = std::pin::pin!(shutdown);
     'outer: loop {
         tokio::select! {
@@ -126,6 +142,15 @@ pub async fn run(
     Ok(())
 }
 
+/// The context controller `name` runs with: acting as its service account, where the
+/// controller-manager has a client for it.
+fn as_controller(ctx: &Arc<Context>, name: &str) -> Arc<Context> {
+    match service_account(name) {
+        Some(account) => ctx.as_controller(account),
+        None => ctx.clone(),
+    }
+}
+
 /// Builds every enabled controller over one set of shared informers, spawns them, then
 /// starts the informers' watches (one per kind; they stop when the factory is dropped, and
 /// aborting the set stops the controllers). The informers live only while this process
@@ -142,43 +167,58 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     let mut set = JoinSet::new();
     let config = &ctx.config;
     if config.enabled("replicaset") {
-        set.spawn(replicaset::run(ctx.clone(), &informers));
+        set.spawn(replicaset::run(
+            as_controller(ctx, "replicaset"),
+            &informers,
+        ));
     }
     if config.enabled("deployment") {
-        set.spawn(deployment::run(ctx.clone(), &informers));
+        set.spawn(deployment::run(
+            as_controller(ctx, "deployment"),
+            &informers,
+        ));
     }
     if config.enabled("job") {
-        set.spawn(job::run(ctx.clone(), &informers));
+        set.spawn(job::run(as_controller(ctx, "job"), &informers));
     }
     if config.enabled("daemonset") {
-        set.spawn(daemonset::run(ctx.clone(), &informers));
+        set.spawn(daemonset::run(as_controller(ctx, "daemonset"), &informers));
     }
     if config.enabled("nodelifecycle") {
-        set.spawn(node_lifecycle::run(ctx.clone(), &informers));
+        set.spawn(node_lifecycle::run(
+            as_controller(ctx, "nodelifecycle"),
+            &informers,
+        ));
     }
     if config.enabled("resourcequota") {
-        set.spawn(resourcequota::run(ctx.clone(), &informers));
+        set.spawn(resourcequota::run(
+            as_controller(ctx, "resourcequota"),
+            &informers,
+        ));
     }
     if config.enabled("nodeipam") {
         set.spawn(nodeipam::run(
-            ctx.clone(),
+            as_controller(ctx, "nodeipam"),
             &informers,
             config.cluster_cidr,
             config.node_cidr_mask_size,
         ));
     }
     if config.enabled("endpointslice") {
-        set.spawn(endpointslice::run(ctx.clone(), &informers));
+        set.spawn(endpointslice::run(
+            as_controller(ctx, "endpointslice"),
+            &informers,
+        ));
     }
     if config.enabled("endpoint") {
-        set.spawn(endpoints::run(ctx.clone(), &informers));
+        set.spawn(endpoints::run(as_controller(ctx, "endpoint"), &informers));
     }
     if config.enabled("tokencleaner") {
         set.spawn(token_cleaner::run(ctx.clone(), &informers));
     }
     if config.enabled("serviceaccount") {
         set.spawn(serviceaccount::run_service_accounts(
-            ctx.clone(),
+            as_controller(ctx, "serviceaccount"),
             &informers,
         ));
     }
@@ -186,7 +226,7 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
         match &config.root_ca {
             Some(ca) => {
                 set.spawn(serviceaccount::run_root_ca_publisher(
-                    ctx.clone(),
+                    as_controller(ctx, "root-ca-cert-publisher"),
                     &informers,
                     ca.clone(),
                 ));
@@ -200,7 +240,10 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
     // Last: it follows the metadata of the kinds the others made typed informers of
     // through those informers (one watch per kind), and of the other kinds directly.
     if config.enabled("garbagecollector") {
-        set.spawn(garbage_collector::run(ctx.clone(), informers.clone()));
+        set.spawn(garbage_collector::run(
+            as_controller(ctx, "garbagecollector"),
+            informers.clone(),
+        ));
     }
     informers.start();
     (set, informers)

@@ -1,6 +1,9 @@
 //! The roles of the controllers wasmkube runs, after Kubernetes' `controller_policy.go`:
 //! each is bound to the `kube-system/<controller>` service account, the identity a
-//! controller-manager with `--use-service-account-credentials` acts as.
+//! controller-manager with `--use-service-account-credentials` acts as (wasmkube's embedded
+//! controller-manager does). Where wasmkube's controllers write with a merge patch what
+//! Kubernetes' write with an update (a Deployment's revision annotation, the status of
+//! ReplicaSets, Jobs and DaemonSets), the rule allows `patch` besides `update`.
 
 use super::super::rule::{GROUP, PolicyRule};
 use super::{APPS, BATCH, DISCOVERY, EXTENSIONS, LEGACY, READ, events_rule, rule};
@@ -23,7 +26,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(READ)
                     .groups(&[EXTENSIONS, APPS])
                     .resources(&["daemonsets"]),
-                rule(&["update"])
+                rule(&["update", "patch"])
                     .groups(&[EXTENSIONS, APPS])
                     .resources(&["daemonsets/status"]),
                 rule(&["update"])
@@ -49,7 +52,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
         (
             "deployment-controller",
             vec![
-                rule(&["get", "list", "watch", "update"])
+                rule(&["get", "list", "watch", "update", "patch"])
                     .groups(&[EXTENSIONS, APPS])
                     .resources(&["deployments"]),
                 rule(&["update"])
@@ -84,7 +87,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["get", "list", "watch", "update", "patch"])
                     .groups(&[BATCH])
                     .resources(&["jobs"]),
-                rule(&["update"])
+                rule(&["update", "patch"])
                     .groups(&[BATCH])
                     .resources(&["jobs/status"]),
                 rule(&["update"])
@@ -178,7 +181,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["get", "list", "watch", "update"])
                     .groups(&[APPS, EXTENSIONS])
                     .resources(&["replicasets"]),
-                rule(&["update"])
+                rule(&["update", "patch"])
                     .groups(&[APPS, EXTENSIONS])
                     .resources(&["replicasets/status"]),
                 rule(&["update"])
@@ -187,6 +190,35 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 rule(&["list", "watch", "patch", "create", "delete"])
                     .groups(&[LEGACY])
                     .resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "resourcequota-controller",
+            vec![
+                // Counting what every namespace holds.
+                rule(&["list", "watch"]).groups(&["*"]).resources(&["*"]),
+                rule(&["update"])
+                    .groups(&[LEGACY])
+                    .resources(&["resourcequotas/status"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "root-ca-cert-publisher",
+            vec![
+                rule(&["create", "update"])
+                    .groups(&[LEGACY])
+                    .resources(&["configmaps"]),
+                events_rule(),
+            ],
+        ),
+        (
+            "service-account-controller",
+            vec![
+                rule(&["create"])
+                    .groups(&[LEGACY])
+                    .resources(&["serviceaccounts"]),
                 events_rule(),
             ],
         ),
