@@ -124,6 +124,33 @@ async fn the_scheduler_and_each_controller_act_as_their_own_users_and_still_reco
         );
     }
 
+    // The controllers' service accounts exist in kube-system, as kube-controller-manager
+    // creates them.
+    poll_until(
+        "the controllers' service accounts in kube-system",
+        DEADLINE,
+        || async {
+            let out = cluster
+                .kubectl(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"])
+                .await?;
+            Ok([
+                "replicaset-controller",
+                "deployment-controller",
+                "generic-garbage-collector",
+                "ttl-after-finished-controller",
+                "endpointslice-controller",
+            ]
+            .iter()
+            .all(|a| {
+                out.stdout
+                    .lines()
+                    .any(|l| l == format!("serviceaccount/{a}"))
+            })
+            .then_some(()))
+        },
+    )
+    .await?;
+
     // The controllers and the scheduler still do their work.
     cluster
         .apply_json(&cluster.sample_workload("Deployment", "who", "counter", 1)?)

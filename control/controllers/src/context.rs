@@ -55,6 +55,13 @@ impl Context {
         self
     }
 
+    /// The names of the service accounts this context has a client for, sorted.
+    pub fn service_account_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.accounts.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The client that acts as the service account `account`, or this context's own when
     /// there is none for it.
     pub fn client_as(&self, account: &str) -> kube::Client {

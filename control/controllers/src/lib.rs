@@ -122,6 +122,7 @@ pub async fn run_with_service_accounts(
             led = async { leading.wait_for(|l| *l).await.is_ok() } => if !led { break 'outer },
         }
         tracing::info!("leading: starting the controllers");
+        ensure_service_accounts(&ctx.client, ctx.service_account_names()).await;
         let (mut running, informers) = start_controllers(&ctx);
         tokio::select! {
             _ = &mut shutdown => {
@@ -141,6 +142,39 @@ pub async fn run_with_service_accounts(
     tracing::info!("controller-manager stopped");
     Ok(())
 }
+
+/// Creates the `kube-system` ServiceAccount of every controller that acts as one and has
+/// none, as kube-controller-manager's service-account client builder does before a
+/// controller starts, so `kubectl -n kube-system get serviceaccounts` lists them. The
+/// controllers authenticate by client certificate, so a missing object stops nothing: a
+/// failure is logged and the controllers start regardless.
+async fn ensure_service_accounts(client: &kube::Client, names: Vec<String>) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, ObjectMeta, PostParams};
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    for name in names {
+        let account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(CONTROLLER_NAMESPACE.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        match api.create(&PostParams::default(), &account).await {
+            Ok(_) => tracing::debug!(account = %name, "created the controller's service account"),
+            Err(e) if wasmkube_client::status::is_already_exists(&e) => {}
+            Err(e) => tracing::warn!(
+                account = %name,
+                error = %e,
+                "cannot create the controller's service account in kube-system"
+            ),
+        }
+    }
+}
+
+/// Where the controllers' service accounts live.
+const CONTROLLER_NAMESPACE: &str = "kube-system";
 
 /// The context controller `name` runs with: acting as its service account, where the
 /// controller-manager has a client for it.
