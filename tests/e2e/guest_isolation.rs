@@ -20,7 +20,7 @@ use kube::api::{ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::harness::{NodeSpec, TestCluster, WasmImage, container_status, events_of, poll_until};
+use crate::harness::{NodeSpec, TestCluster, WasmImage, container_status, poll_until};
 
 /// How long pods may take to reach the state a test waits for.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -475,17 +475,14 @@ async fn a_compilation_past_the_timeout_is_a_create_container_error_and_other_po
         .and_then(|w| w.message)
         .unwrap_or_default();
     assert!(message.contains("did not finish within 1s"), "{message}");
-    let events = events_of(&cluster.client().await?, "slow").await?;
-    assert!(
-        events.iter().any(|e| {
-            e.reason.as_deref() == Some("Failed")
-                && e.type_.as_deref() == Some("Warning")
+    cluster
+        .wait_event_where("slow", "Failed", DEADLINE, |e| {
+            e.type_.as_deref() == Some("Warning")
                 && e.message
                     .as_deref()
                     .is_some_and(|m| m.contains("did not finish within 1s"))
-        }),
-        "{events:?}"
-    );
+        })
+        .await?;
     let table = cluster.kubectl_ok(&["get", "pod", "slow"]).await?;
     assert!(table.contains("CreateContainerError"), "{table}");
 

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use crate::harness::{NodeSpec, TestCluster, WasmImage, container_status, events_of};
+use crate::harness::{NodeSpec, TestCluster, WasmImage, container_status};
 
 /// How long a pod may take to reach the state a test waits for.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -140,16 +140,13 @@ async fn a_host_path_pod_can_neither_read_the_ca_key_nor_write_the_compile_cache
         describe.contains("CreateContainerConfigError"),
         "{describe}"
     );
-    let events = events_of(&cluster.client().await?, "steal").await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("FailedMount")
-                && e.message
-                    .as_deref()
-                    .is_some_and(|m| m.contains("not allowed"))),
-        "{events:?}"
-    );
+    cluster
+        .wait_event_where("steal", "FailedMount", DEADLINE, |e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("not allowed"))
+        })
+        .await?;
     let pod = cluster.pod("steal").await?;
     assert_eq!(phase(&pod), "Pending");
     assert!(

@@ -200,12 +200,27 @@ impl TestCluster {
         reason: &str,
         deadline: Duration,
     ) -> Result<Event> {
+        self.wait_event_where(name, reason, deadline, |_| true)
+            .await
+    }
+
+    /// Polls until an event of `name` with `reason` for which `matches` holds exists;
+    /// returns it. Events are written by the components' recorders in the background, after
+    /// the status change they report, so a test that has seen the status polls for them.
+    pub(crate) async fn wait_event_where(
+        &self,
+        name: &str,
+        reason: &str,
+        deadline: Duration,
+        matches: impl Fn(&Event) -> bool,
+    ) -> Result<Event> {
         let client = self.client().await?;
+        let matches = &matches;
         poll_until(&format!("a {reason} event of {name}"), deadline, || async {
             Ok(events_of(&client, name)
                 .await?
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason)))
+                .find(|e| e.reason.as_deref() == Some(reason) && matches(e)))
         })
         .await
     }
