@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -36,8 +36,9 @@ use crate::endpointslice::TRIGGER_TIME_ANNOTATION;
 use crate::endpointslice::reconcile::address_types;
 use crate::retry::{Retries, drain, object_key, requeue_failed};
 use crate::service_pods::{
-    ServiceQueue, find_port, hostname, is_external_name, is_headless, is_ready, pod_ips,
-    publishes_not_ready, selected_pods, selector, should_be_in_endpoints,
+    ServiceQueue, endpoint_target_ref, find_port, hostname, is_external_name, is_headless,
+    is_ready, node_name, pod_ips, publishes_not_ready, selected_pods, selector,
+    should_be_in_endpoints,
 };
 
 /// The label headless Services' Endpoints carry.
@@ -351,18 +352,8 @@ pub(crate) fn subsets(service: &Service, pods: &[Arc<Pod>]) -> Option<Vec<Endpoi
         let address = EndpointAddress {
             ip: ip.to_string(),
             hostname: hostname(pod, service).map(str::to_string),
-            node_name: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty()),
-            target_ref: Some(ObjectReference {
-                kind: Some("Pod".into()),
-                namespace: pod.metadata.namespace.clone(),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-                ..ObjectReference::default()
-            }),
+            node_name: node_name(pod),
+            target_ref: Some(endpoint_target_ref(pod)),
         };
         let ports: Vec<EndpointPort> = service_ports
             .iter()

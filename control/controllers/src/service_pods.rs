@@ -1,14 +1,15 @@
 //! What the Endpoints and EndpointSlice controllers share about a Service's pods, as
 //! Kubernetes' `k8s.io/endpointslice/util` and `pkg/api/v1/pod`: which pods a Service
 //! selects, which of them belong in its endpoints, their addresses per IP family, the port
-//! a `targetPort` names on each pod, hostnames, and which Services a pod change concerns.
+//! a `targetPort` names on each pod, hostnames, the pod reference and node name an endpoint
+//! carries, and which Services a pod change concerns.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::runtime::reflector::{ObjectRef, Store};
 use wasmkube_client::informers::{Change, HandlerRegistration, SharedInformer};
@@ -143,6 +144,26 @@ pub(crate) fn hostname<'a>(pod: &'a Pod, service: &Service) -> Option<&'a str> {
     let same_namespace = pod.metadata.namespace == service.metadata.namespace;
     (same_namespace && spec.subdomain.as_deref() == service.metadata.name.as_deref())
         .then_some(hostname)
+}
+
+/// The `targetRef` of a pod's endpoint: kind, namespace, name and uid only, as Kubernetes'
+/// `podToEndpoint` and endpoints controller write it (no apiVersion or resourceVersion).
+pub(crate) fn endpoint_target_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// The node a pod is bound to, if any.
+pub(crate) fn node_name(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
 }
 
 /// The Services a pod change concerns: those of its namespace whose selector matched the

@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::service_pods::{
-    find_port, hostname, is_headless, is_ready, pod_ips, publishes_not_ready,
-    should_be_in_endpoints,
+    endpoint_target_ref, find_port, hostname, is_headless, is_ready, node_name, pod_ips,
+    publishes_not_ready, should_be_in_endpoints,
 };
 
 /// The label naming a slice's Service.
@@ -168,18 +168,8 @@ fn pod_endpoint(
             terminating: Some(terminating),
         }),
         hostname: hostname(pod, service).map(str::to_string),
-        node_name: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            ..ObjectReference::default()
-        }),
+        node_name: node_name(pod),
+        target_ref: Some(endpoint_target_ref(pod)),
         zone: zone.filter(|z| !z.is_empty()),
         ..Endpoint::default()
     }
