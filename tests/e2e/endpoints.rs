@@ -5,6 +5,12 @@
 //! ports, readiness, node and zone), follow readiness changes and deletions, update slices
 //! in place, split more than 100 pods over several slices, leave hand-made slices of
 //! selector-less Services alone and go with their Service.
+//!
+//! The private-range addresses here (hand-made slices in 10.42/16, cluster IPs in and outside
+//! 10.43/16) are API data only: nothing in the cluster dials an EndpointSlice's addresses, a
+//! ClusterIP or a Node's pod CIDR yet (no kube-proxy, DNS or pod routes), so no packet goes
+//! to them. A test that sends traffic to
+//! such an address must run inside network namespaces the harness makes, with no route out.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
