@@ -15,6 +15,13 @@
 //! fails naming `samples/build --oci` when they are not built ([`pods`]); [`images`] packages modules written at
 //! test time. `cluster.kill9_agent(i)` / `cluster.restart_agent(i)` act on agent processes.
 //!
+//! `.in_netns_lab()` runs the cluster in a lab of network namespaces ([`netns`]): the server
+//! (and its embedded agent) in host 0, agent `i` in host `i + 1`, each node with its host's
+//! address as `--node-ip`; `cluster.host(i)` runs curl or dig inside a host and
+//! `cluster.kubectl_on(i, args)` runs kubectl there. The test process itself reaches the
+//! apiserver through a loopback relay, so `cluster.kubectl(...)` and `cluster.client()` work
+//! as usual.
+//!
 //! The tests of the binary run in parallel, and every cluster shares the machine with the
 //! others'. A test that measures the machine (the guest isolation test compares the API's
 //! latency under load with its idle latency) asks for `.exclusive()`: its cluster waits until
@@ -34,10 +41,14 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 mod images;
+mod netns;
 mod nodes;
 mod pods;
 
 pub(crate) use images::{WasmImage, module_with_data_segment};
+use netns::NamespaceForward;
+#[allow(unused_imports)]
+pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
 pub(crate) use pods::{container_status, events_of};
@@ -93,6 +104,7 @@ pub(crate) struct TestClusterBuilder {
     agents: Vec<NodeSpec>,
     server_args: Vec<String>,
     data_dir_parent: Option<PathBuf>,
+    netns_lab: bool,
 }
 
 impl TestClusterBuilder {
@@ -147,6 +159,17 @@ impl TestClusterBuilder {
             .server_arg("--no-leader-elect")
     }
 
+    /// Run the cluster in a lab of network namespaces ([`NetnsLab`]): the server and its
+    /// embedded agent in host 0, agent `i` in host `i + 1`, every node with `--node-ip` its
+    /// host's address. The apiserver listens on every address of host 0 and its certificate
+    /// names host 0's address; agents and `kubectl_on` reach it there. Needs root, `ip` and
+    /// `nsenter` (a test calls [`lab_tests_opted_out`] first).
+    #[allow(dead_code)]
+    pub(crate) fn in_netns_lab(mut self) -> Self {
+        self.netns_lab = true;
+        self
+    }
+
     /// Make the data directory inside `parent` (a small filesystem, for instance) instead
     /// of the system's temporary directory.
     pub(crate) fn data_dir_in(mut self, parent: impl Into<PathBuf>) -> Self {
@@ -172,7 +195,22 @@ impl TestClusterBuilder {
         }
         .context("creating the temporary data directory")?;
         let port = free_port()?;
+        let lab = if self.netns_lab {
+            Some(NetnsLab::new(1 + self.agents.len()).await?)
+        } else {
+            None
+        };
         let mut extra_args = self.server_args.clone();
+        let mut bind = format!("127.0.0.1:{port}");
+        let mut forward = None;
+        if let Some(lab) = &lab {
+            let server_host = lab.host(0)?;
+            // Every address of host 0: its lab address for agents and kubectl in other hosts,
+            // 127.0.0.1 (the kubeconfig's) for the relay from the test's namespace.
+            bind = format!("0.0.0.0:{port}");
+            extra_args.extend(["--tls-san".to_owned(), server_host.ip().to_string()]);
+            forward = Some(NamespaceForward::start(server_host, port)?);
+        }
         if let Some(n) = self.history_max_events {
             extra_args.push("--history-max-events".to_owned());
             extra_args.push(n.to_string());
@@ -182,7 +220,10 @@ impl TestClusterBuilder {
             extra_args.push(secs.to_string());
         }
         let embedded = match self.embedded_agent {
-            Some(spec) => {
+            Some(mut spec) => {
+                if let Some(lab) = &lab {
+                    spec = spec.node_ip(lab.host(0)?.ip());
+                }
                 let node = EmbeddedNode::new(spec)?;
                 extra_args.extend(node.server_args());
                 Some(node)
@@ -195,18 +236,29 @@ impl TestClusterBuilder {
         let mut cluster = TestCluster {
             data_dir,
             port,
+            bind,
             extra_args,
             child: None,
             embedded,
             agents: Vec::new(),
             imported: std::sync::Mutex::new(Vec::new()),
+            _forward: forward,
+            lab,
             _claim: claim,
         };
         cluster.spawn_and_wait_ready().await?;
         if !self.agents.is_empty() {
             let token = cluster.join_token().await?;
-            for (i, spec) in self.agents.into_iter().enumerate() {
-                let agent = AgentProcess::spawn(spec, i + 1, &cluster.url(), &token)?;
+            let url = cluster.agents_server_url();
+            for (i, mut spec) in self.agents.into_iter().enumerate() {
+                let host = match &cluster.lab {
+                    Some(lab) => Some(lab.host(i + 1)?.clone()),
+                    None => None,
+                };
+                if let Some(host) = &host {
+                    spec = spec.node_ip(host.ip());
+                }
+                let agent = AgentProcess::spawn(spec, i + 1, &url, &token, host)?;
                 cluster.agents.push(agent);
             }
         }
@@ -235,12 +287,18 @@ pub(crate) struct KubectlOutput {
 pub(crate) struct TestCluster {
     data_dir: tempfile::TempDir,
     port: u16,
+    /// The server's `--bind`.
+    bind: String,
     extra_args: Vec<String>,
     child: Option<Child>,
     embedded: Option<EmbeddedNode>,
     agents: Vec<AgentProcess>,
     /// The OCI layouts imported so far, for nodes that join later.
     imported: std::sync::Mutex<Vec<PathBuf>>,
+    /// The relay from the test's 127.0.0.1:port to the server in host 0 of the lab.
+    _forward: Option<NamespaceForward>,
+    /// The network namespaces the cluster runs in; dropped after every process was killed.
+    lab: Option<NetnsLab>,
     /// The last field: dropped after the processes are killed and the directories removed.
     _claim: MachineClaim,
 }
@@ -296,11 +354,12 @@ impl TestCluster {
             "--data-dir".into(),
             self.data_dir().display().to_string(),
             "--bind".into(),
-            format!("127.0.0.1:{}", self.port),
+            self.bind.clone(),
         ];
         args.extend(self.extra_args.iter().cloned());
-        let child =
-            spawn_wasmkube(&args, &self.log_path()).context("spawning `wasmkube server`")?;
+        let host = self.lab.as_ref().map(|lab| lab.host(0)).transpose()?;
+        let child = spawn_wasmkube_in(&args, &self.log_path(), host)
+            .context("spawning `wasmkube server`")?;
         self.child = Some(child);
         Ok(())
     }
@@ -444,13 +503,66 @@ impl TestCluster {
         cmd
     }
 
+    /// Host `i` of the cluster's lab (0 runs the server, `i + 1` agent `i`).
+    #[allow(dead_code)]
+    pub(crate) fn host(&self, i: usize) -> Result<&LabHost> {
+        self.lab
+            .as_ref()
+            .ok_or_else(|| anyhow!("the cluster was not started with .in_netns_lab()"))?
+            .host(i)
+    }
+
+    /// A `kubectl` command that runs inside lab host `i` and reaches the apiserver at host
+    /// 0's lab address.
+    fn kubectl_command_on(&self, i: usize, args: &[&str]) -> Result<Command> {
+        let host = self.host(i)?;
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
+        let mut full = vec![
+            format!("--kubeconfig={}", self.kubeconfig_path().display()),
+            format!("--server={}", self.agents_server_url()),
+            format!(
+                "--cache-dir={}",
+                self.data_dir().join(format!("kubectl-cache-{i}")).display()
+            ),
+        ];
+        full.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut cmd = host.command(kubectl, full);
+        cmd.env_remove("KUBECONFIG");
+        Ok(cmd)
+    }
+
+    /// Run `kubectl args...` inside lab host `i` and capture its output, whatever its exit
+    /// status.
+    #[allow(dead_code)]
+    pub(crate) async fn kubectl_on(&self, i: usize, args: &[&str]) -> Result<KubectlOutput> {
+        let cmd = self.kubectl_command_on(i, args)?;
+        self.run_kubectl(cmd, args, None).await
+    }
+
+    /// Run `kubectl args...` inside lab host `i`, require success, return stdout.
+    #[allow(dead_code)]
+    pub(crate) async fn kubectl_ok_on(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = self.kubectl_on(i, args).await?;
+        self.require_success(args, out)
+    }
+
     /// Run `kubectl args...`, optionally feeding `stdin`, and capture its output.
     pub(crate) async fn kubectl_with_stdin(
         &self,
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<KubectlOutput> {
-        let mut cmd = self.kubectl_command(args);
+        let cmd = self.kubectl_command(args);
+        self.run_kubectl(cmd, args, stdin).await
+    }
+
+    /// Runs a kubectl command, optionally feeding `stdin`, and captures its output.
+    async fn run_kubectl(
+        &self,
+        mut cmd: Command,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<KubectlOutput> {
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
@@ -622,14 +734,30 @@ impl Drop for TestCluster {
 /// Spawns `wasmkube args...` with stdout and stderr appended to `log`, none of the
 /// `WASMKUBE_*`/`KUBECONFIG` variables of the test's environment, and `kill_on_drop`.
 pub(crate) fn spawn_wasmkube(args: &[String], log: &Path) -> Result<Child> {
+    spawn_wasmkube_in(args, log, None)
+}
+
+/// [`spawn_wasmkube`], inside lab host `host` when given (`nsenter --net=...`, which execs
+/// wasmkube: the child is the wasmkube process itself).
+pub(crate) fn spawn_wasmkube_in(
+    args: &[String],
+    log: &Path,
+    host: Option<&LabHost>,
+) -> Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone().context("duplicating the log handle")?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
-    command.args(args);
+    let mut command = match host {
+        Some(host) => host.command(env!("CARGO_BIN_EXE_wasmkube"), args),
+        None => {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
+            command.args(args);
+            command
+        }
+    };
     for var in [
         "WASMKUBE_DATA_DIR",
         "WASMKUBE_BIND",

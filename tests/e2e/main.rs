@@ -13,6 +13,10 @@
 //! `audit` reads the audit log a policy file asks for, after kubectl commands as several
 //! users.
 //!
+//! `netns_lab` proves the network-namespace lab (`harness::netns`) that tests sending traffic
+//! to non-loopback addresses (node IPs, pod and service CIDRs) run their clusters in, so that no
+//! packet leaves the machine.
+//!
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
@@ -40,6 +44,7 @@ mod jobs;
 mod kube_client;
 mod kubectl;
 mod limits;
+mod netns_lab;
 mod node_authorizer;
 mod node_identity;
 mod node_ipam;

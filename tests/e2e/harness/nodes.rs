@@ -17,7 +17,7 @@ use kube::Api;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::{POLL_INTERVAL, TestCluster, free_port, poll_until};
+use super::{LabHost, POLL_INTERVAL, TestCluster, free_port, poll_until};
 
 /// How long nodes may take to register and report Ready after their process started.
 const NODE_READY_DEADLINE: Duration = Duration::from_secs(90);
@@ -48,6 +48,7 @@ pub(crate) struct NodeSpec {
     memory: Option<String>,
     max_pods: Option<u32>,
     allowed_host_paths: Vec<String>,
+    node_ip: Option<std::net::Ipv4Addr>,
     extra: Vec<String>,
 }
 
@@ -98,6 +99,12 @@ impl NodeSpec {
         self
     }
 
+    /// The node's address (`--node-ip`); the lab sets it to the node's host's address.
+    pub(crate) fn node_ip(mut self, ip: std::net::Ipv4Addr) -> NodeSpec {
+        self.node_ip = Some(ip);
+        self
+    }
+
     /// One more flag (and its value) for the node's agent, e.g.
     /// `.arg("--wasm-compile-timeout").arg("1")`.
     #[allow(dead_code)]
@@ -133,6 +140,9 @@ impl NodeSpec {
         }
         if let Some(n) = self.max_pods {
             args.extend(["--max-pods".to_owned(), n.to_string()]);
+        }
+        if let Some(ip) = self.node_ip {
+            args.extend(["--node-ip".to_owned(), ip.to_string()]);
         }
         for path in &self.allowed_host_paths {
             args.extend(["--allowed-host-path".to_owned(), path.clone()]);
@@ -180,6 +190,8 @@ pub(super) struct AgentProcess {
     args: Vec<String>,
     data_dir: tempfile::TempDir,
     port: u16,
+    /// The lab host the agent runs in, if the cluster runs in a lab.
+    host: Option<LabHost>,
     child: Option<Child>,
 }
 
@@ -190,6 +202,7 @@ impl AgentProcess {
         ordinal: usize,
         server_url: &str,
         token: &str,
+        host: Option<LabHost>,
     ) -> Result<AgentProcess> {
         let name = spec
             .name
@@ -215,6 +228,7 @@ impl AgentProcess {
             args,
             data_dir,
             port,
+            host,
             child: None,
         };
         agent.start()?;
@@ -222,7 +236,7 @@ impl AgentProcess {
     }
 
     fn start(&mut self) -> Result<()> {
-        let child = super::spawn_wasmkube(&self.args, &self.log_path())
+        let child = super::spawn_wasmkube_in(&self.args, &self.log_path(), self.host.as_ref())
             .with_context(|| format!("spawning `wasmkube agent` for node {}", self.name))?;
         self.child = Some(child);
         Ok(())
@@ -256,9 +270,18 @@ impl AgentProcess {
 }
 
 impl TestCluster {
-    /// The apiserver's URL.
+    /// The apiserver's URL, as the test process reaches it.
     pub(crate) fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The apiserver's URL as agents reach it: host 0's lab address in a lab, else
+    /// [`TestCluster::url`].
+    pub(crate) fn agents_server_url(&self) -> String {
+        match self.lab.as_ref().and_then(|lab| lab.host(0).ok()) {
+            Some(host) => format!("https://{}:{}", host.ip(), self.port),
+            None => self.url(),
+        }
     }
 
     /// A new join token, as `wasmkube server token create --data-dir` prints it.
@@ -376,6 +399,7 @@ impl TestCluster {
         }
         agent.start()?;
         let port = agent.port;
+        let host = agent.host.clone();
         let deadline = Instant::now() + AGENT_LISTEN_DEADLINE;
         loop {
             if !self.agent_is_running(i)? {
@@ -384,10 +408,19 @@ impl TestCluster {
                     self.agent_log_tail(i, 40)
                 );
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            let listening = match &host {
+                Some(host) => {
+                    let addr = std::net::SocketAddr::from((host.ip(), port));
+                    host.run_blocking(move || {
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+                    })
+                    .await?
+                }
+                None => tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok(),
+            };
+            if listening {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -408,7 +441,12 @@ impl TestCluster {
     pub(crate) async fn join_agent(&mut self, spec: NodeSpec) -> Result<usize> {
         let token = self.join_token().await?;
         let i = self.agents.len();
-        let agent = AgentProcess::spawn(spec, i + 1, &self.url(), &token)?;
+        if self.lab.is_some() {
+            bail!(
+                "join_agent: a lab's hosts are made when the cluster starts; ask for the agent then"
+            );
+        }
+        let agent = AgentProcess::spawn(spec, i + 1, &self.url(), &token, None)?;
         let layouts = self.imported.lock().map(|l| l.clone()).unwrap_or_default();
         import_into(agent.data_dir(), &layouts).await?;
         self.agents.push(agent);
