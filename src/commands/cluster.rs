@@ -131,15 +131,17 @@ pub(crate) fn parse_taints(
 
 /// A kube client from a kubeconfig file.
 pub(crate) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    let config = config_from_kubeconfig(path).await?;
+    wasmkube_client::connection::client(config).context("building the API client")
+}
+
+/// The client configuration of the kubeconfig at `path` (its current context).
+pub(crate) async fn config_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
-    wasmkube_client::connection::client(config).context("building the API client")
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))
 }
 
 /// A client for an in-process component acting as its own user (`system:kube-scheduler`,

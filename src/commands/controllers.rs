@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::cluster::{LogFormat, Shutdown, client_from_kubeconfig, init_logging};
+use super::cluster::{LogFormat, Shutdown, config_from_kubeconfig, init_logging};
 
 /// Controller-manager flags shared by `server` (embedded controllers) and `controllers`.
 #[derive(clap::Args, Debug, Clone)]
@@ -81,6 +81,14 @@ pub(crate) struct ControllersCommand {
     /// [default: the kubeconfig's certificate authority].
     #[arg(long, value_name = "FILE")]
     root_ca_file: Option<PathBuf>,
+    /// Run each controller as its service account in kube-system
+    /// (system:serviceaccount:kube-system:<controller>-controller, bound to its
+    /// system:controller:<name> role), with tokens this process asks the TokenRequest API for
+    /// and renews; the kubeconfig's user needs `create serviceaccounts/token` in kube-system,
+    /// as system:kube-controller-manager has. `=false`: every controller acts as the
+    /// kubeconfig's user.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    use_service_account_credentials: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -137,10 +145,30 @@ impl ControllersCommand {
         };
         let shutdown = Shutdown::on_signals();
         crate::process::prepare(shutdown.wait());
-        let client = client_from_kubeconfig(&self.kubeconfig).await?;
-        wasmkube_controllers::run(client, config, shutdown.wait())
+        let kube_config = config_from_kubeconfig(&self.kubeconfig).await?;
+        let client = wasmkube_client::connection::client(kube_config.clone())
+            .context("building the API client")?;
+        // Dropped (renewals stopped) once the controllers have stopped.
+        let credentials = if self.use_service_account_credentials {
+            let accounts = wasmkube_controllers::service_accounts();
+            let credentials = tokio::select! {
+                credentials = wasmkube_controllers::credentials::service_account_clients(
+                    &client, &kube_config, &accounts,
+                ) => credentials?,
+                () = shutdown.wait() => return Ok(()),
+            };
+            Some(credentials)
+        } else {
+            None
+        };
+        let accounts = credentials
+            .as_ref()
+            .map(|c| c.clients())
+            .unwrap_or_default();
+        wasmkube_controllers::run_with_service_accounts(client, accounts, config, shutdown.wait())
             .await
             .context("running the controllers")?;
+        drop(credentials);
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::harness::{NodeSpec, TestCluster, poll_until};
+use crate::harness::{NodeSpec, TestCluster, poll_until, spawn_wasmkube};
 
 /// How long the controllers and the scheduler may take.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -242,5 +242,113 @@ async fn the_scheduler_and_each_controller_act_as_their_own_users_and_still_reco
         .map(|e| format!("{} {} {}", user(e), e["verb"], e["requestURI"]))
         .collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");
+    Ok(())
+}
+
+/// `wasmkube controllers` on its own holds no CA: with `--use-service-account-credentials`
+/// (the default) it asks the TokenRequest API for each controller's token, so a ReplicaSet's
+/// pods and a Deployment's ReplicaSet are created by the controllers' service accounts, not
+/// by the kubeconfig's user (the admin); with `=false` the admin makes them.
+#[tokio::test]
+async fn standalone_controllers_act_as_their_service_accounts_with_requested_tokens() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY)?;
+    let log = dir.path().join("audit.log");
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .server_arg(format!("--audit-policy-file={}", policy.display()))
+        .server_arg(format!("--audit-log-path={}", log.display()))
+        .start()
+        .await?;
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let mut controllers = spawn_wasmkube(
+        &[
+            "controllers".into(),
+            "--kubeconfig".into(),
+            kubeconfig.clone(),
+        ],
+        &cluster.data_dir().join("controllers.log"),
+    )?;
+
+    // No node runs the pods: Pending pods are all the ReplicaSet needs.
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "standalone"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "standalone"}},
+            "template": {
+                "metadata": {"labels": {"app": "standalone"}},
+                "spec": {"containers": [{"name": "c", "image": "example.com/c:1"}]},
+            },
+        },
+    });
+    cluster.apply_json(&deployment).await?;
+    let pods_created =
+        || -> Result<Vec<String>> { Ok(who(&audit_events(&log)?, "create", "pods")) };
+    poll_until("the Deployment's pods created", DEADLINE, || async {
+        Ok((!pods_created()?.is_empty()).then_some(()))
+    })
+    .await?;
+    controllers.kill().await?;
+    let events = audit_events(&log)?;
+    assert_eq!(
+        who(&events, "create", "replicasets"),
+        vec![controller("deployment-controller")],
+        "the ReplicaSet's creator"
+    );
+    assert_eq!(
+        who(&events, "create", "pods"),
+        vec![controller("replicaset-controller")],
+        "the pods' creator"
+    );
+    let tokens: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "serviceaccounts"
+                && e["objectRef"]["subresource"] == "token"
+                && e["objectRef"]["namespace"] == "kube-system"
+                && e["responseStatus"]["code"] == 201
+        })
+        .map(|e| e["objectRef"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for account in [
+        "replicaset-controller",
+        "deployment-controller",
+        "node-controller",
+    ] {
+        assert!(
+            tokens.iter().any(|t| t == account),
+            "no token was requested for {account}: {tokens:?}"
+        );
+    }
+
+    // Acting as the kubeconfig's user instead.
+    let mut controllers = spawn_wasmkube(
+        &[
+            "controllers".into(),
+            "--kubeconfig".into(),
+            kubeconfig,
+            "--use-service-account-credentials=false".into(),
+        ],
+        &cluster.data_dir().join("controllers-as-user.log"),
+    )?;
+    cluster
+        .kubectl_ok(&["scale", "deployment", "standalone", "--replicas=3"])
+        .await?;
+    poll_until("the third pod created", DEADLINE, || async {
+        Ok((pods_created()?.len() == 2).then_some(()))
+    })
+    .await?;
+    controllers.kill().await?;
+    assert_eq!(
+        pods_created()?,
+        vec!["admin".to_string(), controller("replicaset-controller")],
+        "with --use-service-account-credentials=false the kubeconfig's user (admin) creates pods"
+    );
     Ok(())
 }

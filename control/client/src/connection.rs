@@ -12,11 +12,16 @@
 //! [`MAX_IDLE_CONNECTIONS_PER_HOST`] idle connections are kept; the others close when
 //! their request is done.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::{Body, ConfigExt};
 use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
 
 /// Idle connections a client keeps to the apiserver (client-go's `MaxIdleConnsPerHost`).
 pub const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 25;
@@ -34,6 +39,67 @@ pub fn client_with_tls(
     config: kube::Config,
     tls: rustls::ClientConfig,
 ) -> kube::Result<kube::Client> {
+    build(config, tls, None)
+}
+
+/// A bearer token its owner renews: every request of a [`client_with_bearer_token`] client
+/// carries the value it holds at that moment.
+#[derive(Clone)]
+pub struct BearerToken(Arc<RwLock<HeaderValue>>);
+
+impl BearerToken {
+    /// A holder of `token`; `None` when the token is not a valid header value.
+    pub fn new(token: &str) -> Option<BearerToken> {
+        Some(BearerToken(Arc::new(RwLock::new(header(token)?))))
+    }
+
+    /// Replaces the token (false, and the old one kept, when `token` is not a valid header
+    /// value).
+    pub fn set(&self, token: &str) -> bool {
+        let Some(value) = header(token) else {
+            return false;
+        };
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = value;
+        true
+    }
+
+    fn get(&self) -> HeaderValue {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+fn header(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// [`client`] authenticating with `token` alone (as client-go's rest.Config with a
+/// BearerToken whose source rotates): the config's own credentials (client certificate,
+/// token, exec plugin) are dropped, its server, CA and timeouts kept.
+pub fn client_with_bearer_token(
+    mut config: kube::Config,
+    token: BearerToken,
+) -> kube::Result<kube::Client> {
+    config.auth_info = kube::config::AuthInfo::default();
+    let tls = config.rustls_client_config()?;
+    build(config, tls, Some(token))
+}
+
+fn build(
+    config: kube::Config,
+    tls: rustls::ClientConfig,
+    token: Option<BearerToken>,
+) -> kube::Result<kube::Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -49,9 +115,16 @@ pub fn client_with_tls(
     let http: HttpClient<_, Body> = HttpClient::builder(TokioExecutor::new())
         .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)
         .build(connector);
+    let bearer = token.map(|token| {
+        MapRequestLayer::new(move |mut request: Request<Body>| {
+            request.headers_mut().insert(AUTHORIZATION, token.get());
+            request
+        })
+    });
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
+        .option_layer(bearer)
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
         .service(http);
@@ -143,5 +216,69 @@ mod tests {
             .list(&Default::default())
             .await
             .unwrap_or_else(|e| panic!("listing namespaces again: {e}"));
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_client_sends_the_token_it_holds_now() {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+
+        let server = TestApiserver::start()
+            .await
+            .unwrap_or_else(|e| panic!("starting an apiserver: {e}"));
+        let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig())
+            .unwrap_or_else(|e| panic!("reading the kubeconfig: {e}"));
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("loading the kubeconfig: {e}"));
+        let admin = client(config.clone()).unwrap_or_else(|e| panic!("the admin client: {e}"));
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin, "default");
+        let robot: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "robot"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        accounts
+            .create(&Default::default(), &robot)
+            .await
+            .unwrap_or_else(|e| panic!("creating the service account: {e}"));
+        let answer = accounts
+            .create_token_request("robot", &Default::default(), &TokenRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("requesting a token: {e}"));
+        let token = answer.status.map(|s| s.token).unwrap_or_default();
+
+        // The admin's client certificate is dropped: the service account, bound to
+        // nothing, is refused (403) rather than allowed.
+        let holder = BearerToken::new(&token).unwrap_or_else(|| panic!("a header value"));
+        assert_eq!(format!("{holder:?}"), "BearerToken(<redacted>)");
+        let robot = client_with_bearer_token(config, holder.clone())
+            .unwrap_or_else(|e| panic!("the token client: {e}"));
+        let namespaces: Api<Namespace> = Api::all(robot);
+        let refused = namespaces
+            .list(&Default::default())
+            .await
+            .expect_err("a service account bound to nothing cannot list namespaces");
+        let status = crate::status::api_status(&refused).unwrap_or_else(|| panic!("{refused}"));
+        assert_eq!(status.code, 403, "{status:?}");
+        assert!(
+            status
+                .message
+                .contains("system:serviceaccount:default:robot"),
+            "{status:?}"
+        );
+
+        // A new value is used by the next request: an invalid token is not authenticated.
+        assert!(holder.set("not-a-token"));
+        assert!(
+            !holder.set("line\nbreak"),
+            "a header value cannot hold a newline"
+        );
+        let unauthenticated = namespaces
+            .list(&Default::default())
+            .await
+            .expect_err("an invalid token is refused");
+        let status = crate::status::api_status(&unauthenticated)
+            .unwrap_or_else(|| panic!("{unauthenticated}"));
+        assert_eq!(status.code, 401, "{status:?}");
     }
 }

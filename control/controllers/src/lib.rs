@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod context;
+pub mod credentials;
 mod daemonset;
 mod deployment;
 mod endpoints;
