@@ -287,6 +287,11 @@ where
 pub struct Synced(watch::Receiver<bool>);
 
 impl Synced {
+    /// Whether the first list is in the store now.
+    pub fn has_synced(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Waits until the first list is in the store (`false` if the informer is gone).
     pub async fn wait(&self) -> bool {
         self.0.clone().wait_for(|synced| *synced).await.is_ok()
