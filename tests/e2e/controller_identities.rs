@@ -124,6 +124,39 @@ async fn the_scheduler_and_each_controller_act_as_their_own_users_and_still_reco
         );
     }
 
+    // The token cleaner's Role is kube-system's alone (Kubernetes' NamespaceRoles).
+    for (namespace, expected) in [("kube-system", "yes"), ("default", "no")] {
+        let out = cluster
+            .kubectl(&[
+                "auth",
+                "can-i",
+                "delete",
+                "secrets",
+                "--as",
+                &controller("token-cleaner"),
+                "-n",
+                namespace,
+            ])
+            .await?;
+        assert_eq!(
+            out.stdout.trim(),
+            expected,
+            "token-cleaner may delete secrets in {namespace}"
+        );
+    }
+    let binding = cluster
+        .kubectl_json(&[
+            "get",
+            "rolebinding",
+            "system:controller:token-cleaner",
+            "-n",
+            "kube-system",
+            "-o",
+            "json",
+        ])
+        .await?;
+    assert_eq!(binding["roleRef"]["kind"], "Role", "{binding}");
+
     // The controllers' service accounts exist in kube-system, as kube-controller-manager
     // creates them.
     poll_until(
@@ -139,6 +172,7 @@ async fn the_scheduler_and_each_controller_act_as_their_own_users_and_still_reco
                 "generic-garbage-collector",
                 "ttl-after-finished-controller",
                 "endpointslice-controller",
+                "token-cleaner",
             ]
             .iter()
             .all(|a| {

@@ -38,9 +38,8 @@ pub const ALL_CONTROLLERS: &[&str] = &[
 /// The service account in `kube-system` each controller acts as, as kube-controller-manager's
 /// controllers name theirs (its `ClientBuilder.ClientOrDie(...)` names; RBAC binds each to
 /// `system:controller:<account>`). The node IPAM controller is kube-controller-manager's
-/// `node-controller` too. The token cleaner acts as the controller-manager itself:
-/// Kubernetes' `token-cleaner` role is a Role in `kube-system`, and the manager's own role
-/// may delete Secrets.
+/// `node-controller` too. The token cleaner's `token-cleaner` is bound to a Role in
+/// `kube-system` (the Secrets it deletes live there), not a ClusterRole.
 pub fn service_account(controller: &str) -> Option<&'static str> {
     Some(match controller {
         "replicaset" => "replicaset-controller",
@@ -54,6 +53,7 @@ pub fn service_account(controller: &str) -> Option<&'static str> {
         "endpointslice" => "endpointslice-controller",
         "serviceaccount" => "service-account-controller",
         "root-ca-cert-publisher" => "root-ca-cert-publisher",
+        "tokencleaner" => "token-cleaner",
         _ => return None,
     })
 }
@@ -187,14 +187,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_controller_but_the_token_cleaner_acts_as_its_kube_controller_manager_account() {
+    fn every_controller_acts_as_its_kube_controller_manager_account() {
         for controller in ALL_CONTROLLERS {
-            assert_eq!(
-                service_account(controller).is_none(),
-                *controller == "tokencleaner",
-                "{controller}"
-            );
+            assert!(service_account(controller).is_some(), "{controller}");
         }
+        assert_eq!(service_account("tokencleaner"), Some("token-cleaner"));
         assert_eq!(service_account("nodeipam"), Some("node-controller"));
         let accounts = service_accounts();
         assert!(accounts.contains(&TTL_AFTER_FINISHED_ACCOUNT));

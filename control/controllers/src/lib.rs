@@ -249,7 +249,10 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
         set.spawn(endpoints::run(as_controller(ctx, "endpoint"), &informers));
     }
     if config.enabled("tokencleaner") {
-        set.spawn(token_cleaner::run(ctx.clone(), &informers));
+        set.spawn(token_cleaner::run(
+            as_controller(ctx, "tokencleaner"),
+            &informers,
+        ));
     }
     if config.enabled("serviceaccount") {
         set.spawn(serviceaccount::run_service_accounts(

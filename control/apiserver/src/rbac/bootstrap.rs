@@ -23,12 +23,15 @@ fn backend(e: crate::error::ApiError) -> StoreError {
     StoreError::Backend(e.message.into())
 }
 
-/// Creates or reconciles every default ClusterRole and ClusterRoleBinding.
+/// Creates or reconciles every default ClusterRole and ClusterRoleBinding, and the default
+/// Roles and RoleBindings of namespaces.
 pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
     let registry = state.registry();
-    let (Some(roles), Some(bindings)) = (
+    let (Some(roles), Some(bindings), Some(namespace_roles), Some(namespace_bindings)) = (
         registry.by_kind(GROUP, "ClusterRole"),
         registry.by_kind(GROUP, "ClusterRoleBinding"),
+        registry.by_kind(GROUP, "Role"),
+        registry.by_kind(GROUP, "RoleBinding"),
     ) else {
         return Ok(());
     };
@@ -37,6 +40,12 @@ pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
     }
     for binding in policy::cluster_role_bindings() {
         reconcile_one(state, bindings, binding, reconcile_binding).await?;
+    }
+    for role in policy::namespace_roles() {
+        reconcile_one(state, namespace_roles, role, reconcile_role).await?;
+    }
+    for binding in policy::namespace_role_bindings() {
+        reconcile_one(state, namespace_bindings, binding, reconcile_binding).await?;
     }
     unbind_legacy_node_group(state, bindings).await
 }
@@ -98,7 +107,10 @@ async fn reconcile_one(
     expected: Value,
     reconcile: fn(&Value, &Value) -> Outcome,
 ) -> Result<(), StoreError> {
-    let key = rt.key(None, object::name(&expected));
+    let namespace = expected
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
+    let key = rt.key(namespace, object::name(&expected));
     let store = state.store();
     loop {
         let Some(kv) = store.get(&key).await? else {

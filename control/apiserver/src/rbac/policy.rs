@@ -596,6 +596,45 @@ pub(super) fn cluster_roles() -> Vec<Value> {
     roles
 }
 
+/// The namespace of the token cleaner's Role and binding.
+const KUBE_SYSTEM: &str = "kube-system";
+
+/// The default Roles of namespaces (Kubernetes' `NamespaceRoles`): what a controller
+/// needs in one namespace only. The token cleaner deletes expired bootstrap tokens, Secrets
+/// of kube-system.
+pub(super) fn namespace_roles() -> Vec<Value> {
+    vec![json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": namespaced(metadata(TOKEN_CLEANER_ROLE, &[]), KUBE_SYSTEM),
+        "rules": vec![
+            rule(&["delete", "get", "list", "watch"])
+                .groups(&[LEGACY])
+                .resources(&["secrets"]),
+            events_rule(),
+        ],
+    })]
+}
+
+/// The default RoleBindings of namespaces (Kubernetes' `NamespaceRoleBindings`).
+pub(super) fn namespace_role_bindings() -> Vec<Value> {
+    vec![json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": namespaced(metadata(TOKEN_CLEANER_ROLE, &[]), KUBE_SYSTEM),
+        "roleRef": RoleRef::role(TOKEN_CLEANER_ROLE),
+        "subjects": vec![Subject::service_account(KUBE_SYSTEM, "token-cleaner")],
+    })]
+}
+
+/// The token cleaner's Role in kube-system.
+const TOKEN_CLEANER_ROLE: &str = "system:controller:token-cleaner";
+
+fn namespaced(mut metadata: Value, namespace: &str) -> Value {
+    metadata["namespace"] = json!(namespace);
+    metadata
+}
+
 /// The default ClusterRoleBindings.
 pub(super) fn cluster_role_bindings() -> Vec<Value> {
     let authenticated = || Subject::group("system:authenticated");
@@ -700,8 +739,31 @@ mod tests {
     }
 
     #[test]
+    fn every_namespaced_binding_names_a_default_role_of_its_namespace() {
+        let roles = namespace_roles();
+        for b in namespace_role_bindings() {
+            assert_eq!(b["roleRef"]["kind"], "Role");
+            assert!(
+                roles
+                    .iter()
+                    .any(|r| r["metadata"]["name"] == b["roleRef"]["name"]
+                        && r["metadata"]["namespace"] == b["metadata"]["namespace"]),
+                "{b}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_carry_the_bootstrap_label_and_autoupdate_annotation() {
-        for obj in cluster_roles().iter().chain(cluster_role_bindings().iter()) {
+        let namespaced = namespace_roles()
+            .into_iter()
+            .chain(namespace_role_bindings());
+        for obj in cluster_roles()
+            .into_iter()
+            .chain(cluster_role_bindings())
+            .chain(namespaced)
+        {
+            let obj = &obj;
             assert_eq!(
                 obj["metadata"]["labels"]["kubernetes.io/bootstrapping"],
                 "rbac-defaults"
