@@ -12,6 +12,8 @@
 //! - Events (source `kubelet`, the node as host) go through `wasmkube_client::events`.
 //! - [`images`], [`volumes`], [`probes`], [`network`]: the image store, volumes, probes and
 //!   pod IPs.
+//! - [`proxy`]: kube-proxy, which makes Services' cluster IPs and node ports reach their
+//!   endpoints on this node (nftables rules or a userspace relay).
 //!
 //! # Files
 //! Everything lives under `<data-dir>/agent/`: `images/` (the image store), `pods/<uid>/`
@@ -41,6 +43,7 @@ pub(crate) mod network;
 pub mod node;
 pub(crate) mod pod;
 pub(crate) mod probes;
+pub mod proxy;
 pub(crate) mod runtime;
 pub(crate) mod status;
 pub mod volumes;
@@ -103,6 +106,9 @@ pub struct AgentConfig {
     /// `log_server.client_ca_pem` (the cluster CA). Off: `log_server.tls` or a self-signed
     /// certificate.
     pub server_tls_bootstrap: bool,
+    /// How this node proxies Services (its embedded kube-proxy); [`proxy::ProxyMode::None`]
+    /// by default.
+    pub proxy_mode: proxy::ProxyMode,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -119,6 +125,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("eviction_hard", &self.eviction_hard)
             .field("compile_timeout", &self.compile_timeout)
             .field("server_tls_bootstrap", &self.server_tls_bootstrap)
+            .field("proxy_mode", &self.proxy_mode)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +164,7 @@ impl AgentConfig {
             guest_scheduling: wasmkube_runtime::DEFAULT_GUEST_SCHEDULING,
             client_rotation: None,
             server_tls_bootstrap: false,
+            proxy_mode: proxy::ProxyMode::None,
         }
     }
 
@@ -309,6 +317,18 @@ pub async fn start(
         api_server: config.api_server.as_deref().and_then(service_host_port),
         tokens: volumes::ServiceAccountTokens::new(config.client.clone()),
     });
+    let proxy = proxy::start(
+        config.client.clone(),
+        proxy::ProxyConfig::new(
+            config.proxy_mode,
+            config.node_name.clone(),
+            match config.node_ip {
+                IpAddr::V4(ip) => vec![ip],
+                IpAddr::V6(_) => Vec::new(),
+            },
+        ),
+        stopped(),
+    );
     let client = config.client.clone();
     let node_name = config.node_name.clone();
     let rotation = config.client_rotation.map(|rotation| {
@@ -351,6 +371,7 @@ pub async fn start(
         let _ = lease.await;
         let _ = node_status.await;
         let _ = log_server.task.await;
+        let _ = proxy.task.await;
     });
     let supervisor = tokio::spawn(async move {
         shutdown.await;

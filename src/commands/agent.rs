@@ -17,8 +17,17 @@ use super::cluster::{
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentCommand {
     /// The apiserver, e.g. https://10.0.0.1:6443.
-    #[arg(long, env = "WASMKUBE_SERVER", value_name = "URL")]
-    server: String,
+    #[arg(
+        long,
+        env = "WASMKUBE_SERVER",
+        value_name = "URL",
+        required_unless_present = "cleanup"
+    )]
+    server: Option<String>,
+    /// Remove what this node's kube-proxy programmed (the `ip wasmkube` nftables table) and
+    /// exit, as kube-proxy's --cleanup.
+    #[arg(long)]
+    cleanup: bool,
     /// The join token printed by `wasmkube server token create` (needed to join; ignored
     /// once the node has its certificate, unless it names another cluster's CA).
     #[arg(
@@ -42,11 +51,30 @@ pub(crate) struct AgentCommand {
 impl AgentCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
         init_logging(self.log_format);
+        if self.cleanup {
+            let nft = wasmkube_agent::proxy::Nft::default();
+            let removed = wasmkube_agent::proxy::cleanup(&nft)
+                .await
+                .context("removing the kube-proxy rules")?;
+            eprintln!(
+                "wasmkube agent: {}",
+                if removed {
+                    "removed the nftables table ip wasmkube"
+                } else {
+                    "no nftables table ip wasmkube to remove"
+                }
+            );
+            return Ok(());
+        }
+        let server = self
+            .server
+            .clone()
+            .context("--server is required to join a cluster")?;
         let data_dir = match self.data_dir.clone() {
             Some(d) => d,
             None => default_data_dir()?,
         };
-        let server = self.server.trim_end_matches('/').to_string();
+        let server = server.trim_end_matches('/').to_string();
         let name = self
             .node
             .node_name

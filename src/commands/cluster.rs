@@ -221,6 +221,54 @@ pub(crate) struct NodeArgs {
     /// `idle` (Linux's SCHED_IDLE: guests run only when nothing else on the CPU wants to).
     #[arg(long, value_enum, default_value_t = GuestSchedulingArg::Nice, value_name = "POLICY")]
     pub(crate) guest_scheduling: GuestSchedulingArg,
+    /// How this node's kube-proxy makes Services' cluster IPs and node ports reach their
+    /// endpoints. `nftables`: rules in an `ip wasmkube` table (needs CAP_NET_ADMIN and the
+    /// `nft` tool, Debian package nftables). `userspace`: the agent relays TCP and UDP on
+    /// each cluster IP, which it adds to `lo` (needs CAP_NET_ADMIN and the `ip` tool; only
+    /// this node's clients, no NodePorts or session affinity). `none`: no proxy. `auto`:
+    /// nftables where it can run and the node has a routable address (`--node-ip` not a
+    /// loopback one: loopback pod IPs cannot be proxied to), else none.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Auto, value_name = "MODE")]
+    pub(crate) proxy_mode: ProxyModeArg,
+}
+
+/// `--proxy-mode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyModeArg {
+    /// nftables if it can run here, else none.
+    Auto,
+    /// nftables rules.
+    Nftables,
+    /// A relay in the agent.
+    Userspace,
+    /// No proxy.
+    None,
+}
+
+impl ProxyModeArg {
+    /// The mode to run: `auto` decided for this node.
+    fn mode(self, node_ip: IpAddr) -> wasmkube_agent::proxy::ProxyMode {
+        use wasmkube_agent::proxy::ProxyMode;
+        match self {
+            Self::Nftables => ProxyMode::Nftables,
+            Self::Userspace => ProxyMode::Userspace,
+            Self::None => ProxyMode::None,
+            Self::Auto if node_ip.is_loopback() => {
+                tracing::info!(
+                    "kube-proxy off: the node's address {node_ip} is a loopback one, and so are \
+                     its pods' (--proxy-mode nftables or userspace with a routable --node-ip)"
+                );
+                ProxyMode::None
+            }
+            Self::Auto => match wasmkube_agent::proxy::Nft::default().probe() {
+                Ok(()) => ProxyMode::Nftables,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kube-proxy off: nftables cannot be used here");
+                    ProxyMode::None
+                }
+            },
+        }
+    }
 }
 
 /// `--guest-scheduling`.
@@ -281,6 +329,7 @@ impl NodeArgs {
         config.cluster_ca_pem = Some(ca_pem.to_string());
         config.compile_timeout = std::time::Duration::from_secs(self.wasm_compile_timeout);
         config.guest_scheduling = self.guest_scheduling.policy();
+        config.proxy_mode = self.proxy_mode.mode(self.node_ip);
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
             let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);

@@ -42,6 +42,7 @@ mod host_files;
 mod hostile;
 mod jobs;
 mod kube_client;
+mod kube_proxy;
 mod kubectl;
 mod limits;
 mod netns_lab;

@@ -465,3 +465,54 @@ async fn a_node_gets_tokens_only_bound_to_its_own_pods() -> Result<()> {
     assert_eq!(admin_token.trim().split('.').count(), 3, "{admin_token}");
     Ok(())
 }
+
+/// The agent's kube-proxy acts as the node: nodes may list and watch Services, Endpoints and
+/// EndpointSlices everywhere (`system:node-proxier`, bound to `system:nodes`), and still
+/// write none of them.
+#[tokio::test]
+async fn a_node_may_list_and_watch_what_its_proxy_needs_and_write_none_of_it() -> Result<()> {
+    let cluster = TestCluster::builder().without_controllers().start().await?;
+    let can_i = |verb: &'static str, resource: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let out = cluster
+                .kubectl(&[
+                    "auth",
+                    "can-i",
+                    verb,
+                    resource,
+                    "--all-namespaces",
+                    "--as",
+                    "system:node:node-a",
+                    "--as-group",
+                    "system:nodes",
+                ])
+                .await?;
+            anyhow::Ok(out.stdout.trim().to_string())
+        }
+    };
+    for resource in ["services", "endpoints", "endpointslices.discovery.k8s.io"] {
+        for verb in ["list", "watch"] {
+            assert_eq!(can_i(verb, resource).await?, "yes", "{verb} {resource}");
+        }
+        for verb in ["create", "update", "delete"] {
+            assert!(
+                can_i(verb, resource).await?.starts_with("no"),
+                "{verb} {resource}"
+            );
+        }
+    }
+    // Someone who is not a node gets nothing from it.
+    let out = cluster
+        .kubectl(&[
+            "auth",
+            "can-i",
+            "list",
+            "endpointslices.discovery.k8s.io",
+            "--as",
+            "alice",
+        ])
+        .await?;
+    assert!(out.stdout.trim().starts_with("no"), "{out:?}");
+    Ok(())
+}

@@ -134,6 +134,10 @@ fn binding(name: &str, role: &str, subjects: Vec<Subject>) -> Value {
     })
 }
 
+/// The role (and binding, to `system:nodes`) that lets every agent's kube-proxy follow the
+/// Services' endpoints.
+const NODE_PROXIER_ROLE: &str = "wasmkube:node-proxier";
+
 /// The rules of `system:node`: what a node agent needs to register its Node, run its pods
 /// and report their status (Kubernetes' `NodeRules`).
 pub(crate) fn node_rules() -> Vec<PolicyRule> {
@@ -576,6 +580,20 @@ pub(super) fn cluster_roles() -> Vec<Value> {
                     .resources(&["endpointslices"]),
             ],
         ),
+        // The part of system:node-proxier an agent's embedded kube-proxy needs beyond the
+        // system:node role: Services' Endpoints and EndpointSlices. Not its Nodes: the Node
+        // authorizer keeps a node to its own Node object.
+        cluster_role(
+            NODE_PROXIER_ROLE,
+            vec![
+                rule(&["list", "watch"])
+                    .groups(&[LEGACY])
+                    .resources(&["services", "endpoints"]),
+                rule(&["list", "watch"])
+                    .groups(&[DISCOVERY])
+                    .resources(&["endpointslices"]),
+            ],
+        ),
         cluster_role(
             "system:auth-delegator",
             vec![
@@ -688,6 +706,14 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
             "system:node-proxier",
             "system:node-proxier",
             vec![Subject::user("system:kube-proxy")],
+        ),
+        // Every agent runs its node's kube-proxy as the node itself (one identity per node,
+        // where Kubernetes gives kube-proxy its own, `system:kube-proxy` or a service
+        // account): nodes may list and watch what the proxier reads of Services.
+        binding(
+            NODE_PROXIER_ROLE,
+            NODE_PROXIER_ROLE,
+            vec![Subject::group("system:nodes")],
         ),
         binding(
             "system:kube-controller-manager",
