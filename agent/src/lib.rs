@@ -49,6 +49,7 @@ pub(crate) mod status;
 pub mod volumes;
 
 pub use logs::server::{LogServerConfig, ServerTls};
+pub use network::PodNetwork;
 pub use node::{Capacity, RUNTIME_LABEL_WASMTIME};
 
 /// The kubelet's port, the default of the log server.
@@ -76,6 +77,13 @@ pub struct AgentConfig {
     pub capacity: Option<Capacity>,
     /// The node's address (InternalIP, the pods' hostIP).
     pub node_ip: IpAddr,
+    /// How pods get their IPs: loopback (`127.<node_index>.x.y`, the default) or routed (from
+    /// the Node's pod CIDR, with host-gw routes to the other Nodes'; needs CAP_NET_ADMIN).
+    pub pod_network: PodNetwork,
+    /// A client allowed to list and watch every Node (as `system:kube-proxy`, ClusterRole
+    /// `system:node-proxier`): the routed pod network's routes follow the other Nodes, which a
+    /// node's own credentials may not read. `None` = `client`.
+    pub kube_proxy_client: Option<kube::Client>,
     /// The log server (`bind` port is the node's `kubeletEndpoint` port).
     pub log_server: LogServerConfig,
     /// A wasm runtime to share (one per process); `None` = the agent makes its own.
@@ -120,6 +128,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("labels", &self.labels)
             .field("capacity", &self.capacity)
             .field("node_ip", &self.node_ip)
+            .field("pod_network", &self.pod_network)
             .field("log_server", &self.log_server)
             .field("allowed_host_paths", &self.allowed_host_paths)
             .field("eviction_hard", &self.eviction_hard)
@@ -149,6 +158,8 @@ impl AgentConfig {
             taints: Vec::new(),
             capacity: None,
             node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pod_network: PodNetwork::Loopback,
+            kube_proxy_client: None,
             log_server: LogServerConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LOG_PORT),
                 tls: None,
@@ -258,7 +269,10 @@ pub async fn start(
     };
     let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
 
-    let network = pod::sandbox::Network::new(config.node_index)?;
+    let network = match config.pod_network {
+        PodNetwork::Loopback => pod::sandbox::Network::loopback(config.node_index)?,
+        PodNetwork::Routed => pod::sandbox::Network::routed().await?,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -331,6 +345,10 @@ pub async fn start(
     );
     let client = config.client.clone();
     let node_name = config.node_name.clone();
+    let nodes_client = config
+        .kube_proxy_client
+        .clone()
+        .unwrap_or_else(|| client.clone());
     let rotation = config.client_rotation.map(|rotation| {
         tokio::spawn(certificates::rotation::run(
             client.clone(),
@@ -364,7 +382,33 @@ pub async fn start(
             Some(status),
             stopped(),
         ));
+        let mut routes = None;
+        if let Some(netlink) = ctx.network.netlink() {
+            // Pods start once their IPs can be had, and keep those their status shows.
+            let Some((network, prefix)) =
+                network::host_gw::wait_for_pod_cidr(&client, &node_name, stopped()).await
+            else {
+                return;
+            };
+            match ctx.network.set_pod_cidr(network, prefix) {
+                Ok(()) => {
+                    tracing::info!(pod_cidr = %format!("{network}/{prefix}"), "pods get IPs from the Node's pod CIDR")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the Node's pod CIDR is not usable; pods get no IPs")
+                }
+            }
+            routes = Some(tokio::spawn(network::host_gw::run(
+                netlink.clone(),
+                nodes_client,
+                node_name.clone(),
+                stopped(),
+            )));
+        }
         pod::run(ctx, stopped()).await;
+        if let Some(routes) = routes {
+            let _ = routes.await;
+        }
         for rotation in [rotation, serving].into_iter().flatten() {
             let _ = rotation.await;
         }

@@ -11,15 +11,29 @@
 //! the first octets of a pod IP tell which node runs it. `127.0.0.0/16` (with `127.0.0.1`)
 //! stays the host's.
 //!
-//! # Several machines
-//! The same model becomes a routed pod CIDR per node, as in Kubernetes' own (kubenet-style)
-//! networking: each Node gets a `spec.podCIDR` (e.g. `10.244.n.0/24`, assigned by the control
-//! plane or configured), [`PodIpAllocator::with_cidr`] allocates from it, the agent adds each
-//! pod IP as a `/32` on a local dummy interface (`ip addr add 10.244.3.17/32 dev wasmkube0`)
-//! before binding it, and the machines route each other's pod CIDRs (static routes, BGP, or a
-//! VXLAN overlay when they share no L2 segment). A pod IP then reaches the agent that serves
-//! it from any machine. Nothing above this module changes: the lifecycle asks for an IP and
-//! binds listeners on it.
+//! This is [`PodNetwork::Loopback`], the default (`--pod-network loopback`): it needs no
+//! privilege, and a pod IP is reachable only from the machine it runs on.
+//!
+//! # Several machines: the routed pod network
+//! [`PodNetwork::Routed`] (`--pod-network routed`, needs CAP_NET_ADMIN) is Kubernetes'
+//! kubenet-style model with flannel's host-gw backend:
+//! - the controller-manager's node IPAM gives each Node a `spec.podCIDR` (a /24 of
+//!   `--cluster-cidr`, 10.42.0.0/16 by default); the agent waits for its own
+//!   ([`host_gw::wait_for_pod_cidr`]) before it starts pods and [`PodIpAllocator::with_cidr`]
+//!   allocates from it;
+//! - each pod IP is added as a `/32` on the bridge `wasmkube0` (a device without ports: see
+//!   [`routed`] for why not a dummy device or `lo`) before the pod's listeners bind it, and
+//!   removed when the pod goes; after a restart the agent re-registers its pods' IPs from
+//!   their status and removes the addresses no pod holds (`pod::sandbox`);
+//! - [`host_gw`] watches every Node and keeps a route to each other Node's pod CIDR via its
+//!   InternalIP (`10.42.2.0/24 via 10.77.0.3 proto 87`): added, changed and removed with the
+//!   Nodes, resynced with the kernel every 30 s, touching only routes carrying the agent's
+//!   protocol number. All nodes must share an L2 segment (host-gw; no overlay).
+//!
+//! The Node watch needs a client that may list every Node, which a node's own credentials may
+//! not (the Node authorizer lets a node read only its own Node): the server's embedded agent
+//! acts as `system:kube-proxy` for it, `wasmkube agent` takes `--kube-proxy-kubeconfig`.
+//! Nothing above this module changes: the lifecycle asks for an IP and binds listeners on it.
 //!
 //! # Restarts
 //! The allocator is in memory. After an agent restart, [`PodIpAllocator::restore`] re-registers
@@ -32,6 +46,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest as _, Sha256};
+
+pub(crate) mod host_gw;
+pub(crate) mod routed;
+
+use routed::{PodRoute, RTPROT_WASMKUBE};
+
+/// How pods get their IPs (`--pod-network`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodNetwork {
+    /// `127.<node index>.x.y`, reachable only on this machine; needs nothing.
+    #[default]
+    Loopback,
+    /// From the Node's `spec.podCIDR`, each a `/32` on the pod device (`wasmkube0`), with host-gw routes to
+    /// the other Nodes' pod CIDRs; needs CAP_NET_ADMIN and node IPAM in the controller-manager.
+    Routed,
+}
 
 /// Why a pod IP cannot be had or a port cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +95,52 @@ pub enum NetworkError {
         /// Why not.
         reason: String,
     },
+    /// The kernel refused a change of the routed pod network.
+    #[error(
+        "{what}: permission denied; the routed pod network needs CAP_NET_ADMIN: run the \
+         agent as root (or give it the capability) or use --pod-network loopback"
+    )]
+    Permission {
+        /// What was being done.
+        what: String,
+    },
+    /// A netlink request failed.
+    #[error("{what}: {reason}")]
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// The gateway of a host-gw route is not on a directly connected network.
+    #[error(
+        "cannot add the route {route}: the node address {} is not on a network this machine \
+         is directly connected to (host-gw routing needs every node on one L2 segment)",
+        route.gateway
+    )]
+    Gateway {
+        /// The route.
+        route: PodRoute,
+    },
+    /// A route to a node's pod CIDR exists that the agent did not make.
+    #[error(
+        "a route to {}/{} exists that wasmkube did not make (it has another protocol than \
+         {RTPROT_WASMKUBE}); leaving it alone: remove it to let the agent route the pod CIDR \
+         via {}",
+        route.network,
+        route.prefix,
+        route.gateway
+    )]
+    RouteTaken {
+        /// The route the agent wanted.
+        route: PodRoute,
+    },
+    /// The node has no pod CIDR yet (routed mode).
+    #[error(
+        "this node has no spec.podCIDR yet: the controller-manager's node IPAM assigns one \
+         (--cluster-cidr); pods wait until it has"
+    )]
+    NoPodCidr,
     /// The address cannot be bound on this machine.
     #[error(
         "cannot bind {addr}: {source}{}",
@@ -204,12 +280,22 @@ impl PodIpAllocator {
             .copied()
     }
 
-    /// Frees the pod's IP (when the pod is gone). Unknown UIDs are ignored.
-    pub(crate) fn release(&self, pod_uid: &str) {
+    /// Frees the pod's IP (when the pod is gone) and says which it was. Unknown UIDs are
+    /// ignored.
+    pub(crate) fn release(&self, pod_uid: &str) -> Option<Ipv4Addr> {
         let mut a = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ip) = a.by_uid.remove(pod_uid) {
-            a.by_ip.remove(&ip);
-        }
+        let ip = a.by_uid.remove(pod_uid)?;
+        a.by_ip.remove(&ip);
+        Some(ip)
+    }
+
+    /// Whether some pod holds `ip`.
+    pub(crate) fn is_allocated(&self, ip: Ipv4Addr) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_ip
+            .contains_key(&ip)
     }
 }
 

@@ -143,6 +143,10 @@ pub(crate) async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>
                             ctx.network.restore(uid, ip);
                         }
                     }
+                    if first_listing {
+                        // Before any worker allocates: what no pod holds now is stale.
+                        ctx.network.remove_stale_addresses().await;
+                    }
                     let seen: HashSet<String> =
                         list.iter().filter_map(|p| p.metadata.uid.clone()).collect();
                     for pod in list {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use wasmkube_agent::certificates::{self, CertificateSlot, client, request, rotation};
 
 use super::cluster::{
-    LogFormat, NodeArgs, Shutdown, default_data_dir, index_from_name, init_logging,
+    LogFormat, NodeArgs, PodNetworkArg, Shutdown, default_data_dir, index_from_name, init_logging,
 };
 
 /// Join this machine (or another node on it) to a cluster and run the pods bound to it.
@@ -41,6 +41,14 @@ pub(crate) struct AgentCommand {
     /// [default: the user's data directory, e.g. ~/.local/share/wasmkube].
     #[arg(long, env = "WASMKUBE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A kubeconfig of the user `system:kube-proxy` (ClusterRole system:node-proxier: read
+    /// every Node, Service and EndpointSlice), for what the agent watches cluster-wide and a
+    /// node's own credentials may not read: the routed pod network's routes to the other
+    /// Nodes. Make one on the server with
+    /// `wasmkube server kubeconfig --user system:kube-proxy --server URL`. Needed with
+    /// `--pod-network routed`.
+    #[arg(long, value_name = "FILE")]
+    kube_proxy_kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
     /// Log format.
@@ -75,6 +83,14 @@ impl AgentCommand {
             None => default_data_dir()?,
         };
         let server = server.trim_end_matches('/').to_string();
+        if self.node.pod_network == PodNetworkArg::Routed && self.kube_proxy_kubeconfig.is_none() {
+            anyhow::bail!(
+                "--pod-network routed routes to every other Node's pod CIDR, and a node's own \
+                 credentials may read only its own Node: pass --kube-proxy-kubeconfig FILE \
+                 (make it on the server with `wasmkube server kubeconfig --user \
+                 system:kube-proxy --server {server}`) or use --pod-network loopback"
+            );
+        }
         let name = self
             .node
             .node_name
@@ -126,16 +142,30 @@ impl AgentCommand {
             .node
             .agent_config(&data_dir, api, &ca_pem, index_from_name(&name))?;
         agent.api_server = Some(server.clone());
+        if let Some(path) = &self.kube_proxy_kubeconfig {
+            agent.kube_proxy_client = Some(
+                super::cluster::client_from_kubeconfig(path)
+                    .await
+                    .context("--kube-proxy-kubeconfig")?,
+            );
+        }
         agent.client_rotation = Some(rotation::Rotation {
             slot,
             request,
             dir: pki,
             file: certificates::CLIENT_FILE,
         });
-        eprintln!(
-            "wasmkube agent: node {} joining {server}; pods get IPs 127.{}.x.y",
-            agent.node_name, agent.node_index
-        );
+        match agent.pod_network {
+            wasmkube_agent::PodNetwork::Loopback => eprintln!(
+                "wasmkube agent: node {} joining {server}; pods get IPs 127.{}.x.y",
+                agent.node_name, agent.node_index
+            ),
+            wasmkube_agent::PodNetwork::Routed => eprintln!(
+                "wasmkube agent: node {} joining {server}; pods get IPs from its pod CIDR \
+                 (routed pod network)",
+                agent.node_name
+            ),
+        }
         let running = wasmkube_agent::start(agent, shutdown.wait())
             .await
             .context("starting the node agent")?;

@@ -184,6 +184,14 @@ pub(crate) struct NodeArgs {
     /// The node's address: its InternalIP, the pods' hostIP, where the apiserver reaches the agent.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub(crate) node_ip: IpAddr,
+    /// How pods get their IPs. `loopback`: 127.N.x.y (N = --node-index), reachable only on
+    /// this machine; needs nothing. `routed`: from the Node's spec.podCIDR (the
+    /// controller-manager's node IPAM assigns a /24 of --cluster-cidr), each a /32 on the
+    /// device wasmkube0, with a route to every other Node's pod CIDR via its InternalIP
+    /// (host-gw: all nodes on one L2 segment); needs CAP_NET_ADMIN (root), and for
+    /// `wasmkube agent` --kube-proxy-kubeconfig.
+    #[arg(long, value_enum, default_value_t = PodNetworkArg::Loopback, value_name = "MODE")]
+    pub(crate) pod_network: PodNetworkArg,
     /// This node's number on the machine (1-254): its pods get IPs 127.N.x.y.
     /// Several agents on one machine need different numbers [default: 1 for the server's
     /// embedded agent, derived from the node name for `wasmkube agent`].
@@ -271,6 +279,15 @@ impl ProxyModeArg {
     }
 }
 
+/// `--pod-network`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PodNetworkArg {
+    /// 127.N.x.y on loopback.
+    Loopback,
+    /// The Node's pod CIDR, routed host-gw.
+    Routed,
+}
+
 /// `--guest-scheduling`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GuestSchedulingArg {
@@ -315,6 +332,10 @@ impl NodeArgs {
         config.labels = parse_labels(&self.node_labels)?;
         config.taints = parse_taints(&self.node_taints)?;
         config.node_ip = self.node_ip;
+        config.pod_network = match self.pod_network {
+            PodNetworkArg::Loopback => wasmkube_agent::PodNetwork::Loopback,
+            PodNetworkArg::Routed => wasmkube_agent::PodNetwork::Routed,
+        };
         config.allowed_host_paths = self.allowed_host_paths.clone();
         config.eviction_hard = self.eviction_hard;
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);

@@ -51,6 +51,7 @@ mod node_identity;
 mod node_ipam;
 mod node_lifecycle;
 mod node_proxy;
+mod pod_network;
 mod quota;
 mod rbac;
 mod rbac_roles;

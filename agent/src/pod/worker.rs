@@ -277,7 +277,7 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.pod_ip.as_deref())
                 .and_then(|ip| ip.parse().ok());
-            match self.ctx.network.allocate(&self.uid, preferred) {
+            match self.ctx.network.allocate(&self.uid, preferred).await {
                 Ok(ip) => self.pod_ip = Some(ip),
                 Err(e) => {
                     self.event(

@@ -201,7 +201,7 @@ impl Worker {
     }
 
     pub(super) async fn cleanup(self) {
-        self.ctx.network.release(&self.uid);
+        self.ctx.network.release(&self.uid).await;
         self.ctx.tokens.forget_pod(&self.uid);
         self.ctx
             .logs

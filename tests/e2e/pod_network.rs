@@ -1,0 +1,275 @@
+//! The routed pod network (`--pod-network routed`) across three nodes, each in its own host of
+//! a network-namespace lab: pods get IPs from their Node's pod CIDR, every host reaches every
+//! pod (across nodes through the host-gw routes the agents program from their Node watches),
+//! a deleted Node's route goes from the others, and an agent's restart duplicates no route or
+//! address. All traffic stays inside the lab's namespaces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+
+use crate::harness::{NodeSpec, TestCluster, lab_tests_opted_out, poll_until};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const APP: &str = "hello-net";
+/// The nodes, in host order: the server's embedded agent in host 0, agents in hosts 1 and 2.
+const NODES: [&str; 3] = ["net-0", "net-1", "net-2"];
+
+/// A node of the routed network; 1 CPU each, so that the pods (600m) go one per node.
+fn routed(name: &str) -> NodeSpec {
+    NodeSpec::named(name)
+        .cpu("1")
+        .arg("--pod-network")
+        .arg("routed")
+}
+
+fn deployment() -> String {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": APP},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": APP}},
+            "template": {
+                "metadata": {"labels": {"app": APP}},
+                "spec": {
+                    "runtimeClassName": "wasmtime",
+                    "containers": [{
+                        "name": "http-hello",
+                        "image": "wasmkube.local/samples/http-hello:v1",
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/ready", "port": "http"},
+                            "periodSeconds": 1,
+                        },
+                        "resources": {"requests": {"cpu": "600m", "memory": "16Mi"}},
+                    }],
+                },
+            },
+        },
+    })
+    .to_string()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Node name -> pod IP of the app's pods, once there are three ready ones.
+async fn ready_pods(cluster: &TestCluster) -> Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client().await?);
+    poll_until("three ready hello-net pods", DEADLINE, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={APP}")))
+                .await?;
+            let ready: BTreeMap<String, String> = list
+                .items
+                .iter()
+                .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| {
+                    Some((
+                        p.spec.as_ref()?.node_name.clone()?,
+                        p.status.as_ref()?.pod_ip.clone()?,
+                    ))
+                })
+                .collect();
+            Ok((ready.len() == 3).then_some(ready))
+        }
+    })
+    .await
+    .with_context(|| cluster.logs_tail(30))
+}
+
+/// Node name -> spec.podCIDR.
+async fn pod_cidrs(cluster: &TestCluster) -> Result<BTreeMap<String, String>> {
+    let nodes: Api<Node> = Api::all(cluster.client().await?);
+    Ok(nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| Some((n.metadata.name?, n.spec?.pod_cidr?)))
+        .collect())
+}
+
+/// Whether `ip` is in `cidr` (IPv4 `a.b.c.d/n`).
+fn in_cidr(ip: &str, cidr: &str) -> Result<bool> {
+    let (network, prefix) = cidr.split_once('/').context("a CIDR")?;
+    let network: u32 = network.parse::<std::net::Ipv4Addr>()?.into();
+    let ip: u32 = ip.parse::<std::net::Ipv4Addr>()?.into();
+    let prefix: u32 = prefix.parse()?;
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    Ok(ip & mask == network & mask)
+}
+
+/// The routes the agent of host `i` made (`proto 87`), one line each, sorted.
+async fn agent_routes(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
+    let out = cluster
+        .host(i)?
+        .run_ok("ip", &["-4", "route", "show", "proto", "87"])
+        .await?;
+    let mut routes: Vec<String> = out.lines().map(|l| l.trim().to_owned()).collect();
+    routes.sort();
+    Ok(routes)
+}
+
+/// The IPv4 addresses on host `i`'s wasmkube0.
+async fn pod_device_addresses(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
+    let out = cluster
+        .host(i)?
+        .run_ok("ip", &["-4", "-o", "addr", "show", "dev", "wasmkube0"])
+        .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_owned)
+        })
+        .collect())
+}
+
+/// `curl`s every pod from every host; each must answer as http-hello does.
+async fn curl_every_pod_from_every_host(
+    cluster: &TestCluster,
+    pods: &BTreeMap<String, String>,
+) -> Result<()> {
+    for host in 0..NODES.len() {
+        for (node, ip) in pods {
+            let url = format!("http://{ip}:8080/from-{host}");
+            let body = cluster
+                .host(host)?
+                .run_ok("curl", &["-sS", "--max-time", "10", &url])
+                .await
+                .with_context(|| format!("host {host} -> pod on {node} at {ip}"))?;
+            ensure!(
+                body == format!("hello from wasm\npath: /from-{host}\n"),
+                "host {host} -> {url}: {body:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The routes host `i` should have: every other node's pod CIDR via that node's host.
+fn expected_routes(
+    cluster: &TestCluster,
+    cidrs: &BTreeMap<String, String>,
+    i: usize,
+    nodes: &[&str],
+) -> Result<Vec<String>> {
+    let mut routes = Vec::new();
+    for (j, node) in NODES.iter().enumerate() {
+        if j == i || !nodes.contains(node) {
+            continue;
+        }
+        let cidr = cidrs.get(*node).context("a node without a pod CIDR")?;
+        routes.push(format!("{cidr} via {} dev eth0", cluster.host(j)?.ip()));
+    }
+    routes.sort();
+    Ok(routes)
+}
+
+#[tokio::test]
+async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> Result<()> {
+    const TEST: &str = "routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes";
+    if lab_tests_opted_out(TEST) {
+        return Ok(());
+    }
+    let Some(mut cluster) = TestCluster::builder()
+        .embedded_agent(routed(NODES[0]))
+        .agent(routed(NODES[1]))
+        .agent(routed(NODES[2]))
+        .in_netns_lab()
+        .start_with_samples(TEST)
+        .await?
+    else {
+        return Ok(());
+    };
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
+        .await?;
+    let pods = ready_pods(&cluster).await?;
+    let cidrs = pod_cidrs(&cluster).await?;
+    assert_eq!(
+        pods.keys().map(String::as_str).collect::<Vec<_>>(),
+        NODES.to_vec(),
+        "one pod per node: {pods:?}"
+    );
+    for (node, ip) in &pods {
+        let cidr = cidrs.get(node).context("the node has no pod CIDR")?;
+        ensure!(
+            in_cidr(ip, cidr)?,
+            "pod IP {ip} on {node} is outside {cidr}"
+        );
+    }
+    // Each node holds its own pod's IP, as a /32 on wasmkube0, and routes the others'.
+    for (i, node) in NODES.iter().enumerate() {
+        assert_eq!(
+            pod_device_addresses(&cluster, i).await?,
+            vec![format!("{}/32", pods[*node])],
+            "{node}"
+        );
+        let want = expected_routes(&cluster, &cidrs, i, &NODES)?;
+        poll_until(&format!("{node}'s host-gw routes"), DEADLINE, || async {
+            Ok((agent_routes(&cluster, i).await? == want).then_some(()))
+        })
+        .await?;
+    }
+    curl_every_pod_from_every_host(&cluster, &pods).await?;
+
+    // An agent restarted (after a kill -9) adopts its pod with its IP and adds no second
+    // address or route.
+    cluster.kill9_agent(0).await?;
+    cluster.restart_agent(0).await?;
+    let after = ready_pods(&cluster).await?;
+    assert_eq!(
+        after, pods,
+        "the pods keep their IPs across the agent's restart"
+    );
+    assert_eq!(
+        pod_device_addresses(&cluster, 1).await?,
+        vec![format!("{}/32", pods[NODES[1]])]
+    );
+    assert_eq!(
+        agent_routes(&cluster, 1).await?,
+        expected_routes(&cluster, &cidrs, 1, &NODES)?
+    );
+    curl_every_pod_from_every_host(&cluster, &pods).await?;
+
+    // A Node deleted (its agent gone) leaves the other nodes' tables.
+    cluster.kill9_agent(1).await?;
+    cluster.kubectl_ok(&["delete", "node", NODES[2]]).await?;
+    for i in [0, 1] {
+        let want = expected_routes(&cluster, &cidrs, i, &NODES[..2])?;
+        poll_until(
+            &format!("the route to {} gone from host {i}", NODES[2]),
+            DEADLINE,
+            || async { Ok((agent_routes(&cluster, i).await? == want).then_some(())) },
+        )
+        .await?;
+    }
+    // The two nodes left still reach each other's pods.
+    for from in 0..2 {
+        for node in &NODES[..2] {
+            let url = format!("http://{}:8080/", pods[*node]);
+            cluster
+                .host(from)?
+                .run_ok("curl", &["-sS", "--max-time", "10", &url])
+                .await
+                .with_context(|| format!("host {from} -> the pod on {node}"))?;
+        }
+    }
+    Ok(())
+}
