@@ -39,7 +39,7 @@ use wasmkube_client::events::{EventMetrics, EventRecorder, Reporter};
 pub mod certificates;
 pub mod images;
 pub(crate) mod logs;
-pub(crate) mod network;
+pub mod network;
 pub mod node;
 pub(crate) mod pod;
 pub(crate) mod probes;

@@ -29,6 +29,8 @@
 //!   InternalIP (`10.42.2.0/24 via 10.77.0.3 proto 87`): added, changed and removed with the
 //!   Nodes, resynced with the kernel every 30 s, touching only routes carrying the agent's
 //!   protocol number. All nodes must share an L2 segment (host-gw; no overlay).
+//! - [`cleanup`] (`wasmkube agent --cleanup`, agent stopped) deletes the device and the
+//!   agent's routes.
 //!
 //! The Node watch needs a client that may list every Node, which a node's own credentials may
 //! not (the Node authorizer lets a node read only its own Node): the server's embedded agent
@@ -50,7 +52,7 @@ use sha2::{Digest as _, Sha256};
 pub(crate) mod host_gw;
 pub(crate) mod routed;
 
-use routed::{PodRoute, RTPROT_WASMKUBE};
+pub use routed::{POD_DEVICE, PodNetworkCleanup, PodRoute, RTPROT_WASMKUBE, cleanup};
 
 /// How pods get their IPs (`--pod-network`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -25,7 +25,9 @@ pub(crate) struct AgentCommand {
     )]
     server: Option<String>,
     /// Remove what this node's kube-proxy programmed (the `ip wasmkube` nftables table) and
-    /// exit, as kube-proxy's --cleanup.
+    /// what the routed pod network made (the device wasmkube0 with the pod IPs, the routes
+    /// to other Nodes' pod CIDRs), then exit, as kube-proxy's --cleanup. Stop the agent
+    /// first.
     #[arg(long)]
     cleanup: bool,
     /// The join token printed by `wasmkube server token create` (needed to join; ignored
@@ -71,6 +73,21 @@ impl AgentCommand {
                 } else {
                     "no nftables table ip wasmkube to remove"
                 }
+            );
+            let network = wasmkube_agent::network::cleanup()
+                .await
+                .context("removing the routed pod network's device and routes")?;
+            for route in &network.routes {
+                eprintln!("wasmkube agent: removed the route {route}");
+            }
+            eprintln!(
+                "wasmkube agent: {} {}",
+                if network.device {
+                    "removed the device"
+                } else {
+                    "no device to remove:"
+                },
+                wasmkube_agent::network::POD_DEVICE
             );
             return Ok(());
         }

@@ -181,26 +181,36 @@ fn expected_routes(
     Ok(routes)
 }
 
+/// Three routed nodes in a lab (the server's in host 0, agents in hosts 1 and 2) with the
+/// samples imported; `None` when the samples are not built.
+async fn routed_cluster(test: &str) -> Result<Option<TestCluster>> {
+    TestCluster::builder()
+        .embedded_agent(routed(NODES[0]))
+        .agent(routed(NODES[1]))
+        .agent(routed(NODES[2]))
+        .in_netns_lab()
+        .start_with_samples(test)
+        .await
+}
+
 #[tokio::test]
 async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> Result<()> {
     const TEST: &str = "routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes";
     if lab_tests_opted_out(TEST) {
         return Ok(());
     }
-    let Some(mut cluster) = TestCluster::builder()
-        .embedded_agent(routed(NODES[0]))
-        .agent(routed(NODES[1]))
-        .agent(routed(NODES[2]))
-        .in_netns_lab()
-        .start_with_samples(TEST)
-        .await?
-    else {
+    let Some(mut cluster) = routed_cluster(TEST).await? else {
         return Ok(());
     };
+    let started = std::time::Instant::now();
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
         .await?;
     let pods = ready_pods(&cluster).await?;
+    eprintln!(
+        "{TEST}: 3 routed pods ready {:?} after the apply",
+        started.elapsed()
+    );
     let cidrs = pod_cidrs(&cluster).await?;
     assert_eq!(
         pods.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -251,6 +261,7 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
     // A Node deleted (its agent gone) leaves the other nodes' tables.
     cluster.kill9_agent(1).await?;
     cluster.kubectl_ok(&["delete", "node", NODES[2]]).await?;
+    let deleted = std::time::Instant::now();
     for i in [0, 1] {
         let want = expected_routes(&cluster, &cidrs, i, &NODES[..2])?;
         poll_until(
@@ -260,6 +271,10 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
         )
         .await?;
     }
+    eprintln!(
+        "{TEST}: the deleted Node's route gone from both other hosts {:?} after the delete",
+        deleted.elapsed()
+    );
     // The two nodes left still reach each other's pods.
     for from in 0..2 {
         for node in &NODES[..2] {
@@ -270,6 +285,110 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
                 .await
                 .with_context(|| format!("host {from} -> the pod on {node}"))?;
         }
+    }
+
+    // `wasmkube agent --cleanup` (agent stopped) removes the device and the agent's routes,
+    // and nothing else.
+    cluster.kill9_agent(0).await?;
+    let host = cluster.host(1)?;
+    let before = host.run_ok("ip", &["-4", "route", "show"]).await?;
+    host.run_ok(env!("CARGO_BIN_EXE_wasmkube"), &["agent", "--cleanup"])
+        .await
+        .context("wasmkube agent --cleanup")?;
+    let links = host.run_ok("ip", &["-o", "link", "show"]).await?;
+    ensure!(!links.contains("wasmkube0"), "{links}");
+    assert_eq!(agent_routes(&cluster, 1).await?, Vec::<String>::new());
+    let after = host.run_ok("ip", &["-4", "route", "show"]).await?;
+    let kept: Vec<&str> = before.lines().filter(|l| !l.contains("proto 87")).collect();
+    assert_eq!(
+        after.lines().collect::<Vec<_>>(),
+        kept,
+        "only the agent's routes went"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_ip_reaches_the_routed_pods_of_every_node_from_every_node() -> Result<()> {
+    const TEST: &str = "a_cluster_ip_reaches_the_routed_pods_of_every_node_from_every_node";
+    if lab_tests_opted_out(TEST) {
+        return Ok(());
+    }
+    let Some(cluster) = routed_cluster(TEST).await? else {
+        return Ok(());
+    };
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": APP},
+        "spec": {
+            "selector": {"app": APP},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    });
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
+        .await?;
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &service.to_string())
+        .await?;
+    let pods = ready_pods(&cluster).await?;
+    let cluster_ip = cluster
+        .kubectl_ok(&["get", "service", APP, "-o", "jsonpath={.spec.clusterIP}"])
+        .await?;
+    for i in 0..NODES.len() {
+        // What a real host's default route would do for the service CIDR: lead to the
+        // network (here the lab's switch), so that the node's nftables DNAT sees the packet.
+        cluster
+            .host(i)?
+            .run_ok("ip", &["route", "add", "10.43.0.0/16", "dev", "eth0"])
+            .await?;
+    }
+    // The Service answers once every node's kube-proxy has its three endpoints.
+    const REQUESTS: usize = 60;
+    for i in 0..NODES.len() {
+        let url = format!("http://{cluster_ip}/svc-{i}-");
+        let urls: Vec<String> = (0..REQUESTS).map(|n| format!("{url}{n}")).collect();
+        let mut args = vec!["-sS", "--max-time", "10", "-H", "Connection: close"];
+        args.extend(urls.iter().map(String::as_str));
+        let body = poll_until(&format!("the Service from host {i}"), DEADLINE, || async {
+            let out = cluster.host(i)?.run("curl", &args).await?;
+            Ok(out
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+        })
+        .await?;
+        ensure!(
+            body.matches("hello from wasm\n").count() == REQUESTS,
+            "host {i}: {body}"
+        );
+    }
+    // Who answered: each pod logs the requests it served.
+    let pod_names = cluster
+        .kubectl_ok(&["get", "pods", "-l", &format!("app={APP}"), "-o", "name"])
+        .await?;
+    // Host -> how many of its requests each pod served.
+    let mut answered: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for pod in pod_names.lines() {
+        let logs = cluster.kubectl_ok(&["logs", pod]).await?;
+        for i in 0..NODES.len() {
+            let served = logs.matches(&format!("GET /svc-{i}-")).count();
+            if served > 0 {
+                answered.entry(i).or_default().push(served);
+            }
+        }
+    }
+    for i in 0..NODES.len() {
+        let responders = answered.get(&i).map_or(0, Vec::len);
+        eprintln!(
+            "{TEST}: {REQUESTS} requests from host {i} reached {responders} pods ({:?} each)",
+            answered.get(&i)
+        );
+        assert_eq!(
+            responders, 3,
+            "from host {i} the ClusterIP reaches every pod ({pods:?}): {answered:?}"
+        );
     }
     Ok(())
 }

@@ -29,9 +29,9 @@ use rtnetlink::{LinkBridge, RouteMessageBuilder};
 use super::NetworkError;
 
 /// The device that holds the pod IPs.
-pub(crate) const POD_DEVICE: &str = "wasmkube0";
+pub const POD_DEVICE: &str = "wasmkube0";
 /// The routing protocol number marking the agent's routes (`proto 87` in `ip route`).
-pub(crate) const RTPROT_WASMKUBE: u8 = 87;
+pub const RTPROT_WASMKUBE: u8 = 87;
 
 /// Linux errno values netlink answers with.
 const EPERM: i32 = 1;
@@ -269,6 +269,45 @@ impl Netlink {
             Err(e) => Err(failure(format!("removing the route {route}"), &e)),
         }
     }
+}
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PodNetworkCleanup {
+    /// Whether [`POD_DEVICE`] was there (and is gone, with the pod IPs on it).
+    pub device: bool,
+    /// The agent's routes (protocol [`RTPROT_WASMKUBE`]) that were deleted.
+    pub routes: Vec<PodRoute>,
+}
+
+/// Removes what the routed pod network made on this machine: the agent's routes and the pod
+/// device with its addresses. Run it with the agent stopped (a running one puts them back).
+pub async fn cleanup() -> Result<PodNetworkCleanup, NetworkError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| NetworkError::Netlink {
+            what: "opening a netlink socket".into(),
+            reason: source.to_string(),
+        })?;
+    tokio::spawn(connection);
+    let mut removed = PodNetworkCleanup::default();
+    let device = Netlink::device_index(&handle).await?;
+    // A connection without a device still lists and deletes routes.
+    let netlink = Netlink {
+        handle: handle.clone(),
+        device: device.unwrap_or(0),
+    };
+    for route in netlink.pod_routes().await? {
+        netlink.remove_pod_route(route).await?;
+        removed.routes.push(route);
+    }
+    if let Some(index) = device {
+        match handle.link().del(index).execute().await {
+            Ok(()) => removed.device = true,
+            Err(e) if errno(&e) == Some(19) => {} // ENODEV: gone meanwhile
+            Err(e) => return Err(failure(format!("deleting {POD_DEVICE}"), &e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// The netlink message of the agent's route `route`.
