@@ -42,9 +42,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 mod bounded;
+pub mod build;
 pub(crate) mod import;
 pub(crate) mod oci;
 pub(crate) mod reference;
+pub mod registry;
 mod wasm;
 
 #[cfg(test)]
@@ -269,6 +271,14 @@ pub enum ImageError {
         /// What went wrong.
         message: String,
     },
+    /// A binary cannot be packaged as an image.
+    #[error("cannot build {reference}: {reason}")]
+    Build {
+        /// The image's name.
+        reference: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl ImageError {
@@ -369,7 +379,7 @@ impl ImageStore {
         self.root.join("meta").join("sha256")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
@@ -388,7 +398,7 @@ impl ImageStore {
     }
 
     /// Reads a whole blob (manifests, configs: small documents).
-    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+    pub(crate) fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
         let path = self.blob_path(digest)?;
         fs::read(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => ImageError::MissingBlob {
@@ -480,6 +490,27 @@ impl ImageStore {
             index.manifests.push(desc);
         }
         self.write_index(&index)
+    }
+
+    /// The descriptor the name `image_ref` points to (normalized as Docker does).
+    pub fn descriptor_of(&self, image_ref: &str) -> Result<Descriptor, ImageError> {
+        let reference = Reference::parse(image_ref).map_err(|source| ImageError::InvalidName {
+            reference: image_ref.to_string(),
+            source,
+        })?;
+        let name = reference.to_string();
+        self.read_index()?
+            .manifests
+            .into_iter()
+            .find(|d| image_name_of(d) == Some(name.as_str()))
+            .map(|mut d| {
+                d.annotations.clear();
+                d
+            })
+            .ok_or_else(|| ImageError::NotFound {
+                reference: name,
+                data_dir: self.data_dir_hint(),
+            })
     }
 
     /// Every name in the store with the digest it points to, sorted by name.

@@ -1,4 +1,5 @@
-//! `wasmkube image`: the node's local image store (`import`, `list`).
+//! `wasmkube image`: the node's local image store (`build`, `import`, `list`) and OCI
+//! registries (`push`, `pull`).
 //!
 //! The store of the agent with data directory `DIR` is `DIR/agent/images` (for `wasmkube
 //! server --data-dir DIR`'s embedded agent and for `wasmkube agent --data-dir DIR` alike).
@@ -8,7 +9,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use wasmkube_agent::images::{ImageKind, ImageStore, ImportOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use wasmkube_agent::images::registry::{
+    Registries, RegistryAuth, RegistryConfig, TransferProgress,
+};
+use wasmkube_agent::images::{ImageKind, ImageStore, ImportOptions, Reference};
 
 /// Manage the images of a node's local store.
 #[derive(clap::Args, Debug)]
@@ -36,6 +41,36 @@ enum ImageSubcommand {
     /// List the images in the node's image store.
     #[command(alias = "ls")]
     List(ListCommand),
+    /// Package a wasm module or component as an OCI image (the CNCF wasm artifact) in the
+    /// node's image store.
+    ///
+    /// The image has one `application/wasm` layer, the file itself, and a config
+    /// (`application/vnd.wasm.config.v0+json`) saying architecture wasm, os wasip1 for a core
+    /// module or wasip2 for a component, and a component's imports and exports. The same file
+    /// gives the same digest. Prints NAME and DIGEST; `wasmkube image push NAME` sends it to a
+    /// registry.
+    #[command(after_long_help = "Examples:\n  \
+        wasmkube image build hello.wasm -t registry.example.com/team/hello:1.0\n  \
+        wasmkube image build --data-dir /var/lib/wasmkube app.wasm -t localhost:5000/app:dev")]
+    Build(BuildCommand),
+    /// Push an image of the node's image store to an OCI registry.
+    ///
+    /// Sends the blobs the registry lacks, then the manifest. Plain HTTP is used only for
+    /// registries on this machine (localhost, 127.0.0.0/8, ::1) and those given with
+    /// --insecure-registry; HTTPS otherwise.
+    #[command(after_long_help = "Examples:\n  \
+        wasmkube image push localhost:5000/app:dev\n  \
+        wasmkube image push app:dev registry.example.com/team/app:1.0 --creds alice:s3cret")]
+    Push(PushCommand),
+    /// Pull an image from an OCI registry into the node's image store.
+    ///
+    /// Accepts the CNCF wasm artifact, images whose layers hold a .wasm file (runwasi style)
+    /// and image indexes (the wasm platform's manifest is taken). Every blob is checked against
+    /// its digest and size before it is stored.
+    #[command(after_long_help = "Examples:\n  \
+        wasmkube image pull localhost:5000/app:dev\n  \
+        wasmkube image pull registry.example.com/team/app@sha256:<hex> --creds alice:s3cret")]
+    Pull(PullCommand),
 }
 
 /// The data directory whose agent's store is used.
@@ -80,15 +115,133 @@ struct ListCommand {
     store: StoreArgs,
 }
 
+/// `wasmkube image build`.
+#[derive(clap::Args, Debug)]
+struct BuildCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The image's name, e.g. registry.example.com/team/app:1.0.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tag: String,
+    /// The wasm module or component.
+    #[arg(value_name = "FILE.wasm")]
+    file: PathBuf,
+}
+
+/// How to reach a registry.
+#[derive(clap::Args, Debug)]
+struct RegistryArgs {
+    /// Credentials for the registry (HTTP basic or its token service).
+    #[arg(long, value_name = "USER:PASSWORD", env = "WASMKUBE_REGISTRY_CREDS")]
+    creds: Option<String>,
+    /// A registry (HOST:PORT) to reach over plain HTTP although it is not on this machine
+    /// (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// An extra CA certificate (PEM) to trust for registries' HTTPS.
+    #[arg(long, value_name = "FILE")]
+    registry_ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn registries(&self) -> anyhow::Result<Registries> {
+        let mut config = RegistryConfig {
+            insecure_registries: self.insecure_registries.clone(),
+            ..RegistryConfig::default()
+        };
+        if let Some(file) = &self.registry_ca_file {
+            config.extra_ca_pem.push(
+                std::fs::read(file)
+                    .with_context(|| format!("reading --registry-ca-file {}", file.display()))?,
+            );
+        }
+        Ok(Registries::new(config))
+    }
+
+    fn auth(&self) -> anyhow::Result<RegistryAuth> {
+        match &self.creds {
+            None => Ok(RegistryAuth::Anonymous),
+            Some(creds) => {
+                let (user, password) = creds
+                    .split_once(':')
+                    .context("--creds takes USER:PASSWORD")?;
+                Ok(RegistryAuth::Basic(user.to_string(), password.to_string()))
+            }
+        }
+    }
+}
+
+/// `wasmkube image push`.
+#[derive(clap::Args, Debug)]
+struct PushCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// The image in the node's store.
+    #[arg(value_name = "NAME")]
+    image: String,
+    /// Where to push it [default: NAME].
+    #[arg(value_name = "DESTINATION")]
+    destination: Option<String>,
+}
+
+/// `wasmkube image pull`.
+#[derive(clap::Args, Debug)]
+struct PullCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// The image, by tag or digest.
+    #[arg(value_name = "NAME")]
+    image: String,
+}
+
+/// A progress bar over the bytes of an image's blobs, on stderr (hidden when it is not a
+/// terminal).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(verb: &str, name: &str) -> Bar {
+        let bar = ProgressBar::new(0).with_message(format!("{verb} {name}"));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Bar(bar)
+    }
+}
+
+impl TransferProgress for Bar {
+    fn start(&self, _digest: &str, size: u64) {
+        self.0.inc_length(size);
+    }
+    fn done(&self, _digest: &str) {
+        self.0.set_position(self.0.length().unwrap_or(0));
+    }
+}
+
+fn parse_reference(name: &str) -> anyhow::Result<Reference> {
+    Reference::parse(name).with_context(|| format!("{name:?} is not an image name"))
+}
+
 impl ImageCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
-        // The store does plain file I/O; keep it off the async workers.
-        tokio::task::spawn_blocking(move || match self.command {
-            ImageSubcommand::Import(cmd) => cmd.run(),
-            ImageSubcommand::List(cmd) => cmd.run(),
-        })
-        .await
-        .context("the image command stopped unexpectedly")?
+        match self.command {
+            ImageSubcommand::Push(cmd) => cmd.run().await,
+            ImageSubcommand::Pull(cmd) => cmd.run().await,
+            // The store does plain file I/O; keep it off the async workers.
+            command => tokio::task::spawn_blocking(move || match command {
+                ImageSubcommand::Import(cmd) => cmd.run(),
+                ImageSubcommand::List(cmd) => cmd.run(),
+                ImageSubcommand::Build(cmd) => cmd.run(),
+                ImageSubcommand::Push(_) | ImageSubcommand::Pull(_) => Ok(()),
+            })
+            .await
+            .context("the image command stopped unexpectedly")?,
+        }
     }
 }
 
@@ -139,6 +292,54 @@ impl ListCommand {
         for (name, digest) in store.list()? {
             println!("{name}\t{digest}");
         }
+        Ok(())
+    }
+}
+
+impl BuildCommand {
+    fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        let reference = parse_reference(&self.tag)?;
+        let wasm = std::fs::read(&self.file)
+            .with_context(|| format!("reading {}", self.file.display()))?;
+        let built = wasmkube_agent::images::build::build_wasm_artifact(&store, &wasm, &reference)?;
+        println!("{reference}\t{}", built.digest);
+        Ok(())
+    }
+}
+
+impl PushCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        let destination = parse_reference(self.destination.as_deref().unwrap_or(&self.image))?;
+        let registries = self.registry.registries()?;
+        let bar = Bar::new("pushing", &destination.to_string());
+        let digest = registries
+            .push(
+                &store,
+                &self.image,
+                &destination,
+                &self.registry.auth()?,
+                &bar,
+            )
+            .await?;
+        bar.0.finish_and_clear();
+        println!("{destination}\t{digest}");
+        Ok(())
+    }
+}
+
+impl PullCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        let reference = parse_reference(&self.image)?;
+        let registries = self.registry.registries()?;
+        let bar = Bar::new("pulling", &reference.to_string());
+        let digest = registries
+            .pull(&reference, &self.registry.auth()?, &store, &bar)
+            .await?;
+        bar.0.finish_and_clear();
+        println!("{reference}\t{digest}");
         Ok(())
     }
 }

@@ -44,6 +44,7 @@ mod images;
 mod netns;
 mod nodes;
 mod pods;
+mod registry;
 
 pub(crate) use images::{WasmImage, module_with_data_segment};
 use netns::NamespaceForward;
@@ -52,6 +53,7 @@ pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
 pub(crate) use pods::{container_status, events_of};
+pub(crate) use registry::{TestRegistry, which};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
 /// machine may be compiling something else at the same time.

@@ -55,6 +55,7 @@ mod pod_network;
 mod quota;
 mod rbac;
 mod rbac_roles;
+mod registry;
 mod replicasets;
 mod scheduling;
 mod service_accounts;

@@ -1,0 +1,498 @@
+//! OCI registries: pulling images into the node's store and pushing them from it, over the
+//! OCI distribution API with the maintained `oci-client` crate (auth challenges, chunked
+//! uploads, redirects are its work).
+//!
+//! A pull fetches the manifest (following an image index to its wasm child: platform
+//! architecture `wasm`, else the only child), then the config and every layer that the store
+//! lacks. Each blob is streamed to a temporary file and enters the store only through
+//! [`ImageStore::ingest_blob`], which checks its digest and size, so a truncated or tampered
+//! blob never becomes part of an image; the name is written last. A push sends the blobs the
+//! registry lacks, then the manifest.
+//!
+//! Plain HTTP is used only for registries on this machine (`localhost`, `127.0.0.0/8`, `::1`)
+//! and those listed in [`RegistryConfig::insecure_registries`]; HTTPS otherwise, trusting the
+//! web PKI plus [`RegistryConfig::extra_ca_pem`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+pub use oci_client::secrets::RegistryAuth;
+use serde::Deserialize;
+
+use super::oci::{self, Descriptor};
+use super::{ImageError, ImageStore, PullFuture, Puller, Reference};
+
+/// The manifest media types a pull accepts.
+const ACCEPTED_MANIFESTS: &[&str] = &[
+    oci::MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+];
+/// `application/vnd.oci.image.manifest.v1+json`.
+pub(crate) const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker's schema 2 image manifest.
+const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// The largest manifest or index a pull reads (the distribution registry's own limit is 4 MiB).
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// How the node reaches registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Registries (`host:port`) reached over plain HTTP although they are not on this machine.
+    pub insecure_registries: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for registries' HTTPS, besides the web PKI.
+    pub extra_ca_pem: Vec<Vec<u8>>,
+}
+
+/// What a pull or push reports while it moves bytes (a progress bar, a log line).
+pub trait TransferProgress: Send + Sync {
+    /// A blob of `size` bytes starts moving.
+    fn start(&self, digest: &str, size: u64);
+    /// The blob moved completely (or was already there).
+    fn done(&self, digest: &str);
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl TransferProgress for NoProgress {
+    fn start(&self, _digest: &str, _size: u64) {}
+    fn done(&self, _digest: &str) {}
+}
+
+/// The registries a node pulls from and pushes to; one HTTP client per registry, reused.
+pub struct Registries {
+    config: RegistryConfig,
+    clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
+}
+
+impl std::fmt::Debug for Registries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registries")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a manifest or index a pull follows.
+#[derive(Debug, Deserialize)]
+struct Document {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+impl Document {
+    fn is_index(&self) -> bool {
+        self.media_type == oci::MEDIA_TYPE_OCI_INDEX
+            || self.media_type == oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST
+            || (self.config.is_none() && !self.manifests.is_empty())
+    }
+}
+
+/// Whether `registry` (`host[:port]`) is on this machine.
+pub fn is_local_registry(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Registries {
+    /// Registries reached as `config` says. Installs rustls' ring provider as the process
+    /// default if none is (the registry client takes the process default).
+    pub fn new(config: RegistryConfig) -> Registries {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Registries {
+            config,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, registry: &str) -> Arc<oci_client::Client> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(registry.to_string())
+            .or_insert_with(|| {
+                let plain = is_local_registry(registry)
+                    || self
+                        .config
+                        .insecure_registries
+                        .iter()
+                        .any(|r| r == registry);
+                let config = ClientConfig {
+                    protocol: if plain {
+                        ClientProtocol::Http
+                    } else {
+                        ClientProtocol::Https
+                    },
+                    extra_root_certificates: self
+                        .config
+                        .extra_ca_pem
+                        .iter()
+                        .map(|pem| Certificate {
+                            encoding: CertificateEncoding::Pem,
+                            data: pem.clone(),
+                        })
+                        .collect(),
+                    connect_timeout: Some(std::time::Duration::from_secs(10)),
+                    read_timeout: Some(std::time::Duration::from_secs(60)),
+                    ..ClientConfig::default()
+                };
+                Arc::new(oci_client::Client::new(config))
+            })
+            .clone()
+    }
+
+    /// Pulls `reference` into `store` with `auth`; returns the digest the reference names
+    /// (the index's, for a multi-platform image), which is now named `reference` in the store.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        store: &ImageStore,
+        progress: &dyn TransferProgress,
+    ) -> Result<String, ImageError> {
+        let failed = |message: String| ImageError::Pull {
+            reference: reference.to_string(),
+            message,
+        };
+        let remote = remote_reference(reference).map_err(failed)?;
+        let client = self.client(&reference.domain);
+        let (bytes, digest) = client
+            .pull_manifest_raw(&remote, auth, ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| failed(describe(&e)))?;
+        let top = ingest_manifest(store, &bytes, &digest, reference.digest.as_deref())
+            .map_err(|e| failed(e.to_string()))?;
+        let mut document = parse(&bytes).map_err(failed)?;
+        if document.is_index() {
+            let child = wasm_child(&document.manifests).ok_or_else(|| {
+                failed(format!(
+                    "the image index {digest} has no wasm manifest (platform os wasi* or \
+                     architecture wasm) and more than one child"
+                ))
+            })?;
+            let by_digest = remote.clone_with_digest(child.digest.clone());
+            let (bytes, child_digest) = client
+                .pull_manifest_raw(&by_digest, auth, ACCEPTED_MANIFESTS)
+                .await
+                .map_err(|e| failed(describe(&e)))?;
+            ingest_manifest(store, &bytes, &child_digest, Some(&child.digest))
+                .map_err(|e| failed(e.to_string()))?;
+            document = parse(&bytes).map_err(failed)?;
+        }
+        let blobs = document.config.iter().chain(document.layers.iter());
+        for blob in blobs {
+            progress.start(&blob.digest, blob.size);
+            if !store.has_blob(&blob.digest) {
+                pull_blob(&client, &remote, blob, store)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            progress.done(&blob.digest);
+        }
+        if reference.tag.is_some() || reference.digest.is_none() {
+            store.tag(reference, &top)?;
+        }
+        Ok(top.digest)
+    }
+
+    /// Pushes the image named `local` in `store` to `remote` with `auth`: the blobs the
+    /// registry lacks, then the manifest (and, for an index, each child the store holds).
+    /// Returns the pushed top-level digest.
+    pub async fn push(
+        &self,
+        store: &ImageStore,
+        local: &str,
+        remote: &Reference,
+        auth: &RegistryAuth,
+        progress: &dyn TransferProgress,
+    ) -> Result<String, ImageError> {
+        let failed = |message: String| ImageError::Pull {
+            reference: remote.to_string(),
+            message,
+        };
+        let top = store.descriptor_of(local)?;
+        let target = remote_reference(remote).map_err(failed)?;
+        let client = self.client(&remote.domain);
+        client
+            .auth(&target, auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| failed(describe(&e)))?;
+        let bytes = store.read_blob(&top.digest)?;
+        let document = parse(&bytes).map_err(failed)?;
+        let mut manifests = Vec::new();
+        if document.is_index() {
+            for child in &document.manifests {
+                if store.has_blob(&child.digest) {
+                    manifests.push((child.clone(), store.read_blob(&child.digest)?));
+                }
+            }
+        } else {
+            manifests.push((top.clone(), bytes.clone()));
+        }
+        for (descriptor, bytes) in &manifests {
+            let document = parse(bytes).map_err(failed)?;
+            for blob in document.config.iter().chain(document.layers.iter()) {
+                progress.start(&blob.digest, blob.size);
+                let present = client
+                    .blob_exists(&target, &blob.digest)
+                    .await
+                    .map_err(|e| failed(describe(&e)))?;
+                if !present {
+                    let data = store.read_blob(&blob.digest)?;
+                    client
+                        .push_blob(&target, data, &blob.digest)
+                        .await
+                        .map_err(|e| failed(describe(&e)))?;
+                }
+                progress.done(&blob.digest);
+            }
+            if document.is_index() || descriptor.digest != top.digest {
+                let by_digest = target.clone_with_digest(descriptor.digest.clone());
+                push_manifest(&client, &by_digest, descriptor, bytes.clone())
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        push_manifest(&client, &target, &top, bytes)
+            .await
+            .map_err(failed)?;
+        Ok(top.digest)
+    }
+}
+
+impl Puller for Registries {
+    fn pull<'a>(&'a self, reference: &'a Reference, store: &'a ImageStore) -> PullFuture<'a> {
+        Box::pin(Registries::pull(
+            self,
+            reference,
+            &RegistryAuth::Anonymous,
+            store,
+            &NoProgress,
+        ))
+    }
+}
+
+async fn push_manifest(
+    client: &oci_client::Client,
+    target: &oci_client::Reference,
+    descriptor: &Descriptor,
+    bytes: Vec<u8>,
+) -> Result<(), String> {
+    let content_type = http::HeaderValue::from_str(&descriptor.media_type)
+        .map_err(|_| format!("invalid media type {:?}", descriptor.media_type))?;
+    client
+        .push_manifest_raw(target, bytes, content_type)
+        .await
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+}
+
+/// Streams `blob` from the registry to a temporary file, then ingests it (digest and size
+/// checked).
+async fn pull_blob(
+    client: &oci_client::Client,
+    remote: &oci_client::Reference,
+    blob: &Descriptor,
+    store: &ImageStore,
+) -> Result<(), ImageError> {
+    let failed = |message: String| ImageError::Pull {
+        reference: remote.whole(),
+        message,
+    };
+    let limit = store.limits().max_entry_bytes;
+    if blob.size > limit {
+        return Err(failed(format!(
+            "blob {} is {} bytes, more than the {limit} a blob may hold",
+            blob.digest, blob.size
+        )));
+    }
+    let tmp_dir = store.tmp_dir();
+    let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+        .map_err(ImageError::io("create a file in", &tmp_dir))?;
+    let file = tokio::fs::File::from_std(tmp.reopen().map_err(ImageError::io("open", tmp.path()))?);
+    let layer = oci_client::manifest::OciDescriptor {
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.clone(),
+        size: i64::try_from(blob.size).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    client
+        .pull_blob(remote, &layer, file)
+        .await
+        .map_err(|e| failed(format!("blob {}: {}", blob.digest, describe(&e))))?;
+    let store = store.clone();
+    let (digest, size) = (blob.digest.clone(), blob.size);
+    tokio::task::spawn_blocking(move || {
+        let file = tmp.reopen().map_err(ImageError::io("open", tmp.path()))?;
+        store.ingest_blob(file, Some((&digest, Some(size))))
+    })
+    .await
+    .map_err(|e| failed(format!("storing the blob stopped: {e}")))??;
+    Ok(())
+}
+
+/// Checks and stores a manifest's bytes: its digest is `digest` (the registry's) and, when the
+/// reference pinned one, `pinned`. Returns its descriptor.
+fn ingest_manifest(
+    store: &ImageStore,
+    bytes: &[u8],
+    digest: &str,
+    pinned: Option<&str>,
+) -> Result<Descriptor, ImageError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ImageError::Pull {
+            reference: digest.to_string(),
+            message: format!(
+                "the manifest is {} bytes, more than {MAX_MANIFEST_BYTES}",
+                bytes.len()
+            ),
+        });
+    }
+    let expected = pinned.unwrap_or(digest);
+    let stored = store.ingest_blob(bytes, Some((expected, Some(bytes.len() as u64))))?;
+    let media_type = serde_json::from_slice::<Document>(bytes)
+        .map(|d| d.media_type)
+        .unwrap_or_default();
+    Ok(Descriptor {
+        media_type: if media_type.is_empty() {
+            MEDIA_TYPE_OCI_MANIFEST.to_string()
+        } else {
+            media_type
+        },
+        digest: stored,
+        size: bytes.len() as u64,
+        platform: None,
+        annotations: Default::default(),
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<Document, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("the manifest is not valid JSON: {e}"))
+}
+
+/// The wasm child of an index: platform os `wasi*` or architecture `wasm*`, else the only
+/// child.
+fn wasm_child(children: &[Descriptor]) -> Option<&Descriptor> {
+    children
+        .iter()
+        .find(|c| c.platform.as_ref().is_some_and(oci::Platform::is_wasm))
+        .or(match children {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, String> {
+    let text = reference.to_string();
+    text.parse::<oci_client::Reference>()
+        .map_err(|e| format!("{text} is not a registry reference: {e}"))
+}
+
+/// A registry error as a person reads it.
+fn describe(error: &oci_client::errors::OciDistributionError) -> String {
+    use oci_client::errors::OciDistributionError as E;
+    match error {
+        E::AuthenticationFailure(m) => format!(
+            "the registry refused the credentials ({m}); check the imagePullSecret or --creds"
+        ),
+        E::UnauthorizedError { url } => format!(
+            "the registry requires authentication for {url}: give credentials (an \
+             imagePullSecret of type kubernetes.io/dockerconfigjson, or --creds USER:PASSWORD)"
+        ),
+        E::ImageManifestNotFoundError(m) => format!("not found in the registry: {m}"),
+        E::RegistryError { envelope, url } => {
+            use oci_client::errors::OciErrorCode as C;
+            let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, C::ManifestUnknown | C::NameUnknown | C::BlobUnknown))
+            {
+                format!(
+                    "not found in the registry ({url}: {}); check the name and the tag or digest",
+                    messages(envelope)
+                )
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, C::Unauthorized | C::Denied))
+            {
+                format!(
+                    "the registry refused access to {url} ({}): give credentials (an \
+                     imagePullSecret, or --creds USER:PASSWORD)",
+                    messages(envelope)
+                )
+            } else {
+                format!("the registry answered {url} with: {}", messages(envelope))
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn messages(envelope: &oci_client::errors::OciEnvelope) -> String {
+    envelope
+        .errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_registries_on_this_machine_are_local() {
+        for local in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.9.8.7",
+            "[::1]:5000",
+        ] {
+            assert!(is_local_registry(local), "{local}");
+        }
+        for remote in [
+            "docker.io",
+            "ghcr.io:443",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[2001:db8::1]:5000",
+        ] {
+            assert!(!is_local_registry(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn an_index_resolves_to_its_wasm_child_or_its_only_child() {
+        let child = |digest: &str, arch: Option<&str>| Descriptor {
+            media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+            digest: digest.into(),
+            size: 1,
+            platform: arch.map(|a| oci::Platform {
+                os: if a == "wasm" { "wasip1" } else { "linux" }.into(),
+                architecture: a.into(),
+            }),
+            annotations: Default::default(),
+        };
+        let two = [child("a", Some("amd64")), child("b", Some("wasm"))];
+        assert_eq!(wasm_child(&two).map(|d| d.digest.as_str()), Some("b"));
+        let only = [child("c", None)];
+        assert_eq!(wasm_child(&only).map(|d| d.digest.as_str()), Some("c"));
+        let neither = [child("a", Some("amd64")), child("d", Some("arm64"))];
+        assert!(wasm_child(&neither).is_none());
+    }
+}

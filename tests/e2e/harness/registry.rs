@@ -1,0 +1,102 @@
+//! A real OCI registry for the tests: Debian's `docker-registry` (the CNCF distribution
+//! registry) on a free loopback port, storing into a temporary directory, stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+use super::{free_port, poll_until};
+
+/// The registry's command (Debian package `docker-registry`, which tests/run installs).
+const REGISTRY: &str = "docker-registry";
+
+/// A running registry.
+pub(crate) struct TestRegistry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl TestRegistry {
+    /// Starts a registry without authentication on 127.0.0.1 and waits until `/v2/` answers.
+    pub(crate) async fn start() -> Result<TestRegistry> {
+        if which(REGISTRY).is_none() {
+            bail!(
+                "`{REGISTRY}` is not installed: `apt-get install docker-registry` (tests/run \
+                 installs it)"
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: wasmkube-tests\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {REGISTRY}"))?;
+        let registry = TestRegistry { child, dir, addr };
+        let url = format!("http://{}/v2/", registry.addr);
+        poll_until(
+            "the registry to answer",
+            Duration::from_secs(30),
+            || async {
+                let answer = tokio::net::TcpStream::connect(&registry.addr).await.is_ok();
+                Ok(answer.then_some(()))
+            },
+        )
+        .await
+        .with_context(|| format!("waiting for {url}; its log: {}", registry.log()))?;
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Where the registry keeps blob `digest` (`sha256:<hex>`), to tamper with.
+    pub(crate) fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The registry's log.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Stops the registry (it then refuses connections).
+    pub(crate) async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await.context("stopping the registry")
+    }
+}
+
+/// The path of `command` on PATH.
+pub(crate) fn which(command: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(command))
+            .find(|p| Path::new(p).is_file())
+    })
+}

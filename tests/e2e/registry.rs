@@ -1,0 +1,266 @@
+//! OCI distribution against a real registry (Debian's `docker-registry`, the CNCF
+//! distribution registry, on loopback): `wasmkube image build` packages samples as the CNCF
+//! wasm artifact, `image push` sends them, an independent client (`skopeo`) reads what was
+//! pushed, and `image pull` into another node's store brings back byte-identical blobs. An
+//! image skopeo pushed pulls too. Bad cases leave no image behind: an unknown tag, a blob
+//! tampered with in the registry's storage, a registry that is down.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use crate::harness::{TestRegistry, which};
+
+/// Runs `wasmkube image ARGS` with the store of `data_dir`.
+async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"));
+    command
+        .arg("image")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("WASMKUBE_DATA_DIR")
+        .env_remove("WASMKUBE_REGISTRY_CREDS")
+        .env("NO_COLOR", "1");
+    command
+        .output()
+        .await
+        .with_context(|| format!("running wasmkube image {args:?}"))
+}
+
+/// [`image`], which must succeed; its stdout.
+async fn image_ok(data_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = image(data_dir, args).await?;
+    ensure!(
+        out.status.success(),
+        "wasmkube image {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// [`image`], which must fail; its stderr.
+async fn image_fails(data_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = image(data_dir, args).await?;
+    ensure!(
+        !out.status.success(),
+        "wasmkube image {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(String::from_utf8(out.stderr)?)
+}
+
+/// `skopeo ARGS` (plain HTTP to the loopback registry), which must succeed; its stdout.
+async fn skopeo(args: &[&str]) -> Result<String> {
+    ensure!(
+        which("skopeo").is_some(),
+        "skopeo is not installed: `apt-get install skopeo` (tests/run installs it)"
+    );
+    let out = tokio::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .await
+        .context("running skopeo")?;
+    ensure!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The digest column of a `NAME<TAB>DIGEST` line.
+fn digest_of(line: &str) -> Result<String> {
+    line.trim()
+        .split('\t')
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("no digest in {line:?}"))
+}
+
+fn sample(file: &str) -> Result<PathBuf> {
+    wasmkube_samples::built("registry", file)?
+        .with_context(|| format!("samples/out/{file} is not built (samples/build --oci)"))
+}
+
+fn blob(data_dir: &Path, digest: &str) -> PathBuf {
+    data_dir
+        .join("agent/images/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[tokio::test]
+async fn built_wasm_artifacts_push_and_pull_back_byte_identical() -> Result<()> {
+    let registry = TestRegistry::start().await?;
+    let builder = tempfile::tempdir()?;
+    let puller = tempfile::tempdir()?;
+    for (file, os, export) in [
+        (
+            "http-hello.wasm",
+            "wasip2",
+            Some("wasi:http/incoming-handler"),
+        ),
+        ("hello.wasm", "wasip1", None),
+    ] {
+        let wasm = sample(file)?;
+        let name = format!(
+            "{}/samples/{}:v1",
+            registry.addr(),
+            file.trim_end_matches(".wasm")
+        );
+        let built = image_ok(
+            builder.path(),
+            &["build", &wasm.display().to_string(), "-t", &name],
+        )
+        .await?;
+        let digest = digest_of(&built)?;
+        let pushed = image_ok(builder.path(), &["push", &name]).await?;
+        assert_eq!(digest_of(&pushed)?, digest, "push prints the pushed digest");
+
+        // What an independent client sees in the registry.
+        let url = format!("docker://{name}");
+        let manifest: Value = serde_json::from_str(
+            &skopeo(&["inspect", "--tls-verify=false", "--raw", &url]).await?,
+        )?;
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.wasm.config.v0+json"
+        );
+        assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+        assert_eq!(
+            manifest["layers"][0]["size"].as_u64(),
+            Some(std::fs::metadata(&wasm)?.len())
+        );
+        let config: Value = serde_json::from_str(
+            &skopeo(&["inspect", "--tls-verify=false", "--config", "--raw", &url]).await?,
+        )?;
+        assert_eq!(config["architecture"], "wasm", "{config}");
+        assert_eq!(config["os"], os, "{config}");
+        assert_eq!(config["layerDigests"][0], manifest["layers"][0]["digest"]);
+        match export {
+            Some(export) => assert!(
+                config["component"]["exports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with(export))),
+                "{file} exports {export}: {config}"
+            ),
+            None => assert!(config.get("component").is_none(), "{config}"),
+        }
+
+        // Pulled into another node's store: the same digest, the same bytes.
+        let pulled = image_ok(puller.path(), &["pull", &name]).await?;
+        assert_eq!(digest_of(&pulled)?, digest, "pull prints the digest");
+        let layer = manifest["layers"][0]["digest"].as_str().unwrap_or_default();
+        assert_eq!(
+            std::fs::read(blob(puller.path(), layer))?,
+            std::fs::read(&wasm)?,
+            "{file} pulls back byte-identical"
+        );
+        let by_digest = format!(
+            "{}/samples/{}@{digest}",
+            registry.addr(),
+            file.trim_end_matches(".wasm")
+        );
+        let again = image_ok(puller.path(), &["pull", &by_digest]).await?;
+        assert_eq!(digest_of(&again)?, digest, "pull by digest");
+    }
+    let listed = image_ok(puller.path(), &["list"]).await?;
+    for name in ["samples/http-hello:v1", "samples/hello:v1"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{}/{name}\t", registry.addr()))),
+            "{name} in {listed}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_image_another_client_pushed_pulls() -> Result<()> {
+    let registry = TestRegistry::start().await?;
+    let layout = wasmkube_samples::built("registry", "oci/hello/index.json")?
+        .context("samples/out/oci/hello is not built (samples/build --oci)")?;
+    let layout = layout.parent().context("the layout directory")?;
+    let name = format!("{}/other/hello:skopeo", registry.addr());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{name}"),
+    ])
+    .await?;
+    let store = tempfile::tempdir()?;
+    let pulled = image_ok(store.path(), &["pull", &name]).await?;
+    let digest = digest_of(&pulled)?;
+    let listed = image_ok(store.path(), &["list"]).await?;
+    assert!(
+        listed.lines().any(|l| l == format!("{name}\t{digest}")),
+        "{name} {digest} in {listed}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_pull_says_why_and_leaves_no_image() -> Result<()> {
+    let mut registry = TestRegistry::start().await?;
+    let builder = tempfile::tempdir()?;
+    let store = tempfile::tempdir()?;
+    let wasm = sample("hello.wasm")?;
+    let name = format!("{}/bad/hello:v1", registry.addr());
+    image_ok(
+        builder.path(),
+        &["build", &wasm.display().to_string(), "-t", &name],
+    )
+    .await?;
+    image_ok(builder.path(), &["push", &name]).await?;
+
+    // An unknown tag.
+    let unknown = format!("{}/bad/hello:nope", registry.addr());
+    let error = image_fails(store.path(), &["pull", &unknown]).await?;
+    assert!(error.contains("not found"), "{error}");
+
+    // A layer changed in the registry's storage: its digest no longer matches.
+    let manifest: Value = serde_json::from_str(
+        &skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ])
+        .await?,
+    )?;
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let data = registry.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).with_context(|| format!("reading {}", data.display()))?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes)?;
+    let error = image_fails(store.path(), &["pull", &name]).await?;
+    assert!(error.contains("digest"), "{error}");
+    assert!(
+        !blob(store.path(), &layer).exists(),
+        "the tampered layer is not stored"
+    );
+    let listed = image_ok(store.path(), &["list"]).await?;
+    assert!(
+        listed.trim().is_empty(),
+        "no image is named after failed pulls: {listed}"
+    );
+
+    // A registry that is down.
+    registry.stop().await?;
+    let error = image_fails(store.path(), &["pull", &name]).await?;
+    assert!(
+        error.contains(registry.addr()) || error.to_lowercase().contains("connect"),
+        "{error}"
+    );
+    Ok(())
+}
