@@ -565,14 +565,28 @@ impl ImageStore {
     }
 
     /// Resolves a pod's image with a pull policy: pulls through `puller` when the policy says so
-    /// (or when the image is absent), otherwise uses the store. Without a puller (this release),
-    /// `Always` uses what the store has.
+    /// (or when the image is absent), otherwise uses the store. Without a puller, `Always`
+    /// uses what the store has.
     pub async fn ensure(
         &self,
         image_ref: &str,
         policy: PullPolicy,
         puller: Option<&dyn Puller>,
     ) -> Result<ResolvedImage, ImageError> {
+        self.ensure_pulling(image_ref, policy, puller, |_| {})
+            .await
+            .map(|(image, _)| image)
+    }
+
+    /// [`ImageStore::ensure`], calling `pulling` before a pull starts and saying whether the
+    /// image was pulled.
+    pub async fn ensure_pulling(
+        &self,
+        image_ref: &str,
+        policy: PullPolicy,
+        puller: Option<&dyn Puller>,
+        pulling: impl FnOnce(&str),
+    ) -> Result<(ResolvedImage, bool), ImageError> {
         let local = self.resolve(image_ref);
         let must_pull = match (&local, policy) {
             (
@@ -592,14 +606,16 @@ impl ImageStore {
             _ => false,
         };
         let Some(puller) = puller.filter(|_| must_pull) else {
-            return local;
+            return local.map(|image| (image, false));
         };
         let reference = Reference::parse(image_ref).map_err(|source| ImageError::InvalidName {
             reference: image_ref.to_string(),
             source,
         })?;
+        pulling(image_ref);
         let digest = puller.pull(&reference, self).await?;
         self.resolve_digest(&reference.to_string(), &digest)
+            .map(|image| (image, true))
     }
 
     /// Resolves the image whose top-level blob is `top`: picks the wasm manifest of an index,

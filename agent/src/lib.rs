@@ -117,6 +117,8 @@ pub struct AgentConfig {
     /// How this node proxies Services (its embedded kube-proxy); [`proxy::ProxyMode::None`]
     /// by default.
     pub proxy_mode: proxy::ProxyMode,
+    /// How images are pulled from OCI registries (plain-HTTP registries, extra CAs).
+    pub registries: images::registry::RegistryConfig,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -135,6 +137,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("compile_timeout", &self.compile_timeout)
             .field("server_tls_bootstrap", &self.server_tls_bootstrap)
             .field("proxy_mode", &self.proxy_mode)
+            .field("registries", &self.registries)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +179,7 @@ impl AgentConfig {
             client_rotation: None,
             server_tls_bootstrap: false,
             proxy_mode: proxy::ProxyMode::None,
+            registries: images::registry::RegistryConfig::default(),
         }
     }
 
@@ -314,6 +318,7 @@ pub async fn start(
         host_ip: config.node_ip,
         runtime: Arc::new(runtime::wasm::WasmRuntime::new(runtime)),
         images,
+        registries: Arc::new(images::registry::Registries::new(config.registries.clone())),
         events: EventRecorder::new(
             config.client.clone(),
             Reporter {

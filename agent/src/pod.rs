@@ -53,6 +53,8 @@ pub(crate) struct PodContext {
     pub(crate) runtime: Arc<dyn ContainerRuntime>,
     /// The node's images.
     pub(crate) images: ImageStore,
+    /// Where images missing from the store are pulled from.
+    pub(crate) registries: Arc<crate::images::registry::Registries>,
     /// Events.
     pub(crate) events: EventRecorder,
     /// Log files and pod names for the log server.

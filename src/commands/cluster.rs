@@ -238,6 +238,14 @@ pub(crate) struct NodeArgs {
     /// loopback one: loopback pod IPs cannot be proxied to), else none.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Auto, value_name = "MODE")]
     pub(crate) proxy_mode: ProxyModeArg,
+    /// A registry (HOST:PORT) pods' images are pulled from over plain HTTP although it is not
+    /// on this machine (repeatable). Registries on this machine (localhost, 127.0.0.0/8, ::1)
+    /// are always reached over HTTP; all others over HTTPS.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub(crate) insecure_registries: Vec<String>,
+    /// An extra CA certificate (PEM) trusted for registries' HTTPS, besides the web PKI.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) registry_ca_file: Option<PathBuf>,
 }
 
 /// `--proxy-mode`.
@@ -351,6 +359,13 @@ impl NodeArgs {
         config.compile_timeout = std::time::Duration::from_secs(self.wasm_compile_timeout);
         config.guest_scheduling = self.guest_scheduling.policy();
         config.proxy_mode = self.proxy_mode.mode(self.node_ip);
+        config.registries.insecure_registries = self.insecure_registries.clone();
+        if let Some(file) = &self.registry_ca_file {
+            config.registries.extra_ca_pem.push(
+                std::fs::read(file)
+                    .with_context(|| format!("reading --registry-ca-file {}", file.display()))?,
+            );
+        }
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
             let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);

@@ -3,15 +3,17 @@
 //! wasm artifact, `image push` sends them, an independent client (`skopeo`) reads what was
 //! pushed, and `image pull` into another node's store brings back byte-identical blobs. An
 //! image skopeo pushed pulls too. Bad cases leave no image behind: an unknown tag, a blob
-//! tampered with in the registry's storage, a registry that is down.
+//! tampered with in the registry's storage, a registry that is down. A node's agent pulls a
+//! pod's image it lacks, by tag or by digest, and reports the digest as the imageID.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{TestRegistry, which};
+use crate::harness::{NodeSpec, TestCluster, TestRegistry, container_status, which};
 
 /// Runs `wasmkube image ARGS` with the store of `data_dir`.
 async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
@@ -262,5 +264,89 @@ async fn a_failed_pull_says_why_and_leaves_no_image() -> Result<()> {
         error.contains(registry.addr()) || error.to_lowercase().contains("connect"),
         "{error}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_agent_pulls_a_pods_image_by_tag_and_by_digest() -> Result<()> {
+    const DEADLINE: Duration = Duration::from_secs(120);
+    let registry = TestRegistry::start().await?;
+    let builder = tempfile::tempdir()?;
+    let wasm = sample("hello.wasm")?;
+    let name = format!("{}/pods/hello:v1", registry.addr());
+    let built = image_ok(
+        builder.path(),
+        &["build", &wasm.display().to_string(), "-t", &name],
+    )
+    .await?;
+    let digest = digest_of(&built)?;
+    image_ok(builder.path(), &["push", &name]).await?;
+
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("puller"))
+        .start()
+        .await?;
+    let by_digest = format!("{}/pods/hello@{digest}", registry.addr());
+    for (pod_name, image, pulls) in [
+        ("by-tag", name.as_str(), true),
+        ("by-digest", by_digest.as_str(), false),
+    ] {
+        let mut pod = cluster.sample_pod("hello")?;
+        pod["metadata"]["name"] = json!(pod_name);
+        pod["spec"]["containers"][0]["image"] = json!(image);
+        pod["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+        cluster.apply_json(&pod).await?;
+        let done = cluster
+            .wait_pod(pod_name, "Succeeded", DEADLINE, |p| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+            })
+            .await?;
+        let status = container_status(&done).context("a container status")?;
+        assert!(
+            status.image_id.contains(&digest),
+            "{pod_name}: imageID {} names the pulled digest {digest}",
+            status.image_id
+        );
+        let logs = cluster.kubectl_ok(&["logs", pod_name]).await?;
+        assert!(logs.contains("first-arg"), "{pod_name} ran: {logs}");
+        // The first pod pulls; the second finds the image by its digest on the node.
+        let pulled = cluster
+            .wait_event_where(pod_name, "Pulled", DEADLINE, |_| true)
+            .await?;
+        let message = pulled.message.unwrap_or_default();
+        if pulls {
+            assert!(
+                message.starts_with("Successfully pulled image"),
+                "{message}"
+            );
+            cluster.wait_event(pod_name, "Pulling", DEADLINE).await?;
+        } else {
+            assert!(message.contains("already present on machine"), "{message}");
+        }
+    }
+
+    // An image the registry does not have: ErrImagePull, then ImagePullBackOff.
+    let mut pod = cluster.sample_pod("hello")?;
+    pod["metadata"]["name"] = json!("missing");
+    pod["spec"]["containers"][0]["image"] = json!(format!("{}/pods/hello:nope", registry.addr()));
+    cluster.apply_json(&pod).await?;
+    cluster
+        .wait_pod("missing", "ImagePullBackOff", DEADLINE, |p| {
+            container_status(p)
+                .and_then(|s| s.state)
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref()
+                == Some("ImagePullBackOff")
+        })
+        .await?;
+    let failed = cluster
+        .wait_event_where("missing", "Failed", DEADLINE, |e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("not found in the registry"))
+        })
+        .await?;
+    assert!(failed.message.unwrap_or_default().contains("hello:nope"));
     Ok(())
 }

@@ -75,8 +75,38 @@ pub(crate) async fn start_container(
     };
     let image_ref = c.image.clone().unwrap_or_default();
     let policy = PullPolicy::for_container(c.image_pull_policy.as_deref(), &image_ref);
-    let image = match ctx.images.ensure(&image_ref, policy, None).await {
-        Ok(image) => image,
+    let pulling = std::time::Instant::now();
+    let puller = |_: &str| {
+        event(
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image \"{image_ref}\""),
+        );
+    };
+    let image = match ctx
+        .images
+        .ensure_pulling(&image_ref, policy, Some(&*ctx.registries), puller)
+        .await
+    {
+        Ok((image, pulled)) => {
+            if pulled {
+                event(
+                    EventType::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image_ref}\" in {:.3}s",
+                        pulling.elapsed().as_secs_f64()
+                    ),
+                );
+            } else {
+                event(
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Container image \"{image_ref}\" already present on machine"),
+                );
+            }
+            image
+        }
         Err(e) => {
             let message = e.to_string();
             event(
@@ -92,11 +122,6 @@ pub(crate) async fn start_container(
             return Err(StartFailed::Image(message));
         }
     };
-    event(
-        EventType::Normal,
-        "Pulled",
-        format!("Container image \"{image_ref}\" already present on machine"),
-    );
 
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let config_error = |message: String| {
