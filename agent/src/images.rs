@@ -271,6 +271,14 @@ pub enum ImageError {
         /// What went wrong.
         message: String,
     },
+    /// A push to a registry failed.
+    #[error("pushing image {reference:?}: {message}")]
+    Push {
+        /// The destination.
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A binary cannot be packaged as an image.
     #[error("cannot build {reference}: {reason}")]
     Build {

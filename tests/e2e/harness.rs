@@ -53,7 +53,7 @@ pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
 pub(crate) use pods::{container_status, events_of};
-pub(crate) use registry::{TestRegistry, which};
+pub(crate) use registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry, which};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
 /// machine may be compiling something else at the same time.

@@ -4,7 +4,8 @@
 //! pushed, and `image pull` into another node's store brings back byte-identical blobs. An
 //! image skopeo pushed pulls too. Bad cases leave no image behind: an unknown tag, a blob
 //! tampered with in the registry's storage, a registry that is down. A node's agent pulls a
-//! pod's image it lacks, by tag or by digest, and reports the digest as the imageID.
+//! pod's image it lacks, by tag or by digest, and reports the digest as the imageID; from a
+//! registry that asks for credentials, only with the pod's imagePullSecret.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::harness::{NodeSpec, TestCluster, TestRegistry, container_status, which};
+use crate::harness::{
+    NodeSpec, REGISTRY_PASSWORD, REGISTRY_USER, TestCluster, TestRegistry, container_status, which,
+};
 
 /// Runs `wasmkube image ARGS` with the store of `data_dir`.
 async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
@@ -348,5 +351,107 @@ async fn the_agent_pulls_a_pods_image_by_tag_and_by_digest() -> Result<()> {
         })
         .await?;
     assert!(failed.message.unwrap_or_default().contains("hello:nope"));
+    Ok(())
+}
+
+/// Waits until pod `name`'s container waits with `reason` and a Failed event's message
+/// contains `says`.
+async fn wait_pull_failure(cluster: &TestCluster, name: &str, says: &str) -> Result<()> {
+    const DEADLINE: Duration = Duration::from_secs(120);
+    cluster
+        .wait_pod(name, "ImagePullBackOff", DEADLINE, |p| {
+            container_status(p)
+                .and_then(|s| s.state)
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref()
+                == Some("ImagePullBackOff")
+        })
+        .await?;
+    cluster
+        .wait_event_where(name, "Failed", DEADLINE, |e| {
+            e.message.as_deref().is_some_and(|m| m.contains(says))
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_private_registry_serves_a_pod_only_with_its_image_pull_secret() -> Result<()> {
+    const DEADLINE: Duration = Duration::from_secs(120);
+    let registry = TestRegistry::start_with_auth().await?;
+    let builder = tempfile::tempdir()?;
+    let wasm = sample("hello.wasm")?;
+    let name = format!("{}/private/hello:v1", registry.addr());
+    image_ok(
+        builder.path(),
+        &["build", &wasm.display().to_string(), "-t", &name],
+    )
+    .await?;
+    let refused = image_fails(builder.path(), &["push", &name]).await?;
+    assert!(
+        refused.contains("authentication"),
+        "a push without credentials: {refused}"
+    );
+    let creds = format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}");
+    image_ok(builder.path(), &["push", &name, "--creds", &creds]).await?;
+
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("private"))
+        .start()
+        .await?;
+    let pod = |pod_name: &str, secret: Option<&str>| -> Result<Value> {
+        let mut pod = cluster.sample_pod("hello")?;
+        pod["metadata"]["name"] = json!(pod_name);
+        pod["spec"]["containers"][0]["image"] = json!(name);
+        if let Some(secret) = secret {
+            pod["spec"]["imagePullSecrets"] = json!([{"name": secret}]);
+        }
+        Ok(pod)
+    };
+    // No secret: the registry wants credentials.
+    cluster.apply_json(&pod("anonymous", None)?).await?;
+    wait_pull_failure(&cluster, "anonymous", "requires authentication").await?;
+
+    // A secret with the wrong password.
+    let server = registry.addr().to_string();
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "wrong",
+            &format!("--docker-server={server}"),
+            &format!("--docker-username={REGISTRY_USER}"),
+            "--docker-password=not-the-password",
+        ])
+        .await?;
+    cluster
+        .apply_json(&pod("wrong-secret", Some("wrong"))?)
+        .await?;
+    wait_pull_failure(&cluster, "wrong-secret", "hello:v1").await?;
+
+    // The right one, as `kubectl create secret docker-registry` writes it.
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={server}"),
+            &format!("--docker-username={REGISTRY_USER}"),
+            &format!("--docker-password={REGISTRY_PASSWORD}"),
+        ])
+        .await?;
+    cluster
+        .apply_json(&pod("with-secret", Some("regcred"))?)
+        .await?;
+    cluster
+        .wait_pod("with-secret", "Succeeded", DEADLINE, |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+        })
+        .await?;
+    let logs = cluster.kubectl_ok(&["logs", "with-secret"]).await?;
+    assert!(logs.contains("first-arg"), "{logs}");
     Ok(())
 }

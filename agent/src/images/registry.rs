@@ -119,10 +119,23 @@ impl Registries {
         }
     }
 
-    fn client(&self, registry: &str) -> Arc<oci_client::Client> {
+    /// The client for `registry` with `auth`. oci-client keeps the first credentials a client
+    /// is given per registry (and the tokens they earn), so each set of credentials has a
+    /// client of its own: a pod's imagePullSecret never lends its access to another pod.
+    fn client(&self, registry: &str, auth: &RegistryAuth) -> Arc<oci_client::Client> {
+        use sha2::{Digest as _, Sha256};
+        let identity = match auth {
+            RegistryAuth::Anonymous => String::new(),
+            RegistryAuth::Basic(user, password) => {
+                format!("{:x}", Sha256::digest(format!("basic\0{user}\0{password}")))
+            }
+            RegistryAuth::Bearer(token) => {
+                format!("{:x}", Sha256::digest(format!("bearer\0{token}")))
+            }
+        };
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         clients
-            .entry(registry.to_string())
+            .entry(format!("{registry}\0{identity}"))
             .or_insert_with(|| {
                 let plain = is_local_registry(registry)
                     || self
@@ -168,7 +181,7 @@ impl Registries {
             message,
         };
         let remote = remote_reference(reference).map_err(failed)?;
-        let client = self.client(&reference.domain);
+        let client = self.client(&reference.domain, auth);
         let (bytes, digest) = client
             .pull_manifest_raw(&remote, auth, ACCEPTED_MANIFESTS)
             .await
@@ -219,13 +232,13 @@ impl Registries {
         auth: &RegistryAuth,
         progress: &dyn TransferProgress,
     ) -> Result<String, ImageError> {
-        let failed = |message: String| ImageError::Pull {
+        let failed = |message: String| ImageError::Push {
             reference: remote.to_string(),
             message,
         };
         let top = store.descriptor_of(local)?;
         let target = remote_reference(remote).map_err(failed)?;
-        let client = self.client(&remote.domain);
+        let client = self.client(&remote.domain, auth);
         client
             .auth(&target, auth, oci_client::RegistryOperation::Push)
             .await
@@ -282,6 +295,67 @@ impl Puller for Registries {
             store,
             &NoProgress,
         ))
+    }
+}
+
+/// [`Registries`] pulling with a pod's credentials.
+#[derive(Debug)]
+pub struct AuthenticatedPuller<'r> {
+    /// The node's registries.
+    pub registries: &'r Registries,
+    /// The credentials.
+    pub auth: RegistryAuth,
+}
+
+impl Puller for AuthenticatedPuller<'_> {
+    fn pull<'a>(&'a self, reference: &'a Reference, store: &'a ImageStore) -> PullFuture<'a> {
+        Box::pin(
+            self.registries
+                .pull(reference, &self.auth, store, &NoProgress),
+        )
+    }
+}
+
+/// The credentials for `registry` (`host[:port]`) in a Docker config: the `.dockerconfigjson`
+/// of a `kubernetes.io/dockerconfigjson` Secret (`{"auths": {KEY: ...}}`) or the
+/// `.dockercfg` of a `kubernetes.io/dockercfg` one (the map itself). A KEY matches when its
+/// host (scheme and path dropped) is the registry; Docker Hub answers to its several names.
+/// An entry gives `username` and `password`, or `auth` (base64 `user:password`).
+pub fn auth_from_docker_config(config: &[u8], registry: &str) -> Option<RegistryAuth> {
+    use base64::Engine as _;
+    let value: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let entries = value.get("auths").unwrap_or(&value).as_object()?;
+    let wanted = canonical_registry(registry);
+    entries.iter().find_map(|(key, entry)| {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if canonical_registry(host) != wanted {
+            return None;
+        }
+        let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+        if let (Some(user), Some(password)) = (field("username"), field("password")) {
+            return Some(RegistryAuth::Basic(user.to_string(), password.to_string()));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(field("auth")?)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        Some(RegistryAuth::Basic(user.to_string(), password.to_string()))
+    })
+}
+
+/// Docker Hub's names are one registry.
+fn canonical_registry(host: &str) -> &str {
+    match host {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io"
+        }
+        other => other,
     }
 }
 
@@ -401,20 +475,27 @@ fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, Stri
         .map_err(|e| format!("{text} is not a registry reference: {e}"))
 }
 
+/// What to do about a registry that refused the credentials it got (none, or wrong ones).
+const CREDENTIALS_HINT: &str = "the registry requires authentication and refused this \
+    request: give credentials (an imagePullSecret of type kubernetes.io/dockerconfigjson, or \
+    --creds USER:PASSWORD) or check them";
+
 /// A registry error as a person reads it.
 fn describe(error: &oci_client::errors::OciDistributionError) -> String {
     use oci_client::errors::OciDistributionError as E;
+    use oci_client::errors::OciErrorCode as C;
+    let refused = |code: u16| code == 401 || code == 403;
     match error {
-        E::AuthenticationFailure(m) => format!(
-            "the registry refused the credentials ({m}); check the imagePullSecret or --creds"
-        ),
-        E::UnauthorizedError { url } => format!(
-            "the registry requires authentication for {url}: give credentials (an \
-             imagePullSecret of type kubernetes.io/dockerconfigjson, or --creds USER:PASSWORD)"
-        ),
+        E::AuthenticationFailure(m) => format!("{CREDENTIALS_HINT} ({m})"),
+        E::UnauthorizedError { url } => format!("{CREDENTIALS_HINT} ({url})"),
+        E::RequestError(e) if e.status().is_some_and(|s| refused(s.as_u16())) => {
+            format!("{CREDENTIALS_HINT} ({e})")
+        }
+        E::ServerError { code, url, message } if refused(*code) => {
+            format!("{CREDENTIALS_HINT} ({url}: {message})")
+        }
         E::ImageManifestNotFoundError(m) => format!("not found in the registry: {m}"),
         E::RegistryError { envelope, url } => {
-            use oci_client::errors::OciErrorCode as C;
             let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
             if codes
                 .iter()
@@ -428,11 +509,7 @@ fn describe(error: &oci_client::errors::OciDistributionError) -> String {
                 .iter()
                 .any(|c| matches!(c, C::Unauthorized | C::Denied))
             {
-                format!(
-                    "the registry refused access to {url} ({}): give credentials (an \
-                     imagePullSecret, or --creds USER:PASSWORD)",
-                    messages(envelope)
-                )
+                format!("{CREDENTIALS_HINT} ({url}: {})", messages(envelope))
             } else {
                 format!("the registry answered {url} with: {}", messages(envelope))
             }
@@ -453,6 +530,36 @@ fn messages(envelope: &oci_client::errors::OciEnvelope) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_docker_config_gives_the_registrys_credentials() {
+        let basic = |u: &str, p: &str| Some(RegistryAuth::Basic(u.into(), p.into()));
+        let config = br#"{"auths": {
+            "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"},
+            "127.0.0.1:5000": {"username": "alice", "password": "s3cret"},
+            "https://registry.example.com/v2/": {"auth": "Ym9iOnB3OndpdGg6Y29sb25z"}
+        }}"#;
+        assert_eq!(
+            auth_from_docker_config(config, "docker.io"),
+            basic("hub", "hubpw")
+        );
+        assert_eq!(
+            auth_from_docker_config(config, "127.0.0.1:5000"),
+            basic("alice", "s3cret")
+        );
+        assert_eq!(
+            auth_from_docker_config(config, "registry.example.com"),
+            basic("bob", "pw:with:colons")
+        );
+        assert_eq!(auth_from_docker_config(config, "127.0.0.1:5001"), None);
+        // The older .dockercfg: the map without "auths".
+        let legacy = br#"{"127.0.0.1:5000": {"auth": "YWxpY2U6czNjcmV0"}}"#;
+        assert_eq!(
+            auth_from_docker_config(legacy, "127.0.0.1:5000"),
+            basic("alice", "s3cret")
+        );
+        assert_eq!(auth_from_docker_config(b"not json", "docker.io"), None);
+    }
 
     #[test]
     fn only_registries_on_this_machine_are_local() {

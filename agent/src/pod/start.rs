@@ -14,7 +14,8 @@ use wasmkube_client::events::{EventType, pod_reference};
 
 use super::PodContext;
 use super::env::{self, Environment, PodFacts};
-use crate::images::{PullPolicy, ResolvedImage};
+use crate::images::registry::{AuthenticatedPuller, RegistryAuth, auth_from_docker_config};
+use crate::images::{PullPolicy, Reference, ResolvedImage};
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
 use crate::volumes;
@@ -62,6 +63,68 @@ pub(crate) enum StartFailed {
     Workload(String),
 }
 
+/// The credentials for `image_ref`'s registry among the pod's `imagePullSecrets`, as the
+/// kubelet looks them up: each Secret of type `kubernetes.io/dockerconfigjson`
+/// (`.dockerconfigjson`) or `kubernetes.io/dockercfg` (`.dockercfg`), in order, the first
+/// that has the registry; anonymous when none has. A Secret that cannot be read is a Warning
+/// event (`FailedToRetrieveImagePullSecret`, as the kubelet's), not a failure.
+async fn pull_credentials(
+    ctx: &PodContext,
+    pod: &Pod,
+    image_ref: &str,
+    event: &impl Fn(EventType, &str, String),
+) -> RegistryAuth {
+    use k8s_openapi::api::core::v1::Secret;
+    let names: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let Ok(reference) = Reference::parse(image_ref) else {
+        return RegistryAuth::Anonymous;
+    };
+    if names.is_empty() {
+        return RegistryAuth::Anonymous;
+    }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(ctx.client.clone(), &namespace);
+    for name in names {
+        let secret = match secrets.get(&name).await {
+            Ok(secret) => secret,
+            Err(e) => {
+                event(
+                    EventType::Warning,
+                    "FailedToRetrieveImagePullSecret",
+                    format!(
+                        "Unable to retrieve some image pull secrets ({name}); attempting to pull \
+                         the image may not succeed: {}",
+                        wasmkube_client::status::api_message(&e)
+                    ),
+                );
+                continue;
+            }
+        };
+        let key = match secret.type_.as_deref() {
+            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
+            Some("kubernetes.io/dockercfg") => ".dockercfg",
+            _ => continue,
+        };
+        let found = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|config| auth_from_docker_config(&config.0, &reference.domain));
+        if let Some(auth) = found {
+            return auth;
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
 /// Starts one instance of `req.container`.
 pub(crate) async fn start_container(
     ctx: Arc<PodContext>,
@@ -83,9 +146,14 @@ pub(crate) async fn start_container(
             format!("Pulling image \"{image_ref}\""),
         );
     };
+    let auth = pull_credentials(&ctx, pod, &image_ref, &event).await;
+    let authenticated = AuthenticatedPuller {
+        registries: &ctx.registries,
+        auth,
+    };
     let image = match ctx
         .images
-        .ensure_pulling(&image_ref, policy, Some(&*ctx.registries), puller)
+        .ensure_pulling(&image_ref, policy, Some(&authenticated), puller)
         .await
     {
         Ok((image, pulled)) => {

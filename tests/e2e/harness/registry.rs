@@ -13,6 +13,14 @@ use super::{free_port, poll_until};
 /// The registry's command (Debian package `docker-registry`, which tests/run installs).
 const REGISTRY: &str = "docker-registry";
 
+/// The user of [`TestRegistry::start_with_auth`].
+pub(crate) const REGISTRY_USER: &str = "alice";
+/// Its password.
+pub(crate) const REGISTRY_PASSWORD: &str = "s3cret";
+/// bcrypt (cost 4, so each request verifies fast) of [`REGISTRY_PASSWORD`], as the
+/// registry's htpasswd file takes it.
+const PASSWORD_BCRYPT: &str = "$2b$04$TEwEvWLqP3TN5E/hDyHiZOB9kQKuoAMQXP68tE0JcEGBM/0TIiUoq";
+
 /// A running registry.
 pub(crate) struct TestRegistry {
     child: Child,
@@ -23,6 +31,16 @@ pub(crate) struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry without authentication on 127.0.0.1 and waits until `/v2/` answers.
     pub(crate) async fn start() -> Result<TestRegistry> {
+        TestRegistry::start_with(false).await
+    }
+
+    /// Starts a registry that asks for HTTP basic credentials: [`REGISTRY_USER`] with
+    /// [`REGISTRY_PASSWORD`].
+    pub(crate) async fn start_with_auth() -> Result<TestRegistry> {
+        TestRegistry::start_with(true).await
+    }
+
+    async fn start_with(auth: bool) -> Result<TestRegistry> {
         if which(REGISTRY).is_none() {
             bail!(
                 "`{REGISTRY}` is not installed: `apt-get install docker-registry` (tests/run \
@@ -33,13 +51,19 @@ impl TestRegistry {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: wasmkube-tests\n",
-                dir.path().join("data").display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: wasmkube-tests\n",
+            dir.path().join("data").display()
+        );
+        if auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{REGISTRY_USER}:{PASSWORD_BCRYPT}\n"))?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wasmkube-tests\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new(REGISTRY)
             .arg("serve")
