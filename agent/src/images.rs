@@ -67,7 +67,12 @@ const MAX_INDEX_DEPTH: usize = 4;
 pub struct ImageStore {
     root: PathBuf,
     limits: ImportLimits,
+    /// One gate per image being pulled, so concurrent pulls of one image are one pull.
+    pulls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PullGate>>>,
 }
+
+/// Held while an image is pulled.
+type PullGate = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 /// What kind of wasm image a reference resolved to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +328,7 @@ impl ImageStore {
         let store = ImageStore {
             root: dir.to_path_buf(),
             limits: ImportLimits::default(),
+            pulls: Default::default(),
         };
         for sub in [store.blob_dir(), store.meta_dir(), store.tmp_dir()] {
             fs::create_dir_all(&sub).map_err(ImageError::io("create", &sub))?;
@@ -620,10 +626,44 @@ impl ImageStore {
             reference: image_ref.to_string(),
             source,
         })?;
+        // Concurrent pulls of one image are one pull: the others wait for it, then find the
+        // image here (unless the policy is Always, which pulls again: a later tag may differ).
+        let name = reference.to_string();
+        let gate = self.pull_gate(&name);
+        let held = gate.lock().await;
+        if policy != PullPolicy::Always
+            && let Ok(image) = self.resolve(image_ref)
+        {
+            drop(held);
+            self.release_pull_gate(&name, gate);
+            return Ok((image, false));
+        }
         pulling(image_ref);
-        let digest = puller.pull(&reference, self).await?;
-        self.resolve_digest(&reference.to_string(), &digest)
+        let pulled = puller.pull(&reference, self).await;
+        drop(held);
+        self.release_pull_gate(&name, gate);
+        self.resolve_digest(&name, &pulled?)
             .map(|image| (image, true))
+    }
+
+    fn pull_gate(&self, name: &str) -> PullGate {
+        let mut pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pulls.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Forgets `name`'s gate once nobody else holds it.
+    fn release_pull_gate(&self, name: &str, gate: PullGate) {
+        let mut pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // This handle and the map's: no other pull of the image waits.
+        if std::sync::Arc::strong_count(&gate) <= 2 {
+            pulls.remove(name);
+        }
     }
 
     /// Resolves the image whose top-level blob is `top`: picks the wasm manifest of an index,

@@ -473,6 +473,49 @@ async fn ensure_applies_the_pull_policy_and_uses_a_puller_for_absent_images() {
     );
 }
 
+#[tokio::test]
+async fn concurrent_pulls_of_one_image_are_one_pull() {
+    /// Imports a prepared layout after a pause, counting its pulls.
+    struct CountingPuller {
+        layout: std::path::PathBuf,
+        pulls: std::sync::atomic::AtomicUsize,
+    }
+    impl Puller for CountingPuller {
+        fn pull<'a>(&'a self, _: &'a Reference, store: &'a ImageStore) -> PullFuture<'a> {
+            Box::pin(async move {
+                self.pulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let imported = store.import(&self.layout)?;
+                Ok(imported[0].digest.clone())
+            })
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout_dir = tmp.path().join("layout");
+    let mut layout = Layout::new(&layout_dir);
+    let manifest = layout.wasm_artifact(MODULE);
+    layout.add(manifest, &[(oci::ANNOTATION_IMAGE_NAME, "shared:1")]);
+    let store = store(&tmp);
+    let puller = CountingPuller {
+        layout: layout_dir,
+        pulls: Default::default(),
+    };
+    let starts = (0..10)
+        .map(|_| store.ensure_pulling("shared:1", PullPolicy::IfNotPresent, Some(&puller), |_| {}));
+    let results = futures::future::join_all(starts).await;
+    let pulled = results
+        .into_iter()
+        .map(|r| r.expect("resolved").1)
+        .filter(|pulled| *pulled)
+        .count();
+    assert_eq!(puller.pulls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(pulled, 1, "one start pulled, nine found the image");
+    assert!(
+        store.pulls.lock().expect("gates").is_empty(),
+        "no gate left behind"
+    );
+}
+
 #[test]
 fn imports_running_alongside_resolves_and_each_other_lose_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
