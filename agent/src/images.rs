@@ -43,6 +43,7 @@ use sha2::{Digest as _, Sha256};
 
 mod bounded;
 pub mod build;
+mod export;
 pub(crate) mod import;
 pub(crate) mod oci;
 pub(crate) mod reference;

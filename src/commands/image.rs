@@ -1,5 +1,5 @@
-//! `wasmkube image`: the node's local image store (`build`, `import`, `list`) and OCI
-//! registries (`push`, `pull`).
+//! `wasmkube image`: the node's local image store (`build`, `import`, `export`, `list`) and
+//! OCI registries (`push`, `pull`).
 //!
 //! The store of the agent with data directory `DIR` is `DIR/agent/images` (for `wasmkube
 //! server --data-dir DIR`'s embedded agent and for `wasmkube agent --data-dir DIR` alike).
@@ -71,6 +71,16 @@ enum ImageSubcommand {
         wasmkube image pull localhost:5000/app:dev\n  \
         wasmkube image pull registry.example.com/team/app@sha256:<hex> --creds alice:s3cret")]
     Pull(PullCommand),
+    /// Write images of the node's image store as an OCI image layout: a directory, or a tar
+    /// archive when OUTPUT ends in .tar.
+    ///
+    /// `wasmkube image import` on another node reads it back (the air-gap path), as do skopeo
+    /// (`oci:DIR`, `oci-archive:FILE`) and other OCI tools; each image is named by its full
+    /// reference (io.containerd.image.name) and its tag (org.opencontainers.image.ref.name).
+    #[command(after_long_help = "Examples:\n  \
+        wasmkube image export localhost:5000/app:dev -o app.tar\n  \
+        wasmkube image export app:1 app:2 -o images/")]
+    Export(ExportCommand),
 }
 
 /// The data directory whose agent's store is used.
@@ -198,6 +208,29 @@ struct PullCommand {
     image: String,
 }
 
+/// `wasmkube image export`.
+#[derive(clap::Args, Debug)]
+struct ExportCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Where to write: a new directory, or a file ending in .tar.
+    #[arg(short, long, value_name = "OUTPUT")]
+    output: PathBuf,
+    /// The images.
+    #[arg(required = true, value_name = "NAME")]
+    images: Vec<String>,
+}
+
+impl ExportCommand {
+    fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        store
+            .export(&self.images, &self.output)
+            .with_context(|| format!("exporting to {}", self.output.display()))?;
+        Ok(())
+    }
+}
+
 /// A progress bar over the bytes of an image's blobs, on stderr (hidden when it is not a
 /// terminal).
 struct Bar(ProgressBar);
@@ -237,6 +270,7 @@ impl ImageCommand {
                 ImageSubcommand::Import(cmd) => cmd.run(),
                 ImageSubcommand::List(cmd) => cmd.run(),
                 ImageSubcommand::Build(cmd) => cmd.run(),
+                ImageSubcommand::Export(cmd) => cmd.run(),
                 ImageSubcommand::Push(_) | ImageSubcommand::Pull(_) => Ok(()),
             })
             .await

@@ -455,3 +455,56 @@ async fn a_private_registry_serves_a_pod_only_with_its_image_pull_secret() -> Re
     assert!(logs.contains("first-arg"), "{logs}");
     Ok(())
 }
+
+/// `image export` writes an OCI layout (directory or tar) that skopeo reads and `image import`
+/// on another node brings back under the same name and digest: the air-gap path.
+#[tokio::test]
+async fn an_exported_image_imports_on_another_node() -> Result<()> {
+    let builder = tempfile::tempdir()?;
+    let wasm = sample("http-hello.wasm")?;
+    let name = "example.com/airgap/http-hello:v1";
+    let built = image_ok(
+        builder.path(),
+        &["build", &wasm.display().to_string(), "-t", name],
+    )
+    .await?;
+    let digest = digest_of(&built)?;
+    let out = tempfile::tempdir()?;
+    let dir = out.path().join("layout");
+    let tar = out.path().join("layout.tar");
+    image_ok(
+        builder.path(),
+        &["export", name, "-o", &dir.display().to_string()],
+    )
+    .await?;
+    image_ok(
+        builder.path(),
+        &["export", name, "-o", &tar.display().to_string()],
+    )
+    .await?;
+    let seen: Value = serde_json::from_str(
+        &skopeo(&["inspect", "--raw", &format!("oci:{}:v1", dir.display())]).await?,
+    )?;
+    assert_eq!(
+        seen["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    for layout in [&dir, &tar] {
+        let node = tempfile::tempdir()?;
+        let imported = image_ok(node.path(), &["import", &layout.display().to_string()]).await?;
+        assert!(
+            imported
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}\t{digest}"))),
+            "{} imports as {name} {digest}: {imported}",
+            layout.display()
+        );
+    }
+    let taken = image_fails(
+        builder.path(),
+        &["export", name, "-o", &dir.display().to_string()],
+    )
+    .await?;
+    assert!(taken.contains("not empty"), "{taken}");
+    Ok(())
+}
