@@ -344,21 +344,32 @@ async fn a_cluster_ip_reaches_the_routed_pods_of_every_node_from_every_node() ->
             .run_ok("ip", &["route", "add", "10.43.0.0/16", "dev", "eth0"])
             .await?;
     }
-    // The Service answers once every node's kube-proxy has its three endpoints.
+    // Every node's kube-proxy DNATs to all three pods before the requests are counted.
+    for i in 0..NODES.len() {
+        poll_until(
+            &format!("host {i}'s kube-proxy with every endpoint"),
+            DEADLINE,
+            || async {
+                let out = cluster
+                    .host(i)?
+                    .run("nft", &["list", "table", "ip", "wasmkube"])
+                    .await?;
+                let table = String::from_utf8_lossy(&out.stdout);
+                Ok(pods
+                    .values()
+                    .all(|ip| table.contains(&format!("dnat to {ip}:8080")))
+                    .then_some(()))
+            },
+        )
+        .await?;
+    }
     const REQUESTS: usize = 60;
     for i in 0..NODES.len() {
         let url = format!("http://{cluster_ip}/svc-{i}-");
         let urls: Vec<String> = (0..REQUESTS).map(|n| format!("{url}{n}")).collect();
         let mut args = vec!["-sS", "--max-time", "10", "-H", "Connection: close"];
         args.extend(urls.iter().map(String::as_str));
-        let body = poll_until(&format!("the Service from host {i}"), DEADLINE, || async {
-            let out = cluster.host(i)?.run("curl", &args).await?;
-            Ok(out
-                .status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
-        })
-        .await?;
+        let body = cluster.host(i)?.run_ok("curl", &args).await?;
         ensure!(
             body.matches("hello from wasm\n").count() == REQUESTS,
             "host {i}: {body}"
