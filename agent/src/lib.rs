@@ -14,6 +14,8 @@
 //!   pod IPs.
 //! - [`proxy`]: kube-proxy, which makes Services' cluster IPs and node ports reach their
 //!   endpoints on this node (nftables rules or a userspace relay).
+//! - [`dns`]: a pod's resolver configuration from its dnsPolicy and dnsConfig, as the
+//!   kubelet forms it.
 //!
 //! # Files
 //! Everything lives under `<data-dir>/agent/`: `images/` (the image store), `pods/<uid>/`
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 use wasmkube_client::events::{EventMetrics, EventRecorder, Reporter};
 
 pub mod certificates;
+pub mod dns;
 pub mod images;
 pub(crate) mod logs;
 pub mod network;
@@ -119,6 +122,10 @@ pub struct AgentConfig {
     pub proxy_mode: proxy::ProxyMode,
     /// How images are pulled from OCI registries (plain-HTTP registries, extra CAs).
     pub registries: images::registry::RegistryConfig,
+    /// The node's DNS settings (`--cluster-dns`, `--cluster-domain`, the host's
+    /// resolv.conf), what pods' resolver configurations are formed from
+    /// ([`dns::pod_resolv_conf`]); no cluster DNS and `cluster.local` by default.
+    pub dns: dns::NodeDns,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -180,6 +187,10 @@ impl AgentConfig {
             server_tls_bootstrap: false,
             proxy_mode: proxy::ProxyMode::None,
             registries: images::registry::RegistryConfig::default(),
+            dns: dns::NodeDns {
+                cluster_domain: "cluster.local".into(),
+                ..dns::NodeDns::default()
+            },
         }
     }
 

@@ -24,10 +24,11 @@ pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
         .context("cannot find the user's data directory; pass --data-dir")
 }
 
-/// Sets up `tracing` (filter from `WASMKUBE_LOG`, default `info`).
+/// Sets up `tracing` (filter from `WASMKUBE_LOG`, default `info`, with hickory's DNS server
+/// at `warn`: it logs every query it answers at `info`).
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -246,6 +247,18 @@ pub(crate) struct NodeArgs {
     /// An extra CA certificate (PEM) trusted for registries' HTTPS, besides the web PKI.
     #[arg(long, value_name = "FILE")]
     pub(crate) registry_ca_file: Option<PathBuf>,
+    /// The cluster DNS Service's address: the nameserver of pods with the ClusterFirst
+    /// dnsPolicy (the kubelet's and k3s' flag); the server keeps kube-system/kube-dns there.
+    #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
+    pub(crate) cluster_dns: IpAddr,
+    /// The cluster's DNS domain: pods search `<ns>.svc.<domain> svc.<domain> <domain>`, the
+    /// server's DNS answers for it.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub(crate) cluster_domain: String,
+    /// The host's resolver configuration, which pods with the Default dnsPolicy get (as the
+    /// kubelet's flag; empty: none, pods then get `nameserver 127.0.0.1`).
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub(crate) resolv_conf: PathBuf,
 }
 
 /// `--proxy-mode`.
@@ -314,6 +327,33 @@ impl GuestSchedulingArg {
     }
 }
 
+impl NodeArgs {
+    /// The node's DNS settings: `--cluster-dns`, `--cluster-domain`, and the host's
+    /// resolv.conf (unreadable: none, with a warning, as the kubelet goes on without it).
+    pub(crate) fn node_dns(&self) -> wasmkube_agent::dns::NodeDns {
+        let host = if self.resolv_conf.as_os_str().is_empty() {
+            None
+        } else {
+            match std::fs::read_to_string(&self.resolv_conf)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    wasmkube_agent::dns::ResolvConf::parse(&text).map_err(|e| e.to_string())
+                }) {
+                Ok(conf) => Some(conf),
+                Err(error) => {
+                    tracing::warn!(path = %self.resolv_conf.display(), %error, "cannot read the host's resolver configuration; pods with the Default dnsPolicy get none");
+                    None
+                }
+            }
+        };
+        wasmkube_agent::dns::NodeDns {
+            cluster_dns: vec![self.cluster_dns],
+            cluster_domain: self.cluster_domain.trim_end_matches('.').to_string(),
+            host,
+        }
+    }
+}
+
 /// A node index from a node name, in 2..=254 (1 is the server's embedded agent).
 pub(crate) fn index_from_name(name: &str) -> u8 {
     let hash = name.bytes().fold(2166136261u32, |h, b| {
@@ -366,6 +406,7 @@ impl NodeArgs {
                     .with_context(|| format!("reading --registry-ca-file {}", file.display()))?,
             );
         }
+        config.dns = self.node_dns();
         if self.cpu.is_some() || self.memory.is_some() || self.max_pods.is_some() {
             let machine = wasmkube_agent::node::info::MachineInfo::detect(data_dir);
             let mut capacity = wasmkube_agent::Capacity::of_machine(&machine);

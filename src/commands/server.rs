@@ -116,6 +116,8 @@ pub(crate) struct ServerCommand {
     controllers: super::controllers::ControllerArgs,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    dns: super::cluster_dns::ClusterDnsArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -261,6 +263,8 @@ impl ServerCommand {
         init_logging(self.log_format);
         let shutdown = Shutdown::on_signals();
         crate::process::prepare(shutdown.wait());
+        // Bound before the apiserver starts, which points kube-system/kube-dns at it.
+        let dns = self.dns.prepare(&self.node).await?;
         let config = wasmkube_apiserver::Config {
             data_dir: data_dir.clone(),
             bind: self.bind,
@@ -281,6 +285,7 @@ impl ServerCommand {
                 api_audiences: self.api_audiences.clone(),
             },
             audit: self.audit.config(),
+            cluster_dns: dns.as_ref().map(super::cluster_dns::PreparedDns::service),
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -298,6 +303,9 @@ impl ServerCommand {
                 })?;
 
         let mut tasks = Vec::new();
+        if let Some(dns) = dns {
+            tasks.push(dns.run(&data_dir, shutdown.wait()).await?);
+        }
         if !self.disable_scheduler {
             let client = component_client(&data_dir, SCHEDULER_USER, &[]).await?;
             let stop = shutdown.wait();

@@ -221,6 +221,20 @@ impl TestClusterBuilder {
             extra_args.push("--history-max-age".to_owned());
             extra_args.push(secs.to_string());
         }
+        // The cluster DNS on a free loopback port, forwarding to a closed loopback port: no
+        // test's DNS query leaves the machine, and parallel servers do not collide on 53.
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--cluster-dns-listen"))
+        {
+            extra_args.push("--cluster-dns-listen=127.0.0.1:0".to_owned());
+        }
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--cluster-dns-upstream"))
+        {
+            extra_args.push(format!("--cluster-dns-upstream=127.0.0.1:{}", free_port()?));
+        }
         let embedded = match self.embedded_agent {
             Some(mut spec) => {
                 if let Some(lab) = &lab {

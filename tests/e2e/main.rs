@@ -17,6 +17,9 @@
 //! to non-loopback addresses (node IPs, pod and service CIDRs) run their clusters in, so that no
 //! packet leaves the machine.
 //!
+//! `cluster_dns` asks the server's cluster DNS with `dig` on 127.0.0.1, its upstream a
+//! dnsmasq the test starts there.
+//!
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
@@ -27,6 +30,7 @@ mod audit;
 mod bad_input;
 mod cascading;
 mod certificates;
+mod cluster_dns;
 mod controller_identities;
 mod controller_manager;
 mod daemonsets;

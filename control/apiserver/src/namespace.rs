@@ -22,6 +22,7 @@ pub const BUILTIN: &[&str] = &["default", "kube-system", "kube-public", "kube-no
 pub async fn bootstrap(
     state: &AppState,
     apiserver: std::net::SocketAddr,
+    cluster_dns: Option<&crate::services::ClusterDns>,
 ) -> Result<(), wasmkube_store::StoreError> {
     let Some(rt) = state.registry().by_kind("", "Namespace") else {
         return Ok(());
@@ -37,6 +38,9 @@ pub async fn bootstrap(
         create_builtin(state, rt, &rt.key(None, name), ns).await?;
     }
     bootstrap_kubernetes_service(state, apiserver).await?;
+    if let Some(dns) = cluster_dns {
+        bootstrap_cluster_dns(state, dns).await?;
+    }
     bootstrap_runtime_class(state).await?;
     let all = state
         .store()
@@ -197,8 +201,76 @@ async fn bootstrap_kubernetes_service(
     Ok(())
 }
 
+/// Creates `kube-system/kube-dns` (its cluster IP allocated as any Service's) unless it
+/// exists, and points its Endpoints and EndpointSlice at the DNS server at every start (its
+/// address may change between starts). An address taken by another Service, or a kube-dns
+/// Service with another address, is logged and left alone: the cluster IP of a Service
+/// cannot change.
+async fn bootstrap_cluster_dns(
+    state: &AppState,
+    dns: &crate::services::ClusterDns,
+) -> Result<(), wasmkube_store::StoreError> {
+    let (namespace, name) = crate::services::CLUSTER_DNS_SERVICE;
+    let owner = format!("{namespace}/{name}");
+    if !crate::services::in_service_range(dns.ip) {
+        tracing::warn!(ip = %dns.ip, "the cluster DNS address is outside the service range 10.43.0.0/16; {owner} not created");
+        return Ok(());
+    }
+    if let Some(rt) = state.registry().by_kind("", "Service") {
+        let key = rt.key(Some(namespace), name);
+        match state.store().get(&key).await? {
+            Some(kv) => {
+                let existing = object::decode(&kv)
+                    .map_err(|e| wasmkube_store::StoreError::Backend(e.message.into()))?;
+                let ip = existing.pointer("/spec/clusterIP").and_then(Value::as_str);
+                if ip != Some(dns.ip.to_string().as_str()) {
+                    tracing::warn!(service = %owner, cluster_ip = ?ip, cluster_dns = %dns.ip,
+                        "the cluster DNS Service has another cluster IP than --cluster-dns; delete it to have it made again");
+                }
+            }
+            None => {
+                let alloc = format!("/registry/allocations/serviceips/{}", dns.ip);
+                match state
+                    .store()
+                    .create(&alloc, bytes::Bytes::from(owner.clone()))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(wasmkube_store::StoreError::AlreadyExists { .. }) => {
+                        let holder = state.store().get(&alloc).await?;
+                        if holder
+                            .as_ref()
+                            .is_some_and(|kv| kv.value != owner.as_bytes())
+                        {
+                            tracing::warn!(ip = %dns.ip, service = %owner,
+                                "the cluster DNS address is taken by another Service; the cluster DNS Service is not created");
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+                let svc = crate::services::cluster_dns_service(dns);
+                create_builtin(state, rt, &key, svc).await?;
+            }
+        }
+    }
+    let (endpoints, slice) = crate::services::cluster_dns_endpoints(dns);
+    if let Some(rt) = state.registry().by_kind("", "Endpoints") {
+        let key = rt.key(Some(namespace), name);
+        point_at_apiserver(state, rt, &key, endpoints, &["subsets"]).await?;
+    }
+    if let Some(rt) = state
+        .registry()
+        .by_kind("discovery.k8s.io", "EndpointSlice")
+    {
+        let key = rt.key(Some(namespace), name);
+        point_at_apiserver(state, rt, &key, slice, &["endpoints", "ports"]).await?;
+    }
+    Ok(())
+}
+
 /// Creates `desired` at `key`, or, when it exists, sets its `fields` to the desired ones
-/// (the apiserver may have moved: another `--bind`).
+/// (the apiserver may have moved: another `--bind`; the DNS server another address).
 async fn point_at_apiserver(
     state: &AppState,
     rt: &crate::registry::ResourceType,

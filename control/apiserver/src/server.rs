@@ -41,6 +41,9 @@ pub struct Config {
     pub service_accounts: crate::serviceaccount::ServiceAccountConfig,
     /// Auditing (`--audit-policy-file`, `--audit-log-*`); the default audits nothing.
     pub audit: crate::audit::AuditConfig,
+    /// The cluster DNS Service the apiserver keeps (`kube-system/kube-dns`), pointed at
+    /// where the DNS server listens; `None`: left as it is (no DNS server runs).
+    pub cluster_dns: Option<crate::services::ClusterDns>,
 }
 
 /// The default of [`Config::cluster_signing_duration`]: one year, as Kubernetes'.
@@ -90,6 +93,7 @@ impl Config {
             cluster_signing_duration: DEFAULT_CLUSTER_SIGNING_DURATION,
             service_accounts: Default::default(),
             audit: crate::audit::AuditConfig::default(),
+            cluster_dns: None,
         }
     }
 }
@@ -280,7 +284,7 @@ pub async fn start_with_limits(
         }
         Err(e) => return Err(e),
     }
-    crate::namespace::bootstrap(&state, addr)
+    crate::namespace::bootstrap(&state, addr, config.cluster_dns.as_ref())
         .await
         .map_err(StartError::Store)?;
     let (authorizer, node_graph) = start_authorization(&state, &config.authorization_modes)

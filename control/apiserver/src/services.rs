@@ -28,6 +28,25 @@ const PORT_PREFIX: &str = "/registry/allocations/nodeports/";
 
 /// The cluster IP of the `kubernetes` service in `default`.
 pub const KUBERNETES_SERVICE_IP: &str = "10.43.0.1";
+/// The cluster DNS Service's default address (k3s' `--cluster-dns`).
+pub const DEFAULT_CLUSTER_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 10);
+/// The cluster DNS Service's namespace and name.
+pub const CLUSTER_DNS_SERVICE: (&str, &str) = ("kube-system", "kube-dns");
+
+/// The cluster DNS Service (`kube-system/kube-dns`) the apiserver keeps: its cluster IP and
+/// where the DNS server listens (UDP and TCP), its one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterDns {
+    /// The Service's cluster IP (`--cluster-dns`), in the service range.
+    pub ip: Ipv4Addr,
+    /// The DNS server's address.
+    pub endpoint: std::net::SocketAddr,
+}
+
+/// Whether `ip` is in the service range (10.43.0.0/16).
+pub fn in_service_range(ip: Ipv4Addr) -> bool {
+    ip.octets()[..2] == SERVICE_NET
+}
 
 fn invalid(svc: &Value, field: &str, message: String) -> ApiError {
     ApiError::invalid(
@@ -352,4 +371,74 @@ pub fn kubernetes_service(apiserver_ip: &str, apiserver_port: u16) -> (Value, Va
         }],
     });
     (svc, endpoints)
+}
+
+/// The cluster DNS Service, as k3s' CoreDNS manifest has it (`k8s-app: kube-dns`, ports
+/// `dns` 53/UDP and `dns-tcp` 53/TCP) but without a selector: its endpoint is the server's
+/// DNS listener, kept by the apiserver (as the `kubernetes` Service's), not by a controller.
+pub fn cluster_dns_service(dns: &ClusterDns) -> Value {
+    let (namespace, name) = CLUSTER_DNS_SERVICE;
+    let ip = dns.ip.to_string();
+    let port = dns.endpoint.port();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                "kubernetes.io/name": "CoreDNS"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+            "sessionAffinity": "None",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port},
+            ],
+        },
+        "status": {"loadBalancer": {}},
+    })
+}
+
+/// The cluster DNS Service's Endpoints and EndpointSlice (named as the Service): one ready
+/// endpoint, the DNS server's address (127.0.0.1 for an unspecified one).
+pub fn cluster_dns_endpoints(dns: &ClusterDns) -> (Value, Value) {
+    let (namespace, name) = CLUSTER_DNS_SERVICE;
+    let ip = if dns.endpoint.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        dns.endpoint.ip().to_string()
+    };
+    let port = dns.endpoint.port();
+    let address_type = if ip.contains(':') { "IPv6" } else { "IPv4" };
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"k8s-app": "kube-dns",
+                                "endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{
+            "addresses": [{"ip": ip}],
+            "ports": [
+                {"name": "dns", "port": port, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": port, "protocol": "TCP"},
+            ],
+        }],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"kubernetes.io/service-name": name, "k8s-app": "kube-dns"}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [
+            {"name": "dns", "port": port, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": port, "protocol": "TCP"},
+        ],
+    });
+    (endpoints, slice)
 }

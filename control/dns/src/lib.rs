@@ -126,10 +126,47 @@ impl std::fmt::Debug for DnsServer {
     }
 }
 
+/// The DNS server's sockets, bound before it serves (so the address it got, for port 0, can
+/// be published first).
+#[derive(Debug)]
+pub struct DnsListener {
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl DnsListener {
+    /// Binds UDP and TCP on `addr`; port 0 finds a port free for both.
+    pub async fn bind(addr: SocketAddr) -> Result<DnsListener, DnsError> {
+        let (udp, tcp) = bind(addr).await?;
+        let addr = udp.local_addr().map_err(|source| DnsError::Bind {
+            addr,
+            source,
+            hint: "",
+        })?;
+        Ok(DnsListener { udp, tcp, addr })
+    }
+
+    /// The bound address (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 impl DnsServer {
-    /// Binds `config.listen` (UDP and TCP) and serves, from the Service and EndpointSlice
-    /// informers of `informers` (which the caller starts, before or after).
+    /// Binds `config.listen` (UDP and TCP) and serves, as [`serve`](Self::serve).
     pub async fn start(
+        config: DnsConfig,
+        informers: &SharedInformerFactory,
+    ) -> Result<DnsServer, DnsError> {
+        let listener = DnsListener::bind(config.listen).await?;
+        Self::serve(listener, config, informers)
+    }
+
+    /// Serves on `listener` (`config.listen` is not used), from the Service and
+    /// EndpointSlice informers of `informers` (which the caller starts, before or after).
+    pub fn serve(
+        listener: DnsListener,
         config: DnsConfig,
         informers: &SharedInformerFactory,
     ) -> Result<DnsServer, DnsError> {
@@ -144,12 +181,7 @@ impl DnsServer {
         if apex.is_root() {
             return Err(domain_error("the root cannot be the cluster domain".into()));
         }
-        let (udp, tcp) = bind(config.listen).await?;
-        let addr = udp.local_addr().map_err(|source| DnsError::Bind {
-            addr: config.listen,
-            source,
-            hint: "",
-        })?;
+        let DnsListener { udp, tcp, addr } = listener;
 
         let index = Arc::new(RwLock::new(index::Index::default()));
         let services = informers.informer::<Service>();

@@ -594,6 +594,22 @@ pub(super) fn cluster_roles() -> Vec<Value> {
                     .resources(&["endpointslices"]),
             ],
         ),
+        // k3s' CoreDNS role, for the server's cluster DNS (service account
+        // kube-system/coredns): it watches Services and EndpointSlices.
+        cluster_role(
+            "system:coredns",
+            vec![
+                rule(&["list", "watch"]).groups(&[LEGACY]).resources(&[
+                    "endpoints",
+                    "services",
+                    "pods",
+                    "namespaces",
+                ]),
+                rule(&["list", "watch"])
+                    .groups(&[DISCOVERY])
+                    .resources(&["endpointslices"]),
+            ],
+        ),
         cluster_role(
             "system:auth-delegator",
             vec![
@@ -714,6 +730,11 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
             NODE_PROXIER_ROLE,
             NODE_PROXIER_ROLE,
             vec![Subject::group("system:nodes")],
+        ),
+        binding(
+            "system:coredns",
+            "system:coredns",
+            vec![Subject::service_account("kube-system", "coredns")],
         ),
         binding(
             "system:kube-controller-manager",
