@@ -104,10 +104,40 @@ pub struct SyncReport {
     pub at: Instant,
     /// How long the sync took (planning and applying).
     pub duration: Duration,
-    /// The Services it brought up to date (`namespace/name`).
-    pub services: Vec<String>,
+    /// The Services it brought up to date.
+    pub services: Vec<SyncedService>,
     /// What it did.
     pub stats: SyncStats,
+}
+
+/// One Service a sync brought up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedService {
+    /// `namespace/name`.
+    pub name: String,
+    /// The ready endpoints its slices listed (distinct addresses); 0 for a Service gone.
+    pub ready_endpoints: usize,
+}
+
+impl SyncedService {
+    fn of(key: &ServiceKey, state: Option<&ServiceState>) -> SyncedService {
+        let ready_endpoints = state
+            .filter(|s| s.service.is_some())
+            .map(|s| {
+                s.slices
+                    .values()
+                    .flat_map(|slice| &slice.endpoints)
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                    .filter_map(|e| e.addresses.first())
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            })
+            .unwrap_or(0);
+        SyncedService {
+            name: key.to_string(),
+            ready_endpoints,
+        }
+    }
 }
 
 /// A Service and its EndpointSlices, as the informers have them.
@@ -287,7 +317,10 @@ async fn run(
                     let report = SyncReport {
                         at: Instant::now(),
                         duration: started.elapsed(),
-                        services: changed.keys().map(ToString::to_string).collect(),
+                        services: changed
+                            .iter()
+                            .map(|(key, state)| SyncedService::of(key, state.as_ref()))
+                            .collect(),
                         stats,
                     };
                     tracing::debug!(

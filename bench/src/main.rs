@@ -18,7 +18,8 @@
 //! - `authz` ([`authz`]): what authorization costs: creates/s and GET latency as a user bound
 //!   to `edit`, with `--authorization-mode RBAC` vs `AlwaysAllow`;
 //! - `encryption` ([`encryption`]): what encrypting Secrets at rest costs: Secret creates/s
-//!   and GET latency, `identity` vs `secretbox` (or any two providers).
+//!   and GET latency, `identity` vs `secretbox` (or any two providers);
+//! - `proxy` ([`proxy`]): kube-proxy's nftables rule programming at 1,000 Services.
 //!
 //! Shared pieces: two servers compared side by side in alternating rounds ([`sides`]), the
 //! server the bench starts and its clients ([`target`]), the samples and
@@ -46,6 +47,7 @@ mod load;
 mod peer;
 mod pods;
 mod podwatch;
+mod proxy;
 mod report;
 mod samples;
 mod sides;
@@ -78,6 +80,10 @@ Subcommands (each has its own --help saying exactly what it measures):
             what encrypting Secrets at rest costs: durable Secret creates/s and GET requests/s,
             p50, p99, identity vs secretbox (or any two of identity, aescbc, aesgcm,
             secretbox), two servers in 20 alternating rounds, with the ratios.
+  proxy     kube-proxy's nftables mode (the agent's, run in the bench's process, its rules in a
+            network namespace the bench makes; needs root and nft): 1,000 selector-less
+            Services x 10 endpoints, slice write -> rules in place p50/p99; one endpoint change
+            at that size (and the sync's own time); a restarted proxy's full sync.
 
 Every benchmark starts its own `wasmkube server` (the wasmkube binary next to this one, or
 --wasmkube PATH) on a free loopback port with a temporary data directory and stops it at the
@@ -99,7 +105,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -133,6 +139,9 @@ enum BenchSubcommand {
     /// What encrypting Secrets at rest costs: Secret creates/s and GET latency, identity vs
     /// secretbox.
     Encryption(encryption::EncryptionCommand),
+    /// kube-proxy's nftables rule programming: 1,000 Services x 10 endpoints, one endpoint
+    /// change at that size, a restart's full sync (in a network namespace; needs root).
+    Proxy(proxy::ProxyCommand),
 }
 
 impl BenchCommand {
@@ -149,12 +158,21 @@ impl BenchCommand {
             Some(BenchSubcommand::Deployment(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Authz(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Encryption(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Proxy(cmd)) => cmd.execute(&wasmkube).await,
         }
     }
 }
 
 fn main() -> std::process::ExitCode {
     let command = BenchCommand::parse();
+    // What the components run in this process (the proxy bench's kube-proxy) log, at
+    // `WASMKUBE_LOG` (warnings by default), on stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
