@@ -7,10 +7,11 @@
 //! selector-less Services alone and go with their Service.
 //!
 //! The private-range addresses here (hand-made slices in 10.42/16, cluster IPs in and outside
-//! 10.43/16) are API data only: nothing in the cluster dials an EndpointSlice's addresses, a
-//! ClusterIP or a Node's pod CIDR yet (no kube-proxy, DNS or pod routes), so no packet goes
-//! to them. A test that sends traffic to
-//! such an address must run inside network namespaces the harness makes, with no route out.
+//! 10.43/16) are API data only: these tests' clusters run with a loopback node IP, so their
+//! kube-proxy is off (`--proxy-mode auto`) and their pod network is the loopback one (no pod
+//! routes); nothing dials an EndpointSlice's addresses, a ClusterIP or a Node's pod CIDR. The
+//! tests that send traffic to such addresses (kube_proxy.rs, pod_network.rs) run inside
+//! network namespaces the harness makes, with no route out.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,10 +3,11 @@
 //! once; a full range leaves a Node waiting with a `CIDRNotAvailable` Event until another
 //! Node goes, whose CIDR it then gets; a pod CIDR, once set, cannot be changed.
 //!
-//! The private-range addresses here (the 10.42/16 pod CIDRs) are API data only: nothing in
-//! the cluster dials an EndpointSlice's addresses, a ClusterIP or a Node's pod CIDR yet (no
-//! kube-proxy, DNS or pod routes), so no packet goes to them. A test that sends traffic to
-//! such an address must run inside network namespaces the harness makes, with no route out.
+//! The private-range addresses here (the 10.42/16 pod CIDRs) are API data only: these tests'
+//! agents use the loopback pod network and a loopback node IP (kube-proxy off), so no route
+//! to a pod CIDR is made and no packet goes to one. The tests that send traffic to such
+//! addresses (pod_network.rs, kube_proxy.rs) run inside network namespaces the harness
+//! makes, with no route out.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
