@@ -114,11 +114,13 @@ async fn every_request_is_logged_once_per_stage_at_its_policy_level() -> Result<
     let log = logs.join("audit.log");
     // No controllers at all: the ServiceAccount and root-CA controllers (which
     // `without_controllers` keeps) act as the admin and keep their informers' watches open,
-    // whose ResponseComplete comes only when they end; every request in the log here is the
-    // test's own and has ended. No pod is made here.
+    // whose ResponseComplete comes only when they end; the cluster DNS's Service and
+    // EndpointSlice watches likewise. Every request in the log here is the test's own and has
+    // ended. No pod is made here.
     let cluster = TestCluster::builder()
         .server_arg("--disable-controllers")
         .server_arg("--disable-scheduler")
+        .server_arg("--disable-cluster-dns")
         .server_arg(format!("--audit-policy-file={}", policy.display()))
         .server_arg(format!("--audit-log-path={}", log.display()))
         .server_arg("--audit-log-maxsize=1")
