@@ -15,12 +15,17 @@
 //! options by name (the pod's win). What exceeds the limits is cut, with a warning (the
 //! kubelet's `DNSConfigForming` Event).
 //!
-//! Only the function: wasm pods do not resolve names through it yet (their `ip-name-lookup`
-//! is later work), and there are no containers whose `/etc/resolv.conf` it would be.
+//! Wasm pods resolve through it: [`PodResolver`] is a stub resolver of such a configuration
+//! (nameservers, search list, `ndots`, `timeout`, `attempts`), what their `ip-name-lookup`
+//! and outgoing `wasi:http` requests use. There are no containers yet whose
+//! `/etc/resolv.conf` it would be.
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
+
+mod resolver;
+pub use resolver::PodResolver;
 
 /// Kubernetes' `MaxDNSNameservers`.
 pub const MAX_NAMESERVERS: usize = 3;

@@ -346,6 +346,7 @@ pub async fn start(
         host_paths,
         api_server: config.api_server.as_deref().and_then(service_host_port),
         tokens: volumes::ServiceAccountTokens::new(config.client.clone()),
+        dns: config.dns.clone(),
     });
     let proxy = proxy::start(
         config.client.clone(),

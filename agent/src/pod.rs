@@ -71,6 +71,8 @@ pub(crate) struct PodContext {
     pub(crate) api_server: Option<(String, String)>,
     /// Service-account tokens of projected volumes (requested, cached, renewed).
     pub(crate) tokens: crate::volumes::ServiceAccountTokens,
+    /// The node's DNS settings: wasm pods resolve names as their resolv.conf says.
+    pub(crate) dns: crate::dns::NodeDns,
 }
 
 impl std::fmt::Debug for PodContext {

@@ -85,6 +85,9 @@ pub(crate) struct ContainerSpec {
     /// Addresses to serve on (pod IP and each TCP `containerPort`) when the program is an
     /// HTTP handler; ignored for commands.
     pub(crate) listen: Vec<SocketAddr>,
+    /// The pod's network for its guests (pod IP, resolver, connection policy); `None` when
+    /// the pod has no IP: no sockets.
+    pub(crate) network: Option<wasmkube_runtime::GuestNetwork>,
 }
 
 /// What kind of workload a started container is.

@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         stdout: Box::new(Stdio(false)),
         stderr: Box::new(Stdio(true)),
         limits: options.limits,
+        network: None,
     };
     let (stopper, task) = runtime.spawn(&program, spec);
     if let Some(timeout) = options.timeout {

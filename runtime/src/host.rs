@@ -18,6 +18,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::RuntimeConfig;
 use crate::error::RuntimeError;
 use crate::limits::{Control, GuestLimiter, Limits, install_epoch_callback};
+use crate::network::GuestNetwork;
 use crate::sink::SharedSink;
 
 /// A directory of the host made visible to the guest.
@@ -38,6 +39,8 @@ pub(crate) struct WasiSetup<'a> {
     pub(crate) preopens: &'a [Preopen],
     pub(crate) stdout: &'a SharedSink,
     pub(crate) stderr: &'a SharedSink,
+    /// The guest's network; `None`: no sockets.
+    pub(crate) network: Option<&'a GuestNetwork>,
 }
 
 impl WasiSetup<'_> {
@@ -50,6 +53,13 @@ impl WasiSetup<'_> {
             .envs(self.env)
             .stdout(self.stdout.clone())
             .stderr(self.stderr.clone());
+        if let Some(network) = self.network {
+            builder
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true)
+                .socket_addr_check(crate::network::socket_check(network));
+        }
         for preopen in self.preopens {
             let perms = if preopen.read_only {
                 FsPerms::ReadOnly
@@ -81,8 +91,10 @@ pub(crate) struct ComponentHost {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outgoing: crate::outgoing::OutgoingHttp,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limiter: GuestLimiter,
+    /// The guest's network (`crate::sockets` reads it); `None`: no sockets.
+    pub(crate) network: Option<GuestNetwork>,
 }
 
 impl WasiView for ComponentHost {
@@ -121,6 +133,7 @@ impl Linkers {
         wasmtime_wasi::p2::add_to_linker_async(&mut component).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)
             .map_err(link_error)?;
+        crate::sockets::add_to_linker(&mut component).map_err(link_error)?;
         Ok(Self { module, component })
     }
 }
@@ -174,9 +187,11 @@ impl StoreSettings<'_> {
             http: WasiHttpCtx::new(),
             outgoing: crate::outgoing::OutgoingHttp {
                 tls: self.runtime.outgoing_tls_roots.client_config()?,
+                network: wasi.network.cloned(),
             },
             table: ResourceTable::new(),
             limiter: self.limiter(),
+            network: wasi.network.cloned(),
         };
         let mut store = Store::new(engine, host);
         store.limiter(|host| &mut host.limiter);

@@ -29,6 +29,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::host::{Preopen, StoreSettings, WasiSetup};
 use crate::limits::{Control, Limits};
+use crate::network::{GuestNetwork, Protocol};
 use crate::outcome::{Outcome, Phase};
 use crate::process::report;
 use crate::program::{Code, Program};
@@ -65,6 +66,10 @@ pub struct HttpSpec {
     /// Time a request may take, waiting for a slot included; past it the client gets a 504
     /// (or its body ends) and the instance is dropped.
     pub request_timeout: Duration,
+    /// The guests' network: connections to [`HttpService::serve`] are checked against its
+    /// policy, and the instances get sockets at the pod IP. `None`: every peer is served
+    /// and the instances have no sockets.
+    pub network: Option<GuestNetwork>,
 }
 
 impl Default for HttpSpec {
@@ -77,6 +82,7 @@ impl Default for HttpSpec {
             limits: Limits::default(),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            network: None,
         }
     }
 }
@@ -120,6 +126,7 @@ struct Inner {
     quota: Option<Arc<CpuQuota>>,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
+    network: Option<GuestNetwork>,
     /// Service-wide stop; each request also has its own [`Control`] for its limits.
     stop: Arc<Control>,
     counters: Counters,
@@ -173,6 +180,7 @@ impl HttpService {
                 quota,
                 permits: Arc::new(Semaphore::new(spec.max_concurrent_requests.max(1))),
                 request_timeout: spec.request_timeout,
+                network: spec.network,
                 stop: Control::new(),
                 counters: Counters::default(),
             }),
@@ -235,6 +243,7 @@ impl HttpService {
             preopens: &inner.preopens,
             stdout: &inner.stdout,
             stderr: &inner.stderr,
+            network: inner.network.as_ref(),
         };
         let settings = StoreSettings {
             runtime: &inner.shared.config,
@@ -341,13 +350,16 @@ impl HttpService {
     /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then stops
     /// accepting, lets the open connections finish their in-flight requests, and returns.
     /// Bound the graceful part with a timeout and call [`HttpService::stop`] after it to
-    /// end stragglers.
+    /// end stragglers. With a [`GuestNetwork`], a peer its policy refuses
+    /// ([`ConnectPolicy::allow_ingress`](crate::ConnectPolicy::allow_ingress)) has its
+    /// connection closed at once, before any byte is read.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
+        let local_port = listener.local_addr()?.port();
         let builder = auto::Builder::new(TokioExecutor::new());
         tokio::pin!(shutdown);
         loop {
@@ -356,7 +368,18 @@ impl HttpService {
                 () = &mut shutdown => break,
             };
             let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => {
+                    if let Some(network) = &self.inner.network
+                        && !network
+                            .policy
+                            .allow_ingress(peer, local_port, Protocol::Tcp)
+                    {
+                        tracing::debug!(%peer, local_port, "connection refused by policy");
+                        drop(stream);
+                        continue;
+                    }
+                    stream
+                }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");

@@ -32,6 +32,9 @@
 //! - [`Runtime::http_service`] serves a `wasi:http/proxy` component: an [`HttpService`]
 //!   instantiates the component afresh for every request, bounds concurrency and time per
 //!   request, and can run its own hyper server ([`HttpService::serve`]).
+//! - [`GuestNetwork`] puts a guest on the network: its pod IP, the [`NameResolver`] its
+//!   names go through, and the [`ConnectPolicy`] asked before every connection in or out
+//!   ([`AllowAll`] allows everything).
 //!
 //! Every guest yields to the executor at each epoch tick, so a busy guest never holds a
 //! worker thread for more than a tick, guests without a CPU limit share the guests' threads
@@ -45,10 +48,16 @@
 //! - Exit codes: a preview1 module's `proc_exit(n)` is `Exited(n)` (wasmtime refuses
 //!   `n >= 126` with a trap). WASIp2's `wasi:cli/exit` only says ok or error, so a component
 //!   (including a preview1 program adapted into one) exits 0 or 1.
-//! - Guests get no network access (WASI sockets are denied) and no stdin; outgoing
-//!   `wasi:http` requests (from HTTP handlers and commands alike) are sent by the host
-//!   (`outgoing`), trusting the web PKI and [`RuntimeConfig::outgoing_tls_roots`] (the
-//!   agent adds the cluster CA, so a guest can call the apiserver with its token).
+//! - Guests get no stdin. Their network is what their spec's [`GuestNetwork`] says: with
+//!   none, `wasi:sockets` are denied; with one, they get TCP and UDP sockets and
+//!   `ip-name-lookup` at their pod IP (wildcard binds become the pod IP), names resolved by
+//!   its [`NameResolver`], and every connect, UDP send and accept asked of its
+//!   [`ConnectPolicy`] first (details at [`GuestNetwork`]). Outgoing `wasi:http`
+//!   requests (from HTTP handlers and commands alike) are sent by the host (`outgoing`),
+//!   through the same resolver and policy when there is a network, trusting the web PKI and
+//!   [`RuntimeConfig::outgoing_tls_roots`] (the agent adds the cluster CA, so a guest can call
+//!   the apiserver with its token); [`HttpService::serve`] closes connections the policy
+//!   refuses at once.
 //! - The cache directory holds machine code that is loaded as trusted: keep it private to
 //!   the agent, never under a guest's preopened directory.
 //! - [`Runtime`] reserves address space for its whole instance pool up front (one slot per
@@ -82,6 +91,7 @@ mod host;
 mod http;
 mod limits;
 mod loader;
+mod network;
 mod outcome;
 mod outgoing;
 mod process;
@@ -89,6 +99,7 @@ mod program;
 mod quota;
 mod runtime;
 mod sink;
+mod sockets;
 
 pub use cache::CacheStats;
 pub use config::{
@@ -103,6 +114,10 @@ pub use http::{
     HttpStats, ResponseBody,
 };
 pub use limits::Limits;
+pub use network::{
+    AllowAll, ConnectPolicy, GuestNetwork, HostResolver, NameResolver, Protocol, ResolveError,
+    ResolveFuture,
+};
 pub use outcome::{Outcome, Stopper};
 pub use outgoing::TlsRoots;
 pub use process::ProcessSpec;

@@ -11,6 +11,7 @@
 //! [`RuntimeConfig::extra_tls_roots`]: crate::RuntimeConfig::extra_tls_roots
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::network::{GuestNetwork, Protocol, ResolveError};
 
 /// The timeouts a request that sets none gets (wasmtime's defaults).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -87,6 +90,9 @@ impl TlsRoots {
 /// The `wasi:http` hooks of a guest's store: requests go out through [`send`].
 pub(crate) struct OutgoingHttp {
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The guest's network: names through its resolver, connections from its pod IP and
+    /// asked of its policy. `None`: the host's resolver and source address.
+    pub(crate) network: Option<GuestNetwork>,
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -101,7 +107,7 @@ impl WasiHttpHooks for OutgoingHttp {
         // Request-body errors reach the guest through its own handle; nothing to add here.
         drop(fut);
         let tls = Arc::clone(&self.tls);
-        Box::new(send(tls, request, options))
+        Box::new(send(tls, self.network.clone(), request, options))
     }
 }
 
@@ -112,6 +118,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// a future of the connection's end.
 async fn send(
     tls: Arc<rustls::ClientConfig>,
+    network: Option<GuestNetwork>,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
@@ -131,10 +138,15 @@ async fn send(
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
 
-    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::Connect)?;
+    let tcp = match &network {
+        None => tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Connect)?,
+        Some(network) => tokio::time::timeout(connect_timeout, connect_guest(network, &host, port))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)??,
+    };
     let stream: Box<dyn Io> = if https {
         let name = ServerName::try_from(host).map_err(Error::InvalidDnsNameError)?;
         let connector = tokio_rustls::TlsConnector::from(tls);
@@ -169,6 +181,57 @@ async fn send(
     Ok((response, io))
 }
 
+/// Connects as the guest: `host` resolved through its resolver (an IP literal as itself),
+/// each address asked of its policy, the connection made from its pod IP; the addresses are
+/// tried in order until one connects.
+async fn connect_guest(network: &GuestNetwork, host: &str, port: u16) -> Result<TcpStream, Error> {
+    let ips = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => network.resolver.resolve(host).await.map_err(|e| {
+            tracing::debug!(host, error = %e, "outgoing request: name not resolved");
+            match e {
+                ResolveError::NotFound(_) => Error::DnsError {
+                    rcode: Some("NXDOMAIN".into()),
+                    info_code: None,
+                },
+                ResolveError::Temporary(_) => Error::DnsTimeout,
+                ResolveError::InvalidName(_) => Error::HttpRequestUriInvalid,
+            }
+        })?,
+    };
+    let mut last = Error::DestinationNotFound;
+    for ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        if !network.policy.allow_egress(addr, Protocol::Tcp) {
+            tracing::debug!(%addr, "outgoing request refused by policy");
+            last = Error::DestinationIpProhibited;
+            continue;
+        }
+        match connect_from(network.source_for(ip), addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Error::ConnectionRefused;
+            }
+            Err(e) => last = Error::Connect(e),
+        }
+    }
+    Err(last)
+}
+
+/// A TCP connection to `to`, bound to `source` first when there is one.
+async fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(to).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +241,75 @@ mod tests {
         assert!(tls_config(&[]).is_ok());
         let err = tls_config(&[CertificateDer::from(vec![1, 2, 3])]).expect_err("refused");
         assert!(err.contains("not a usable CA certificate"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::network::{AllowAll, ConnectPolicy, NameResolver, ResolveFuture};
+
+    struct DenyAll;
+
+    impl ConnectPolicy for DenyAll {
+        fn allow_egress(&self, _to: SocketAddr, _protocol: Protocol) -> bool {
+            false
+        }
+
+        fn allow_ingress(&self, _from: SocketAddr, _local_port: u16, _protocol: Protocol) -> bool {
+            false
+        }
+    }
+
+    /// `svc` is 127.0.0.1; every other name does not exist.
+    struct OneName;
+
+    impl NameResolver for OneName {
+        fn resolve(&self, name: &str) -> ResolveFuture {
+            let answer = if name == "svc" {
+                Ok(vec![IpAddr::from([127, 0, 0, 1])])
+            } else {
+                Err(ResolveError::NotFound(format!("{name}: NXDOMAIN")))
+            };
+            Box::pin(std::future::ready(answer))
+        }
+    }
+
+    #[tokio::test]
+    async fn guest_connections_resolve_through_the_resolver_and_ask_the_policy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let allowed = GuestNetwork::new(IpAddr::from([127, 0, 0, 1]))
+            .with_resolver(Arc::new(OneName))
+            .with_policy(Arc::new(AllowAll));
+        let stream = connect_guest(&allowed, "svc", port)
+            .await
+            .expect("connects");
+        let (accepted, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 1]), "from the pod IP");
+        drop((stream, accepted));
+
+        let missing = connect_guest(&allowed, "nope", port)
+            .await
+            .expect_err("no such name");
+        assert!(
+            matches!(&missing, Error::DnsError { rcode: Some(r), .. } if r == "NXDOMAIN"),
+            "{missing:?}"
+        );
+        let denied = allowed.clone().with_policy(Arc::new(DenyAll));
+        let refused = connect_guest(&denied, "svc", port)
+            .await
+            .expect_err("denied");
+        assert!(
+            matches!(refused, Error::DestinationIpProhibited),
+            "{refused:?}"
+        );
+        let literal = connect_guest(&denied, "127.0.0.1", port)
+            .await
+            .expect_err("denied");
+        assert!(
+            matches!(literal, Error::DestinationIpProhibited),
+            "{literal:?}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use wasmtime::Engine;
 
 use crate::host::{Preopen, StoreSettings, WasiSetup};
 use crate::limits::{Control, Limits};
+use crate::network::GuestNetwork;
 use crate::outcome::{Outcome, Phase, classify};
 use crate::program::{Code, Program};
 use crate::quota::{CpuQuota, Throttled};
@@ -29,6 +30,9 @@ pub struct ProcessSpec {
     pub stderr: Box<dyn LogSink>,
     /// Memory and CPU limits.
     pub limits: Limits,
+    /// The guest's network: sockets at its pod IP, names through its resolver, every
+    /// connection asked of its policy. `None`: no sockets (`wasi:sockets` denied).
+    pub network: Option<GuestNetwork>,
 }
 
 impl ProcessSpec {
@@ -41,6 +45,7 @@ impl ProcessSpec {
             stdout: Box::new(NullSink),
             stderr: Box::new(NullSink),
             limits: Limits::default(),
+            network: None,
         }
     }
 }
@@ -52,6 +57,7 @@ impl std::fmt::Debug for ProcessSpec {
             .field("env", &self.env)
             .field("preopens", &self.preopens)
             .field("limits", &self.limits)
+            .field("network", &self.network)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +79,7 @@ pub(crate) async fn run(
         preopens: &spec.preopens,
         stdout: &stdout,
         stderr: &stderr,
+        network: spec.network.as_ref(),
     };
     let settings = StoreSettings {
         runtime: &shared.config,

@@ -23,6 +23,22 @@ use crate::volumes;
 /// The port an HTTP handler is served on when its container declares none.
 pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
 
+/// The network of a pod's wasm guests: sockets at its IP, names resolved as its resolv.conf
+/// says ([`crate::dns::pod_resolv_conf`]: the cluster DNS and search paths for
+/// `ClusterFirst`), every connection in or out allowed (no NetworkPolicy is enforced yet:
+/// [`wasmkube_runtime::AllowAll`]). The warnings are what did not fit Kubernetes' limits.
+fn guest_network(
+    ctx: &PodContext,
+    pod: &Pod,
+    pod_ip: IpAddr,
+) -> (wasmkube_runtime::GuestNetwork, Vec<String>) {
+    let (resolv_conf, warnings) = crate::dns::pod_resolv_conf(pod, &ctx.dns);
+    let network = wasmkube_runtime::GuestNetwork::new(pod_ip)
+        .with_resolver(Arc::new(crate::dns::PodResolver::new(&resolv_conf)))
+        .with_policy(Arc::new(wasmkube_runtime::AllowAll));
+    (network, warnings)
+}
+
 /// What a start needs.
 #[derive(Debug, Clone)]
 pub(crate) struct StartRequest {
@@ -304,6 +320,14 @@ pub(crate) async fn start_container(
         }
         None => Vec::new(),
     };
+    let network = req.pod_ip.map(|ip| {
+        let (network, warnings) = guest_network(&ctx, pod, ip);
+        for warning in warnings {
+            // The kubelet's event for a resolver configuration cut to Kubernetes' limits.
+            event(EventType::Warning, "DNSConfigForming", warning);
+        }
+        network
+    });
     let spec = ContainerSpec {
         id: format!(
             "{namespace}/{}/{}",
@@ -317,6 +341,7 @@ pub(crate) async fn start_container(
         log: log.clone(),
         limits,
         listen,
+        network,
     };
     event(
         EventType::Normal,

@@ -157,6 +157,7 @@ impl ContainerRuntime for WasmRuntime {
                 stdout,
                 stderr,
                 limits,
+                network: spec.network,
             };
             let (stopper, task) = self.runtime.spawn(&program, process);
             let log = spec.log.clone();
@@ -198,6 +199,7 @@ impl ContainerRuntime for WasmRuntime {
                 stdout,
                 stderr,
                 limits,
+                network: spec.network,
                 ..Default::default()
             },
         );

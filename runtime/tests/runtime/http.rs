@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wasmkube_runtime::{HttpService, HttpSpec, Limits, MemorySink, ResponseBody};
+use wasmkube_runtime::{
+    GuestNetwork, HttpService, HttpSpec, Limits, MemorySink, Protocol, ResponseBody,
+};
 
 use crate::guests::{self, Handler};
 use crate::{PATIENCE, eventually, load, test_runtime};
@@ -184,6 +186,99 @@ async fn serve_answers_http_on_a_listener_and_shuts_down_gracefully() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("served\n"), "{reply}");
+
+    let _ = shutdown.send(());
+    let result = tokio::time::timeout(PATIENCE, server)
+        .await
+        .unwrap_or_else(|_| panic!("server still running after shutdown"));
+    assert!(matches!(result, Ok(Ok(()))));
+}
+
+/// Lets in connections from one address only, and asks nothing else.
+struct OnlyFrom(
+    std::net::IpAddr,
+    std::sync::Mutex<Vec<(std::net::SocketAddr, u16)>>,
+);
+
+impl wasmkube_runtime::ConnectPolicy for OnlyFrom {
+    fn allow_egress(&self, _to: std::net::SocketAddr, _protocol: Protocol) -> bool {
+        true
+    }
+
+    fn allow_ingress(
+        &self,
+        from: std::net::SocketAddr,
+        local_port: u16,
+        protocol: Protocol,
+    ) -> bool {
+        assert_eq!(protocol, Protocol::Tcp);
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((from, local_port));
+        from.ip() == self.0
+    }
+}
+
+/// Sends one request from `source` and returns the reply ("" when the connection was closed
+/// without one).
+async fn request_from(source: [u8; 4], to: std::net::SocketAddr) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = socket.connect(to).await.unwrap_or_else(|e| panic!("{e}"));
+    // A refused peer's connection may be closed before or while this is written.
+    let _ = stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply))
+        .await
+        .unwrap_or_else(|_| panic!("connection still open after {PATIENCE:?}"));
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test]
+async fn serve_closes_connections_the_policy_refuses_at_once() {
+    let policy = std::sync::Arc::new(OnlyFrom(
+        std::net::IpAddr::from([127, 0, 0, 7]),
+        std::sync::Mutex::default(),
+    ));
+    let network =
+        GuestNetwork::new(std::net::IpAddr::from([127, 0, 0, 1])).with_policy(policy.clone());
+    let spec = HttpSpec {
+        network: Some(network),
+        ..HttpSpec::default()
+    };
+    let (service, _dir) = service(Handler::Hello("served\n"), spec).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let service = service.clone();
+        async move {
+            service
+                .serve(listener, async {
+                    let _ = shutdown_signal.await;
+                })
+                .await
+        }
+    });
+
+    let refused = request_from([127, 0, 0, 8], address).await;
+    assert_eq!(refused, "", "a refused peer gets no answer");
+    assert_eq!(service.stats().requests, 0, "nor reaches the guest");
+    let served = request_from([127, 0, 0, 7], address).await;
+    assert!(served.contains("served\n"), "{served}");
+    let asked = policy.1.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked.iter().all(|(_, port)| *port == address.port()),
+        "{asked:?}"
+    );
 
     let _ = shutdown.send(());
     let result = tokio::time::timeout(PATIENCE, server)

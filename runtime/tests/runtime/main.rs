@@ -7,6 +7,7 @@ mod cpu;
 mod guests;
 mod http;
 mod load;
+mod network;
 mod process;
 mod samples;
 
