@@ -18,7 +18,9 @@
 //! packet leaves the machine.
 //!
 //! `cluster_dns` asks the server's cluster DNS with `dig` on 127.0.0.1, its upstream a
-//! dnsmasq the test starts there.
+//! dnsmasq the test starts there. `wasm_network` runs it in a lab (listening on host 0's
+//! address behind kube-dns, a dnsmasq upstream in host 0) for wasm pods calling Services by
+//! name.
 //!
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
@@ -65,4 +67,5 @@ mod scheduling;
 mod service_accounts;
 mod shutdown;
 mod tables;
+mod wasm_network;
 mod wasm_pods;
