@@ -9,12 +9,17 @@
  *      read until the server closes.
  *
  *   net-client [HOST [PORT [PATH]]]
+ *   net-client --serve PORT
  *
  * HOST, PORT and PATH default to $TARGET_HOST, $TARGET_PORT (else 80) and $TARGET_PATH (else
  * /). Prints, for each way, "net-client: http GET <url> -> <status>" or "net-client: tcp GET
  * <url> -> <status line>", then "net-client: <way> body <first bytes>", or one line saying
  * what failed (a name that does not resolve: "cannot resolve HOST: ..."). Exits 0 when both
  * answered, 1 otherwise.
+ *
+ * With --serve it is the other end: a wasi:sockets listener on 0.0.0.0:PORT (at the pod IP),
+ * printing "net-client: listening on ADDR", answering the first connection with
+ * "hello from net-client" and exiting 0.
  *
  * Built like api-client: bindings generated from wit/ (world net-client) by
  * `wasmkube-componentize bindgen`, a reactor core module exporting wasi:cli/run, the reactor
@@ -326,6 +331,94 @@ out:
     return ok;
 }
 
+/* "A.B.C.D:P" of an IPv4 socket address. */
+static void format_address(const wasi_sockets_network_ip_socket_address_t *addr, char *out,
+                           size_t size) {
+    if (addr->tag != WASI_SOCKETS_NETWORK_IP_SOCKET_ADDRESS_IPV4) {
+        snprintf(out, size, "(IPv6)");
+        return;
+    }
+    const wasi_sockets_network_ipv4_socket_address_t *v4 = &addr->val.ipv4;
+    snprintf(out, size, "%u.%u.%u.%u:%u", v4->address.f0, v4->address.f1, v4->address.f2,
+             v4->address.f3, v4->port);
+}
+
+/* --serve PORT: listens on 0.0.0.0:PORT (the node puts it at the pod IP), answers the first
+ * connection it is given with one line and exits 0. */
+static int serve(unsigned port) {
+    wasi_sockets_instance_network_own_network_t network =
+        wasi_sockets_instance_network_instance_network();
+    wasi_sockets_tcp_create_socket_own_tcp_socket_t socket;
+    wasi_sockets_tcp_error_code_t err;
+    int status = 1;
+    if (!wasi_sockets_tcp_create_socket_create_tcp_socket(WASI_SOCKETS_NETWORK_IP_ADDRESS_FAMILY_IPV4,
+                                                         &socket, &err)) {
+        printf("net-client: tcp socket: %s\n", socket_error_name(err));
+        wasi_sockets_network_network_drop_own(network);
+        return 1;
+    }
+    wasi_sockets_tcp_borrow_tcp_socket_t sock = wasi_sockets_tcp_borrow_tcp_socket(socket);
+    wasi_sockets_network_ip_socket_address_t any = {
+        .tag = WASI_SOCKETS_NETWORK_IP_SOCKET_ADDRESS_IPV4,
+        .val.ipv4 = {.port = (uint16_t)port, .address = {0, 0, 0, 0}},
+    };
+    char text[64];
+    if (!wasi_sockets_tcp_method_tcp_socket_start_bind(
+            sock, wasi_sockets_network_borrow_network(network), &any, &err) ||
+        !wasi_sockets_tcp_method_tcp_socket_finish_bind(sock, &err)) {
+        printf("net-client: bind to 0.0.0.0:%u: %s\n", port, socket_error_name(err));
+        goto out;
+    }
+    if (!wasi_sockets_tcp_method_tcp_socket_start_listen(sock, &err)) {
+        printf("net-client: listen: %s\n", socket_error_name(err));
+        goto out;
+    }
+    while (!wasi_sockets_tcp_method_tcp_socket_finish_listen(sock, &err)) {
+        if (err != WASI_SOCKETS_NETWORK_ERROR_CODE_WOULD_BLOCK) {
+            printf("net-client: listen: %s\n", socket_error_name(err));
+            goto out;
+        }
+        wait_socket(sock);
+    }
+    wasi_sockets_network_ip_socket_address_t local;
+    if (wasi_sockets_tcp_method_tcp_socket_local_address(sock, &local, &err)) {
+        format_address(&local, text, sizeof text);
+        printf("net-client: listening on %s\n", text);
+        fflush(stdout);
+    }
+    wasi_sockets_tcp_tuple3_own_tcp_socket_own_input_stream_own_output_stream_t accepted;
+    while (!wasi_sockets_tcp_method_tcp_socket_accept(sock, &accepted, &err)) {
+        if (err != WASI_SOCKETS_NETWORK_ERROR_CODE_WOULD_BLOCK) {
+            printf("net-client: accept: %s\n", socket_error_name(err));
+            goto out;
+        }
+        wait_socket(sock);
+    }
+    wasi_sockets_network_ip_socket_address_t peer;
+    if (wasi_sockets_tcp_method_tcp_socket_remote_address(
+            wasi_sockets_tcp_borrow_tcp_socket(accepted.f0), &peer, &err)) {
+        format_address(&peer, text, sizeof text);
+        printf("net-client: accepted a connection from %s\n", text);
+    }
+    static const char line[] = "hello from net-client\n";
+    net_client_list_u8_t bytes = {.ptr = (uint8_t *)line, .len = sizeof line - 1};
+    wasi_io_streams_stream_error_t write_err;
+    if (wasi_io_streams_method_output_stream_blocking_write_and_flush(
+            wasi_io_streams_borrow_output_stream(accepted.f2), &bytes, &write_err)) {
+        status = 0;
+    } else if (write_err.tag == WASI_IO_STREAMS_STREAM_ERROR_LAST_OPERATION_FAILED) {
+        wasi_io_error_error_drop_own(write_err.val.last_operation_failed);
+    }
+    wasi_io_streams_input_stream_drop_own(accepted.f1);
+    wasi_io_streams_output_stream_drop_own(accepted.f2);
+    wasi_sockets_tcp_tcp_socket_drop_own(accepted.f0);
+out:
+    wasi_sockets_tcp_tcp_socket_drop_own(socket);
+    wasi_sockets_network_network_drop_own(network);
+    fflush(stdout);
+    return status;
+}
+
 /* The program's arguments (argv[0] first), from WASI; at most `max`. */
 static size_t arguments(char **argv, size_t max) {
     __wasi_size_t count = 0, size = 0;
@@ -353,6 +446,14 @@ static const char *arg_or_env(int argc, char **argv, int i, const char *env, con
 }
 
 static int run(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "--serve") == 0) {
+        long port = strtol(argv[2], NULL, 10);
+        if (port < 1 || port > 65535) {
+            fprintf(stderr, "net-client: the port %s is not a number from 1 to 65535\n", argv[2]);
+            return 1;
+        }
+        return serve((unsigned)port);
+    }
     const char *host = arg_or_env(argc, argv, 1, "TARGET_HOST", NULL);
     const char *port_text = arg_or_env(argc, argv, 2, "TARGET_PORT", "80");
     const char *path = arg_or_env(argc, argv, 3, "TARGET_PATH", "/");

@@ -194,3 +194,88 @@ async fn a_guest_without_a_network_has_no_sockets() {
         "{text}"
     );
 }
+
+/// Lets in connections from one address only.
+struct OnlyFrom(IpAddr);
+
+impl ConnectPolicy for OnlyFrom {
+    fn allow_egress(&self, _to: SocketAddr, _protocol: Protocol) -> bool {
+        true
+    }
+
+    fn allow_ingress(&self, from: SocketAddr, _local_port: u16, _protocol: Protocol) -> bool {
+        from.ip() == self.0
+    }
+}
+
+/// Connects from `source` to `to` and reads until the guest closes ("" when refused).
+async fn read_from(source: [u8; 4], to: SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = socket.connect(to).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut text = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut text))
+        .await
+        .unwrap_or_else(|_| panic!("connection still open after {PATIENCE:?}"));
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn a_guests_listener_is_at_its_pod_ip_and_accepts_only_what_the_policy_allows() {
+    let (runtime, _dir) = test_runtime();
+    let Some(path) = sample("net-client.wasm") else {
+        return;
+    };
+    let program = runtime
+        .load_file(&path, "")
+        .await
+        .unwrap_or_else(|e| panic!("net-client does not load: {e}"));
+    let pod_ip = IpAddr::from([127, 0, 0, 5]);
+    let port = std::net::TcpListener::bind((pod_ip, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let (mut spec, out) = captured_spec(&["net-client", "--serve", &port.to_string()]);
+    spec.network = Some(
+        GuestNetwork::new(pod_ip).with_policy(Arc::new(OnlyFrom(IpAddr::from([127, 0, 0, 7])))),
+    );
+    let (_stopper, task) = runtime.spawn(&program, spec);
+    let listening = format!("net-client: listening on {pod_ip}:{port}\n");
+    crate::eventually("the guest to listen", || {
+        out.stdout.text().contains(&listening)
+    })
+    .await;
+    // The wildcard bind became the pod IP: nothing listens on another loopback address.
+    assert!(
+        tokio::net::TcpStream::connect((IpAddr::from([127, 0, 0, 1]), port))
+            .await
+            .is_err(),
+        "listening beyond the pod IP"
+    );
+    let to = SocketAddr::new(pod_ip, port);
+    assert_eq!(
+        read_from([127, 0, 0, 8], to).await,
+        "",
+        "a refused peer gets nothing"
+    );
+    assert_eq!(
+        read_from([127, 0, 0, 7], to).await,
+        "hello from net-client\n"
+    );
+    assert_eq!(
+        outcome_of(task).await,
+        Outcome::Exited(0),
+        "{}",
+        out.stdout.text()
+    );
+    assert!(
+        out.stdout
+            .text()
+            .contains("net-client: accepted a connection from 127.0.0.7:"),
+        "{}",
+        out.stdout.text()
+    );
+}
