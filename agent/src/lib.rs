@@ -85,7 +85,9 @@ pub struct AgentConfig {
     pub pod_network: PodNetwork,
     /// A client allowed to list and watch every Node (as `system:kube-proxy`, ClusterRole
     /// `system:node-proxier`): the routed pod network's routes follow the other Nodes, which a
-    /// node's own credentials may not read. `None` = `client`.
+    /// node's own credentials may not read. `None` = `client`. NetworkPolicy enforcement
+    /// watches every pod, namespace and NetworkPolicy through it (ClusterRole
+    /// `wasmkube:network-policy`); without it, no policy is enforced on this node.
     pub kube_proxy_client: Option<kube::Client>,
     /// The log server (`bind` port is the node's `kubeletEndpoint` port).
     pub log_server: LogServerConfig,
@@ -323,6 +325,18 @@ pub async fn start(
         data_dir: agent_dir.clone(),
         eviction: config.eviction_hard,
     };
+    let policies = match &config.kube_proxy_client {
+        Some(cluster_wide) => {
+            network::policy::NetworkPolicies::start(cluster_wide.clone(), vec![config.node_ip])
+        }
+        None => {
+            tracing::warn!(
+                "NetworkPolicy is not enforced for this node's wasm pods: it needs a cluster-wide \
+                 identity to watch pods, namespaces and policies (--kube-proxy-kubeconfig)"
+            );
+            network::policy::NetworkPolicies::disabled()
+        }
+    };
     let ctx = Arc::new(pod::PodContext {
         client: config.client.clone(),
         node_name: config.node_name.clone(),
@@ -347,6 +361,7 @@ pub async fn start(
         api_server: config.api_server.as_deref().and_then(service_host_port),
         tokens: volumes::ServiceAccountTokens::new(config.client.clone()),
         dns: config.dns.clone(),
+        policies,
     });
     let proxy = proxy::start(
         config.client.clone(),

@@ -50,6 +50,7 @@ use std::sync::{Mutex, PoisonError};
 use sha2::{Digest as _, Sha256};
 
 pub(crate) mod host_gw;
+pub mod policy;
 pub(crate) mod routed;
 
 pub use routed::{POD_DEVICE, PodNetworkCleanup, PodRoute, RTPROT_WASMKUBE, cleanup};

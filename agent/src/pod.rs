@@ -73,6 +73,9 @@ pub(crate) struct PodContext {
     pub(crate) tokens: crate::volumes::ServiceAccountTokens,
     /// The node's DNS settings: wasm pods resolve names as their resolv.conf says.
     pub(crate) dns: crate::dns::NodeDns,
+    /// NetworkPolicy: each wasm pod's connect policy comes from here (its informers run
+    /// while the agent does).
+    pub(crate) policies: crate::network::policy::NetworkPolicies,
 }
 
 impl std::fmt::Debug for PodContext {

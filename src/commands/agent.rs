@@ -43,12 +43,13 @@ pub(crate) struct AgentCommand {
     /// [default: the user's data directory, e.g. ~/.local/share/wasmkube].
     #[arg(long, env = "WASMKUBE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A kubeconfig of the user `system:kube-proxy` (ClusterRole system:node-proxier: read
-    /// every Node, Service and EndpointSlice), for what the agent watches cluster-wide and a
-    /// node's own credentials may not read: the routed pod network's routes to the other
-    /// Nodes. Make one on the server with
+    /// A kubeconfig of the user `system:kube-proxy` (ClusterRoles system:node-proxier: read
+    /// every Node, Service and EndpointSlice; wasmkube:network-policy: list every pod,
+    /// namespace and NetworkPolicy), for what the agent watches cluster-wide and a node's own
+    /// credentials may not read: the routed pod network's routes to the other Nodes, and
+    /// what NetworkPolicy for wasm pods is decided from. Make one on the server with
     /// `wasmkube server kubeconfig --user system:kube-proxy --server URL`. Needed with
-    /// `--pod-network routed`.
+    /// `--pod-network routed`; without it, no NetworkPolicy is enforced on this node.
     #[arg(long, value_name = "FILE")]
     kube_proxy_kubeconfig: Option<PathBuf>,
     #[command(flatten)]

@@ -367,11 +367,10 @@ impl ServerCommand {
                 .node
                 .agent_config(&data_dir, node_client, &running.ca_pem, 1)?;
             agent.api_server = Some(running.url.clone());
-            if agent.pod_network == wasmkube_agent::PodNetwork::Routed {
-                // As k3s' agent: the cluster-wide watches run as kube-proxy, not as the node.
-                agent.kube_proxy_client =
-                    Some(component_client(&data_dir, "system:kube-proxy", &[]).await?);
-            }
+            // As k3s' agent: the cluster-wide watches (the routed network's Nodes,
+            // NetworkPolicy's pods, namespaces and policies) run as kube-proxy, not as the node.
+            agent.kube_proxy_client =
+                Some(component_client(&data_dir, "system:kube-proxy", &[]).await?);
             node_name = Some(agent.node_name.clone());
             let started = wasmkube_agent::start(agent, shutdown.wait())
                 .await

@@ -52,6 +52,7 @@ mod kube_proxy;
 mod kubectl;
 mod limits;
 mod netns_lab;
+mod network_policies;
 mod node_authorizer;
 mod node_identity;
 mod node_ipam;

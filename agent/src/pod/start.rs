@@ -25,8 +25,9 @@ pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// The network of a pod's wasm guests: sockets at its IP, names resolved as its resolv.conf
 /// says ([`crate::dns::pod_resolv_conf`]: the cluster DNS and search paths for
-/// `ClusterFirst`), every connection in or out allowed (no NetworkPolicy is enforced yet:
-/// [`wasmkube_runtime::AllowAll`]). The warnings are what did not fit Kubernetes' limits.
+/// `ClusterFirst`), every connection in or out judged by the NetworkPolicies selecting the
+/// pod ([`crate::network::policy::PodPolicy`]). The warnings are what did not fit
+/// Kubernetes' limits.
 fn guest_network(
     ctx: &PodContext,
     pod: &Pod,
@@ -35,7 +36,7 @@ fn guest_network(
     let (resolv_conf, warnings) = crate::dns::pod_resolv_conf(pod, &ctx.dns);
     let network = wasmkube_runtime::GuestNetwork::new(pod_ip)
         .with_resolver(Arc::new(crate::dns::PodResolver::new(&resolv_conf)))
-        .with_policy(Arc::new(wasmkube_runtime::AllowAll));
+        .with_policy(ctx.policies.for_pod(pod, Some(pod_ip)));
     (network, warnings)
 }
 

@@ -323,7 +323,8 @@ mod tests {
                 "coordination.k8s.io",
                 "certificates.k8s.io",
                 "node.k8s.io",
-                "discovery.k8s.io"
+                "discovery.k8s.io",
+                "networking.k8s.io"
             ]
         );
         assert_eq!(

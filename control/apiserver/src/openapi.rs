@@ -187,6 +187,7 @@ mod tests {
                 "apis/certificates.k8s.io/v1",
                 "apis/coordination.k8s.io/v1",
                 "apis/discovery.k8s.io/v1",
+                "apis/networking.k8s.io/v1",
                 "apis/node.k8s.io/v1",
                 "apis/rbac.authorization.k8s.io/v1"
             ]

@@ -542,5 +542,20 @@ fn builtin() -> Vec<ResourceType> {
                 false,
             )
         },
+        // Generation follows `.spec` changes, as Kubernetes' networkPolicyStrategy.
+        ResourceType {
+            validate: validation::validate_network_policy,
+            default: validation::default_network_policy,
+            ..rt(
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+                "networkpolicies",
+                &["netpol"],
+                true,
+                &[],
+                true,
+            )
+        },
     ]
 }

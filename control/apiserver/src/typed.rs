@@ -40,6 +40,9 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("discovery.k8s.io", "EndpointSlice") => {
             roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
         }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>(obj)
+        }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             roundtrip::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(obj)
         }

@@ -10,7 +10,7 @@
 //!
 //! Submodules, by concept: [`metadata`] (object metadata, labels, selectors), `pod` (pod
 //! specs and pod updates), `container` (containers, ports, env, resources, probes),
-//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `endpointslice`, `data`
+//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `endpointslice`, `networkpolicy`, `data`
 //! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass), `rbac` (roles
 //! and bindings) and `certificates` (CertificateSigningRequests).
 //! Field errors are built with `wasmkube_api::field` and turned into [`Cause`]s here.
@@ -22,6 +22,7 @@ mod endpointslice;
 mod job;
 mod kinds;
 mod metadata;
+mod networkpolicy;
 mod pod;
 mod pod_defaults;
 mod quota;
@@ -43,6 +44,7 @@ pub use kinds::{
     validate_runtimeclass,
 };
 pub use metadata::validate_metadata;
+pub use networkpolicy::{default_network_policy, validate_network_policy};
 pub use pod::validate_pod;
 pub use pod_defaults::{
     DefaultTolerationSeconds, default_pod, default_toleration_seconds, pod_qos_class,

@@ -174,7 +174,8 @@ mod tests {
                 "coordination.k8s.io",
                 "certificates.k8s.io",
                 "node.k8s.io",
-                "discovery.k8s.io"
+                "discovery.k8s.io",
+                "networking.k8s.io"
             ]
         );
         let deployments = resource(&items[0]["versions"][0], "deployments");

@@ -304,6 +304,9 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("discovery.k8s.io", "EndpointSlice") => {
             add::<k8s_openapi::api::discovery::v1::EndpointSlice>(generator)
         }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            add::<k8s_openapi::api::networking::v1::NetworkPolicy>(generator)
+        }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(generator)
         }

@@ -262,6 +262,11 @@ mod tests {
                 "RuntimeClass",
                 "k8s.io.api.node.v1.RuntimeClass",
             ),
+            (
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                "k8s.io.api.networking.v1.NetworkPolicy",
+            ),
             ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale"),
             ("policy/v1", "Eviction", "k8s.io.api.policy.v1.Eviction"),
             (

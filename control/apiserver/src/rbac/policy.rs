@@ -137,6 +137,10 @@ fn binding(name: &str, role: &str, subjects: Vec<Subject>) -> Value {
 /// The role (and binding, to `system:nodes`) that lets every agent's kube-proxy follow the
 /// Services' endpoints.
 const NODE_PROXIER_ROLE: &str = "wasmkube:node-proxier";
+/// What an agent's NetworkPolicy enforcement reads cluster-wide (as k3s' embedded network
+/// policy controller reads it as `system:k3s-controller`), bound to `system:kube-proxy`,
+/// the identity of an agent's cluster-wide watches.
+const NETWORK_POLICY_ROLE: &str = "wasmkube:network-policy";
 
 /// The rules of `system:node`: what a node agent needs to register its Node, run its pods
 /// and report their status (Kubernetes' `NodeRules`).
@@ -594,6 +598,20 @@ pub(super) fn cluster_roles() -> Vec<Value> {
                     .resources(&["endpointslices"]),
             ],
         ),
+        // Every pod and namespace (peers are selected by their labels, found by their IPs)
+        // and every NetworkPolicy. Not a node's own credentials: the Node authorizer keeps
+        // a node to its own pods.
+        cluster_role(
+            NETWORK_POLICY_ROLE,
+            vec![
+                rule(&["list", "watch"])
+                    .groups(&[LEGACY])
+                    .resources(&["pods", "namespaces"]),
+                rule(&["list", "watch"])
+                    .groups(&[NETWORKING])
+                    .resources(&["networkpolicies"]),
+            ],
+        ),
         // k3s' CoreDNS role, for the server's cluster DNS (service account
         // kube-system/coredns): it watches Services and EndpointSlices.
         cluster_role(
@@ -730,6 +748,11 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
             NODE_PROXIER_ROLE,
             NODE_PROXIER_ROLE,
             vec![Subject::group("system:nodes")],
+        ),
+        binding(
+            NETWORK_POLICY_ROLE,
+            NETWORK_POLICY_ROLE,
+            vec![Subject::user("system:kube-proxy")],
         ),
         binding(
             "system:coredns",

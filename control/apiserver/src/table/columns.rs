@@ -319,6 +319,8 @@ pub(crate) enum Printer {
     Endpoints,
     /// NAME, ADDRESSTYPE, PORTS, ENDPOINTS, AGE.
     EndpointSlice,
+    /// NAME, POD-SELECTOR, AGE.
+    NetworkPolicy,
     Event,
     ConfigMap,
     Secret,
@@ -339,7 +341,7 @@ pub(crate) enum Printer {
     Default,
 }
 
-const ALL: [Printer; 23] = [
+const ALL: [Printer; 24] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -350,6 +352,7 @@ const ALL: [Printer; 23] = [
     Printer::Service,
     Printer::Endpoints,
     Printer::EndpointSlice,
+    Printer::NetworkPolicy,
     Printer::Event,
     Printer::ConfigMap,
     Printer::Secret,
@@ -379,6 +382,7 @@ impl Printer {
             ("", "Service") => Printer::Service,
             ("", "Endpoints") => Printer::Endpoints,
             ("discovery.k8s.io", "EndpointSlice") => Printer::EndpointSlice,
+            ("networking.k8s.io", "NetworkPolicy") => Printer::NetworkPolicy,
             ("", "Event") => Printer::Event,
             ("", "ConfigMap") => Printer::ConfigMap,
             ("", "Secret") => Printer::Secret,
@@ -425,6 +429,11 @@ impl Printer {
                     col("Endpoints", "string", doc::<EndpointSlice>("endpoints")),
                 ])
             }
+            Printer::NetworkPolicy => simple(vec![col(
+                "Pod-Selector",
+                "string",
+                doc::<k8s_openapi::api::networking::v1::NetworkPolicySpec>("podSelector"),
+            )]),
             Printer::Event => event(),
             Printer::ConfigMap => simple(vec![col("Data", "string", doc::<ConfigMap>("data"))]),
             Printer::Secret => simple(vec![

@@ -92,6 +92,11 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
             json!(format_discovery_endpoints(obj)),
             age(obj, now),
         ],
+        Printer::NetworkPolicy => vec![
+            name(obj),
+            json!(format_label_selector(at(obj, &["spec", "podSelector"]))),
+            age(obj, now),
+        ],
         Printer::Event => event(obj, now),
         Printer::ConfigMap => vec![
             name(obj),
@@ -797,6 +802,26 @@ mod tests {
         let empty = json!({"metadata": {"name": "none"}, "addressType": "IPv4"});
         let cells = row(Printer::EndpointSlice, empty);
         assert_eq!(cells[2..4], [json!("<unset>"), json!("<unset>")]);
+    }
+
+    #[test]
+    fn networkpolicy_row_shows_the_pod_selector_or_none() {
+        let policy = json!({
+            "metadata": meta("allow-client", "2025-03-01T11:59:50Z"),
+            "spec": {"podSelector": {"matchLabels": {"app": "web"},
+                     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+                     "policyTypes": ["Ingress"]}
+        });
+        assert_eq!(
+            row(Printer::NetworkPolicy, policy),
+            [
+                json!("allow-client"),
+                json!("app=web,tier in (a,b)"),
+                json!("10s")
+            ]
+        );
+        let all = json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}}});
+        assert_eq!(row(Printer::NetworkPolicy, all)[1], json!("<none>"));
     }
 
     #[test]
