@@ -8,7 +8,8 @@
 //!   [`pod::lifecycle`] (a pure state machine): init containers, restarts with
 //!   CrashLoopBackOff, graceful deletion; [`status`] writes `pods/status` when it changes.
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] seam and its wasmtime implementation.
-//! - [`logs`]: CRI-format log files and the HTTPS server behind `kubectl logs`.
+//! - [`logs`]: CRI-format log files and the HTTPS server behind `kubectl logs` and
+//!   `kubectl port-forward` ([`portforward`], over the [`spdy`] framing).
 //! - Events (source `kubelet`, the node as host) go through `wasmkube_client::events`.
 //! - [`images`], [`volumes`], [`probes`], [`network`]: the image store, volumes, probes and
 //!   pod IPs.
@@ -45,9 +46,11 @@ pub(crate) mod logs;
 pub mod network;
 pub mod node;
 pub(crate) mod pod;
+pub(crate) mod portforward;
 pub(crate) mod probes;
 pub mod proxy;
 pub(crate) mod runtime;
+pub(crate) mod spdy;
 pub(crate) mod status;
 pub mod volumes;
 

@@ -113,6 +113,8 @@ struct Registry {
 #[derive(Debug, Default)]
 struct PodEntry {
     uid: String,
+    /// The pod's IP once its sandbox has one (port forwarding dials it).
+    ip: Option<std::net::IpAddr>,
     containers: Vec<String>,
     /// Why a container has no log yet (its waiting reason).
     waiting: HashMap<String, String>,
@@ -134,6 +136,7 @@ impl LogRegistry {
             (namespace.to_string(), name.to_string()),
             PodEntry {
                 uid: uid.to_string(),
+                ip: None,
                 containers,
                 waiting: HashMap::new(),
             },
@@ -155,6 +158,28 @@ impl LogRegistry {
             .pods
             .get(&(namespace.to_string(), name.to_string()))
             .map(|p| p.uid.clone())
+    }
+
+    /// Records pod `namespace/name`'s IP (if it still has UID `uid`).
+    pub(crate) fn set_pod_ip(&self, namespace: &str, name: &str, uid: &str, ip: std::net::IpAddr) {
+        let mut reg = self.lock();
+        if let Some(p) = reg.pods.get_mut(&(namespace.to_string(), name.to_string()))
+            && p.uid == uid
+        {
+            p.ip = Some(ip);
+        }
+    }
+
+    /// The UID and IP of pod `namespace/name` on this node.
+    pub(crate) fn pod_address(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(String, Option<std::net::IpAddr>)> {
+        self.lock()
+            .pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|p| (p.uid.clone(), p.ip))
     }
 
     /// Whether pod `namespace/name` has a container (or init container) `container`.

@@ -59,6 +59,7 @@ mod node_ipam;
 mod node_lifecycle;
 mod node_proxy;
 mod pod_network;
+mod port_forward;
 mod quota;
 mod rbac;
 mod rbac_roles;

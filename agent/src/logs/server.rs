@@ -1,5 +1,6 @@
 //! The agent's HTTPS server: `/containerLogs/{namespace}/{pod}/{container}` like the
-//! kubelet's, for the apiserver's `pods/log` proxy, and `/healthz`.
+//! kubelet's, for the apiserver's `pods/log` proxy, `/portForward/{namespace}/{pod}` for its
+//! `pods/portforward` relay ([`crate::portforward`]), and `/healthz`.
 //!
 //! Query parameters: `follow`, `tailLines`, `sinceSeconds`, `sinceTime`, `previous`,
 //! `timestamps`, `limitBytes`. Errors are plain text with the kubelet's status codes and
@@ -186,7 +187,10 @@ async fn accept_loop(
                         }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                    // With upgrades: `/portForward` turns its connection into a SPDY session.
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                        .await;
                 });
             }
         }
@@ -231,6 +235,9 @@ async fn handle(
     }
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
+    }
+    if let Some(rest) = path.strip_prefix("/portForward/") {
+        return port_forward(ctx, rest, req);
     }
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -317,6 +324,86 @@ fn container_logs(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain"),
     );
+    resp
+}
+
+/// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, as the kubelet's): checks the
+/// upgrade, answers 101 and serves the SPDY session on the upgraded connection.
+fn port_forward(ctx: &Ctx, rest: &str, mut req: Request<Incoming>) -> Response<Body> {
+    if req.method() != http::Method::GET && req.method() != http::Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let parts: Vec<String> = rest
+        .split('/')
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let (namespace, pod, uid) = match parts.as_slice() {
+        [ns, pod] => (ns, pod, None),
+        [ns, pod, uid] => (ns, pod, Some(uid)),
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /portForward/{namespace}/{pod}[/{uid}]",
+            );
+        }
+    };
+    let Some((pod_uid, ip)) = ctx
+        .registry
+        .pod_address(namespace, pod)
+        .filter(|(pod_uid, _)| uid.is_none_or(|u| u == pod_uid))
+    else {
+        return text(StatusCode::NOT_FOUND, "pod does not exist");
+    };
+    let protocol = match crate::portforward::check_upgrade(req.headers()) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let mut resp = text(refusal.status, refusal.message);
+            if let Some(accepted) = refusal.accepted {
+                resp.headers_mut().insert(
+                    "x-accepted-stream-protocol-versions",
+                    http::HeaderValue::from_static(accepted),
+                );
+            }
+            return resp;
+        }
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let target = crate::portforward::Target {
+        pod: pod.clone(),
+        uid: pod_uid,
+        ip,
+    };
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => crate::portforward::serve(TokioIo::new(upgraded), target).await,
+            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static(crate::portforward::SPDY_31),
+    );
+    if let Some(protocol) = protocol {
+        headers.insert(
+            "x-stream-protocol-version",
+            http::HeaderValue::from_static(protocol),
+        );
+    }
     resp
 }
 

@@ -278,7 +278,12 @@ impl Worker {
                 .and_then(|s| s.pod_ip.as_deref())
                 .and_then(|ip| ip.parse().ok());
             match self.ctx.network.allocate(&self.uid, preferred).await {
-                Ok(ip) => self.pod_ip = Some(ip),
+                Ok(ip) => {
+                    self.pod_ip = Some(ip);
+                    self.ctx
+                        .logs
+                        .set_pod_ip(&self.namespace, &self.name, &self.uid, ip);
+                }
                 Err(e) => {
                     self.event(
                         None,

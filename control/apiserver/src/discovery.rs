@@ -125,6 +125,7 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
         ),
         Subresource::Binding => (None, "Binding", vec!["create"]),
         Subresource::Log => (None, rt.kind, vec!["get"]),
+        Subresource::PortForward => (None, "PodPortForwardOptions", vec!["create", "get"]),
         Subresource::Eviction => (Some(("policy", "v1")), "Eviction", vec!["create"]),
         Subresource::Token => (
             Some(("authentication.k8s.io", "v1")),

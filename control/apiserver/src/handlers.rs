@@ -3,8 +3,8 @@
 //! `dispatch` maps (method, path shape, subresource) to a verb. Reads live in
 //! `handlers/read.rs`, create/update/patch in `handlers/write.rs`, deletion in
 //! `handlers/delete.rs`, `/status`, `/scale`, `/binding` and `/log` in
-//! `handlers/subresource.rs`, `pods/eviction` in `handlers/eviction.rs`; watches in
-//! `crate::watch`.
+//! `handlers/subresource.rs`, `pods/eviction` in `handlers/eviction.rs`,
+//! `pods/portforward` in `crate::portforward`; watches in `crate::watch`.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -52,6 +52,15 @@ impl Request<'_> {
     }
 }
 
+/// Who sent a request, and its connection's upgrade (HTTP/1.1 requests; only
+/// `pods/portforward` takes it).
+pub struct Caller {
+    /// The (possibly impersonated) user; `None` only for the server's own requests.
+    pub user: Option<crate::authn::Identity>,
+    /// The connection, once the response switches protocols.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 /// Serves one request aimed at a resource.
 pub async fn dispatch(
     state: &AppState,
@@ -60,8 +69,9 @@ pub async fn dispatch(
     query: Query,
     headers: HeaderMap,
     body: Bytes,
-    user: Option<crate::authn::Identity>,
+    caller: Caller,
 ) -> ApiResult<Response> {
+    let Caller { user, upgrade } = caller;
     let output = crate::request::negotiate(&headers)?;
     let Target {
         rt,
@@ -146,6 +156,9 @@ pub async fn dispatch(
             eviction::evict(&req, &name, body).await
         }
         (Method::GET, Some(name), Some(Subresource::Log)) => subresource::log(&req, &name).await,
+        (Method::GET | Method::POST, Some(name), Some(Subresource::PortForward)) => {
+            crate::portforward::connect(&req, &name, upgrade).await
+        }
         (Method::POST, Some(name), Some(Subresource::Token)) => {
             crate::serviceaccount::token_request::create(&req, &name, body).await
         }

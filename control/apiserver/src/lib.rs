@@ -27,6 +27,7 @@ pub mod node_proxy;
 pub mod object;
 pub mod openapi;
 pub mod pki;
+pub mod portforward;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;

@@ -1,5 +1,6 @@
 //! The apiserver's client for node agents: `pods/log` is proxied to the agent of the
-//! pod's node, as kube-apiserver proxies it to the kubelet.
+//! pod's node, as kube-apiserver proxies it to the kubelet, and `pods/portforward`'s
+//! upgraded connection is relayed to it ([`crate::portforward`]).
 //!
 //! The agent is found through the Node object: one of its `status.addresses` (InternalIP
 //! first) and `status.daemonEndpoints.kubeletEndpoint.Port`. Who may write a Node decides
@@ -194,16 +195,15 @@ impl NodeClient {
         Ok(NodeClient { tls: Arc::new(tls) })
     }
 
-    /// GETs `path_and_query` from the agent of node `node` at `host:port` (one of the Node's
-    /// addresses and its agent port) and streams its answer back, once the agent proved it
-    /// is that node (see the module docs).
-    pub async fn get(
+    /// A TLS connection to the agent of node `node` at `host:port` (one of the Node's
+    /// addresses and its agent port), once the agent proved it is that node (see the module
+    /// docs).
+    async fn connect(
         &self,
         node: &str,
         host: &str,
         port: u16,
-        path_and_query: &str,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ApiError> {
         let unreachable = |what: String| {
             ApiError::unavailable(format!(
                 "the node agent of node \"{node}\" at {host}:{port} is unreachable: {what}"
@@ -239,6 +239,24 @@ impl NodeClient {
             .and_then(|c| c.first())
             .ok_or_else(|| refused("it presented no certificate".into()))?;
         check_node_subject(leaf, node).map_err(refused)?;
+        Ok(tls)
+    }
+
+    /// GETs `path_and_query` from the agent of node `node` at `host:port` and streams its
+    /// answer back, once the agent proved it is that node (see the module docs).
+    pub async fn get(
+        &self,
+        node: &str,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> Result<Response, ApiError> {
+        let unreachable = |what: String| {
+            ApiError::unavailable(format!(
+                "the node agent of node \"{node}\" at {host}:{port} is unreachable: {what}"
+            ))
+        };
+        let tls = self.connect(node, host, port).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -264,6 +282,65 @@ impl NodeClient {
         }
         Ok(out)
     }
+
+    /// Sends an HTTP/1.1 upgrade request (`POST path` with `headers`) to the agent of node
+    /// `node`: [`AgentUpgrade::Upgraded`] with the agent's 101 headers and the connection
+    /// when it switched protocols, else its answer (status, headers, at most 64 KiB of body).
+    pub async fn upgrade(
+        &self,
+        node: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+        headers: http::HeaderMap,
+    ) -> Result<AgentUpgrade, ApiError> {
+        let unreachable = |what: String| {
+            ApiError::unavailable(format!(
+                "the node agent of node \"{node}\" at {host}:{port} is unreachable: {what}"
+            ))
+        };
+        let tls = self.connect(node, host, port).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "agent connection ended");
+            }
+        });
+        let mut request = Request::post(path)
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        request.headers_mut().extend(headers);
+        let mut response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let headers = response.headers().clone();
+            let upgraded = hyper::upgrade::on(&mut response)
+                .await
+                .map_err(|e| unreachable(format!("upgrade: {e}")))?;
+            return Ok(AgentUpgrade::Upgraded(headers, upgraded));
+        }
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(AgentUpgrade::Refused(parts.status, parts.headers, body))
+    }
+}
+
+/// The agent's answer to an upgrade request.
+#[derive(Debug)]
+pub enum AgentUpgrade {
+    /// 101: the agent's headers and the upgraded connection.
+    Upgraded(http::HeaderMap, hyper::upgrade::Upgraded),
+    /// Anything else: its status, headers and body.
+    Refused(StatusCode, http::HeaderMap, bytes::Bytes),
 }
 
 /// Why the handshake failed, when it is the agent's certificate that was refused.

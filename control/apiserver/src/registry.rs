@@ -21,6 +21,9 @@ pub enum Subresource {
     Binding,
     /// `/log` (pods): container logs, served by the node agent.
     Log,
+    /// `/portforward` (pods): an upgraded connection relayed to the node agent, which
+    /// forwards its streams to the pod's ports (`kubectl port-forward`).
+    PortForward,
     /// `/eviction` (pods): a `policy/v1` Eviction, the API-initiated deletion
     /// `kubectl drain` asks for.
     Eviction,
@@ -39,6 +42,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::PortForward => "portforward",
             Subresource::Eviction => "eviction",
             Subresource::Approval => "approval",
             Subresource::Token => "token",
@@ -170,7 +174,7 @@ impl Registry {
     }
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, Scale, Status, Token};
+use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status, Token};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -297,7 +301,7 @@ fn builtin() -> Vec<ResourceType> {
                 "pods",
                 &["po"],
                 true,
-                &[Status, Binding, Eviction, Log],
+                &[Status, Binding, Eviction, Log, PortForward],
                 false,
             )
         },

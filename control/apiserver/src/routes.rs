@@ -124,7 +124,7 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
 }
 
 async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     if !(path == "/api"
         || path.starts_with("/api/")
@@ -177,6 +177,8 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
     let result = match read_body(body, &parts.headers).await {
         Ok(body) => {
             let user = parts.extensions.get::<crate::authn::Identity>().cloned();
+            // Only `pods/portforward` takes the connection over (HTTP/1.1 upgrades).
+            let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             handlers::dispatch(
                 &state,
                 parts.method,
@@ -184,7 +186,7 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
                 query,
                 parts.headers,
                 body,
-                user,
+                handlers::Caller { user, upgrade },
             )
             .await
         }

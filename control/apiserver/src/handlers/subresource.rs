@@ -255,6 +255,42 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
             )));
         }
     }
+    let (address, port) = agent_endpoint(req, node).await?;
+    let mut query = Vec::new();
+    for key in [
+        "follow",
+        "previous",
+        "timestamps",
+        "tailLines",
+        "sinceSeconds",
+        "sinceTime",
+        "limitBytes",
+    ] {
+        if let Some(v) = req.query.get(key) {
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            query.push(format!("{key}={encoded}"));
+        }
+    }
+    let ns = req.store_namespace().unwrap_or("default");
+    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    let client = req
+        .state
+        .inner
+        .node_client
+        .get()
+        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
+    client.get(node, &address, port, &path).await
+}
+
+/// Where the agent of node `node` listens: the Node's InternalIP (else its first address)
+/// and `status.daemonEndpoints.kubeletEndpoint.Port`.
+pub(crate) async fn agent_endpoint(req: &Request<'_>, node: &str) -> ApiResult<(String, u16)> {
     let nodes = req
         .state
         .registry()
@@ -291,34 +327,5 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
                 "node {node} has no agent endpoint (status.daemonEndpoints.kubeletEndpoint.Port)"
             ))
         })?;
-    let mut query = Vec::new();
-    for key in [
-        "follow",
-        "previous",
-        "timestamps",
-        "tailLines",
-        "sinceSeconds",
-        "sinceTime",
-        "limitBytes",
-    ] {
-        if let Some(v) = req.query.get(key) {
-            let encoded: String =
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-                    .collect();
-            query.push(format!("{key}={encoded}"));
-        }
-    }
-    let ns = req.store_namespace().unwrap_or("default");
-    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
-    if !query.is_empty() {
-        path.push('?');
-        path.push_str(&query.join("&"));
-    }
-    let client = req
-        .state
-        .inner
-        .node_client
-        .get()
-        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
-    client.get(node, &address, port, &path).await
+    Ok((address, port))
 }

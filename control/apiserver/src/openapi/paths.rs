@@ -549,6 +549,46 @@ impl Kind<'_> {
         Value::Object(item)
     }
 
+    /// `pods/portforward`: `connect` operations (GET for WebSockets, POST for SPDY), as
+    /// Kubernetes publishes them.
+    fn port_forward(&self) -> Value {
+        let mut responses = Map::new();
+        responses.insert(
+            "200".into(),
+            json!({"description": "OK", "content": {"*/*": {"schema": {"type": "string"}}}}),
+        );
+        responses.insert("401".into(), json!({"description": "Unauthorized"}));
+        let params = vec![q(
+            "ports",
+            "integer",
+            "List of ports to forward Required when using WebSockets",
+        )];
+        let gvk = json!({"group": "", "kind": "PodPortForwardOptions", "version": "v1"});
+        let mut item = Map::new();
+        for (method, verb) in [("get", "Get"), ("post", "Post")] {
+            item.insert(
+                method.into(),
+                self.op(
+                    format!(
+                        "connect {method} requests to portforward of {}",
+                        self.rt.kind
+                    ),
+                    format!(
+                        "connect{}{verb}{}{}Portforward",
+                        self.infix, self.scope, self.rt.kind
+                    ),
+                    params.clone(),
+                    None,
+                    Value::Object(responses.clone()),
+                    "connect",
+                    gvk.clone(),
+                ),
+            );
+        }
+        item.insert("parameters".into(), json!(self.path_params(true)));
+        Value::Object(item)
+    }
+
     fn all_namespaces(&self) -> Value {
         let kind = self.rt.kind;
         let mut params = list_params();
@@ -640,6 +680,7 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                     json!({"group": "authentication.k8s.io", "kind": "TokenRequest", "version": "v1"}),
                 ),
                 Subresource::Log => kind.log(),
+                Subresource::PortForward => kind.port_forward(),
             };
             paths.insert(path, item);
         }
