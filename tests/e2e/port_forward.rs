@@ -228,6 +228,17 @@ async fn forward_good_and_closed_port(cluster: &TestCluster, env: &[(&str, &str)
         stderr.contains("connect: connection refused"),
         "kubectl's error does not say why: {stderr}"
     );
+    // kubectl 1.32 itself then closes the whole session on an error-stream message
+    // (client-go's handleConnection), and says so.
+    pf.wait_for("kubectl giving up", "lost connection to pod")
+        .await
+        .or_else(|e| {
+            if pf.stderr().contains("lost connection to pod") {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
     Ok(())
 }
 
