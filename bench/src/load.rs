@@ -72,6 +72,66 @@ impl LoadResult {
             "latency": self.latency.to_json(),
         })
     }
+
+    /// The figures back from [`LoadResult::to_json`]'s JSON (`wasmkube-bench load --json`).
+    pub(crate) fn from_json(value: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            concurrency: usize::try_from(value["concurrency"].as_u64()?).ok()?,
+            ok: value["requests_ok"].as_u64()?,
+            errors: value["errors"].as_u64()?,
+            elapsed: Duration::try_from_secs_f64(value["elapsed_s"].as_f64()?).ok()?,
+            latency: LatencySummary::from_json(&value["latency"])?,
+        })
+    }
+}
+
+/// `wasmkube-bench load`: the HTTP load generator alone, against one address.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoadCommand {
+    /// The server's address, IP:PORT.
+    addr: SocketAddr,
+    /// The request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Concurrent keep-alive connections, one request in flight each.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
+    /// Seconds of requests not counted at the start.
+    #[arg(long, value_name = "SECS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60))]
+    warmup: u64,
+    /// Seconds counted.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl LoadCommand {
+    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+        let plan = LoadPlan {
+            addr: self.addr,
+            path: self.path,
+            concurrency: usize::try_from(self.concurrency).unwrap_or(1),
+            warmup: Duration::from_secs(self.warmup),
+            duration: Duration::from_secs(self.duration),
+        };
+        let result = run(&plan, &ProgressBar::hidden()).await?;
+        if self.json {
+            println!("{}", result.to_json());
+        } else {
+            println!(
+                "{} GET {}: {:.0} requests/s, {} errors, p50 {:.3} ms, p99 {:.3} ms",
+                plan.addr,
+                plan.path,
+                result.per_second(),
+                result.errors,
+                result.latency.p50_ms,
+                result.latency.p99_ms
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Counts of one worker.

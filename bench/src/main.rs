@@ -19,7 +19,11 @@
 //!   to `edit`, with `--authorization-mode RBAC` vs `AlwaysAllow`;
 //! - `encryption` ([`encryption`]): what encrypting Secrets at rest costs: Secret creates/s
 //!   and GET latency, `identity` vs `secretbox` (or any two providers);
-//! - `proxy` ([`proxy`]): kube-proxy's nftables rule programming at 1,000 Services.
+//! - `proxy` ([`proxy`]): kube-proxy's nftables rule programming at 1,000 Services;
+//! - `dns` ([`dns`]): the cluster DNS's queries/s and latency for a Service name, next to
+//!   dnsmasq;
+//! - `service` ([`service`]): requests through a ClusterIP versus straight to the pod IP,
+//!   kube-proxy's nftables mode and userspace relay.
 //!
 //! Shared pieces: two servers compared side by side in alternating rounds ([`sides`]), the
 //! server the bench starts and its clients ([`target`]), the samples and
@@ -41,6 +45,7 @@ mod authz;
 mod creates;
 mod density;
 mod deployment;
+mod dns;
 mod encryption;
 mod http;
 mod load;
@@ -50,6 +55,7 @@ mod podwatch;
 mod proxy;
 mod report;
 mod samples;
+mod service;
 mod sides;
 mod store;
 mod table;
@@ -84,6 +90,15 @@ Subcommands (each has its own --help saying exactly what it measures):
             network namespace the bench makes; needs root and nft): 1,000 selector-less
             Services x 10 endpoints, slice write -> rules in place p50/p99; one endpoint change
             at that size (and the sync's own time); a restarted proxy's full sync.
+  dns       the cluster DNS: queries/s and p50/p99 of A queries for a Service name from
+            closed-loop UDP clients, and a dig loop, next to dnsmasq answering the same name
+            (needs dnsmasq and dig: apt-get install dnsmasq-base dnsutils).
+  service   requests/s and p50/p99 of the http-hello pod through its Service's ClusterIP
+            versus straight to the pod IP, in alternating rounds, with kube-proxy's nftables
+            mode and its userspace relay; the server and the client each in a network
+            namespace the bench makes (needs root, iproute2, nftables, curl, kubectl).
+  load ADDR the HTTP load generator alone: closed-loop keep-alive GETs to ADDR for a fixed
+            time, requests/s and p50/p99 (what `service` runs inside its client namespace).
 
 Every benchmark starts its own `wasmkube server` (the wasmkube binary next to this one, or
 --wasmkube PATH) on a free loopback port with a temporary data directory and stops it at the
@@ -105,7 +120,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, load.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -142,6 +157,14 @@ enum BenchSubcommand {
     /// kube-proxy's nftables rule programming: 1,000 Services x 10 endpoints, one endpoint
     /// change at that size, a restart's full sync (in a network namespace; needs root).
     Proxy(proxy::ProxyCommand),
+    /// The cluster DNS: queries/s and latency for a Service name, next to dnsmasq.
+    Dns(dns::DnsCommand),
+    /// Requests through a ClusterIP versus straight to the pod IP, nftables and userspace
+    /// (in network namespaces; needs root).
+    Service(service::ServiceCommand),
+    /// The HTTP load generator alone against IP:PORT (what `service` runs in its client's
+    /// network namespace).
+    Load(load::LoadCommand),
 }
 
 impl BenchCommand {
@@ -159,6 +182,9 @@ impl BenchCommand {
             Some(BenchSubcommand::Authz(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Encryption(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Proxy(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Dns(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Service(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Load(cmd)) => cmd.execute().await,
         }
     }
 }
@@ -300,7 +326,15 @@ mod tests {
 
     #[test]
     fn each_benchmark_is_a_subcommand() {
-        for name in ["pods", "http", "density", "deployment"] {
+        for name in [
+            "pods",
+            "http",
+            "density",
+            "deployment",
+            "proxy",
+            "dns",
+            "service",
+        ] {
             let bench = BenchCommand::try_parse_from(["wasmkube-bench", name]).expect("parses");
             assert!(bench.command.is_some(), "{name}");
         }

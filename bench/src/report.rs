@@ -66,6 +66,16 @@ impl LatencySummary {
     pub(crate) fn to_json(self) -> Value {
         json!({ "samples": self.count, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms })
     }
+
+    /// The figures back from [`LatencySummary::to_json`]'s JSON.
+    pub(crate) fn from_json(value: &Value) -> Option<Self> {
+        Some(Self {
+            count: value["samples"].as_u64()?,
+            p50_ms: value["p50_ms"].as_f64()?,
+            p99_ms: value["p99_ms"].as_f64()?,
+            max_ms: value["max_ms"].as_f64()?,
+        })
+    }
 }
 
 /// One row of the create benchmark: one path (HTTP API or raw store) at one concurrency.
