@@ -17,6 +17,11 @@
 //! * Rotation ([`rotation`]): at a random point between 70% and 84% of the certificate's
 //!   lifetime (the kubelet's jitter) the agent asks for a new one with its current
 //!   identity (approved as `selfnodeclient`), stores it and switches to it.
+//! * kube-proxy ([`request::CertificateRequest::kube_proxy`], signer
+//!   `kubernetes.io/kube-apiserver-client`): a joined agent with the routed pod network asks,
+//!   as itself, for a `system:kube-proxy` certificate (approved by the server for nodes, as
+//!   k3s hands its agents one), kept and renewed like the others in [`KUBE_PROXY_FILE`]:
+//!   its Node watch needs every Node, which a node's own credentials may not read.
 //! * Switching: the certificate in use lives in a [`CertificateSlot`]; the API client's
 //!   TLS configuration resolves its client certificate from the slot on every new
 //!   connection ([`client::api_client`]), so a rotated certificate is used without
@@ -38,6 +43,8 @@ use rustls::sign::CertifiedKey;
 pub const CLIENT_FILE: &str = "kubelet-client-current.pem";
 /// The serving certificate's file under the agent's pki directory.
 pub const SERVING_FILE: &str = "kubelet-server-current.pem";
+/// The node's kube-proxy client certificate (`system:kube-proxy`) under the pki directory.
+pub const KUBE_PROXY_FILE: &str = "kube-proxy-current.pem";
 /// The cluster CA the agent trusts, under the agent's pki directory.
 pub const CA_FILE: &str = "ca.crt";
 

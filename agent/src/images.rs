@@ -41,6 +41,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub mod airgap;
 mod bounded;
 pub mod build;
 mod export;

@@ -6,7 +6,8 @@
 //!   in `kube-node-lease` (renewed every 10 s).
 //! - [`pod`]: one watch of this node's pods and one worker per pod driving the pod's
 //!   [`pod::lifecycle`] (a pure state machine): init containers, restarts with
-//!   CrashLoopBackOff, graceful deletion; [`status`] writes `pods/status` when it changes.
+//!   CrashLoopBackOff, graceful deletion with `preStop` hooks; [`status`] writes `pods/status`
+//!   when it changes.
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] seam and its wasmtime implementation.
 //! - [`logs`]: CRI-format log files and the HTTPS server behind `kubectl logs` and
 //!   `kubectl port-forward` ([`portforward`], over the [`spdy`] framing).
@@ -31,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +117,10 @@ pub struct AgentConfig {
     /// Renewal of the client certificate `client` presents (a joined agent's); `None` for
     /// credentials someone else keeps current.
     pub client_rotation: Option<certificates::rotation::Rotation>,
+    /// Getting and renewing the `system:kube-proxy` certificate `kube_proxy_client`
+    /// presents (a joined agent's, asked for with the node's own credentials; an empty slot
+    /// is filled at once); `None` when someone else keeps those credentials.
+    pub kube_proxy_rotation: Option<certificates::rotation::Rotation>,
     /// Ask the cluster for the log server's serving certificate (signer
     /// `kubernetes.io/kubelet-serving`, for the node's name and address) and renew it, as
     /// the kubelet's `serverTLSBootstrap`; it is kept in `<data-dir>/agent/pki/`. Needs
@@ -189,6 +194,7 @@ impl AgentConfig {
             compile_timeout: wasmkube_runtime::DEFAULT_COMPILE_TIMEOUT,
             guest_scheduling: wasmkube_runtime::DEFAULT_GUEST_SCHEDULING,
             client_rotation: None,
+            kube_proxy_rotation: None,
             server_tls_bootstrap: false,
             proxy_mode: proxy::ProxyMode::None,
             registries: images::registry::RegistryConfig::default(),
@@ -288,6 +294,7 @@ pub async fn start(
         }
     };
     let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
+    import_airgap_images(&images, &agent_dir).await;
 
     let network = match config.pod_network {
         PodNetwork::Loopback => pod::sandbox::Network::loopback(config.node_index)?,
@@ -335,7 +342,7 @@ pub async fn start(
         None => {
             tracing::warn!(
                 "NetworkPolicy is not enforced for this node's wasm pods: it needs a cluster-wide \
-                 identity to watch pods, namespaces and policies (--kube-proxy-kubeconfig)"
+                 identity to watch pods, namespaces and policies (system:kube-proxy)"
             );
             network::policy::NetworkPolicies::disabled()
         }
@@ -385,6 +392,13 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| client.clone());
     let rotation = config.client_rotation.map(|rotation| {
+        tokio::spawn(certificates::rotation::run(
+            client.clone(),
+            rotation,
+            stopped.clone(),
+        ))
+    });
+    let kube_proxy_rotation = config.kube_proxy_rotation.map(|rotation| {
         tokio::spawn(certificates::rotation::run(
             client.clone(),
             rotation,
@@ -444,7 +458,10 @@ pub async fn start(
         if let Some(routes) = routes {
             let _ = routes.await;
         }
-        for rotation in [rotation, serving].into_iter().flatten() {
+        for rotation in [rotation, kube_proxy_rotation, serving]
+            .into_iter()
+            .flatten()
+        {
             let _ = rotation.await;
         }
         let _ = lease.await;
@@ -467,6 +484,35 @@ pub async fn start(
 
 /// The serving certificate's renewal: for the node's name and address, stored in the pki
 /// directory; a stored certificate still usable for them is put in `slot` at once.
+/// Imports the images of the air-gap directory (`<data-dir>/agent/image-imports/`) before
+/// any pod starts; each failure is logged and skipped.
+async fn import_airgap_images(images: &images::ImageStore, agent_dir: &Path) {
+    let dir = agent_dir.join(images::airgap::AIRGAP_DIR);
+    let store = images.clone();
+    let scan = dir.clone();
+    let results = tokio::task::spawn_blocking(move || images::airgap::import_dir(&store, &scan))
+        .await
+        .unwrap_or_default();
+    for import in results {
+        match import.result {
+            Ok(imported) => {
+                for image in imported {
+                    tracing::info!(
+                        path = %import.path.display(),
+                        image = image.name.as_deref().unwrap_or(&image.digest),
+                        "imported an image from the air-gap directory"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(
+                path = %import.path.display(),
+                %error,
+                "an entry of the air-gap image directory could not be imported; skipped"
+            ),
+        }
+    }
+}
+
 fn serving_rotation(
     config: &AgentConfig,
     slot: &Arc<certificates::CertificateSlot>,

@@ -34,7 +34,9 @@
 //!
 //! The Node watch needs a client that may list every Node, which a node's own credentials may
 //! not (the Node authorizer lets a node read only its own Node): the server's embedded agent
-//! acts as `system:kube-proxy` for it, `wasmkube agent` takes `--kube-proxy-kubeconfig`.
+//! acts as `system:kube-proxy` for it; `wasmkube agent` asks the cluster for a
+//! `system:kube-proxy` certificate as itself (approved by the server for nodes, see
+//! [`crate::certificates`]) unless it is given `--kube-proxy-kubeconfig`.
 //! Nothing above this module changes: the lifecycle asks for an IP and binds listeners on it.
 //!
 //! # Restarts

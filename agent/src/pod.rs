@@ -36,6 +36,7 @@ use crate::runtime::ContainerRuntime;
 
 pub(crate) mod backoff;
 pub(crate) mod env;
+pub(crate) mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod sandbox;
 pub(crate) mod start;

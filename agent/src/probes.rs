@@ -27,7 +27,7 @@ mod check;
 #[cfg(test)]
 mod test_server;
 
-pub(crate) use check::{ProbeResult, probe_once};
+pub(crate) use check::{ProbeResult, http_get, probe_once};
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use wasmkube_agent::certificates::{self, CertificateSlot, client, request, rotation};
 
 use super::cluster::{
-    LogFormat, NodeArgs, PodNetworkArg, Shutdown, default_data_dir, index_from_name, init_logging,
+    LogFormat, NodeArgs, Shutdown, default_data_dir, index_from_name, init_logging,
 };
 
 /// Join this machine (or another node on it) to a cluster and run the pods bound to it.
@@ -47,9 +47,10 @@ pub(crate) struct AgentCommand {
     /// every Node, Service and EndpointSlice; wasmkube:network-policy: list every pod,
     /// namespace and NetworkPolicy), for what the agent watches cluster-wide and a node's own
     /// credentials may not read: the routed pod network's routes to the other Nodes, and
-    /// what NetworkPolicy for wasm pods is decided from. Make one on the server with
-    /// `wasmkube server kubeconfig --user system:kube-proxy --server URL`. Needed with
-    /// `--pod-network routed`; without it, no NetworkPolicy is enforced on this node.
+    /// what NetworkPolicy for wasm pods is decided from [default: the agent asks the cluster
+    /// for a `system:kube-proxy` certificate as itself, which the server approves for nodes,
+    /// as k3s provisions its agents; kept in DIR/agent/pki/ and renewed]. Make one by hand on
+    /// the server with `wasmkube server kubeconfig --user system:kube-proxy --server URL`.
     #[arg(long, value_name = "FILE")]
     kube_proxy_kubeconfig: Option<PathBuf>,
     #[command(flatten)]
@@ -101,14 +102,6 @@ impl AgentCommand {
             None => default_data_dir()?,
         };
         let server = server.trim_end_matches('/').to_string();
-        if self.node.pod_network == PodNetworkArg::Routed && self.kube_proxy_kubeconfig.is_none() {
-            anyhow::bail!(
-                "--pod-network routed routes to every other Node's pod CIDR, and a node's own \
-                 credentials may read only its own Node: pass --kube-proxy-kubeconfig FILE \
-                 (make it on the server with `wasmkube server kubeconfig --user \
-                 system:kube-proxy --server {server}`) or use --pod-network loopback"
-            );
-        }
         let name = self
             .node
             .node_name
@@ -166,6 +159,52 @@ impl AgentCommand {
                     .await
                     .context("--kube-proxy-kubeconfig")?,
             );
+        } else {
+            // The cluster-wide watches (the routed network's Nodes, NetworkPolicy's pods,
+            // namespaces and policies) need more than a node may read: the agent asks for a
+            // system:kube-proxy certificate as itself (the server approves it for nodes),
+            // keeps it beside its own and renews it; until it arrives the watches retry.
+            let request = request::CertificateRequest::kube_proxy();
+            let stored = certificates::load(
+                &pki,
+                certificates::KUBE_PROXY_FILE,
+                &ca_pem,
+                &request.common_name,
+            );
+            // Asked for now when there is none yet (the server approves it at once): a
+            // client made with an empty slot would keep its first, certificate-less
+            // connections. Without one within 30 s, the rotation keeps asking.
+            let stored = match stored {
+                Some(credentials) => Some(credentials),
+                None => {
+                    let give_up = async {
+                        tokio::select! {
+                            () = shutdown.wait() => {}
+                            () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                        }
+                    };
+                    match request::request_certificate(&agent.client, &request, give_up).await {
+                        Ok(credentials) => {
+                            certificates::store(&pki, certificates::KUBE_PROXY_FILE, &credentials)
+                                .context("storing the kube-proxy certificate")?;
+                            Some(credentials)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no system:kube-proxy certificate yet; the routed network's Node watch and NetworkPolicy wait for it");
+                            None
+                        }
+                    }
+                }
+            };
+            let proxy_slot = CertificateSlot::new(stored);
+            agent.kube_proxy_client =
+                Some(client::api_client(&server, &ca_pem, proxy_slot.clone())?);
+            agent.kube_proxy_rotation = Some(rotation::Rotation {
+                slot: proxy_slot,
+                request,
+                dir: pki.clone(),
+                file: certificates::KUBE_PROXY_FILE,
+            });
         }
         agent.client_rotation = Some(rotation::Rotation {
             slot,

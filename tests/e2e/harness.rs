@@ -52,7 +52,7 @@ use netns::NamespaceForward;
 pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
-pub(crate) use pods::{container_status, events_of};
+pub(crate) use pods::{container_status, events_of, sample_layout};
 pub(crate) use registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry, which};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
@@ -266,10 +266,6 @@ impl TestClusterBuilder {
         if !self.agents.is_empty() {
             let token = cluster.join_token().await?;
             let url = cluster.agents_server_url();
-            let kube_proxy_kubeconfig = match cluster.lab {
-                Some(_) => Some(cluster.kube_proxy_kubeconfig().await?),
-                None => None,
-            };
             for (i, mut spec) in self.agents.into_iter().enumerate() {
                 let host = match &cluster.lab {
                     Some(lab) => Some(lab.host(i + 1)?.clone()),
@@ -277,11 +273,6 @@ impl TestClusterBuilder {
                 };
                 if let Some(host) = &host {
                     spec = spec.node_ip(host.ip());
-                }
-                if let Some(path) = &kube_proxy_kubeconfig {
-                    spec = spec
-                        .arg("--kube-proxy-kubeconfig")
-                        .arg(&path.display().to_string());
                 }
                 let agent = AgentProcess::spawn(spec, i + 1, &url, &token, host)?;
                 cluster.agents.push(agent);
@@ -481,27 +472,6 @@ impl TestCluster {
         let path = self
             .data_dir()
             .join(format!("kubeconfig-{}.yaml", user.replace(':', "-")));
-        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    }
-
-    /// A kubeconfig for `system:kube-proxy` that reaches the apiserver where agents do,
-    /// written next to the admin one (a lab's agents get it as `--kube-proxy-kubeconfig`).
-    pub(crate) async fn kube_proxy_kubeconfig(&self) -> Result<PathBuf> {
-        let data_dir = self.data_dir().display().to_string();
-        let url = self.agents_server_url();
-        let yaml = nodes::run_cli(&[
-            "server",
-            "kubeconfig",
-            "--data-dir",
-            &data_dir,
-            "--user",
-            "system:kube-proxy",
-            "--server",
-            &url,
-        ])
-        .await?;
-        let path = self.data_dir().join("kubeconfig-kube-proxy.yaml");
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }

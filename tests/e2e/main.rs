@@ -26,6 +26,7 @@
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
 mod admission;
+mod airgap;
 mod api_kubectl;
 mod api_semantics;
 mod audit;
@@ -67,6 +68,7 @@ mod registry;
 mod replicasets;
 mod scheduling;
 mod service_accounts;
+mod service_traffic;
 mod shutdown;
 mod tables;
 mod wasm_network;

@@ -235,9 +235,27 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
         poll_until(&format!("{node}'s host-gw routes"), DEADLINE, || async {
             Ok((agent_routes(&cluster, i).await? == want).then_some(()))
         })
-        .await?;
+        .await
+        .with_context(|| cluster.logs_tail(40))?;
     }
     curl_every_pod_from_every_host(&cluster, &pods).await?;
+
+    // The joined agents watch every Node as system:kube-proxy, with a certificate each asked
+    // for as itself and the server approved (no kubeconfig made by hand).
+    let csrs = cluster.kubectl_json(&["get", "csr", "-o", "json"]).await?;
+    for node in &NODES[1..] {
+        let approved = csrs["items"].as_array().into_iter().flatten().any(|csr| {
+            csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client"
+                && csr["spec"]["username"] == format!("system:node:{node}").as_str()
+                && csr["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Approved" && c["reason"] == "AutoApproved")
+                && csr["status"]["certificate"].is_string()
+        });
+        ensure!(approved, "no approved kube-proxy CSR of {node}: {csrs}");
+    }
 
     // An agent restarted (after a kill -9) adopts its pod with its IP and adds no second
     // address or route.

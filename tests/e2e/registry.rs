@@ -260,6 +260,20 @@ async fn a_failed_pull_says_why_and_leaves_no_image() -> Result<()> {
         "no image is named after failed pulls: {listed}"
     );
 
+    // A layer cut short: its size no longer matches (the registry serves what it has).
+    bytes[last] ^= 0xff;
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&data, &bytes)?;
+    let error = image_fails(store.path(), &["pull", &name]).await?;
+    assert!(
+        error.contains("size") || error.contains("digest") || error.contains("length"),
+        "{error}"
+    );
+    assert!(
+        !blob(store.path(), &layer).exists(),
+        "the short layer is not stored"
+    );
+
     // A registry that is down.
     registry.stop().await?;
     let error = image_fails(store.path(), &["pull", &name]).await?;
@@ -506,5 +520,133 @@ async fn an_exported_image_imports_on_another_node() -> Result<()> {
     )
     .await?;
     assert!(taken.contains("not empty"), "{taken}");
+    Ok(())
+}
+
+/// A pod whose image's registry is down waits in ImagePullBackOff, and runs once the
+/// registry is back (the kubelet's back-off retries the pull).
+#[tokio::test]
+async fn a_pull_that_failed_while_the_registry_was_down_succeeds_once_it_is_back() -> Result<()> {
+    const DEADLINE: Duration = Duration::from_secs(180);
+    let mut registry = TestRegistry::start().await?;
+    let builder = tempfile::tempdir()?;
+    let wasm = sample("hello.wasm")?;
+    let name = format!("{}/recover/hello:v1", registry.addr());
+    image_ok(
+        builder.path(),
+        &["build", &wasm.display().to_string(), "-t", &name],
+    )
+    .await?;
+    image_ok(builder.path(), &["push", &name]).await?;
+    registry.stop().await?;
+
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("recover"))
+        .start()
+        .await?;
+    let mut pod = cluster.sample_pod("hello")?;
+    pod["metadata"]["name"] = json!("recover");
+    pod["spec"]["containers"][0]["image"] = json!(name);
+    cluster.apply_json(&pod).await?;
+    wait_pull_failure(&cluster, "recover", "recover/hello:v1").await?;
+
+    registry.start_again().await?;
+    let done = cluster
+        .wait_pod(
+            "recover",
+            "Succeeded once the registry is back",
+            DEADLINE,
+            |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"),
+        )
+        .await?;
+    let status = container_status(&done).context("a container status")?;
+    assert!(status.image_id.contains("sha256:"), "{}", status.image_id);
+    let logs = cluster.kubectl_ok(&["logs", "recover"]).await?;
+    assert!(logs.contains("first-arg"), "{logs}");
+    Ok(())
+}
+
+/// Writes an OCI layout of a Linux container image (config `os: linux`, one tar layer with
+/// `bin/sh`) to `dir`, tagged `v1`: what a wasm node must refuse by its media types and
+/// platform, whatever its name says.
+fn linux_image_layout(dir: &Path) -> Result<()> {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let blob = |bytes: &[u8]| -> Result<(String, usize)> {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes)?;
+        Ok((format!("sha256:{hex}"), bytes.len()))
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    let sh = b"\x7fELF not really a shell";
+    header.set_size(sh.len() as u64);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    layer.append_data(&mut header, "bin/sh", &sh[..])?;
+    let layer = layer.into_inner()?;
+    let (layer_digest, layer_size) = blob(&layer)?;
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = blob(&serde_json::to_vec(&config)?)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer_size,
+        }],
+    });
+    let (manifest_digest, manifest_size) = blob(&serde_json::to_vec(&manifest)?)?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
+}
+
+/// An image of the wrong kind (a Linux container's media types and platform) never runs as
+/// a wasm pod: the pod waits in ImagePullBackOff saying it is not a wasm image.
+#[tokio::test]
+async fn an_image_with_the_wrong_media_types_is_refused() -> Result<()> {
+    let registry = TestRegistry::start().await?;
+    let layout = tempfile::tempdir()?;
+    linux_image_layout(layout.path())?;
+    let name = format!("{}/wrong/linux:v1", registry.addr());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{name}"),
+    ])
+    .await?;
+
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("wrong-kind"))
+        .start()
+        .await?;
+    let mut pod = cluster.sample_pod("hello")?;
+    pod["metadata"]["name"] = json!("wrong-kind");
+    pod["spec"]["containers"][0]["image"] = json!(name);
+    cluster.apply_json(&pod).await?;
+    wait_pull_failure(&cluster, "wrong-kind", "not a wasm image").await?;
     Ok(())
 }

@@ -19,6 +19,10 @@ use super::{CertificateError, Credentials};
 pub const SIGNER_KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// The signer of node serving certificates.
 pub const SIGNER_KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
+/// The signer of client certificates for other users (here: the node's kube-proxy).
+pub const SIGNER_KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+/// The user a node's kube-proxy acts as.
+pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
 /// How often the wait for approval is logged.
 const WAITING_NOTICE: Duration = Duration::from_secs(30);
 
@@ -64,6 +68,21 @@ impl CertificateRequest {
             dns_names,
             ips,
             usages: vec!["digital signature".into(), "server auth".into()],
+            name_prefix: "csr-",
+        }
+    }
+
+    /// The `system:kube-proxy` client certificate a node asks for (with its own credentials)
+    /// for its kube-proxy and the routed pod network's Node watch; the server approves it
+    /// for nodes (`certificatesigningrequests/nodeproxyclient`).
+    pub fn kube_proxy() -> Self {
+        CertificateRequest {
+            signer: SIGNER_KUBE_APISERVER_CLIENT,
+            common_name: KUBE_PROXY_USER.to_string(),
+            organizations: Vec::new(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            usages: vec!["digital signature".into(), "client auth".into()],
             name_prefix: "csr-",
         }
     }

@@ -676,3 +676,50 @@ fn a_gzip_bomb_layer_of_a_runwasi_image_is_refused() {
     assert!(message.contains("decompression bomb"), "{message}");
     assert!(store.list().expect("list").is_empty());
 }
+
+#[test]
+fn the_air_gap_directory_imports_layouts_and_archives_and_skips_other_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join(airgap::AIRGAP_DIR);
+    let hello_dir = dir.join("hello");
+    let mut hello = Layout::new(&hello_dir);
+    let hello_desc = hello.wasm_artifact(MODULE);
+    hello.add(
+        hello_desc,
+        &[(oci::ANNOTATION_IMAGE_NAME, "airgap/hello:v1")],
+    );
+    let other_dir = tmp.path().join("other");
+    let mut other = Layout::new(&other_dir);
+    let other_desc = other.wasm_artifact(OTHER_MODULE);
+    other.add(
+        other_desc,
+        &[(oci::ANNOTATION_IMAGE_NAME, "airgap/other:v1")],
+    );
+    archive(&other_dir, &dir.join("other.tar"));
+    fs::write(dir.join("README.txt"), "not an image").expect("write");
+    fs::write(dir.join("broken.tar"), "not a tar archive").expect("write");
+    let store = store(&tmp);
+
+    let results = airgap::import_dir(&store, &dir);
+    // Sorted by name: broken.tar fails (reported, not fatal), then hello/ and other.tar.
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| r.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["broken.tar", "hello", "other.tar"]);
+    assert!(results[0].result.is_err());
+    for (result, name) in results[1..].iter().zip(["hello", "other"]) {
+        let images = result.result.as_ref().expect("imported");
+        let full = format!("docker.io/airgap/{name}:v1");
+        assert_eq!(images[0].name.as_deref(), Some(full.as_str()));
+        store.resolve(&full).expect("resolves");
+    }
+    // A second start imports the same images again, changing nothing.
+    let again = airgap::import_dir(&store, &dir);
+    assert_eq!(
+        again[1].result.as_ref().ok(),
+        results[1].result.as_ref().ok()
+    );
+    assert_eq!(store.list().expect("list").len(), 2);
+    assert!(airgap::import_dir(&store, &tmp.path().join("missing")).is_empty());
+}

@@ -6,10 +6,12 @@
 //! instance ending, a probe result, a timer. Starts run as futures beside the loop, so a slow
 //! compilation never delays a deletion.
 //!
-//! Graceful deletion: once `deletionTimestamp` is set, Ready turns False, nothing starts any
-//! more, every instance is asked to stop with the pod's grace period (HTTP handlers stop
-//! accepting and drain; processes stop at once, see [`crate::runtime::wasm`]) and is cut at
-//! the deadline. When nothing runs, the final status is written and the agent confirms the
+//! Graceful deletion: once `deletionTimestamp` is set, nothing starts any more; a container
+//! with a `preStop` hook keeps running (and its readiness probe keeps deciding Ready, so
+//! EndpointSlices show it serving but not ready: Services drain it) until the hook ends
+//! ([`hooks`](super::hooks)); every other instance, and each one whose hook ended, is asked to
+//! stop with what is left of the pod's grace period (HTTP handlers stop accepting and drain;
+//! processes stop at once, see [`crate::runtime::wasm`]) and is cut at the deadline. When nothing runs, the final status is written and the agent confirms the
 //! deletion (`gracePeriodSeconds=0`, precondition on the UID), which removes the object.
 
 use std::collections::HashMap;
@@ -49,6 +51,8 @@ struct Instance {
     started_at: Timestamp,
     probes: Option<ProbeSet>,
     stop_requested: bool,
+    /// Its `preStop` hook runs (the pod is being deleted); it is stopped when the hook ends.
+    pre_stop_running: bool,
 }
 
 /// A probe update of one instance.
@@ -80,6 +84,12 @@ enum Done {
         index: usize,
         generation: u64,
         outcome: Outcome,
+    },
+    /// A `preStop` hook ended; `Err` is why it failed.
+    PreStopped {
+        index: usize,
+        generation: u64,
+        result: Result<(), String>,
     },
 }
 
@@ -532,6 +542,11 @@ impl Worker {
                     tracing::warn!(error = %e, "exit not recorded");
                 }
             }
+            Done::PreStopped {
+                index,
+                generation,
+                result,
+            } => self.on_pre_stopped(index, generation, result),
         }
     }
 
@@ -594,6 +609,7 @@ impl Worker {
                 started_at,
                 probes,
                 stop_requested: false,
+                pre_stop_running: false,
             },
         );
         if self.terminating {
@@ -623,8 +639,7 @@ impl Worker {
         match update.kind {
             ProbeKind::Readiness => {
                 let started = self.lc.containers[index].started != Some(false);
-                self.lc
-                    .set_ready(index, update.success && started && !self.terminating);
+                self.lc.set_ready(index, update.success && started);
             }
             ProbeKind::Startup if update.changed && update.success => {
                 self.lc.set_started(index, true);

@@ -100,7 +100,7 @@ async fn tcp_socket(
     }
 }
 
-async fn http_get(
+pub(crate) async fn http_get(
     action: &HTTPGetAction,
     pod_ip: IpAddr,
     ports: &[ContainerPort],

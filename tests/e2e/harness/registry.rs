@@ -28,6 +28,40 @@ pub(crate) struct TestRegistry {
     addr: String,
 }
 
+/// Starts the registry with `config` (its log appended to `log`) and waits until `addr`
+/// accepts connections.
+async fn serve(config: &Path, log: &Path, addr: &str) -> Result<Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let child = Command::new(REGISTRY)
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file.try_clone()?))
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {REGISTRY}"))?;
+    poll_until(
+        "the registry to answer",
+        Duration::from_secs(30),
+        || async {
+            let answer = tokio::net::TcpStream::connect(addr).await.is_ok();
+            Ok(answer.then_some(()))
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "waiting for http://{addr}/v2/; its log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })?;
+    Ok(child)
+}
+
 impl TestRegistry {
     /// Starts a registry without authentication on 127.0.0.1 and waits until `/v2/` answers.
     pub(crate) async fn start() -> Result<TestRegistry> {
@@ -64,28 +98,8 @@ impl TestRegistry {
             ));
         }
         std::fs::write(&config, yaml)?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))?;
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {REGISTRY}"))?;
+        let child = serve(&config, &dir.path().join("registry.log"), &addr).await?;
         let registry = TestRegistry { child, dir, addr };
-        let url = format!("http://{}/v2/", registry.addr);
-        poll_until(
-            "the registry to answer",
-            Duration::from_secs(30),
-            || async {
-                let answer = tokio::net::TcpStream::connect(&registry.addr).await.is_ok();
-                Ok(answer.then_some(()))
-            },
-        )
-        .await
-        .with_context(|| format!("waiting for {url}; its log: {}", registry.log()))?;
         Ok(registry)
     }
 
@@ -105,14 +119,16 @@ impl TestRegistry {
             .join("data")
     }
 
-    /// The registry's log.
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
     /// Stops the registry (it then refuses connections).
     pub(crate) async fn stop(&mut self) -> Result<()> {
         self.child.kill().await.context("stopping the registry")
+    }
+
+    /// Starts the stopped registry again, on the same address with the same storage.
+    pub(crate) async fn start_again(&mut self) -> Result<()> {
+        let config = self.dir.path().join("config.yml");
+        self.child = serve(&config, &self.dir.path().join("registry.log"), &self.addr).await?;
+        Ok(())
     }
 }
 

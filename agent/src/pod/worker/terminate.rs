@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -13,6 +13,7 @@ use wasmkube_client::status::{is_conflict, is_not_found};
 
 use super::{DEFAULT_GRACE, Done, FINAL_STATUS_WAIT, Worker};
 use crate::pod::PodMessage;
+use crate::pod::hooks;
 use crate::pod::lifecycle::PodStage;
 
 impl Worker {
@@ -75,9 +76,81 @@ impl Worker {
         self.terminating = true;
         self.grace_deadline = Some(deadline);
         tracing::info!(grace_seconds = grace.as_secs(), "pod deletion requested");
+        let ready: Vec<bool> = self.lc.containers.iter().map(|c| c.ready).collect();
         for i in self.lc.terminate() {
-            self.stop(i, grace, "Stopping container");
+            if self.start_pre_stop(i) {
+                // Still serving while its hook runs: readiness stays what its probe says.
+                self.lc.set_ready(i, ready[i]);
+            } else {
+                self.stop(i, grace, "Stopping container");
+            }
         }
+    }
+
+    /// Starts the `preStop` hook of running instance `index`, if its container has one.
+    fn start_pre_stop(&mut self, index: usize) -> bool {
+        let Some(pod_ip) = self.pod_ip else {
+            return false;
+        };
+        let Some((container, _)) = self.container(index) else {
+            return false;
+        };
+        let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.clone())
+        else {
+            return false;
+        };
+        let ports = container.ports.clone().unwrap_or_default();
+        let Some(instance) = self.instances.get_mut(&index) else {
+            return false;
+        };
+        if instance.stop_requested || instance.pre_stop_running {
+            return false;
+        }
+        instance.pre_stop_running = true;
+        let generation = instance.generation;
+        tracing::info!(container = %self.lc.containers[index].name, "running the preStop hook");
+        self.pending.push(
+            async move {
+                let result = hooks::run_pre_stop(&handler, pod_ip, &ports).await;
+                Done::PreStopped {
+                    index,
+                    generation,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+        true
+    }
+
+    /// The `preStop` hook of instance `index` ended: stop it with the grace that is left.
+    pub(super) fn on_pre_stopped(
+        &mut self,
+        index: usize,
+        generation: u64,
+        result: Result<(), String>,
+    ) {
+        let Some(instance) = self.instances.get_mut(&index) else {
+            return;
+        };
+        if instance.generation != generation {
+            return;
+        }
+        instance.pre_stop_running = false;
+        if let Err(message) = result {
+            let name = self.lc.containers[index].name.clone();
+            self.event(
+                Some(index),
+                EventType::Warning,
+                "FailedPreStopHook",
+                format!("PreStopHook failed for container {name}: {message}"),
+            );
+        }
+        let grace = self.remaining_grace(Instant::now());
+        self.stop(index, grace, "Stopping container");
     }
 
     /// Cuts whatever still runs once the grace period is over.
@@ -195,6 +268,8 @@ impl Worker {
                         let _ = tokio::time::timeout_at(deadline, started.running.outcome).await;
                     }
                 }
+                // A preStop hook that ended: the instance was stopped above anyway.
+                Ok(Some(Done::PreStopped { .. })) => {}
                 Ok(None) | Err(_) => break,
             }
         }

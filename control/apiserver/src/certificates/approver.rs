@@ -15,6 +15,15 @@
 //!   approves them so that the apiserver can always verify the agent it talks to
 //!   (`node_proxy`), which is safe because the SANs are checked against the Node the
 //!   requester may only write as itself (NodeRestriction).
+//! * `kubernetes.io/kube-apiserver-client` requests for the `system:kube-proxy` identity (CN
+//!   `system:kube-proxy`, no organization, no SANs, client usages) are approved when the
+//!   requester is a node (`system:node:<name>` in `system:nodes`) that may `create`
+//!   `certificatesigningrequests/nodeproxyclient` (ClusterRole
+//!   `wasmkube:certificatesigningrequests:nodeproxyclient`, bound to `system:nodes`). This
+//!   is wasmkube's way of doing what k3s does by handing every joining agent a kube-proxy
+//!   certificate: a node's own credentials may read only its own Node, and its kube-proxy
+//!   and the routed pod network's routes need every Node, Service and EndpointSlice.
+//!   Unbinding the role turns it off.
 
 use std::net::IpAddr;
 
@@ -22,12 +31,14 @@ use serde_json::Value;
 
 use super::csr;
 use super::signer::check_request;
-use super::{SIGNER_KUBELET_CLIENT, SIGNER_KUBELET_SERVING};
+use super::{SIGNER_KUBE_APISERVER_CLIENT, SIGNER_KUBELET_CLIENT, SIGNER_KUBELET_SERVING};
 use crate::authn::Identity;
 use crate::authz::{Attributes, Authorizer, RequestInfo};
 
 /// The reason of an automatic approval, as Kubernetes words it.
 pub const REASON: &str = "AutoApproved";
+/// The user a node's kube-proxy certificate names.
+pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
 
 /// The names a node's serving certificate may carry: from its Node object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,24 +141,24 @@ pub fn decide(
     let usages = csr::usages(csr_obj);
     check_request(signer, &info, &usages).ok()?;
     let requester = requester(csr_obj);
+    let may = |subresource: &str| {
+        let request = RequestInfo::resource(
+            "create",
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            subresource,
+            "",
+            "",
+        );
+        authorizer
+            .authorize(&Attributes {
+                user: &requester,
+                request: &request,
+            })
+            .is_allowed()
+    };
     match signer {
         SIGNER_KUBELET_CLIENT => {
-            let may = |subresource: &str| {
-                let request = RequestInfo::resource(
-                    "create",
-                    "certificates.k8s.io",
-                    "certificatesigningrequests",
-                    subresource,
-                    "",
-                    "",
-                );
-                authorizer
-                    .authorize(&Attributes {
-                        user: &requester,
-                        request: &request,
-                    })
-                    .is_allowed()
-            };
             if info.common_name == requester.user && may("selfnodeclient") {
                 return Some(
                     "Auto approving self kubelet client certificate after SubjectAccessReview.",
@@ -168,6 +179,17 @@ pub fn decide(
                 && info.dns_names.iter().all(|d| node.dns.contains(d));
             own.then_some(
                 "Auto approving kubelet serving certificate: the node asked for its own name and addresses.",
+            )
+        }
+        SIGNER_KUBE_APISERVER_CLIENT => {
+            let kube_proxy = info.common_name == KUBE_PROXY_USER
+                && info.organizations.is_empty()
+                && !info.has_sans()
+                && requester.user.starts_with("system:node:")
+                && requester.in_group("system:nodes")
+                && may("nodeproxyclient");
+            kube_proxy.then_some(
+                "Auto approving kube-proxy client certificate for a node after SubjectAccessReview.",
             )
         }
         _ => None,
@@ -228,6 +250,51 @@ mod tests {
         let allowed = Allow(vec![("system:bootstrap:abcdef", "nodeclient")]);
         assert!(decide(&bootstrap, &allowed, None).is_some());
         assert_eq!(decide(&bootstrap, &Allow(vec![]), None), None);
+    }
+
+    #[test]
+    fn a_node_allowed_nodeproxyclient_gets_exactly_the_kube_proxy_identity() {
+        let allowed = Allow(vec![("system:node:n1", "nodeproxyclient")]);
+        let ask = |pem: &str, user: &str, groups: &[&str]| {
+            csr(SIGNER_KUBE_APISERVER_CLIENT, user, groups, pem, CLIENT)
+        };
+        let proxy = request(KUBE_PROXY_USER, &[], &[]);
+        assert!(
+            decide(
+                &ask(&proxy, "system:node:n1", &["system:nodes"]),
+                &allowed,
+                None
+            )
+            .unwrap()
+            .contains("kube-proxy")
+        );
+        // Not without the permission, not for another requester, not another identity.
+        assert_eq!(
+            decide(
+                &ask(&proxy, "system:node:n1", &["system:nodes"]),
+                &Allow(vec![]),
+                None
+            ),
+            None
+        );
+        let alice = Allow(vec![("alice", "nodeproxyclient")]);
+        assert_eq!(decide(&ask(&proxy, "alice", &[]), &alice, None), None);
+        for (cn, orgs) in [
+            ("system:kube-proxy", &["system:masters"][..]),
+            ("system:admin", &[][..]),
+            ("system:node:n2", &["system:nodes"][..]),
+        ] {
+            let pem = request(cn, orgs, &[]);
+            assert_eq!(
+                decide(
+                    &ask(&pem, "system:node:n1", &["system:nodes"]),
+                    &allowed,
+                    None
+                ),
+                None,
+                "{cn} {orgs:?}"
+            );
+        }
     }
 
     #[test]

@@ -141,6 +141,9 @@ const NODE_PROXIER_ROLE: &str = "wasmkube:node-proxier";
 /// policy controller reads it as `system:k3s-controller`), bound to `system:kube-proxy`,
 /// the identity of an agent's cluster-wide watches.
 const NETWORK_POLICY_ROLE: &str = "wasmkube:network-policy";
+/// Lets nodes ask for a `system:kube-proxy` client certificate (approved by the server) for
+/// the routed pod network's Node watch and their kube-proxy.
+const NODE_PROXY_CLIENT_ROLE: &str = "wasmkube:certificatesigningrequests:nodeproxyclient";
 
 /// The rules of `system:node`: what a node agent needs to register its Node, run its pods
 /// and report their status (Kubernetes' `NodeRules`).
@@ -538,6 +541,16 @@ pub(super) fn cluster_roles() -> Vec<Value> {
                     .resources(&["certificatesigningrequests/selfnodeclient"]),
             ],
         ),
+        // wasmkube's own, as k3s hands its agents a kube-proxy certificate: a node may ask
+        // for a `system:kube-proxy` client certificate, which the server then approves.
+        cluster_role(
+            NODE_PROXY_CLIENT_ROLE,
+            vec![
+                rule(&["create"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests/nodeproxyclient"]),
+            ],
+        ),
         signer_role(
             "system:certificates.k8s.io:kube-apiserver-client-approver",
             "approve",
@@ -734,6 +747,11 @@ pub(super) fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![Subject::group("system:nodes")],
+        ),
+        binding(
+            NODE_PROXY_CLIENT_ROLE,
+            NODE_PROXY_CLIENT_ROLE,
             vec![Subject::group("system:nodes")],
         ),
         binding(
