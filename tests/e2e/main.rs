@@ -65,6 +65,7 @@ mod quota;
 mod rbac;
 mod rbac_roles;
 mod registry;
+mod registry_samples;
 mod replicasets;
 mod scheduling;
 mod service_accounts;

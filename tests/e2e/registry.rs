@@ -36,7 +36,7 @@ async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
 }
 
 /// [`image`], which must succeed; its stdout.
-async fn image_ok(data_dir: &Path, args: &[&str]) -> Result<String> {
+pub(super) async fn image_ok(data_dir: &Path, args: &[&str]) -> Result<String> {
     let out = image(data_dir, args).await?;
     ensure!(
         out.status.success(),
@@ -47,7 +47,7 @@ async fn image_ok(data_dir: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// [`image`], which must fail; its stderr.
-async fn image_fails(data_dir: &Path, args: &[&str]) -> Result<String> {
+pub(super) async fn image_fails(data_dir: &Path, args: &[&str]) -> Result<String> {
     let out = image(data_dir, args).await?;
     ensure!(
         !out.status.success(),
@@ -58,7 +58,7 @@ async fn image_fails(data_dir: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// `skopeo ARGS` (plain HTTP to the loopback registry), which must succeed; its stdout.
-async fn skopeo(args: &[&str]) -> Result<String> {
+pub(super) async fn skopeo(args: &[&str]) -> Result<String> {
     ensure!(
         which("skopeo").is_some(),
         "skopeo is not installed: `apt-get install skopeo` (tests/run installs it)"
@@ -77,7 +77,7 @@ async fn skopeo(args: &[&str]) -> Result<String> {
 }
 
 /// The digest column of a `NAME<TAB>DIGEST` line.
-fn digest_of(line: &str) -> Result<String> {
+pub(super) fn digest_of(line: &str) -> Result<String> {
     line.trim()
         .split('\t')
         .nth(1)
@@ -85,7 +85,7 @@ fn digest_of(line: &str) -> Result<String> {
         .with_context(|| format!("no digest in {line:?}"))
 }
 
-fn sample(file: &str) -> Result<PathBuf> {
+pub(super) fn sample(file: &str) -> Result<PathBuf> {
     wasmkube_samples::built("registry", file)?
         .with_context(|| format!("samples/out/{file} is not built (samples/build --oci)"))
 }
