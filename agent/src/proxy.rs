@@ -277,9 +277,10 @@ async fn run(
             &config.node_name,
             &config.node_ips,
         )),
-        ProxyMode::Userspace => {
-            Proxier::Userspace(userspace::UserspaceProxier::new(&config.node_name))
-        }
+        ProxyMode::Userspace => Proxier::Userspace(userspace::UserspaceProxier::new(
+            &config.node_name,
+            &config.node_ips,
+        )),
         ProxyMode::None => return,
     };
     let mut next_full = tokio::time::Instant::now();

@@ -13,8 +13,13 @@
 //!   of its slice's create to the end of the first sync that programmed the Service with all
 //!   its endpoints (the proxy's sync reports), p50/p99; and the whole batch's time.
 //! - **one endpoint change at that size**: `--changes` times, one endpoint of one slice is
-//!   replaced (a merge patch), one after the other: patch start -> rules in place, and the
-//!   sync's own time (planning and the one nft transaction) and nft command count.
+//!   replaced (a merge patch), one after the other: patch start -> rules in place, the
+//!   sync's own time (planning and the one nft transaction), of that the time in `nft`,
+//!   and the nft command count.
+//! - **what nft costs at that size**: over the programmed table, in the same run, `nft -j
+//!   -f` of an empty batch (process start), of a batch that needs only nft's table cache
+//!   (`add chain`) and of one that adds a rule (nft 1.0.x reads every chain of every table
+//!   into its cache before it applies an `add rule`, `add element` or `delete`).
 //! - **full sync at that size**: a second proxy started over the programmed table (an agent
 //!   restart): its first, full, sync.
 
@@ -30,7 +35,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::{Mutex, broadcast};
-use wasmkube_agent::proxy::{self, Nft, ProxyConfig, ProxyMode, SyncReport};
+use wasmkube_agent::proxy::{self, Nft, ProxyConfig, ProxyMode, SyncReport, SyncStats};
 
 use super::create_namespace;
 use super::report::{LatencySummary, latency_histogram, record};
@@ -100,8 +105,9 @@ impl Drop for Netns {
 /// When each Service was programmed with `n` ready endpoints, fed by the sync reports.
 #[derive(Default)]
 struct Programmed {
-    /// `namespace/name` -> (ready endpoints, when) of each sync that touched it.
-    seen: HashMap<String, Vec<(usize, Instant, Duration, usize)>>,
+    /// `namespace/name` -> (ready endpoints, when, the sync's time, its stats) of each sync
+    /// that touched it.
+    seen: HashMap<String, Vec<(usize, Instant, Duration, SyncStats)>>,
 }
 
 fn follow(mut reports: broadcast::Receiver<SyncReport>, programmed: Arc<Mutex<Programmed>>) {
@@ -115,7 +121,7 @@ fn follow(mut reports: broadcast::Receiver<SyncReport>, programmed: Arc<Mutex<Pr
                             s.ready_endpoints,
                             report.at,
                             report.duration,
-                            report.stats.commands,
+                            report.stats,
                         ));
                     }
                 }
@@ -174,14 +180,14 @@ fn slice(i: u64, count: u64) -> EndpointSlice {
 }
 
 /// Waits until `name` was programmed with `ready` endpoints by a sync that ended after
-/// `after`; returns that sync's end, duration and command count.
+/// `after`; returns that sync's end, duration and stats.
 async fn programmed_after(
     programmed: &Mutex<Programmed>,
     name: &str,
     ready: usize,
     after: Instant,
     deadline: Instant,
-) -> anyhow::Result<(Instant, Duration, usize)> {
+) -> anyhow::Result<(Instant, Duration, SyncStats)> {
     loop {
         if let Some(hit) = programmed.lock().await.seen.get(name).and_then(|syncs| {
             syncs
@@ -325,6 +331,7 @@ impl ProxyCommand {
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
         let mut change = latency_histogram();
         let mut sync_time = latency_histogram();
+        let mut nft_time = latency_histogram();
         let mut commands = Vec::new();
         for c in 0..self.changes {
             let i = (c * 7919) % self.services;
@@ -341,7 +348,7 @@ impl ProxyCommand {
             .await
             .with_context(|| format!("patching the slice of svc-{i} took over 30 s"))?
             .with_context(|| format!("patching the slice of svc-{i}"))?;
-            let (at, took, n) = programmed_after(
+            let (at, took, stats) = programmed_after(
                 &programmed,
                 &format!("{NAMESPACE}/svc-{i}"),
                 ready,
@@ -351,9 +358,13 @@ impl ProxyCommand {
             .await?;
             record(&mut change, at.duration_since(start));
             record(&mut sync_time, took);
-            commands.push(n);
+            record(&mut nft_time, stats.nft);
+            commands.push(stats.commands);
         }
         commands.sort_unstable();
+
+        // What nft itself costs over this table, by the cache a batch makes it read.
+        let probes = nft_probes(netns, self.changes).await?;
 
         // A restarted proxy's first (full) sync over the programmed table.
         let _ = stop_tx.send(true);
@@ -371,7 +382,7 @@ impl ProxyCommand {
         let mut full_sync = latency_histogram();
         record(&mut full_sync, full.duration);
 
-        let rows = vec![
+        let rows: Vec<LatencyRow> = vec![
             LatencyRow::measured(
                 "slice write -> rules in place",
                 LatencySummary::of(&programming),
@@ -384,8 +395,15 @@ impl ProxyCommand {
                 "  of which the sync (plan + nft)",
                 LatencySummary::of(&sync_time),
             ),
+            LatencyRow::measured(
+                "    of which nft (nsenter nft -j -f -)",
+                LatencySummary::of(&nft_time),
+            ),
             LatencyRow::measured("full sync after a restart", LatencySummary::of(&full_sync)),
-        ];
+        ]
+        .into_iter()
+        .chain(probes)
+        .collect();
         let notes = vec![
             format!(
                 "all {} Services programmed {:.2} s after the first write ({:.0} Services/s)",
@@ -405,4 +423,71 @@ impl ProxyCommand {
         ];
         Ok((rows, notes))
     }
+}
+
+/// `nsenter nft -j -f -` of `document` in the bench's namespace; its wall time.
+async fn nft_batch(netns: &Netns, document: &serde_json::Value) -> anyhow::Result<Duration> {
+    use tokio::io::AsyncWriteExt as _;
+    let input = serde_json::to_vec(document)?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", netns.0))
+        .args(["nft", "-j", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running nsenter nft")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&input).await?;
+    }
+    let output = child.wait_with_output().await?;
+    let took = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "nft -j -f - failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(took)
+}
+
+/// `rounds` times each, interleaved, over the programmed table: an empty batch, a batch
+/// nft applies with its table cache only, and one that makes it read every chain first.
+async fn nft_probes(netns: &Netns, rounds: u64) -> anyhow::Result<Vec<LatencyRow>> {
+    let chain = |verb: &str| json!({verb: {"chain": {"family": "ip", "table": "wasmkube", "name": "bench-probe"}}});
+    let empty = json!({"nftables": []});
+    let table_cache = json!({"nftables": [chain("add")]});
+    let chain_cache = json!({"nftables": [
+        chain("flush"),
+        {"add": {"rule": {"family": "ip", "table": "wasmkube", "chain": "bench-probe",
+                          "expr": [{"accept": null}]}}},
+    ]});
+    let (mut a, mut b, mut c) = (
+        latency_histogram(),
+        latency_histogram(),
+        latency_histogram(),
+    );
+    for _ in 0..rounds {
+        record(&mut a, nft_batch(netns, &empty).await?);
+        record(&mut b, nft_batch(netns, &table_cache).await?);
+        record(&mut c, nft_batch(netns, &chain_cache).await?);
+    }
+    nft_batch(
+        netns,
+        &json!({"nftables": [chain("flush"), chain("delete")]}),
+    )
+    .await?;
+    Ok(vec![
+        LatencyRow::measured(
+            "nft: an empty batch (process start)",
+            LatencySummary::of(&a),
+        ),
+        LatencyRow::measured("nft: add chain (table cache only)", LatencySummary::of(&b)),
+        LatencyRow::measured(
+            "nft: flush + add rule (reads every chain)",
+            LatencySummary::of(&c),
+        ),
+    ])
 }

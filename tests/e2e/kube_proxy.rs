@@ -1,5 +1,5 @@
-//! kube-proxy in every agent (`--proxy-mode nftables`), with traffic: a cluster of three
-//! nodes in a network-namespace lab, selector-less Services whose hand-made EndpointSlices
+//! kube-proxy in every agent (`--proxy-mode nftables`, and the `userspace` relay), with
+//! traffic: a cluster of three nodes in a network-namespace lab, selector-less Services whose hand-made EndpointSlices
 //! point at HTTP responders the test runs in each host, and curl run inside the hosts. No
 //! packet leaves the lab: the hosts have no default route, and the route to the service
 //! CIDR each host gets here (what a real host's default route would do) leads to the lab's
@@ -269,6 +269,150 @@ async fn services_reach_their_endpoints_from_every_node_through_nftables() -> Re
         .into_iter()
         .collect();
     assert_eq!(seen.len(), 3, "{seen:?}");
+
+    for server in servers {
+        server.abort();
+    }
+    Ok(())
+}
+
+/// Whether `ip` is an address of `host`'s `lo` (where the userspace proxy puts cluster IPs).
+async fn on_loopback(host: &LabHost, ip: &str) -> Result<bool> {
+    let out = host
+        .run_ok("ip", &["-j", "addr", "show", "dev", "lo"])
+        .await?;
+    let links: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|link| link["addr_info"].as_array())
+        .flatten()
+        .any(|a| a["local"].as_str() == Some(ip)))
+}
+
+#[tokio::test]
+async fn services_reach_their_endpoints_from_every_node_through_the_userspace_relay() -> Result<()>
+{
+    if lab_tests_opted_out(
+        "services_reach_their_endpoints_from_every_node_through_the_userspace_relay",
+    ) {
+        return Ok(());
+    }
+    let nodes = ["relay-server", "relay-a", "relay-b"];
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named(nodes[0]).arg("--proxy-mode=userspace"))
+        .agent(NodeSpec::named(nodes[1]).arg("--proxy-mode=userspace"))
+        .agent(NodeSpec::named(nodes[2]).arg("--proxy-mode=userspace"))
+        .in_netns_lab()
+        .start()
+        .await?;
+    let hosts: Vec<LabHost> = (0..3)
+        .map(|i| cluster.host(i).cloned())
+        .collect::<Result<_>>()?;
+    let mut servers = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        servers.push(responder(host, format!("host-{i}")).await?);
+    }
+    let all: Vec<(Ipv4Addr, &str)> = hosts.iter().map(|h| h.ip()).zip(nodes).collect();
+    for yaml in [
+        service_yaml("hello", "", Some(30090), &all),
+        service_yaml("empty", "", None, &[]),
+    ] {
+        cluster
+            .kubectl_ok_stdin(&["apply", "-f", "-"], &yaml)
+            .await?;
+    }
+    let mut ips = BTreeMap::new();
+    for name in ["hello", "empty"] {
+        let ip = cluster
+            .kubectl_ok(&["get", "service", name, "-o", "jsonpath={.spec.clusterIP}"])
+            .await?;
+        ips.insert(name, ip);
+    }
+    // No nftables rule is involved: the relay is the agent's own listener.
+    for host in &hosts {
+        let out = host
+            .run("nft", &["list", "table", "ip", "wasmkube"])
+            .await?;
+        ensure!(
+            !out.status.success(),
+            "host {} has a wasmkube nftables table in userspace mode",
+            host.ip()
+        );
+    }
+
+    // From every node, the cluster IP (an address the node's relay put on its lo) reaches
+    // all three endpoints.
+    let hello = format!("http://{}/", ips["hello"]);
+    for (i, host) in hosts.iter().enumerate() {
+        poll_until(
+            &format!("host {i} reaches {hello}"),
+            std::time::Duration::from_secs(60),
+            || async { Ok(responders(host, &hello, 1).await.ok()) },
+        )
+        .await?;
+        ensure!(
+            on_loopback(host, &ips["hello"]).await?,
+            "host {i}: the cluster IP is not on lo"
+        );
+        let seen: BTreeSet<String> = responders(host, &hello, 60).await?.into_iter().collect();
+        assert_eq!(seen.len(), 3, "host {i} reached {seen:?} over 60 requests");
+    }
+
+    // A NodePort answers on every node's address, from every host, and reaches every
+    // endpoint.
+    for client in &hosts {
+        for node in &hosts {
+            let url = format!("http://{}:30090/", node.ip());
+            let got = responders(client, &url, 6).await?;
+            assert_eq!(got.len(), 6, "{url} from {}: {got:?}", client.ip());
+            let seen: BTreeSet<&String> = got.iter().collect();
+            assert_eq!(seen.len(), 3, "{url} from {}: {got:?}", client.ip());
+        }
+    }
+
+    // A Service without a ready endpoint: its cluster IP is on lo and every connection is
+    // reset by its relay (or refused, before the relay listens), at once; a hang would be
+    // curl's timeout, exit code 28.
+    let empty = format!("http://{}/", ips["empty"]);
+    for (i, host) in hosts.iter().enumerate() {
+        poll_until(
+            &format!("host {i} relays {empty}"),
+            std::time::Duration::from_secs(60),
+            || async { Ok(on_loopback(host, &ips["empty"]).await?.then_some(())) },
+        )
+        .await?;
+        let out = host
+            .run("curl", &["-sS", "--max-time", "10", &empty])
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // curl: 56 "Connection reset by peer", 7 "Couldn't connect to server" (refused).
+        assert!(
+            matches!(out.status.code(), Some(56 | 7)),
+            "curl's exit code for a reset or refused connection from host {i}: {:?} {stderr}",
+            out.status.code()
+        );
+        assert!(
+            stderr.contains("reset") || stderr.contains("Couldn't connect"),
+            "{stderr}"
+        );
+    }
+
+    // The Service gains an endpoint: the same relay now forwards to it.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &service_yaml("empty", "", None, &all[2..]),
+        )
+        .await?;
+    let got = poll_until(
+        "the formerly empty Service answers",
+        std::time::Duration::from_secs(60),
+        || async { Ok(responders(&hosts[0], &empty, 1).await.ok()) },
+    )
+    .await?;
+    assert_eq!(got, vec!["host-2"]);
 
     for server in servers {
         server.abort();

@@ -10,6 +10,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use nft::{Nft, NftError};
 use ruleset::{Fragment, Ruleset, TableObjects, Transaction};
@@ -26,6 +27,9 @@ pub struct SyncStats {
     pub commands: usize,
     /// The chains of the table after the sync.
     pub chains: usize,
+    /// How long `nft` took (listing the table in a full sync, and applying the
+    /// transaction): the rest of a sync's time is planning.
+    pub nft: Duration,
 }
 
 /// The proxier's state: the table as last applied.
@@ -113,8 +117,12 @@ impl NftProxier {
         }
         let full = full || !self.in_sync;
         let chains = self.ruleset.counts().0;
+        let mut nft = Duration::ZERO;
         if full {
-            let existing = match self.nft.list_table().await {
+            let listing = Instant::now();
+            let listed = self.nft.list_table().await;
+            nft += listing.elapsed();
+            let existing = match listed {
                 Ok(listing) => listing
                     .map(|l| TableObjects::from_listing(&l))
                     .unwrap_or_default(),
@@ -131,15 +139,21 @@ impl NftProxier {
                 full,
                 commands,
                 chains,
+                nft,
             });
         }
-        match self.nft.apply(&tx.into_json()).await {
+        let document = tx.into_json();
+        let applying = Instant::now();
+        let applied = self.nft.apply(&document).await;
+        nft += applying.elapsed();
+        match applied {
             Ok(()) => {
                 self.in_sync = true;
                 Ok(SyncStats {
                     full,
                     commands,
                     chains,
+                    nft,
                 })
             }
             Err(e) => {

@@ -6,8 +6,11 @@
 //! (`ip addr add 10.43.0.10/32 dev lo`; needs CAP_NET_ADMIN and the `ip` tool) and removes
 //! it with the Service. Only clients on this node reach it (the address is local to the
 //! node), which is what the userspace mode is for: the node's own processes and its wasm
-//! pods, which run in the agent. Not done here: NodePorts, session affinity, rejecting
-//! (a connection to a Service without endpoints is accepted and closed at once).
+//! pods, which run in the agent. A NodePort is relayed on each of the node's non-loopback
+//! addresses (`nodeIP:nodePort`, to the node's own endpoints under
+//! `externalTrafficPolicy: Local`), so other machines reach it too. A connection to a port
+//! without endpoints is reset at once (what nftables mode's reject does for TCP), never
+//! left hanging. Not done here: session affinity.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,12 +53,16 @@ struct Relay {
     listen: (Ipv4Addr, u16, Protocol),
     endpoints: Endpoints,
     task: JoinHandle<()>,
+    /// Whether `listen`'s address is a cluster IP the proxy added to `lo`.
+    cluster_ip: bool,
 }
 
 /// The relays of every Service port.
 #[derive(Default)]
 pub(crate) struct UserspaceProxier {
     node: String,
+    /// The node's addresses NodePorts are relayed on (loopback ones left out).
+    node_ips: Vec<Ipv4Addr>,
     relays: BTreeMap<String, Relay>,
     ports: BTreeMap<ServiceKey, BTreeSet<String>>,
     /// Cluster IPs added to `lo`, with how many relays use each.
@@ -106,7 +113,11 @@ async fn relay_tcp(listener: TcpListener, endpoints: Endpoints) {
             continue;
         };
         let Some(target) = pick(&endpoints, &next) else {
-            continue; // No endpoint: the connection is closed.
+            // No endpoint: reset the connection (SO_LINGER 0, then close), so the client
+            // fails at once instead of reading an empty answer.
+            let _ = client.set_zero_linger();
+            drop(client);
+            continue;
         };
         tokio::spawn(async move {
             let Ok(Ok(mut upstream)) =
@@ -162,10 +173,18 @@ async fn relay_udp(socket: UdpSocket, endpoints: Endpoints) {
 }
 
 impl UserspaceProxier {
-    /// A proxier for node `node`.
-    pub(crate) fn new(node: &str) -> UserspaceProxier {
+    /// A proxier for node `node`, whose NodePorts are relayed on `node_ips`.
+    pub(crate) fn new(node: &str, node_ips: &[Ipv4Addr]) -> UserspaceProxier {
+        let mut ips: Vec<Ipv4Addr> = node_ips
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
         UserspaceProxier {
             node: node.to_string(),
+            node_ips: ips,
             ..UserspaceProxier::default()
         }
     }
@@ -174,7 +193,9 @@ impl UserspaceProxier {
         if let Some(relay) = self.relays.remove(id) {
             relay.task.abort();
             let ip = relay.listen.0;
-            if let Some(count) = self.addresses.get_mut(&ip) {
+            if relay.cluster_ip
+                && let Some(count) = self.addresses.get_mut(&ip)
+            {
                 *count -= 1;
                 if *count == 0 {
                     self.addresses.remove(&ip);
@@ -192,11 +213,14 @@ impl UserspaceProxier {
         port: u16,
         protocol: Protocol,
         endpoints: Endpoints,
+        cluster_ip: bool,
     ) -> Result<JoinHandle<()>, UserspaceError> {
-        if !self.addresses.contains_key(&ip) {
-            ip_addr("add", ip).await?;
+        if cluster_ip {
+            if !self.addresses.contains_key(&ip) {
+                ip_addr("add", ip).await?;
+            }
+            *self.addresses.entry(ip).or_default() += 1;
         }
-        *self.addresses.entry(ip).or_default() += 1;
         let addr = SocketAddr::new(IpAddr::V4(ip), port);
         let bind_error = |e: std::io::Error| UserspaceError::Address {
             ip,
@@ -233,24 +257,42 @@ impl UserspaceProxier {
                     }
                     let all = model::endpoints(&port, &slices, &self.node);
                     let c = model::categorize(&all);
-                    let chosen = if port.internal_local {
-                        c.local
-                    } else {
-                        c.cluster
+                    let targets = |chosen: &[model::Endpoint]| -> Vec<SocketAddr> {
+                        chosen
+                            .iter()
+                            .map(|e| SocketAddr::new(IpAddr::V4(e.ip), e.port))
+                            .collect()
                     };
-                    let targets: Vec<SocketAddr> = chosen
-                        .iter()
-                        .map(|e| SocketAddr::new(IpAddr::V4(e.ip), e.port))
-                        .collect();
+                    if let Some(node_port) = port.node_port {
+                        let external = if port.external_local {
+                            &c.local
+                        } else {
+                            &c.cluster
+                        };
+                        for ip in &self.node_ips {
+                            wanted.insert(
+                                format!("{}/nodeport/{ip}", port.id()),
+                                (((*ip, node_port, port.protocol), false), targets(external)),
+                            );
+                        }
+                    }
+                    let internal = if port.internal_local {
+                        &c.local
+                    } else {
+                        &c.cluster
+                    };
                     wanted.insert(
                         port.id(),
-                        ((port.cluster_ip, port.port, port.protocol), targets),
+                        (
+                            ((port.cluster_ip, port.port, port.protocol), true),
+                            targets(internal),
+                        ),
                     );
                 }
             }
             for id in self.ports.remove(key).unwrap_or_default() {
                 let keep = match (self.relays.get(&id), wanted.get(&id)) {
-                    (Some(relay), Some((listen, _))) => relay.listen == *listen,
+                    (Some(relay), Some(((listen, _), _))) => relay.listen == *listen,
                     _ => false,
                 };
                 if !keep {
@@ -258,7 +300,7 @@ impl UserspaceProxier {
                     commands += 1;
                 }
             }
-            for (id, (listen, targets)) in &wanted {
+            for (id, ((listen, cluster_ip), targets)) in &wanted {
                 if let Some(relay) = self.relays.get(id) {
                     *relay
                         .endpoints
@@ -268,7 +310,7 @@ impl UserspaceProxier {
                 }
                 let endpoints: Endpoints = Arc::new(RwLock::new(targets.clone()));
                 match self
-                    .listen(listen.0, listen.1, listen.2, endpoints.clone())
+                    .listen(listen.0, listen.1, listen.2, endpoints.clone(), *cluster_ip)
                     .await
                 {
                     Ok(task) => {
@@ -278,6 +320,7 @@ impl UserspaceProxier {
                                 listen: *listen,
                                 endpoints,
                                 task,
+                                cluster_ip: *cluster_ip,
                             },
                         );
                         commands += 1;
@@ -296,9 +339,8 @@ impl UserspaceProxier {
             );
         }
         Ok(SyncStats {
-            full: false,
             commands,
-            chains: 0,
+            ..SyncStats::default()
         })
     }
 
