@@ -45,20 +45,31 @@ pub mod airgap;
 mod bounded;
 pub mod build;
 mod export;
+pub mod gc;
 pub(crate) mod import;
+pub mod in_use;
+mod inspect;
 pub(crate) mod oci;
 pub(crate) mod reference;
 pub mod registry;
+mod remove;
 mod wasm;
 
 #[cfg(test)]
 mod tests;
 
 pub use bounded::ImportLimits;
+pub use gc::{GcOutcome, ImageGcPolicy, ImageGcPolicyError};
 pub use import::{ImportOptions, ImportedImage};
+pub use inspect::{BlobSummary, ImageInspection, WasmSummary};
 pub use reference::{Reference, ReferenceError};
+pub use remove::RemovedImage;
 
 use oci::{Descriptor, Document, Index};
+
+/// The agent's compiled-code cache, `<agent-dir>/wasm-cache`: an image's compiled code goes
+/// with it when it is removed.
+pub const CODE_CACHE_DIR: &str = "wasm-cache";
 
 /// How deep image indexes may nest before the store gives up (they nest once in practice).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -71,6 +82,10 @@ pub struct ImageStore {
     limits: ImportLimits,
     /// One gate per image being pulled, so concurrent pulls of one image are one pull.
     pulls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PullGate>>>,
+    /// The images the node's pods use ([`in_use`]).
+    in_use: std::sync::Arc<std::sync::Mutex<in_use::InUse>>,
+    /// When each image was first seen and last used, for image GC's order ([`gc`]).
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, gc::Seen>>>,
 }
 
 /// Held while an image is pulled.
@@ -184,16 +199,11 @@ pub enum ImageError {
         /// The data directory to pass to `wasmkube image import`.
         data_dir: String,
     },
-    /// The image is absent and the pull policy is `Never`.
-    #[error(
-        "container image {reference:?} is not present with pull policy of Never; import it with: \
-         wasmkube image import --data-dir {data_dir} <oci-layout>"
-    )]
+    /// The image is absent and the pull policy is `Never`. The message is the kubelet's.
+    #[error("Container image \"{image}\" is not present with pull policy of Never")]
     NeverPull {
-        /// The normalized reference.
-        reference: String,
-        /// The data directory to pass to `wasmkube image import`.
-        data_dir: String,
+        /// The container's `image` as written in the pod.
+        image: String,
     },
     /// The image holds no runnable wasm module.
     #[error("image {reference} is not a wasm image: {reason}")]
@@ -286,6 +296,17 @@ pub enum ImageError {
         /// What went wrong.
         message: String,
     },
+    /// The image is used by a pod on this node and cannot be removed.
+    #[error(
+        "image {image:?} is in use by a pod on this node (its container image {container_image:?}); \
+         delete the pods that use it first"
+    )]
+    InUse {
+        /// The image as asked for.
+        image: String,
+        /// The container image of a pod that needs it.
+        container_image: String,
+    },
     /// A binary cannot be packaged as an image.
     #[error("cannot build {reference}: {reason}")]
     Build {
@@ -331,6 +352,8 @@ impl ImageStore {
             root: dir.to_path_buf(),
             limits: ImportLimits::default(),
             pulls: Default::default(),
+            in_use: Default::default(),
+            seen: Default::default(),
         };
         for sub in [store.blob_dir(), store.meta_dir(), store.tmp_dir()] {
             fs::create_dir_all(&sub).map_err(ImageError::io("create", &sub))?;
@@ -604,25 +627,25 @@ impl ImageStore {
         pulling: impl FnOnce(&str),
     ) -> Result<(ResolvedImage, bool), ImageError> {
         let local = self.resolve(image_ref);
+        // A name whose blobs are gone (removed while it was being named) is absent too.
+        let absent = matches!(
+            local,
+            Err(ImageError::NotFound { .. } | ImageError::MissingBlob { .. })
+        );
         let must_pull = match (&local, policy) {
-            (
-                Err(ImageError::NotFound {
-                    reference,
-                    data_dir,
-                }),
-                PullPolicy::Never,
-            ) => {
+            (_, PullPolicy::Never) if absent => {
                 return Err(ImageError::NeverPull {
-                    reference: reference.clone(),
-                    data_dir: data_dir.clone(),
+                    image: image_ref.to_string(),
                 });
             }
-            (Err(ImageError::NotFound { .. }), _) => true,
+            _ if absent => true,
             (Ok(_), PullPolicy::Always) => true,
             _ => false,
         };
         let Some(puller) = puller.filter(|_| must_pull) else {
-            return local.map(|image| (image, false));
+            let image = local?;
+            self.touch(&image.digest);
+            return Ok((image, false));
         };
         let reference = Reference::parse(image_ref).map_err(|source| ImageError::InvalidName {
             reference: image_ref.to_string(),
@@ -638,14 +661,16 @@ impl ImageStore {
         {
             drop(held);
             self.release_pull_gate(&name, gate);
+            self.touch(&image.digest);
             return Ok((image, false));
         }
         pulling(image_ref);
         let pulled = puller.pull(&reference, self).await;
         drop(held);
         self.release_pull_gate(&name, gate);
-        self.resolve_digest(&name, &pulled?)
-            .map(|image| (image, true))
+        let image = self.resolve_digest(&name, &pulled?)?;
+        self.touch(&image.digest);
+        Ok((image, true))
     }
 
     fn pull_gate(&self, name: &str) -> PullGate {

@@ -136,6 +136,8 @@ pub struct AgentConfig {
     /// resolv.conf), what pods' resolver configurations are formed from
     /// ([`dns::pod_resolv_conf`]); no cluster DNS and `cluster.local` by default.
     pub dns: dns::NodeDns,
+    /// Image garbage collection (`--image-gc-high-threshold`, ...); the kubelet's defaults.
+    pub image_gc: images::ImageGcPolicy,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -155,6 +157,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("server_tls_bootstrap", &self.server_tls_bootstrap)
             .field("proxy_mode", &self.proxy_mode)
             .field("registries", &self.registries)
+            .field("image_gc", &self.image_gc)
             .finish_non_exhaustive()
     }
 }
@@ -202,6 +205,7 @@ impl AgentConfig {
                 cluster_domain: "cluster.local".into(),
                 ..dns::NodeDns::default()
             },
+            image_gc: images::ImageGcPolicy::default(),
         }
     }
 
@@ -241,6 +245,9 @@ pub enum AgentError {
     /// An `--allowed-host-path` cannot be used.
     #[error(transparent)]
     HostPaths(#[from] volumes::host_path::HostPathPolicyError),
+    /// The image garbage collection policy cannot work.
+    #[error(transparent)]
+    ImageGc(#[from] images::ImageGcPolicyError),
 }
 
 /// A started agent.
@@ -266,6 +273,7 @@ pub async fn start(
     if config.node_index == 0 || config.node_index == 255 {
         return Err(AgentError::NodeIndex(config.node_index));
     }
+    config.image_gc.validate()?;
     let agent_dir = config.agent_dir();
     let pods_dir = agent_dir.join("pods");
     for dir in [&config.data_dir, &agent_dir, &pods_dir] {
@@ -284,7 +292,7 @@ pub async fn start(
         Some(r) => r,
         None => {
             let mut runtime = runtime_config(
-                agent_dir.join("wasm-cache"),
+                agent_dir.join(images::CODE_CACHE_DIR),
                 capacity.pods,
                 config.cluster_ca_pem.as_deref(),
             );
@@ -373,6 +381,31 @@ pub async fn start(
         dns: config.dns.clone(),
         policies,
     });
+    let image_gc = {
+        let events = ctx.events.clone();
+        let node = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(config.node_name.clone()),
+            // The kubelet's node reference uses the node's name as its UID.
+            uid: Some(config.node_name.clone()),
+            ..Default::default()
+        };
+        tokio::spawn(images::gc::run(
+            ctx.images.clone(),
+            config.image_gc,
+            move |message| {
+                tracing::warn!(%message, "image garbage collection could not free enough");
+                events.record(
+                    node.clone(),
+                    wasmkube_client::events::EventType::Warning,
+                    "FreeDiskSpaceFailed",
+                    message,
+                );
+            },
+            stopped(),
+        ))
+    };
     let proxy = proxy::start(
         config.client.clone(),
         proxy::ProxyConfig::new(
@@ -468,6 +501,7 @@ pub async fn start(
         let _ = node_status.await;
         let _ = log_server.task.await;
         let _ = proxy.task.await;
+        let _ = image_gc.await;
     });
     let supervisor = tokio::spawn(async move {
         shutdown.await;

@@ -121,6 +121,7 @@ pub(crate) async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>
         workers.retain(|uid, w| {
             let done = w.task.is_finished();
             if done {
+                ctx.images.pod_gone(uid);
                 retired.insert(uid.clone());
             }
             !done
@@ -208,14 +209,45 @@ fn dispatch(
     if retired.contains(&uid) {
         return;
     }
+    // Image GC keeps what the node's pods use, from before their workers start.
+    ctx.images.pod_uses(&uid, container_images(&pod));
     let pod = Arc::new(pod);
     if let Some(w) = workers.get(&uid) {
         w.tx.send_replace(PodMessage::Update(pod));
         return;
     }
     let (tx, rx) = watch::channel(PodMessage::Update(Arc::clone(&pod)));
-    let task = tokio::spawn(worker::run(Arc::clone(ctx), pod, rx));
+    let worker_ctx = Arc::clone(ctx);
+    let worker_uid = uid.clone();
+    let task = tokio::spawn(async move {
+        worker::run(Arc::clone(&worker_ctx), pod, rx).await;
+        // The pod's images are free for image GC once its worker is done.
+        worker_ctx.images.pod_gone(&worker_uid);
+    });
     workers.insert(uid, WorkerHandle { tx, task });
+}
+
+/// The `image` of every container of `pod` (init, app and ephemeral).
+fn container_images(pod: &Pod) -> Vec<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut images: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| c.image.clone())
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .filter_map(|c| c.image.clone()),
+        )
+        .collect();
+    images.sort();
+    images.dedup();
+    images
 }
 
 /// Removes the directories of pods that are no longer bound to this node (deleted while the

@@ -63,6 +63,7 @@ pub(crate) struct AgentCommand {
 impl AgentCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
         init_logging(self.log_format);
+        self.node.image_gc_policy()?;
         if self.cleanup {
             let nft = wasmkube_agent::proxy::Nft::default();
             let removed = wasmkube_agent::proxy::cleanup(&nft)

@@ -259,6 +259,22 @@ pub(crate) struct NodeArgs {
     /// kubelet's flag; empty: none, pods then get `nameserver 127.0.0.1`).
     #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
     pub(crate) resolv_conf: PathBuf,
+    /// Disk usage (percent of the image store's filesystem) at or above which the agent
+    /// removes images no pod on the node uses, least recently used first, as the kubelet's
+    /// flag; 100 turns image garbage collection off.
+    #[arg(long, default_value_t = 85, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_high_threshold: u8,
+    /// Disk usage (percent) image garbage collection frees down to; must be less than
+    /// --image-gc-high-threshold.
+    #[arg(long, default_value_t = 80, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_low_threshold: u8,
+    /// Unused images first seen less than this long ago are never collected (the kubelet's
+    /// flag), e.g. 2m, 1h, 0.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) minimum_image_gc_age: std::time::Duration,
+    /// How often image garbage collection looks at disk usage (fixed at 5m in the kubelet).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) image_gc_period: std::time::Duration,
 }
 
 /// `--proxy-mode`.
@@ -363,6 +379,19 @@ pub(crate) fn index_from_name(name: &str) -> u8 {
 }
 
 impl NodeArgs {
+    /// The image garbage collection policy of `--image-gc-*`, validated (checked before the
+    /// server or agent starts anything).
+    pub(crate) fn image_gc_policy(&self) -> anyhow::Result<wasmkube_agent::images::ImageGcPolicy> {
+        let policy = wasmkube_agent::images::ImageGcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold,
+            low_threshold_percent: self.image_gc_low_threshold,
+            minimum_age: self.minimum_image_gc_age,
+            period: self.image_gc_period,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
     /// The agent configuration for these flags.
     pub(crate) fn agent_config(
         &self,
@@ -386,6 +415,7 @@ impl NodeArgs {
         };
         config.allowed_host_paths = self.allowed_host_paths.clone();
         config.eviction_hard = self.eviction_hard;
+        config.image_gc = self.image_gc_policy()?;
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);
         let bind_ip = if self.node_ip.is_loopback() {
             self.node_ip

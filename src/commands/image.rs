@@ -1,5 +1,5 @@
-//! `wasmkube image`: the node's local image store (`build`, `import`, `export`, `list`) and
-//! OCI registries (`push`, `pull`).
+//! `wasmkube image`: the node's local image store (`build`, `import`, `export`, `list`,
+//! `rm`, `inspect`) and OCI registries (`push`, `pull`).
 //!
 //! The store of the agent with data directory `DIR` is `DIR/agent/images` (for `wasmkube
 //! server --data-dir DIR`'s embedded agent and for `wasmkube agent --data-dir DIR` alike).
@@ -81,6 +81,113 @@ enum ImageSubcommand {
         wasmkube image export localhost:5000/app:dev -o app.tar\n  \
         wasmkube image export app:1 app:2 -o images/")]
     Export(ExportCommand),
+    /// Remove images from the node's image store.
+    ///
+    /// IMAGE is a name (REPO:TAG, normalized as Docker does: hello:v1 is
+    /// docker.io/library/hello:v1), which loses that name, or a digest (sha256:<hex>, or
+    /// REPO@sha256:<hex>), which loses every name pointing at it. The image's blobs, the
+    /// module extracted from it and the agent's compiled code for it are deleted once no
+    /// name points at them (a layer another image shares stays). An image a pod on the node
+    /// uses (as the agent last recorded in DIR/agent/images/in-use.json) is refused unless
+    /// --force: delete those pods first. Prints what was removed.
+    #[command(
+        alias = "rmi",
+        alias = "remove",
+        after_long_help = "Examples:\n  \
+        wasmkube image rm localhost:5000/app:dev\n  \
+        wasmkube image rm sha256:4f1c...e9 --data-dir /var/lib/wasmkube\n  \
+        wasmkube image rm app:1 app:2"
+    )]
+    Rm(RmCommand),
+    /// Describe an image of the node's image store as JSON.
+    ///
+    /// Prints its names, digest (the imageID pods report), media type and size; the manifest
+    /// that runs (for an index), the config and the layers with their digests, media types
+    /// and sizes; the platform (os/architecture); the module or component it runs with its
+    /// imports and exports; the config's Entrypoint, Cmd and Env; and the agent's compiled
+    /// code files for it. IMAGE is a name, REPO@sha256:<hex> or sha256:<hex>.
+    #[command(
+        alias = "inspecti",
+        after_long_help = "Examples:\n  \
+        wasmkube image inspect localhost:5000/app:dev\n  \
+        wasmkube image inspect sha256:4f1c...e9 | jq .wasm.exports"
+    )]
+    Inspect(InspectCommand),
+}
+
+/// `wasmkube image rm`.
+#[derive(clap::Args, Debug)]
+struct RmCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Remove images pods on the node use (by the agent's record) too; for a record a
+    /// stopped agent left behind.
+    #[arg(long)]
+    force: bool,
+    /// The images: names or digests.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// `wasmkube image inspect`.
+#[derive(clap::Args, Debug)]
+struct InspectCommand {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The image: a name or a digest.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+}
+
+impl RmCommand {
+    fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        let in_use = if self.force {
+            Vec::new()
+        } else {
+            store.recorded_in_use()?
+        };
+        let mut failed = 0;
+        for image in &self.images {
+            match store.remove_image(image, &in_use) {
+                Ok(removed) => {
+                    for name in &removed.names {
+                        println!("Untagged: {name}");
+                    }
+                    if removed.blobs_removed {
+                        println!("Deleted: {}", removed.digest);
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    let hint = match e {
+                        wasmkube_agent::images::ImageError::InUse { .. } => {
+                            " (or --force if the agent is not running)"
+                        }
+                        _ => "",
+                    };
+                    eprintln!("error: removing {image}: {e}{hint}");
+                }
+            }
+        }
+        anyhow::ensure!(
+            failed == 0,
+            "{failed} of {} images were not removed",
+            self.images.len()
+        );
+        Ok(())
+    }
+}
+
+impl InspectCommand {
+    fn run(self) -> anyhow::Result<()> {
+        let store = self.store.open()?;
+        let inspection = store
+            .inspect(&self.image)
+            .with_context(|| format!("inspecting {}", self.image))?;
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        Ok(())
+    }
 }
 
 /// The data directory whose agent's store is used.
@@ -271,6 +378,8 @@ impl ImageCommand {
                 ImageSubcommand::List(cmd) => cmd.run(),
                 ImageSubcommand::Build(cmd) => cmd.run(),
                 ImageSubcommand::Export(cmd) => cmd.run(),
+                ImageSubcommand::Rm(cmd) => cmd.run(),
+                ImageSubcommand::Inspect(cmd) => cmd.run(),
                 ImageSubcommand::Push(_) | ImageSubcommand::Pull(_) => Ok(()),
             })
             .await

@@ -236,6 +236,7 @@ struct KubeconfigArgs {
 
 impl ServerCommand {
     pub(crate) async fn execute(self) -> anyhow::Result<()> {
+        self.node.image_gc_policy()?;
         let data_dir = match self.data_dir.clone() {
             Some(d) => d,
             None => default_data_dir()?,

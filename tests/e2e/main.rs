@@ -47,6 +47,7 @@ mod guest_isolation;
 mod harness;
 mod host_files;
 mod hostile;
+mod image_store;
 mod jobs;
 mod kube_client;
 mod kube_proxy;

@@ -19,7 +19,7 @@ use crate::harness::{
 };
 
 /// Runs `wasmkube image ARGS` with the store of `data_dir`.
-async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
+pub(crate) async fn image(data_dir: &Path, args: &[&str]) -> Result<Output> {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"));
     command
         .arg("image")
@@ -90,7 +90,7 @@ pub(super) fn sample(file: &str) -> Result<PathBuf> {
         .with_context(|| format!("samples/out/{file} is not built (samples/build --oci)"))
 }
 
-fn blob(data_dir: &Path, digest: &str) -> PathBuf {
+pub(crate) fn blob(data_dir: &Path, digest: &str) -> PathBuf {
     data_dir
         .join("agent/images/blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
@@ -569,7 +569,7 @@ async fn a_pull_that_failed_while_the_registry_was_down_succeeds_once_it_is_back
 /// Writes an OCI layout of a Linux container image (config `os: linux`, one tar layer with
 /// `bin/sh`) to `dir`, tagged `v1`: what a wasm node must refuse by its media types and
 /// platform, whatever its name says.
-fn linux_image_layout(dir: &Path) -> Result<()> {
+pub(crate) fn linux_image_layout(dir: &Path) -> Result<()> {
     use sha2::Digest as _;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;

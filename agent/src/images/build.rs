@@ -27,9 +27,9 @@ struct WasmConfig {
 
 /// A component's world, as the artifact config records it.
 #[derive(Debug, Default, Serialize)]
-struct ComponentInfo {
-    imports: Vec<String>,
-    exports: Vec<String>,
+pub(crate) struct ComponentInfo {
+    pub(crate) imports: Vec<String>,
+    pub(crate) exports: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +65,7 @@ pub fn binary_kind(wasm: &[u8]) -> Option<WasmBinaryKind> {
 
 /// The top-level import and export names of a component (nested modules' and components'
 /// are theirs, not the component's).
-fn component_info(wasm: &[u8]) -> Result<ComponentInfo, String> {
+pub(crate) fn component_info(wasm: &[u8]) -> Result<ComponentInfo, String> {
     use wasmparser::{Parser, Payload};
     let mut info = ComponentInfo::default();
     let mut depth = 0usize;

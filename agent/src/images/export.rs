@@ -65,7 +65,7 @@ impl ImageStore {
     }
 
     /// Adds `digest` and every blob it references that the store holds to `blobs`.
-    fn reachable(
+    pub(super) fn reachable(
         &self,
         digest: &str,
         blobs: &mut BTreeSet<String>,

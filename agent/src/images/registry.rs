@@ -186,22 +186,31 @@ impl Registries {
             .pull_manifest_raw(&remote, auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| failed(describe(&e)))?;
+        // What this pull adds to the store, removed again if the image turns out not to be
+        // a wasm image: a refused pull leaves nothing behind.
+        let mut added = Added::new(store);
+        added.note(&digest);
         let top = ingest_manifest(store, &bytes, &digest, reference.digest.as_deref())
             .map_err(|e| failed(e.to_string()))?;
         let mut document = parse(&bytes).map_err(failed)?;
+        let mut leaf = top.clone();
         if document.is_index() {
             let child = wasm_child(&document.manifests).ok_or_else(|| {
+                added.remove();
                 failed(format!(
-                    "the image index {digest} has no wasm manifest (platform os wasi* or \
-                     architecture wasm) and more than one child"
+                    "{NOT_WASM}: the image index {digest} has no manifest for a wasm platform \
+                     (os wasi*, architecture wasm) among its {} (platforms: {}); {ACCEPTED}",
+                    document.manifests.len(),
+                    super::describe_platforms(&document.manifests)
                 ))
             })?;
+            added.note(&child.digest);
             let by_digest = remote.clone_with_digest(child.digest.clone());
             let (bytes, child_digest) = client
                 .pull_manifest_raw(&by_digest, auth, ACCEPTED_MANIFESTS)
                 .await
                 .map_err(|e| failed(describe(&e)))?;
-            ingest_manifest(store, &bytes, &child_digest, Some(&child.digest))
+            leaf = ingest_manifest(store, &bytes, &child_digest, Some(&child.digest))
                 .map_err(|e| failed(e.to_string()))?;
             document = parse(&bytes).map_err(failed)?;
         }
@@ -209,11 +218,30 @@ impl Registries {
         for blob in blobs {
             progress.start(&blob.digest, blob.size);
             if !store.has_blob(&blob.digest) {
+                added.note(&blob.digest);
                 pull_blob(&client, &remote, blob, store)
                     .await
                     .map_err(|e| failed(e.to_string()))?;
             }
             progress.done(&blob.digest);
+        }
+        // Only wasm images are kept: a Linux image is refused here, not when a pod runs it.
+        let checked = {
+            let (store, name, leaf) = (store.clone(), reference.to_string(), leaf.digest.clone());
+            tokio::task::spawn_blocking(move || super::wasm::meta_for(&store, &name, &leaf)).await
+        };
+        let refusal = match checked {
+            Ok(Ok(_)) => None,
+            Ok(Err(ImageError::NotWasm { reason, .. })) => Some(format!(
+                "{NOT_WASM}: {reason}; found {}; {ACCEPTED}",
+                describe_found(store, &document)
+            )),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("checking the image stopped: {e}")),
+        };
+        if let Some(message) = refusal {
+            added.remove();
+            return Err(failed(message));
         }
         if reference.tag.is_some() || reference.digest.is_none() {
             store.tag(reference, &top)?;
@@ -473,6 +501,67 @@ fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, Stri
     let text = reference.to_string();
     text.parse::<oci_client::Reference>()
         .map_err(|e| format!("{text} is not a registry reference: {e}"))
+}
+
+/// How a refused pull of a non-wasm image starts (pods' Failed events say it too).
+const NOT_WASM: &str = "not a wasm image";
+/// What a pull accepts, for the messages that refuse an image.
+const ACCEPTED: &str = "accepted are the CNCF wasm artifact (config \
+    application/vnd.wasm.config.v0+json, an application/wasm layer), images whose layers hold a \
+    .wasm module (runwasi style, platform wasi/wasm) and image indexes with a wasm platform; a \
+    Linux container image needs a container runtime (runtimeClassName runc), not this store";
+
+/// The blobs a pull stores that were not in the store before it.
+struct Added<'s> {
+    store: &'s ImageStore,
+    blobs: Vec<String>,
+}
+
+impl<'s> Added<'s> {
+    fn new(store: &'s ImageStore) -> Added<'s> {
+        Added {
+            store,
+            blobs: Vec::new(),
+        }
+    }
+
+    /// Remembers `digest` if the store lacks it (it is about to be stored).
+    fn note(&mut self, digest: &str) {
+        if !self.store.has_blob(digest) {
+            self.blobs.push(digest.to_string());
+        }
+    }
+
+    /// Removes what this pull stored (and what the store derived from it).
+    fn remove(&self) {
+        self.store.remove_blobs(&self.blobs);
+    }
+}
+
+/// The media types and platform of a manifest, as a refusal names them.
+fn describe_found(store: &ImageStore, manifest: &Document) -> String {
+    let Some(config) = &manifest.config else {
+        return format!("a {} without a config", manifest.media_type);
+    };
+    let platform = store
+        .read_blob(&config.digest)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<oci::ImageConfig>(&bytes).ok())
+        .filter(|c| !c.os.is_empty() || !c.architecture.is_empty())
+        .map_or_else(
+            || "unspecified".to_string(),
+            |c| format!("{}/{}", c.os, c.architecture),
+        );
+    let layers: Vec<&str> = manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    format!(
+        "platform {platform}, config {}, layers [{}]",
+        config.media_type,
+        layers.join(", ")
+    )
 }
 
 /// What to do about a registry that refused the credentials it got (none, or wrong ones).

@@ -155,6 +155,9 @@ impl Termination {
 pub(crate) enum StartFailure {
     /// The image cannot be resolved (`ErrImagePull`, then `ImagePullBackOff`).
     Image(String),
+    /// The image is absent and the pull policy is `Never` (`ErrImageNeverPull`, every time:
+    /// the kubelet has no back-off reason for it).
+    ImageNeverPull(String),
     /// The environment or volumes cannot be built (`CreateContainerConfigError`).
     Config(String),
     /// The runtime failed on its own (`CreateContainerError`).
@@ -397,6 +400,7 @@ impl PodLifecycle {
         let (reason, message) = match failure {
             StartFailure::Image(m) if repeated => ("ImagePullBackOff", m),
             StartFailure::Image(m) => ("ErrImagePull", m),
+            StartFailure::ImageNeverPull(m) => ("ErrImageNeverPull", m),
             StartFailure::Config(m) => ("CreateContainerConfigError", m),
             StartFailure::Runtime(m) => ("CreateContainerError", m),
         };

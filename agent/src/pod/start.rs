@@ -15,7 +15,7 @@ use wasmkube_client::events::{EventType, pod_reference};
 use super::PodContext;
 use super::env::{self, Environment, PodFacts};
 use crate::images::registry::{AuthenticatedPuller, RegistryAuth, auth_from_docker_config};
-use crate::images::{PullPolicy, Reference, ResolvedImage};
+use crate::images::{ImageError, PullPolicy, Reference, ResolvedImage};
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
 use crate::volumes;
@@ -71,6 +71,8 @@ pub(crate) struct Started {
 pub(crate) enum StartFailed {
     /// The image cannot be resolved.
     Image(String),
+    /// The image is absent and the pull policy is `Never`.
+    ImageNeverPull(String),
     /// Environment or configuration error.
     Config(String),
     /// The runtime failed on its own.
@@ -194,17 +196,27 @@ pub(crate) async fn start_container(
         }
         Err(e) => {
             let message = e.to_string();
-            event(
-                EventType::Warning,
-                "Failed",
-                format!("Failed to pull image \"{image_ref}\": {message}"),
-            );
+            let never = matches!(e, ImageError::NeverPull { .. });
+            if never {
+                // The kubelet's image manager: an ErrImageNeverPull Warning, no pull attempt.
+                event(EventType::Warning, e.reason(), message.clone());
+            } else {
+                event(
+                    EventType::Warning,
+                    "Failed",
+                    format!("Failed to pull image \"{image_ref}\": {message}"),
+                );
+            }
             event(
                 EventType::Warning,
                 "Failed",
                 format!("Error: {}", e.reason()),
             );
-            return Err(StartFailed::Image(message));
+            return Err(if never {
+                StartFailed::ImageNeverPull(message)
+            } else {
+                StartFailed::Image(message)
+            });
         }
     };
 

@@ -494,6 +494,7 @@ impl Worker {
                     Err(failed) => {
                         let outcome = match failed {
                             StartFailed::Image(m) => Err(StartFailure::Image(m)),
+                            StartFailed::ImageNeverPull(m) => Err(StartFailure::ImageNeverPull(m)),
                             StartFailed::Config(m) => Err(StartFailure::Config(m)),
                             StartFailed::Runtime(m) => Err(StartFailure::Runtime(m)),
                             StartFailed::Workload(m) => Ok(Termination {

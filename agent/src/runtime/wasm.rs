@@ -134,6 +134,18 @@ impl ContainerRuntime for WasmRuntime {
                 e if e.is_workload_error() => StartError::Workload(e.to_string()),
                 e => StartError::Internal(e.to_string()),
             })?;
+        // The compiled-code cache's counters after this load: a second pod of an image
+        // leaves `compiled` where the first left it (a memory or disk hit instead).
+        let cache = self.runtime.cache_stats();
+        tracing::info!(
+            container = %spec.id,
+            image = %spec.image.reference,
+            wasm_digest = %spec.image.wasm_digest,
+            compiled_total = cache.compiled,
+            disk_hits_total = cache.disk_hits,
+            memory_hits_total = cache.memory_hits,
+            "wasm program loaded"
+        );
         let preopens: Vec<wr::Preopen> = spec
             .mounts
             .iter()

@@ -242,6 +242,22 @@ fn image_errors_retry_with_growing_delay_whatever_the_policy() {
 }
 
 #[test]
+fn an_absent_image_with_pull_policy_never_stays_err_image_never_pull() {
+    let mut l = PodLifecycle::new(&pod("Never", &[], &["app"]));
+    let mut now = Instant::now();
+    let never = || StartFailure::ImageNeverPull("not present".into());
+    for _ in 0..3 {
+        plan(&mut l, now);
+        l.begin_start(0, now).unwrap();
+        l.start_failed(0, never(), now).unwrap();
+        assert!(matches!(&l.containers[0].state,
+            ContainerState::Waiting { reason, .. } if reason == "ErrImageNeverPull"));
+        now = plan(&mut l, now).wake_at.expect("retried later");
+    }
+    assert_eq!(l.phase(), Phase::Pending);
+}
+
+#[test]
 fn termination_stops_everything_and_nothing_restarts() {
     let mut l = PodLifecycle::new(&pod("Always", &[], &["a", "b"]));
     let now = Instant::now();
