@@ -394,7 +394,12 @@ impl PodLifecycle {
         if c.ever_started || c.last_termination.is_some() {
             c.restart_count = c.restart_count.saturating_sub(1);
         }
-        let delay = retry_delay(c.start_failures);
+        // An image a pod may not pull is looked for again at the kubelet's pod worker
+        // back-off (10 s), not a growing one: it appears when someone imports it.
+        let delay = match failure {
+            StartFailure::ImageNeverPull(_) => RETRY_INITIAL,
+            _ => retry_delay(c.start_failures),
+        };
         let repeated = c.start_failures > 0;
         c.start_failures += 1;
         let (reason, message) = match failure {

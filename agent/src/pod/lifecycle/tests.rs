@@ -252,7 +252,13 @@ fn an_absent_image_with_pull_policy_never_stays_err_image_never_pull() {
         l.start_failed(0, never(), now).unwrap();
         assert!(matches!(&l.containers[0].state,
             ContainerState::Waiting { reason, .. } if reason == "ErrImageNeverPull"));
-        now = plan(&mut l, now).wake_at.expect("retried later");
+        let wake_at = plan(&mut l, now).wake_at.expect("retried later");
+        assert_eq!(
+            wake_at,
+            now + Duration::from_secs(10),
+            "no growing back-off"
+        );
+        now = wake_at;
     }
     assert_eq!(l.phase(), Phase::Pending);
 }
