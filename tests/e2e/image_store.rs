@@ -473,3 +473,78 @@ async fn image_gc_thresholds_are_checked_before_anything_starts() -> Result<()> 
     assert!(nothing.is_empty(), "nothing started: {nothing:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn image_gc_removes_the_least_recently_used_image_first_and_stops_at_the_low_threshold()
+-> Result<()> {
+    let cluster = TestCluster::builder()
+        .embedded_agent(NodeSpec::named("lru"))
+        .server_arg("--image-gc-period=1s")
+        .server_arg("--minimum-image-gc-age=0")
+        .start()
+        .await?;
+    let data = cluster.data_dir();
+    let tmpfs = Tmpfs::mount(32)?;
+    let store = data.join("agent/images");
+    std::fs::rename(&store, data.join("agent/images.before"))?;
+    std::os::unix::fs::symlink(tmpfs.path(), &store)?;
+
+    // Two images of 3 MB each, each run by a pod that is then deleted: `older` first.
+    let modules = tempfile::tempdir()?;
+    let mut layers = Vec::new();
+    for (i, name) in ["wasmkube.local/lru/older:v1", "wasmkube.local/lru/newer:v1"]
+        .into_iter()
+        .enumerate()
+    {
+        let file = modules.path().join(format!("{i}.wasm"));
+        std::fs::write(
+            &file,
+            crate::harness::module_with_data_segment(3_000_000 + i),
+        )?;
+        image_ok(data, &["build", &file.display().to_string(), "-t", name]).await?;
+        let seen = inspect(data, name).await?;
+        layers.push(
+            seen["wasm"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        let pod_name = format!("lru-{i}");
+        cluster.apply_json(&pod(&pod_name, name)).await?;
+        wait_succeeded(&cluster, &pod_name).await?;
+        cluster
+            .kubectl_ok(&["delete", "pod", &pod_name, "--wait=false"])
+            .await?;
+        cluster.wait_pod_gone(&pod_name, DEADLINE).await?;
+        poll_until("the agent to let go of the image", DEADLINE, || async {
+            let record = std::fs::read_to_string(store.join("in-use.json")).unwrap_or_default();
+            Ok((!record.contains(name)).then_some(()))
+        })
+        .await?;
+    }
+
+    // 86% used: freeing one image (3 MB) reaches 80% (about 2 MB to free).
+    let _filler = fill(tmpfs.path(), 4_500 << 10)?;
+    poll_until("image GC to remove the older image", DEADLINE, || async {
+        let listed = image_ok(data, &["list"]).await?;
+        Ok((!listed.contains("lru/older")).then_some(listed))
+    })
+    .await
+    .map(|listed| assert!(listed.contains("lru/newer"), "the newer stays: {listed}"))?;
+    assert!(!blob(data, &layers[0]).exists(), "the older module is gone");
+    // The pass stopped once it had freed enough: one removal, the newer image kept.
+    let removals = || {
+        std::fs::read_to_string(cluster.log_path())
+            .unwrap_or_default()
+            .matches("removing image to free bytes")
+            .count()
+    };
+    poll_until("the removal in the log", DEADLINE, || async {
+        Ok((removals() >= 1).then_some(()))
+    })
+    .await?;
+    assert_eq!(removals(), 1, "one image removed");
+    assert!(blob(data, &layers[1]).exists(), "the newer module stays");
+    drop(cluster);
+    Ok(())
+}
