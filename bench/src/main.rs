@@ -23,7 +23,9 @@
 //! - `dns` ([`dns`]): the cluster DNS's queries/s and latency for a Service name, next to
 //!   dnsmasq;
 //! - `service` ([`service`]): requests through a ClusterIP versus straight to the pod IP,
-//!   kube-proxy's nftables mode and userspace relay.
+//!   kube-proxy's nftables mode and userspace relay;
+//! - `same-node` ([`same_node`]): a Service call on its endpoint's node, through the kernel
+//!   versus handed to the pod's HTTP service in-process.
 //!
 //! Shared pieces: two servers compared side by side in alternating rounds ([`sides`]), the
 //! server the bench starts and its clients ([`target`]), the samples and
@@ -54,6 +56,7 @@ mod pods;
 mod podwatch;
 mod proxy;
 mod report;
+mod same_node;
 mod samples;
 mod service;
 mod sides;
@@ -89,7 +92,8 @@ Subcommands (each has its own --help saying exactly what it measures):
   proxy     kube-proxy's nftables mode (the agent's, run in the bench's process, its rules in a
             network namespace the bench makes; needs root and nft): 1,000 selector-less
             Services x 10 endpoints, slice write -> rules in place p50/p99; one endpoint change
-            at that size (and the sync's own time); a restarted proxy's full sync.
+            at that size (the sync's own time and nft's part of it); a restarted proxy's full
+            sync; nft's own cost over that table by the cache a batch makes it read.
   dns       the cluster DNS: queries/s and p50/p99 of A queries for a Service name from
             closed-loop UDP clients, and a dig loop, next to dnsmasq answering the same name
             (needs dnsmasq and dig: apt-get install dnsmasq-base dnsutils).
@@ -97,6 +101,10 @@ Subcommands (each has its own --help saying exactly what it measures):
             versus straight to the pod IP, in alternating rounds, with kube-proxy's nftables
             mode and its userspace relay; the server and the client each in a network
             namespace the bench makes (needs root, iproute2, nftables, curl, kubectl).
+  same-node a Service call on the same node as its endpoint: requests/s and p50/p99 of the
+            http-hello pod through its ClusterIP (nftables) and at its pod IP from the node's
+            own namespace, next to the same component handed the requests in-process
+            (HttpService::handle, no socket): what skipping the kernel would save at most.
   load ADDR the HTTP load generator alone: closed-loop keep-alive GETs to ADDR for a fixed
             time, requests/s and p50/p99 (what `service` runs inside its client namespace).
 
@@ -120,7 +128,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, load.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, same-node, load.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -162,6 +170,9 @@ enum BenchSubcommand {
     /// Requests through a ClusterIP versus straight to the pod IP, nftables and userspace
     /// (in network namespaces; needs root).
     Service(service::ServiceCommand),
+    /// A Service call on the same node: through the kernel (ClusterIP, nftables) versus
+    /// handed to the pod's HTTP service in-process, what skipping the kernel would save.
+    SameNode(same_node::SameNodeCommand),
     /// The HTTP load generator alone against IP:PORT (what `service` runs in its client's
     /// network namespace).
     Load(load::LoadCommand),
@@ -184,6 +195,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Proxy(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Dns(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Service(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::SameNode(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Load(cmd)) => cmd.execute().await,
         }
     }
@@ -334,6 +346,7 @@ mod tests {
             "proxy",
             "dns",
             "service",
+            "same-node",
         ] {
             let bench = BenchCommand::try_parse_from(["wasmkube-bench", name]).expect("parses");
             assert!(bench.command.is_some(), "{name}");

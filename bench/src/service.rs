@@ -58,7 +58,7 @@ pub(crate) struct ServiceCommand {
 }
 
 /// Two namespaces joined by a veth pair; deleted when dropped.
-struct Lab {
+pub(super) struct Lab {
     node: String,
     client: String,
 }
@@ -82,7 +82,7 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
 }
 
 impl Lab {
-    fn new() -> anyhow::Result<Lab> {
+    pub(super) fn new() -> anyhow::Result<Lab> {
         if !rustix::process::geteuid().is_root() {
             bail!("the service bench makes network namespaces: run it as root");
         }
@@ -129,6 +129,9 @@ impl Lab {
                 &["route", "add", cidr, "via", &NODE_IP.to_string()],
             )?;
         }
+        // The node's own connections to a cluster IP need a route before the nat-output
+        // hook's DNAT (a real host's default route); it leads nowhere but the veth.
+        lab.ip(&lab.node, &["route", "add", "10.43.0.0/16", "dev", "eth0"])?;
         Ok(lab)
     }
 
@@ -174,9 +177,21 @@ impl Lab {
 
     /// `wasmkube-bench load` (this binary) run inside the client's namespace with `plan`.
     fn load(&self, plan: &LoadPlan) -> anyhow::Result<LoadResult> {
+        self.load_from(&self.client, plan)
+    }
+
+    /// `wasmkube-bench load` run inside the node's namespace (a client on the same node as
+    /// the pod, as a wasm pod's outgoing connection is the agent's).
+    pub(super) fn load_in_node(&self, plan: &LoadPlan) -> anyhow::Result<LoadResult> {
+        self.load_from(&self.node, plan)
+    }
+
+    fn load_from(&self, ns: &str, plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         let bench = std::env::current_exe().context("the bench's own path")?;
-        let out = self
-            .in_client(&bench)
+        let mut command = std::process::Command::new("nsenter");
+        command.arg(format!("--net={}", Lab::netns_path(ns)));
+        command.arg(&bench);
+        let out = command
             .args([
                 "load",
                 &plan.addr.to_string(),
@@ -192,7 +207,7 @@ impl Lab {
             ])
             .stdin(Stdio::null())
             .output()
-            .context("running wasmkube-bench load in the client's namespace")?;
+            .with_context(|| format!("running wasmkube-bench load in namespace {ns}"))?;
         if !out.status.success() {
             bail!(
                 "wasmkube-bench load {} failed: {}",
@@ -217,7 +232,7 @@ impl Drop for Lab {
 }
 
 /// `wasmkube server` in the node's namespace; killed when dropped.
-struct NodeServer {
+pub(super) struct NodeServer {
     child: std::process::Child,
     data_dir: tempfile::TempDir,
 }
@@ -361,6 +376,62 @@ fn manifests() -> String {
     format!("{pod}\n---\n{service}\n")
 }
 
+/// Starts `wasmkube server --proxy-mode MODE` in the node's namespace with one http-hello
+/// pod behind a ClusterIP Service, and waits until the client gets answers from both; the
+/// server, the pod's address and the Service's.
+pub(super) fn serve_http_hello(
+    lab: &Lab,
+    wasmkube: &Path,
+    samples: &Samples,
+    mode: &str,
+) -> anyhow::Result<(NodeServer, SocketAddr, SocketAddr)> {
+    eprintln!("{mode}: starting the server in the node's namespace...");
+    let mut server = NodeServer::start(lab, wasmkube, samples, mode)?;
+    server.wait("the apiserver ready", |s| {
+        Ok(s.kubeconfig().exists() && s.kubectl(lab, &["get", "--raw", "/readyz"], None)? == "ok")
+    })?;
+    server.wait("the default ServiceAccount", |s| {
+        Ok(s.kubectl(lab, &["get", "serviceaccount", "default"], None)
+            .is_ok())
+    })?;
+    server.kubectl(lab, &["apply", "-f", "-"], Some(&manifests()))?;
+    server.wait("the pod Ready", |s| {
+        Ok(s.kubectl(
+            lab,
+            &[
+                "get",
+                "pod",
+                NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        )? == "True")
+    })?;
+    let pod_ip: Ipv4Addr = server
+        .kubectl(
+            lab,
+            &["get", "pod", NAME, "-o", "jsonpath={.status.podIP}"],
+            None,
+        )?
+        .parse()
+        .context("the pod's IP")?;
+    let cluster_ip: Ipv4Addr = server
+        .kubectl(
+            lab,
+            &["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"],
+            None,
+        )?
+        .parse()
+        .context("the Service's cluster IP")?;
+    let direct = SocketAddr::from((pod_ip, 8080));
+    let through = SocketAddr::from((cluster_ip, 80));
+    server.wait("a request through the ClusterIP", |_| {
+        Ok(lab.client_gets(direct)? && lab.client_gets(through)?)
+    })?;
+    Ok((server, direct, through))
+}
+
 /// One mode's figures.
 struct ModeFigures {
     mode: String,
@@ -369,7 +440,7 @@ struct ModeFigures {
 }
 
 /// Requests/s over rounds, and the latency of the middle round by requests/s.
-fn combine(results: &[LoadResult]) -> (f64, u64, Option<&LoadResult>) {
+pub(super) fn combine(results: &[LoadResult]) -> (f64, u64, Option<&LoadResult>) {
     let ok: u64 = results.iter().map(|r| r.ok).sum();
     let errors = results.iter().map(|r| r.errors).sum();
     let secs: f64 = results.iter().map(|r| r.elapsed.as_secs_f64()).sum();
@@ -435,51 +506,7 @@ impl ServiceCommand {
         samples: &Samples,
         mode: &str,
     ) -> anyhow::Result<ModeFigures> {
-        eprintln!("{mode}: starting the server in the node's namespace...");
-        let mut server = NodeServer::start(lab, wasmkube, samples, mode)?;
-        server.wait("the apiserver ready", |s| {
-            Ok(s.kubeconfig().exists()
-                && s.kubectl(lab, &["get", "--raw", "/readyz"], None)? == "ok")
-        })?;
-        server.wait("the default ServiceAccount", |s| {
-            Ok(s.kubectl(lab, &["get", "serviceaccount", "default"], None)
-                .is_ok())
-        })?;
-        server.kubectl(lab, &["apply", "-f", "-"], Some(&manifests()))?;
-        server.wait("the pod Ready", |s| {
-            Ok(s.kubectl(
-                lab,
-                &[
-                    "get",
-                    "pod",
-                    NAME,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )? == "True")
-        })?;
-        let pod_ip: Ipv4Addr = server
-            .kubectl(
-                lab,
-                &["get", "pod", NAME, "-o", "jsonpath={.status.podIP}"],
-                None,
-            )?
-            .parse()
-            .context("the pod's IP")?;
-        let cluster_ip: Ipv4Addr = server
-            .kubectl(
-                lab,
-                &["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"],
-                None,
-            )?
-            .parse()
-            .context("the Service's cluster IP")?;
-        let direct = SocketAddr::from((pod_ip, 8080));
-        let through = SocketAddr::from((cluster_ip, 80));
-        server.wait("a request through the ClusterIP", |_| {
-            Ok(lab.client_gets(direct)? && lab.client_gets(through)?)
-        })?;
+        let (_server, direct, through) = serve_http_hello(lab, wasmkube, samples, mode)?;
         let mut figures = ModeFigures {
             mode: mode.to_owned(),
             direct: Vec::new(),
