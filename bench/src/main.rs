@@ -25,7 +25,9 @@
 //! - `service` ([`service`]): requests through a ClusterIP versus straight to the pod IP,
 //!   kube-proxy's nftables mode and userspace relay;
 //! - `same-node` ([`same_node`]): a Service call on its endpoint's node, through the kernel
-//!   versus handed to the pod's HTTP service in-process.
+//!   versus handed to the pod's HTTP service in-process;
+//! - `images` ([`images`]): OCI distribution: pod startup cold vs warm, pull throughput next
+//!   to skopeo, 50 pods of one new image.
 //!
 //! Shared pieces: two servers compared side by side in alternating rounds ([`sides`]), the
 //! server the bench starts and its clients ([`target`]), the samples and
@@ -50,6 +52,7 @@ mod deployment;
 mod dns;
 mod encryption;
 mod http;
+mod images;
 mod load;
 mod peer;
 mod pods;
@@ -105,6 +108,11 @@ Subcommands (each has its own --help saying exactly what it measures):
             http-hello pod through its ClusterIP (nftables) and at its pod IP from the node's
             own namespace, next to the same component handed the requests in-process
             (HttpService::handle, no socket): what skipping the kernel would save at most.
+  images    OCI distribution (needs docker-registry and skopeo, started/run on loopback): pod
+            startup create -> Running cold (pulled from the registry and compiled) vs warm
+            (cached), for a small and a large (24 MiB) module; `wasmkube image pull`
+            throughput next to `skopeo copy` of the same artifact; 50 pods of one new image
+            at once, with the registry's layer GETs and the agent's compilations counted.
   load ADDR the HTTP load generator alone: closed-loop keep-alive GETs to ADDR for a fixed
             time, requests/s and p50/p99 (what `service` runs inside its client namespace).
 
@@ -128,7 +136,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, same-node, load.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, same-node, images, load.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -173,6 +181,9 @@ enum BenchSubcommand {
     /// A Service call on the same node: through the kernel (ClusterIP, nftables) versus
     /// handed to the pod's HTTP service in-process, what skipping the kernel would save.
     SameNode(same_node::SameNodeCommand),
+    /// OCI images: pod startup cold vs warm (small and large module), pull throughput next
+    /// to skopeo, 50 pods of one new image (needs docker-registry and skopeo).
+    Images(images::ImagesCommand),
     /// The HTTP load generator alone against IP:PORT (what `service` runs in its client's
     /// network namespace).
     Load(load::LoadCommand),
@@ -196,6 +207,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Dns(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Service(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::SameNode(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Images(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Load(cmd)) => cmd.execute().await,
         }
     }
