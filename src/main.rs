@@ -23,7 +23,8 @@ enum Command {
     Agent(Box<commands::agent::AgentCommand>),
     /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
     Controllers(commands::controllers::ControllersCommand),
-    /// Manage the node's local image store: import OCI image layouts of wasm images.
+    /// Manage the node's wasm images: build, import, export, list, inspect and remove them in
+    /// its image store; push and pull them to and from OCI registries.
     Image(commands::image::ImageCommand),
 }
 

@@ -88,8 +88,9 @@ enum ImageSubcommand {
     /// REPO@sha256:<hex>), which loses every name pointing at it. The image's blobs, the
     /// module extracted from it and the agent's compiled code for it are deleted once no
     /// name points at them (a layer another image shares stays). An image a pod on the node
-    /// uses (as the agent last recorded in DIR/agent/images/in-use.json) is refused unless
-    /// --force: delete those pods first. Prints what was removed.
+    /// uses, as the running agent records in DIR/agent/images/in-use.json, is refused unless
+    /// --force: delete those pods first. An agent that stopped cleanly records nothing, so
+    /// then nothing is refused. Prints what was removed (Untagged: NAME, Deleted: DIGEST).
     #[command(
         alias = "rmi",
         alias = "remove",
@@ -120,8 +121,8 @@ enum ImageSubcommand {
 struct RmCommand {
     #[command(flatten)]
     store: StoreArgs,
-    /// Remove images pods on the node use (by the agent's record) too; for a record a
-    /// stopped agent left behind.
+    /// Remove images pods on the node use (by the agent's record) too, e.g. when the
+    /// record is what a killed agent left behind.
     #[arg(long)]
     force: bool,
     /// The images: names or digests.

@@ -221,7 +221,8 @@ impl ImageStore {
             if outcome.freed >= outcome.needed {
                 break;
             }
-            match self.remove_image(&digest, &in_use) {
+            // What pods use now: a pod bound since the pass began keeps its image.
+            match self.remove_image(&digest, &self.images_in_use()) {
                 Ok(removed) => {
                     tracing::info!(
                         image_id = %digest,

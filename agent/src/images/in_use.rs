@@ -6,7 +6,8 @@
 //! The set of images is also written to `<store>/in-use.json` whenever it changes (not when
 //! only the pods change, so pod churn writes nothing), for `wasmkube image rm`, which runs
 //! in another process and refuses to remove an image a pod uses. The file is as fresh as the
-//! running agent keeps it; a stopped agent leaves its last set behind.
+//! running agent keeps it: an agent that stops lets its pods' workers end, which empties it;
+//! a killed one leaves its last set behind.
 
 use std::collections::{BTreeMap, HashMap};
 
