@@ -723,3 +723,55 @@ fn the_air_gap_directory_imports_layouts_and_archives_and_skips_other_files() {
     assert_eq!(store.list().expect("list").len(), 2);
     assert!(airgap::import_dir(&store, &tmp.path().join("missing")).is_empty());
 }
+
+#[test]
+fn removing_an_image_keeps_what_another_shares_and_takes_its_compiled_code() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = store(&tmp);
+    let dir = tmp.path().join("layout");
+    let mut layout = Layout::new(&dir);
+    // Both artifacts have the same config blob, and modules of their own.
+    let a = layout.wasm_artifact(MODULE);
+    layout.add(a.clone(), &[(oci::ANNOTATION_IMAGE_NAME, "a:v1")]);
+    let b = layout.wasm_artifact(OTHER_MODULE);
+    layout.add(b, &[(oci::ANNOTATION_IMAGE_NAME, "b:v1")]);
+    store.import(&dir).expect("import");
+    let manifest: oci::Manifest =
+        serde_json::from_slice(&store.read_blob(&a.digest).expect("manifest")).expect("json");
+    let cache = tmp.path().join("data/agent").join(CODE_CACHE_DIR);
+    fs::create_dir_all(&cache).expect("mkdir");
+    let compiled =
+        |module: &[u8]| cache.join(format!("{}-0123456789abcdef.cwasm", &sha(module)[7..]));
+    for module in [MODULE, OTHER_MODULE] {
+        fs::write(compiled(module), b"code").expect("write");
+    }
+
+    // A pod uses a:v1 (as its container writes it): the agent's record refuses its removal.
+    store.pod_uses("uid-1", vec!["a:v1".into()]);
+    let in_use = store.recorded_in_use().expect("record");
+    assert_eq!(in_use, vec!["a:v1".to_string()]);
+    let refused = store.remove_image("a:v1", &in_use).expect_err("in use");
+    assert!(matches!(refused, ImageError::InUse { .. }), "{refused}");
+    assert!(
+        store.resolve("a:v1").is_ok(),
+        "a refused removal changes nothing"
+    );
+    store.pod_gone("uid-1");
+    assert!(store.recorded_in_use().expect("record").is_empty());
+
+    let removed = store.remove_image("a:v1", &[]).expect("remove");
+    assert_eq!(removed.names, vec!["docker.io/library/a:v1".to_string()]);
+    assert!(removed.blobs_removed);
+    assert!(!store.has_blob(&a.digest) && !store.has_blob(&sha(MODULE)));
+    assert!(!compiled(MODULE).exists(), "its compiled code went with it");
+    assert!(
+        store.has_blob(&manifest.config.digest),
+        "b shares the config"
+    );
+    assert!(compiled(OTHER_MODULE).exists());
+    assert!(store.resolve("b:v1").is_ok());
+    assert!(matches!(
+        store.remove_image("a:v1", &[]),
+        Err(ImageError::NotFound { .. })
+    ));
+}
