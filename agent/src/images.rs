@@ -53,6 +53,7 @@ pub(crate) mod oci;
 pub(crate) mod reference;
 pub mod registry;
 mod remove;
+pub mod signature;
 mod wasm;
 
 #[cfg(test)]

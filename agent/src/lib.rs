@@ -132,6 +132,9 @@ pub struct AgentConfig {
     pub proxy_mode: proxy::ProxyMode,
     /// How images are pulled from OCI registries (plain-HTTP registries, extra CAs).
     pub registries: images::registry::RegistryConfig,
+    /// Which namespaces run only images signed by which keys (`--image-signature-policy`);
+    /// `None`: every namespace runs unsigned images.
+    pub image_signature_policy: Option<images::signature::SignaturePolicy>,
     /// The node's DNS settings (`--cluster-dns`, `--cluster-domain`, the host's
     /// resolv.conf), what pods' resolver configurations are formed from
     /// ([`dns::pod_resolv_conf`]); no cluster DNS and `cluster.local` by default.
@@ -158,6 +161,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("proxy_mode", &self.proxy_mode)
             .field("registries", &self.registries)
             .field("image_gc", &self.image_gc)
+            .field("image_signature_policy", &self.image_signature_policy)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +205,7 @@ impl AgentConfig {
             server_tls_bootstrap: false,
             proxy_mode: proxy::ProxyMode::None,
             registries: images::registry::RegistryConfig::default(),
+            image_signature_policy: None,
             dns: dns::NodeDns {
                 cluster_domain: "cluster.local".into(),
                 ..dns::NodeDns::default()
@@ -362,6 +367,9 @@ pub async fn start(
         runtime: Arc::new(runtime::wasm::WasmRuntime::new(runtime)),
         images,
         registries: Arc::new(images::registry::Registries::new(config.registries.clone())),
+        signatures: Arc::new(images::signature::SignatureVerifier::new(
+            config.image_signature_policy.clone(),
+        )),
         events: EventRecorder::new(
             config.client.clone(),
             Reporter {

@@ -39,6 +39,7 @@ pub(crate) mod env;
 pub(crate) mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod sandbox;
+pub(crate) mod signature;
 pub(crate) mod start;
 pub(crate) mod worker;
 
@@ -56,6 +57,8 @@ pub(crate) struct PodContext {
     pub(crate) images: ImageStore,
     /// Where images missing from the store are pulled from.
     pub(crate) registries: Arc<crate::images::registry::Registries>,
+    /// The image signature policy: which namespaces need signed images.
+    pub(crate) signatures: Arc<crate::images::signature::SignatureVerifier>,
     /// Events.
     pub(crate) events: EventRecorder,
     /// Log files and pod names for the log server.

@@ -247,6 +247,14 @@ pub(crate) struct NodeArgs {
     /// An extra CA certificate (PEM) trusted for registries' HTTPS, besides the web PKI.
     #[arg(long, value_name = "FILE")]
     pub(crate) registry_ca_file: Option<PathBuf>,
+    /// Which namespaces run only signed images: a YAML (or JSON) file of rules
+    /// `{namespaces: [NS... or "*"], keys: [PUBLIC-KEY.pem...]}` (key paths relative to the
+    /// file). A container in such a namespace starts only when the image digest it runs
+    /// carries a cosign signature (as `wasmkube image sign` or cosign make) by one of its
+    /// rule's keys; otherwise it waits with SignatureValidationFailed and is retried. Read at
+    /// start; other namespaces run unsigned images.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) image_signature_policy: Option<PathBuf>,
     /// The cluster DNS Service's address: the nameserver of pods with the ClusterFirst
     /// dnsPolicy (the kubelet's and k3s' flag); the server keeps kube-system/kube-dns there.
     #[arg(long, default_value = "10.43.0.10", value_name = "IP")]
@@ -434,6 +442,12 @@ impl NodeArgs {
             config.registries.extra_ca_pem.push(
                 std::fs::read(file)
                     .with_context(|| format!("reading --registry-ca-file {}", file.display()))?,
+            );
+        }
+        if let Some(file) = &self.image_signature_policy {
+            config.image_signature_policy = Some(
+                wasmkube_agent::images::signature::SignaturePolicy::load(file)
+                    .context("--image-signature-policy")?,
             );
         }
         config.dns = self.node_dns();

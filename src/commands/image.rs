@@ -1,5 +1,6 @@
 //! `wasmkube image`: the node's local image store (`build`, `import`, `export`, `list`,
-//! `rm`, `inspect`) and OCI registries (`push`, `pull`).
+//! `rm`, `inspect`), OCI registries (`push`, `pull`), and signatures (`generate-key-pair`,
+//! `sign`, `verify`, in `image/sign.rs`).
 //!
 //! The store of the agent with data directory `DIR` is `DIR/agent/images` (for `wasmkube
 //! server --data-dir DIR`'s embedded agent and for `wasmkube agent --data-dir DIR` alike).
@@ -14,6 +15,8 @@ use wasmkube_agent::images::registry::{
     Registries, RegistryAuth, RegistryConfig, TransferProgress,
 };
 use wasmkube_agent::images::{ImageKind, ImageStore, ImportOptions, Reference};
+
+mod sign;
 
 /// Manage the images of a node's local store.
 #[derive(clap::Args, Debug)]
@@ -114,6 +117,38 @@ enum ImageSubcommand {
         wasmkube image inspect sha256:4f1c...e9 | jq .wasm.exports"
     )]
     Inspect(InspectCommand),
+    /// Make a key pair for signing images, as `cosign generate-key-pair`: PREFIX.key (the
+    /// ECDSA P-256 private key, encrypted with the passphrase in COSIGN_PASSWORD, in cosign's
+    /// format) and PREFIX.pub (the public key, PEM).
+    #[command(after_long_help = "Examples:\n  \
+        COSIGN_PASSWORD=... wasmkube image generate-key-pair\n  \
+        COSIGN_PASSWORD=... wasmkube image generate-key-pair --output-key-prefix team-a")]
+    GenerateKeyPair(sign::GenerateKeyPairCommand),
+    /// Sign an image in a registry with a key, as `cosign sign --key` without a
+    /// transparency log.
+    ///
+    /// Signs the manifest digest IMAGE names (a tag is resolved in the registry first) and
+    /// adds the signature to the repository as cosign does: a simple signing payload layer
+    /// with the dev.cosignproject.cosign/signature annotation in the manifest tagged
+    /// sha256-<hex>.sig. `cosign verify --key`, `wasmkube image verify`, skopeo/podman with a
+    /// sigstoreSigned policy (use-sigstore-attachments) and the agent's
+    /// --image-signature-policy check it. The key's passphrase comes from COSIGN_PASSWORD.
+    #[command(after_long_help = "Examples:\n  \
+        COSIGN_PASSWORD=... wasmkube image sign --key cosign.key localhost:5000/app:1.0\n  \
+        wasmkube image sign --key cosign.key registry.example.com/team/app@sha256:<hex> --creds alice:s3cret")]
+    Sign(sign::SignCommand),
+    /// Verify an image in a registry against public keys, as `cosign verify --key` without a
+    /// transparency log.
+    ///
+    /// Passes (exit 0, prints what was verified) when a signature of the manifest digest
+    /// IMAGE names verifies with one of the keys and its payload names that digest; fails
+    /// (non-zero, saying why: unsigned, signed by another key, signature of another digest)
+    /// otherwise. Reads the signatures cosign writes (and containers/image's sigstore attachments,
+    /// which podman and skopeo write in the same format).
+    #[command(after_long_help = "Examples:\n  \
+        wasmkube image verify --key cosign.pub localhost:5000/app:1.0\n  \
+        wasmkube image verify --key team-a.pub --key team-b.pub registry.example.com/team/app@sha256:<hex>")]
+    Verify(sign::VerifyCommand),
 }
 
 /// `wasmkube image rm`.
@@ -373,6 +408,8 @@ impl ImageCommand {
         match self.command {
             ImageSubcommand::Push(cmd) => cmd.run().await,
             ImageSubcommand::Pull(cmd) => cmd.run().await,
+            ImageSubcommand::Sign(cmd) => cmd.run().await,
+            ImageSubcommand::Verify(cmd) => cmd.run().await,
             // The store does plain file I/O; keep it off the async workers.
             command => tokio::task::spawn_blocking(move || match command {
                 ImageSubcommand::Import(cmd) => cmd.run(),
@@ -381,7 +418,11 @@ impl ImageCommand {
                 ImageSubcommand::Export(cmd) => cmd.run(),
                 ImageSubcommand::Rm(cmd) => cmd.run(),
                 ImageSubcommand::Inspect(cmd) => cmd.run(),
-                ImageSubcommand::Push(_) | ImageSubcommand::Pull(_) => Ok(()),
+                ImageSubcommand::GenerateKeyPair(cmd) => cmd.run(),
+                ImageSubcommand::Push(_)
+                | ImageSubcommand::Pull(_)
+                | ImageSubcommand::Sign(_)
+                | ImageSubcommand::Verify(_) => Ok(()),
             })
             .await
             .context("the image command stopped unexpectedly")?,

@@ -72,6 +72,7 @@ mod scheduling;
 mod service_accounts;
 mod service_traffic;
 mod shutdown;
+mod signatures;
 mod tables;
 mod wasm_network;
 mod wasm_pods;

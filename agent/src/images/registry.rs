@@ -122,7 +122,7 @@ impl Registries {
     /// The client for `registry` with `auth`. oci-client keeps the first credentials a client
     /// is given per registry (and the tokens they earn), so each set of credentials has a
     /// client of its own: a pod's imagePullSecret never lends its access to another pod.
-    fn client(&self, registry: &str, auth: &RegistryAuth) -> Arc<oci_client::Client> {
+    pub(super) fn client(&self, registry: &str, auth: &RegistryAuth) -> Arc<oci_client::Client> {
         use sha2::{Digest as _, Sha256};
         let identity = match auth {
             RegistryAuth::Anonymous => String::new(),
@@ -497,7 +497,7 @@ fn wasm_child(children: &[Descriptor]) -> Option<&Descriptor> {
         })
 }
 
-fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, String> {
+pub(super) fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, String> {
     let text = reference.to_string();
     text.parse::<oci_client::Reference>()
         .map_err(|e| format!("{text} is not a registry reference: {e}"))
@@ -570,7 +570,7 @@ const CREDENTIALS_HINT: &str = "the registry requires authentication and refused
     --creds USER:PASSWORD) or check them";
 
 /// A registry error as a person reads it.
-fn describe(error: &oci_client::errors::OciDistributionError) -> String {
+pub(super) fn describe(error: &oci_client::errors::OciDistributionError) -> String {
     use oci_client::errors::OciDistributionError as E;
     use oci_client::errors::OciErrorCode as C;
     let refused = |code: u16| code == 401 || code == 403;

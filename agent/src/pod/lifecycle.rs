@@ -158,6 +158,9 @@ pub(crate) enum StartFailure {
     /// The image is absent and the pull policy is `Never` (`ErrImageNeverPull`, every time:
     /// the kubelet has no back-off reason for it).
     ImageNeverPull(String),
+    /// The image has no valid signature where the policy asks for one
+    /// (`SignatureValidationFailed`, the kubelet's reason, then `ImagePullBackOff`).
+    Signature(String),
     /// The environment or volumes cannot be built (`CreateContainerConfigError`).
     Config(String),
     /// The runtime failed on its own (`CreateContainerError`).
@@ -406,6 +409,8 @@ impl PodLifecycle {
             StartFailure::Image(m) if repeated => ("ImagePullBackOff", m),
             StartFailure::Image(m) => ("ErrImagePull", m),
             StartFailure::ImageNeverPull(m) => ("ErrImageNeverPull", m),
+            StartFailure::Signature(m) if repeated => ("ImagePullBackOff", m),
+            StartFailure::Signature(m) => ("SignatureValidationFailed", m),
             StartFailure::Config(m) => ("CreateContainerConfigError", m),
             StartFailure::Runtime(m) => ("CreateContainerError", m),
         };

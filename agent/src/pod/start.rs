@@ -14,6 +14,7 @@ use wasmkube_client::events::{EventType, pod_reference};
 
 use super::PodContext;
 use super::env::{self, Environment, PodFacts};
+use super::signature;
 use crate::images::registry::{AuthenticatedPuller, RegistryAuth, auth_from_docker_config};
 use crate::images::{ImageError, PullPolicy, Reference, ResolvedImage};
 use crate::logs::{ContainerLog, Stream};
@@ -73,6 +74,8 @@ pub(crate) enum StartFailed {
     Image(String),
     /// The image is absent and the pull policy is `Never`.
     ImageNeverPull(String),
+    /// The image has no valid signature where the policy asks for one.
+    Signature(String),
     /// Environment or configuration error.
     Config(String),
     /// The runtime failed on its own.
@@ -168,7 +171,7 @@ pub(crate) async fn start_container(
     let auth = pull_credentials(&ctx, pod, &image_ref, &event).await;
     let authenticated = AuthenticatedPuller {
         registries: &ctx.registries,
-        auth,
+        auth: auth.clone(),
     };
     let image = match ctx
         .images
@@ -219,6 +222,7 @@ pub(crate) async fn start_container(
             });
         }
     };
+    signature::check_image(&ctx, pod, &image_ref, &image, &auth, &event).await?;
 
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let config_error = |message: String| {

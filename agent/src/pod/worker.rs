@@ -495,6 +495,7 @@ impl Worker {
                         let outcome = match failed {
                             StartFailed::Image(m) => Err(StartFailure::Image(m)),
                             StartFailed::ImageNeverPull(m) => Err(StartFailure::ImageNeverPull(m)),
+                            StartFailed::Signature(m) => Err(StartFailure::Signature(m)),
                             StartFailed::Config(m) => Err(StartFailure::Config(m)),
                             StartFailed::Runtime(m) => Err(StartFailure::Runtime(m)),
                             StartFailed::Workload(m) => Ok(Termination {
