@@ -106,15 +106,18 @@ impl ImageStore {
         let record = InUseRecord {
             images: self.images_in_use(),
         };
+        // Replaced atomically but not synced: this runs on the pod manager's path before a
+        // pod's worker starts, and a record lost in a crash is rewritten as pods come back.
         let path = self.root.join(IN_USE_FILE);
         let written = serde_json::to_vec_pretty(&record)
-            .map_err(|source| ImageError::Json {
-                what: IN_USE_FILE.into(),
-                source,
-            })
-            .and_then(|body| self.write_atomic(&path, &body));
+            .map_err(std::io::Error::other)
+            .and_then(|body| {
+                let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())?;
+                std::io::Write::write_all(&mut tmp, &body)?;
+                tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
+            });
         if let Err(e) = written {
-            tracing::warn!(error = %e, "cannot record the images pods use");
+            tracing::warn!(error = %e, path = %path.display(), "cannot record the images pods use");
         }
     }
 }
