@@ -19,8 +19,9 @@ pub(crate) const UNPRIVILEGED_PORT: u16 = 10053;
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Cluster DNS")]
 pub(crate) struct ClusterDnsArgs {
-    /// Do not run the cluster DNS server (as k3s' `--disable coredns`); an existing
-    /// kube-system/kube-dns Service is left as it is.
+    /// Do not run the cluster DNS server (as k3s' `--disable coredns`); the
+    /// kube-system/kube-dns Service, Endpoints and EndpointSlice an earlier start made are
+    /// removed (a kube-dns Service with a selector, a CoreDNS of your own, is left alone).
     #[arg(long)]
     disable_cluster_dns: bool,
     /// Where the cluster DNS server listens, UDP and TCP: the endpoint of

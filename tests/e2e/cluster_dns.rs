@@ -271,3 +271,65 @@ async fn the_server_runs_cluster_dns_behind_kube_dns() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Whether `kubectl get KIND -n kube-system kube-dns` finds it.
+async fn kube_dns_exists(cluster: &TestCluster, kind: &str) -> Result<bool> {
+    let out = cluster
+        .kubectl(&["get", kind, "-n", "kube-system", "kube-dns", "-o", "name"])
+        .await?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    if out.stderr.contains("NotFound") {
+        return Ok(false);
+    }
+    bail!("kubectl get {kind} kube-dns failed: {}", out.stderr)
+}
+
+#[tokio::test]
+async fn disabling_the_cluster_dns_removes_its_service_but_not_a_coredns_of_ones_own() -> Result<()>
+{
+    let mut cluster = TestCluster::builder().start().await?;
+    let kinds = ["service", "endpoints", "endpointslices.discovery.k8s.io"];
+    for kind in kinds {
+        assert!(kube_dns_exists(&cluster, kind).await?, "{kind} kube-dns");
+    }
+
+    // Restarted with --disable-cluster-dns: nothing is left pointing at a listener that is
+    // gone, and the address is free for another Service.
+    cluster.terminate().await?;
+    cluster.add_server_arg("--disable-cluster-dns");
+    cluster.restart().await?;
+    for kind in kinds {
+        assert!(!kube_dns_exists(&cluster, kind).await?, "{kind} kube-dns");
+    }
+    let taker = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "takes-the-dns-address"},
+        "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": 53, "protocol": "UDP"}]},
+    });
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &taker.to_string())
+        .await?;
+    cluster
+        .kubectl_ok(&["delete", "service", "takes-the-dns-address"])
+        .await?;
+
+    // A kube-dns Service of the user's own (a CoreDNS with a selector) survives a restart.
+    let own = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {"selector": {"k8s-app": "kube-dns"},
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    });
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &own.to_string())
+        .await?;
+    cluster.terminate().await?;
+    cluster.restart().await?;
+    assert!(kube_dns_exists(&cluster, "service").await?);
+    Ok(())
+}

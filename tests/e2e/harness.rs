@@ -715,6 +715,11 @@ impl TestCluster {
         }
     }
 
+    /// Adds `arg` to the server's command line from its next [`TestCluster::restart`] on.
+    pub(crate) fn add_server_arg(&mut self, arg: impl Into<String>) {
+        self.extra_args.push(arg.into());
+    }
+
     /// Start the server again on the same data directory and port; wait until it is ready.
     pub(crate) async fn restart(&mut self) -> Result<()> {
         if self.child.is_some() {

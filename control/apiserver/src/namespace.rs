@@ -38,8 +38,9 @@ pub async fn bootstrap(
         create_builtin(state, rt, &rt.key(None, name), ns).await?;
     }
     bootstrap_kubernetes_service(state, apiserver).await?;
-    if let Some(dns) = cluster_dns {
-        bootstrap_cluster_dns(state, dns).await?;
+    match cluster_dns {
+        Some(dns) => bootstrap_cluster_dns(state, dns).await?,
+        None => remove_cluster_dns(state).await?,
     }
     bootstrap_runtime_class(state).await?;
     let all = state
@@ -265,6 +266,61 @@ async fn bootstrap_cluster_dns(
     {
         let key = rt.key(Some(namespace), name);
         point_at_apiserver(state, rt, &key, slice, &["endpoints", "ports"]).await?;
+    }
+    Ok(())
+}
+
+/// Without a cluster DNS server (`--disable-cluster-dns`), removes the `kube-system/kube-dns`
+/// Service, Endpoints and EndpointSlice an earlier start with one made (k3s uninstalls a
+/// disabled packaged component the same way), so no Service is left pointing at a listener
+/// that is gone. Only the apiserver's own objects go: a kube-dns Service with a selector
+/// (a CoreDNS the user runs) is left alone, and so are objects without its labels.
+async fn remove_cluster_dns(state: &AppState) -> Result<(), wasmkube_store::StoreError> {
+    let (namespace, name) = crate::services::CLUSTER_DNS_SERVICE;
+    let label = |obj: &Value, key: &str| {
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    for (group, kind) in [
+        ("", "Service"),
+        ("", "Endpoints"),
+        ("discovery.k8s.io", "EndpointSlice"),
+    ] {
+        let Some(rt) = state.registry().by_kind(group, kind) else {
+            continue;
+        };
+        let key = rt.key(Some(namespace), name);
+        let Some(kv) = state.store().get(&key).await? else {
+            continue;
+        };
+        let obj = object::decode(&kv)
+            .map_err(|e| wasmkube_store::StoreError::Backend(e.message.into()))?;
+        let ours = label(&obj, "k8s-app").as_deref() == Some("kube-dns")
+            && match kind {
+                "Service" => {
+                    obj.pointer("/spec/selector").is_none_or(Value::is_null)
+                        && label(&obj, "kubernetes.io/name").as_deref() == Some("CoreDNS")
+                }
+                _ => true,
+            };
+        if !ours {
+            continue;
+        }
+        match state.store().delete(&key, Some(kv.mod_revision)).await {
+            Ok(_) => {
+                tracing::info!(kind, object = %format!("{namespace}/{name}"),
+                    "the cluster DNS is disabled: removed its object");
+                crate::services::on_deleted(state, rt, &obj).await;
+            }
+            // Changed or deleted by someone else meanwhile: theirs now.
+            Err(
+                wasmkube_store::StoreError::NotFound { .. }
+                | wasmkube_store::StoreError::Conflict { .. },
+            ) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
