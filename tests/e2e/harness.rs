@@ -52,7 +52,7 @@ use netns::NamespaceForward;
 pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
-pub(crate) use pods::{container_status, events_of, sample_layout};
+pub(crate) use pods::{container_status, events_of, pod_is_ready, ready_app_pods, sample_layout};
 pub(crate) use registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry, which};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI

@@ -17,7 +17,9 @@ use kube::api::ListParams;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{LabHost, NodeSpec, TestCluster, lab_tests_opted_out, poll_until};
+use crate::harness::{
+    LabHost, NodeSpec, TestCluster, lab_tests_opted_out, pod_is_ready, poll_until, ready_app_pods,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The label every pod of these tests carries and the Service selects.
@@ -61,14 +63,6 @@ fn container(extra: serde_json::Value) -> serde_json::Value {
         c.extend(extra.clone());
     }
     c
-}
-
-/// The Ready condition of `pod`.
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// An HTTP responder in `host` on `port` whose answer the test switches: 200 while `healthy`
@@ -240,26 +234,11 @@ async fn wait_rules(cluster: &TestCluster, i: usize, ips: &[String]) -> Result<(
 /// Pod name -> pod IP of the pods labelled `app=APP`, once `n` of them are ready and not
 /// being deleted.
 async fn ready_pods(cluster: &TestCluster, n: usize) -> Result<Vec<(String, String)>> {
-    let pods: Api<Pod> = Api::default_namespaced(cluster.client().await?);
-    poll_until(&format!("{n} ready {APP} pods"), DEADLINE, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={APP}")))
-                .await?;
-            let ready: Vec<(String, String)> = list
-                .items
-                .iter()
-                .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| {
-                    Some((p.metadata.name.clone()?, p.status.as_ref()?.pod_ip.clone()?))
-                })
-                .collect();
-            Ok((ready.len() == n).then_some(ready))
-        }
-    })
-    .await
-    .with_context(|| cluster.logs_tail(30))
+    Ok(ready_app_pods(cluster, APP, n, DEADLINE)
+        .await?
+        .into_iter()
+        .map(|p| (p.name, p.ip))
+        .collect())
 }
 
 /// The conditions (ready, serving, terminating) of the endpoint with address `ip` in the
@@ -547,7 +526,7 @@ async fn service_traffic_heals_after_an_agent_is_killed() -> Result<()> {
             let ready: Vec<String> = list
                 .items
                 .iter()
-                .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter(|p| pod_is_ready(p) && p.metadata.deletion_timestamp.is_none())
                 .filter_map(|p| p.metadata.name.clone())
                 .filter(|n| *n != victim_pod)
                 .collect();

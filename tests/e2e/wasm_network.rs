@@ -11,12 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::json;
 
-use crate::harness::{NodeSpec, TestCluster, lab_tests_opted_out, poll_until};
+use crate::harness::{NodeSpec, TestCluster, lab_tests_opted_out, poll_until, ready_app_pods};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const APP: &str = "http-hello";
@@ -101,38 +98,13 @@ fn client_pod(name: &str, node: &str, host: &str, path: &str) -> String {
     .to_string()
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Node name -> pod IP of the app's pods, once there are three ready ones.
 async fn ready_pods(cluster: &TestCluster) -> Result<BTreeMap<String, String>> {
-    let pods: Api<Pod> = Api::default_namespaced(cluster.client().await?);
-    poll_until("three ready http-hello pods", DEADLINE, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={APP}")))
-                .await?;
-            let ready: BTreeMap<String, String> = list
-                .items
-                .iter()
-                .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| {
-                    Some((
-                        p.spec.as_ref()?.node_name.clone()?,
-                        p.status.as_ref()?.pod_ip.clone()?,
-                    ))
-                })
-                .collect();
-            Ok((ready.len() == 3).then_some(ready))
-        }
-    })
-    .await
-    .with_context(|| cluster.logs_tail(30))
+    Ok(ready_app_pods(cluster, APP, 3, DEADLINE)
+        .await?
+        .into_iter()
+        .map(|p| (p.node, p.ip))
+        .collect())
 }
 
 /// The phase of pod `name` once it is `Succeeded` or `Failed`.

@@ -24,6 +24,59 @@ pub(crate) fn sample_layout(test: &str, sample: &str) -> Result<Option<PathBuf>>
     Ok(index.and_then(|index| index.parent().map(PathBuf::from)))
 }
 
+/// Whether `pod`'s Ready condition is True.
+pub(crate) fn pod_is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A ready pod: its name, node and IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadyPod {
+    /// `metadata.name`.
+    pub(crate) name: String,
+    /// `spec.nodeName`.
+    pub(crate) node: String,
+    /// `status.podIP`.
+    pub(crate) ip: String,
+}
+
+/// The pods of the default namespace labelled `app=APP` that are ready and not being
+/// deleted, once there are exactly `n` of them (polled until `deadline`).
+pub(crate) async fn ready_app_pods(
+    cluster: &TestCluster,
+    app: &str,
+    n: usize,
+    deadline: Duration,
+) -> Result<Vec<ReadyPod>> {
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client().await?);
+    poll_until(&format!("{n} ready {app} pods"), deadline, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await?;
+            let ready: Vec<ReadyPod> = list
+                .items
+                .iter()
+                .filter(|p| pod_is_ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| {
+                    Some(ReadyPod {
+                        name: p.metadata.name.clone()?,
+                        node: p.spec.as_ref()?.node_name.clone()?,
+                        ip: p.status.as_ref()?.pod_ip.clone()?,
+                    })
+                })
+                .collect();
+            Ok((ready.len() == n).then_some(ready))
+        }
+    })
+    .await
+    .with_context(|| cluster.logs_tail(30))
+}
+
 /// The first container's status of `pod`.
 pub(crate) fn container_status(pod: &Pod) -> Option<ContainerStatus> {
     pod.status
