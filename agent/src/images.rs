@@ -453,6 +453,45 @@ impl ImageStore {
         })
     }
 
+    /// Stores the file `downloaded` (made in [`ImageStore::tmp_dir`]) as blob `digest` of
+    /// `size` bytes: renamed into place, not copied, so a large layer is written once. The
+    /// caller has checked the bytes against `digest` as they streamed in (oci-client's
+    /// `pull_blob` hashes them and fails on a mismatch); hashing them a third time here cost as
+    /// much as the download. The size is checked again; a mismatch leaves nothing (the file
+    /// is removed on drop).
+    pub fn ingest_verified_download(
+        &self,
+        downloaded: tempfile::NamedTempFile,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), ImageError> {
+        let dest = self.blob_path(digest)?;
+        let actual = downloaded
+            .as_file()
+            .metadata()
+            .map_err(ImageError::io("stat", downloaded.path()))?
+            .len();
+        if actual != size {
+            return Err(ImageError::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual,
+            });
+        }
+        if !dest.exists() {
+            downloaded
+                .as_file()
+                .sync_all()
+                .map_err(ImageError::io("sync", downloaded.path()))?;
+            downloaded.persist(&dest).map_err(|e| ImageError::Io {
+                action: "store blob",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Writes `reader` into the store as a blob, verifying it against `expected` (digest and,
     /// when given, size), and returns its digest. A blob already present is not rewritten.
     pub fn ingest_blob(

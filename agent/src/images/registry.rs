@@ -402,8 +402,8 @@ async fn push_manifest(
         .map_err(|e| describe(&e))
 }
 
-/// Streams `blob` from the registry to a temporary file, then ingests it (digest and size
-/// checked).
+/// Streams `blob` from the registry to a temporary file in the store (oci-client checks its
+/// digest as it streams), then stores that file (its size checked, renamed into place).
 async fn pull_blob(
     client: &oci_client::Client,
     remote: &oci_client::Reference,
@@ -437,12 +437,9 @@ async fn pull_blob(
         .map_err(|e| failed(format!("blob {}: {}", blob.digest, describe(&e))))?;
     let store = store.clone();
     let (digest, size) = (blob.digest.clone(), blob.size);
-    tokio::task::spawn_blocking(move || {
-        let file = tmp.reopen().map_err(ImageError::io("open", tmp.path()))?;
-        store.ingest_blob(file, Some((&digest, Some(size))))
-    })
-    .await
-    .map_err(|e| failed(format!("storing the blob stopped: {e}")))??;
+    tokio::task::spawn_blocking(move || store.ingest_verified_download(tmp, &digest, size))
+        .await
+        .map_err(|e| failed(format!("storing the blob stopped: {e}")))??;
     Ok(())
 }
 
@@ -497,10 +494,24 @@ fn wasm_child(children: &[Descriptor]) -> Option<&Descriptor> {
         })
 }
 
+/// oci-client's reference for an already parsed and normalized one. Built from its parts, not
+/// by parsing the text again: oci-client's parser compiles a large Unicode regex on first use,
+/// which took ~100 ms of every `wasmkube image pull` process.
 pub(super) fn remote_reference(reference: &Reference) -> Result<oci_client::Reference, String> {
-    let text = reference.to_string();
-    text.parse::<oci_client::Reference>()
-        .map_err(|e| format!("{text} is not a registry reference: {e}"))
+    let (registry, repository) = (reference.domain.clone(), reference.path.clone());
+    match (&reference.digest, &reference.tag) {
+        (Some(digest), _) => Ok(oci_client::Reference::with_digest(
+            registry,
+            repository,
+            digest.clone(),
+        )),
+        (None, Some(tag)) => Ok(oci_client::Reference::with_tag(
+            registry,
+            repository,
+            tag.clone(),
+        )),
+        (None, None) => Err(format!("{reference} names neither a tag nor a digest")),
+    }
 }
 
 /// How a refused pull of a non-wasm image starts (pods' Failed events say it too).

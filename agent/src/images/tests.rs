@@ -775,3 +775,43 @@ fn removing_an_image_keeps_what_another_shares_and_takes_its_compiled_code() {
         Err(ImageError::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_download_of_the_wrong_size_is_not_stored_and_a_right_one_is_moved_into_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store(&tmp);
+    let digest = sha(MODULE);
+    let download = |bytes: &[u8]| {
+        let mut file = tempfile::NamedTempFile::new_in(store.tmp_dir()).expect("temp file");
+        file.write_all(bytes).expect("write");
+        file
+    };
+
+    let short = download(&MODULE[..4]);
+    let short_path = short.path().to_path_buf();
+    let error = store
+        .ingest_verified_download(short, &digest, MODULE.len() as u64)
+        .expect_err("a short download");
+    assert!(matches!(error, ImageError::SizeMismatch { .. }), "{error}");
+    assert!(!store.has_blob(&digest), "nothing stored");
+    assert!(!short_path.exists(), "the short download is removed");
+
+    let whole = download(MODULE);
+    let whole_path = whole.path().to_path_buf();
+    store
+        .ingest_verified_download(whole, &digest, MODULE.len() as u64)
+        .expect("stored");
+    assert_eq!(
+        fs::read(store.blob_path(&digest).expect("path")).expect("read"),
+        MODULE
+    );
+    assert!(!whole_path.exists(), "moved, not copied");
+
+    let bad = download(MODULE);
+    assert!(
+        store
+            .ingest_verified_download(bad, "sha256:nothex", MODULE.len() as u64)
+            .is_err(),
+        "a malformed digest names no file"
+    );
+}
