@@ -80,6 +80,9 @@ impl ImageStore {
                 if names.is_empty() && !self.has_blob(digest) {
                     return Err(self.not_found(digest));
                 }
+                if names.is_empty() {
+                    self.check_unnamed_image(&index, digest)?;
+                }
                 (digest.clone(), names)
             }
         };
@@ -144,6 +147,42 @@ impl ImageStore {
             }
         }
         blobs.extend(reached);
+    }
+
+    /// A digest no name points at may be an unnamed image's (a manifest or index), never a
+    /// part of a named image (a layer, a config, an index's child): that would break it.
+    fn check_unnamed_image(
+        &self,
+        index: &super::oci::Index,
+        digest: &str,
+    ) -> Result<(), ImageError> {
+        let not_an_image = |reason: String| ImageError::NotWasm {
+            reference: digest.to_string(),
+            reason,
+        };
+        for named in &index.manifests {
+            let mut parts = BTreeSet::new();
+            self.owned_blobs(&named.digest, &mut parts);
+            if parts.contains(digest) {
+                return Err(not_an_image(format!(
+                    "it is a blob of image {} ({}); remove that image by its name or its digest",
+                    image_name_of(named).unwrap_or("<unnamed>"),
+                    named.digest
+                )));
+            }
+        }
+        let is_image = self
+            .read_blob(digest)
+            .ok()
+            .and_then(|bytes| super::oci::Document::parse(&bytes, "").ok())
+            .is_some();
+        if is_image {
+            Ok(())
+        } else {
+            Err(not_an_image(
+                "it is not an image's digest (a manifest or index) in the store".into(),
+            ))
+        }
     }
 
     fn cached_meta(&self, manifest: &str) -> Option<super::wasm::WasmMeta> {

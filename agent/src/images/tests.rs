@@ -746,6 +746,11 @@ fn removing_an_image_keeps_what_another_shares_and_takes_its_compiled_code() {
         fs::write(compiled(module), b"code").expect("write");
     }
 
+    // A part of a named image is not an image: removing it would break a:v1.
+    let part = store.remove_image(&sha(MODULE), &[]).expect_err("a layer");
+    assert!(part.to_string().contains("is a blob of image"), "{part}");
+    assert!(store.resolve("a:v1").is_ok());
+
     // A pod uses a:v1 (as its container writes it): the agent's record refuses its removal.
     store.pod_uses("uid-1", vec!["a:v1".into()]);
     let in_use = store.recorded_in_use().expect("record");
