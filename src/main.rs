@@ -24,7 +24,8 @@ enum Command {
     /// Run the controller-manager (Deployments, ReplicaSets, Jobs, ...) against a cluster.
     Controllers(commands::controllers::ControllersCommand),
     /// Manage the node's wasm images: build, import, export, list, inspect and remove them in
-    /// its image store; push and pull them to and from OCI registries.
+    /// its image store; push and pull them to and from OCI registries; sign and verify them
+    /// (cosign-compatible keys).
     Image(commands::image::ImageCommand),
 }
 

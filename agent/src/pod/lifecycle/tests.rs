@@ -242,6 +242,34 @@ fn image_errors_retry_with_growing_delay_whatever_the_policy() {
 }
 
 #[test]
+fn a_refused_signature_waits_as_signature_validation_failed_then_backs_off_like_a_pull() {
+    let mut l = PodLifecycle::new(&pod("Never", &[], &["app"]));
+    let now = Instant::now();
+    plan(&mut l, now);
+    l.begin_start(0, now).unwrap();
+    l.start_failed(0, StartFailure::Signature("not signed".into()), now)
+        .unwrap();
+    assert_eq!(
+        plan(&mut l, now).wake_at,
+        Some(now + Duration::from_secs(10))
+    );
+    assert!(matches!(&l.containers[0].state,
+        ContainerState::Waiting { reason, message, .. }
+            if reason == "SignatureValidationFailed" && message.as_deref() == Some("not signed")));
+    let later = now + Duration::from_secs(10);
+    assert_eq!(plan(&mut l, later).start, vec![0]);
+    l.begin_start(0, later).unwrap();
+    l.start_failed(0, StartFailure::Signature("not signed".into()), later)
+        .unwrap();
+    assert_eq!(
+        plan(&mut l, later).wake_at,
+        Some(later + Duration::from_secs(20))
+    );
+    assert!(matches!(&l.containers[0].state,
+        ContainerState::Waiting { reason, .. } if reason == "ImagePullBackOff"));
+}
+
+#[test]
 fn an_absent_image_with_pull_policy_never_stays_err_image_never_pull() {
     let mut l = PodLifecycle::new(&pod("Never", &[], &["app"]));
     let mut now = Instant::now();
