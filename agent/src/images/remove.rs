@@ -194,8 +194,9 @@ impl ImageStore {
     /// Deletes blobs, the analyses cached for them and the compiled code of the modules among
     /// them; returns the bytes freed. What cannot be deleted is logged and left.
     pub(crate) fn remove_blobs(&self, digests: &[String]) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
         let mut freed = 0;
-        let code = self.code_cache_dir();
+        let mut modules = BTreeSet::new();
         for digest in digests {
             let Ok(hex) = super::digest_hex(digest) else {
                 continue;
@@ -205,15 +206,29 @@ impl ImageStore {
             for path in [blob, meta] {
                 freed += remove_file(&path);
             }
-            // Compiled code is keyed by the module's digest and the engine's hash.
-            let prefix = format!("{hex}-");
-            if let Some(entries) = code.as_ref().and_then(|dir| fs::read_dir(dir).ok()) {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if name.starts_with(&prefix) && name.ends_with(".cwasm") {
-                        freed += remove_file(&entry.path());
-                    }
+            modules.insert(hex.to_string());
+        }
+        // Compiled code is `<module hex>-<engine hash>.cwasm`. Its bytes count as freed only
+        // on the store's filesystem, the one image GC measures.
+        let store_device = fs::metadata(&self.root).map(|m| m.dev()).ok();
+        let entries = self
+            .code_cache_dir()
+            .and_then(|dir| fs::read_dir(dir).ok())
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in entries {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours = name.ends_with(".cwasm")
+                && name
+                    .split_once('-')
+                    .is_some_and(|(hex, _)| modules.contains(hex));
+            if ours {
+                let same_device = entry.metadata().ok().map(|m| m.dev()) == store_device;
+                let size = remove_file(&entry.path());
+                if same_device {
+                    freed += size;
                 }
             }
         }
