@@ -473,14 +473,33 @@ async fn run(program: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The `compiled_total=N` of the agent's last "wasm program loaded" log line.
+/// The `compiled_total=N` of the agent's last "wasm program loaded" log line (its colours,
+/// if the log has them, stripped).
 fn compiled_total(log: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(log).ok()?;
+    let text = strip_ansi(&std::fs::read_to_string(log).ok()?);
     text.lines().rev().find_map(|line| {
         let rest = line.split("compiled_total=").nth(1)?;
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     })
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -627,6 +646,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(compiled_total(&log), Some(12));
+        std::fs::write(
+            &log,
+            "z \u{1b}[32m INFO\u{1b}[0m wasm program loaded \u{1b}[3mcompiled_total\u{1b}[0m\u{1b}[2m=\u{1b}[0m7\n",
+        )
+        .unwrap();
+        assert_eq!(compiled_total(&log), Some(7), "a coloured log");
         std::fs::write(&log, "nothing here\n").unwrap();
         assert_eq!(compiled_total(&log), None);
     }
