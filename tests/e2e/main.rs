@@ -67,6 +67,7 @@ mod rbac;
 mod rbac_roles;
 mod registry;
 mod registry_samples;
+mod registry_tls;
 mod replicasets;
 mod scheduling;
 mod service_accounts;

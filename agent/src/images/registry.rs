@@ -614,8 +614,32 @@ pub(super) fn describe(error: &oci_client::errors::OciDistributionError) -> Stri
                 format!("the registry answered {url} with: {}", messages(envelope))
             }
         }
-        other => other.to_string(),
+        other => with_causes(other),
     }
+}
+
+/// `error` followed by the causes its message leaves out (reqwest's "error sending request"
+/// hides *why*: a refused connection, an unknown certificate issuer), with a hint for a
+/// certificate the machine does not trust.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let message = e.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = e.source();
+    }
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        text.push_str(
+            "; if the registry's certificate is from a private CA, trust it with \
+             --registry-ca-file (or reach the registry over plain HTTP with \
+             --insecure-registry HOST:PORT)",
+        );
+    }
+    text
 }
 
 fn messages(envelope: &oci_client::errors::OciEnvelope) -> String {
@@ -630,6 +654,43 @@ fn messages(envelope: &oci_client::errors::OciEnvelope) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_says_its_causes_once_and_how_to_trust_a_private_ca() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let error = Layer(
+            "error sending request for url (https://10.0.0.1/v2/)",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(Layer(
+                    "invalid peer certificate: UnknownIssuer",
+                    None,
+                ))),
+            ))),
+        );
+        let text = with_causes(&error);
+        assert!(
+            text.starts_with(
+                "error sending request for url (https://10.0.0.1/v2/): client error (Connect): \
+                 invalid peer certificate: UnknownIssuer; "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--registry-ca-file"), "{text}");
+        let plain = with_causes(&Layer("connection refused", None));
+        assert_eq!(plain, "connection refused");
+    }
 
     #[test]
     fn a_docker_config_gives_the_registrys_credentials() {
