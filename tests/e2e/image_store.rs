@@ -12,9 +12,7 @@ use serde_json::{Value, json};
 
 use crate::disk_full::{Tmpfs, fill};
 use crate::harness::{NodeSpec, TestCluster, TestRegistry, container_status, poll_until};
-use crate::registry::{
-    blob, digest_of, image, image_fails, image_ok, linux_image_layout, sample, skopeo,
-};
+use crate::registry::{blob, digest_of, image, image_fails, image_ok, push_linux_image, sample};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -163,16 +161,8 @@ async fn inspect_describes_an_image_and_rm_removes_only_what_no_name_needs() -> 
 #[tokio::test]
 async fn a_linux_image_is_refused_at_pull_and_nothing_is_stored() -> Result<()> {
     let registry = TestRegistry::start().await?;
-    let layout = tempfile::tempdir()?;
-    linux_image_layout(layout.path())?;
     let name = format!("{}/linux/sh:v1", registry.addr());
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{name}"),
-    ])
-    .await?;
+    push_linux_image(&name).await?;
     let store = tempfile::tempdir()?;
     let error = image_fails(store.path(), &["pull", &name]).await?;
     for says in [

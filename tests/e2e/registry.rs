@@ -569,7 +569,22 @@ async fn a_pull_that_failed_while_the_registry_was_down_succeeds_once_it_is_back
 /// Writes an OCI layout of a Linux container image (config `os: linux`, one tar layer with
 /// `bin/sh`) to `dir`, tagged `v1`: what a wasm node must refuse by its media types and
 /// platform, whatever its name says.
-pub(crate) fn linux_image_layout(dir: &Path) -> Result<()> {
+/// Pushes a Linux container image ([`linux_image_layout`]) as `name` with skopeo, an
+/// independent client.
+pub(crate) async fn push_linux_image(name: &str) -> Result<()> {
+    let layout = tempfile::tempdir()?;
+    linux_image_layout(layout.path())?;
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{name}"),
+    ])
+    .await?;
+    Ok(())
+}
+
+fn linux_image_layout(dir: &Path) -> Result<()> {
     use sha2::Digest as _;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
@@ -628,16 +643,8 @@ pub(crate) fn linux_image_layout(dir: &Path) -> Result<()> {
 #[tokio::test]
 async fn an_image_with_the_wrong_media_types_is_refused() -> Result<()> {
     let registry = TestRegistry::start().await?;
-    let layout = tempfile::tempdir()?;
-    linux_image_layout(layout.path())?;
     let name = format!("{}/wrong/linux:v1", registry.addr());
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{name}"),
-    ])
-    .await?;
+    push_linux_image(&name).await?;
 
     let cluster = TestCluster::builder()
         .embedded_agent(NodeSpec::named("wrong-kind"))
