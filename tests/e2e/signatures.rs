@@ -5,7 +5,8 @@
 //! (with or without the old signature copied to the new digest) wait with
 //! SignatureValidationFailed / ImagePullBackOff and a Warning event saying why, and start
 //! once a valid signature appears; a namespace the policy does not name runs unsigned
-//! images.
+//! images. A joined `wasmkube agent` with the same policy runs the signed image and refuses
+//! the one signed by another key.
 //!
 //! The independent implementation is Debian's Python with `cryptography` (OpenSSL's
 //! ECDSA) and PyNaCl (libsodium's secretbox) plus `hashlib.scrypt` (OpenSSL), speaking the
@@ -395,7 +396,7 @@ async fn a_signed_image_runs_where_the_policy_asks_for_signatures_and_an_unsigne
         assert!(error.contains(says), "verify {name} with {key}: {error}");
     }
 
-    let cluster = TestCluster::builder()
+    let mut cluster = TestCluster::builder()
         .embedded_agent(NodeSpec::named("signatures"))
         .server_arg(format!(
             "--image-signature-policy={}",
@@ -459,6 +460,28 @@ async fn a_signed_image_runs_where_the_policy_asks_for_signatures_and_an_unsigne
         "unsigned",
         "started once signed",
         started,
+    )
+    .await?;
+
+    // The same policy on a joined `wasmkube agent`.
+    let policy = format!("--image-signature-policy={}", path(dir.join("policy.yaml")));
+    let joined = cluster
+        .join_agent(NodeSpec::named("signatures-joined").arg(&policy))
+        .await?;
+    let node = cluster.agent_node_name(joined)?;
+    for (name, image) in [("joined-signed", &signed), ("joined-other-key", &other)] {
+        let mut pod = cluster.sample_pod("hello")?;
+        pod["metadata"] = json!({"name": name, "namespace": "default"});
+        pod["spec"]["nodeName"] = json!(node);
+        pod["spec"]["containers"][0]["image"] = json!(image);
+        pod["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+        cluster.apply_json(&pod).await?;
+    }
+    wait_pod(&cluster, "default", "joined-signed", "started", started).await?;
+    wait_refused(
+        &cluster,
+        "joined-other-key",
+        "verifies with the trusted key(s)",
     )
     .await?;
     Ok(())
