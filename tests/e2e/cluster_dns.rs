@@ -296,7 +296,8 @@ async fn disabling_the_cluster_dns_removes_its_service_but_not_a_coredns_of_ones
     }
 
     // Restarted with --disable-cluster-dns: nothing is left pointing at a listener that is
-    // gone, and the address is free for another Service.
+    // gone, and the address is free for another Service. (10.43.0.10 is API data here: this
+    // cluster has no node, so no kube-proxy programs it, and nothing sends to it.)
     cluster.terminate().await?;
     cluster.add_server_arg("--disable-cluster-dns");
     cluster.restart().await?;

@@ -41,12 +41,14 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 mod images;
+mod lab_apps;
 mod netns;
 mod nodes;
 mod pods;
 mod registry;
 
 pub(crate) use images::{WasmImage, module_with_data_segment};
+pub(crate) use lab_apps::{http_hello_deployment, http_service, routed_node};
 use netns::NamespaceForward;
 #[allow(unused_imports)]
 pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};

@@ -13,49 +13,15 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 
-use crate::harness::{NodeSpec, TestCluster, lab_tests_opted_out, poll_until, ready_app_pods};
+use crate::harness::{
+    TestCluster, http_hello_deployment, lab_tests_opted_out, poll_until, ready_app_pods,
+    routed_node,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const APP: &str = "hello-net";
 /// The nodes, in host order: the server's embedded agent in host 0, agents in hosts 1 and 2.
 const NODES: [&str; 3] = ["net-0", "net-1", "net-2"];
-
-/// A node of the routed network; 1 CPU each, so that the pods (600m) go one per node.
-fn routed(name: &str) -> NodeSpec {
-    NodeSpec::named(name)
-        .cpu("1")
-        .arg("--pod-network")
-        .arg("routed")
-}
-
-fn deployment() -> String {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {
-                    "runtimeClassName": "wasmtime",
-                    "containers": [{
-                        "name": "http-hello",
-                        "image": "wasmkube.local/samples/http-hello:v1",
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/ready", "port": "http"},
-                            "periodSeconds": 1,
-                        },
-                        "resources": {"requests": {"cpu": "600m", "memory": "16Mi"}},
-                    }],
-                },
-            },
-        },
-    })
-    .to_string()
-}
 
 /// Node name -> pod IP of the app's pods, once there are three ready ones.
 async fn ready_pods(cluster: &TestCluster) -> Result<BTreeMap<String, String>> {
@@ -160,9 +126,9 @@ fn expected_routes(
 /// samples imported; `None` when the samples are not built.
 async fn routed_cluster(test: &str) -> Result<Option<TestCluster>> {
     TestCluster::builder()
-        .embedded_agent(routed(NODES[0]))
-        .agent(routed(NODES[1]))
-        .agent(routed(NODES[2]))
+        .embedded_agent(routed_node(NODES[0], None))
+        .agent(routed_node(NODES[1], None))
+        .agent(routed_node(NODES[2], None))
         .in_netns_lab()
         .start_with_samples(test)
         .await
@@ -179,7 +145,7 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
     };
     let started = std::time::Instant::now();
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_hello_deployment(APP))
         .await?;
     let pods = ready_pods(&cluster).await?;
     eprintln!(
@@ -320,7 +286,7 @@ async fn a_cluster_ip_reaches_the_routed_pods_of_every_node_from_every_node() ->
         },
     });
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_hello_deployment(APP))
         .await?;
     cluster
         .kubectl_ok_stdin(&["apply", "-f", "-"], &service.to_string())

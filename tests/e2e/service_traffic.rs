@@ -18,7 +18,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    LabHost, NodeSpec, TestCluster, lab_tests_opted_out, pod_is_ready, poll_until, ready_app_pods,
+    LabHost, TestCluster, http_service, lab_tests_opted_out, pod_is_ready, poll_until,
+    ready_app_pods, routed_node,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -28,28 +29,6 @@ const IMAGE: &str = "wasmkube.local/samples/http-hello:v1";
 /// How long after a change of endpoints (seen in the API) kube-proxy has to stop sending
 /// traffic to the old ones: the acceptance bound of issue 10.
 const PROPAGATION: Duration = Duration::from_secs(2);
-
-/// A node of the routed network with the nftables kube-proxy; 1 CPU, so that the pods
-/// (600m each) go one per node.
-fn node(name: &str) -> NodeSpec {
-    NodeSpec::named(name)
-        .cpu("1")
-        .arg("--pod-network=routed")
-        .arg("--proxy-mode=nftables")
-}
-
-fn service() -> String {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": APP},
-        "spec": {
-            "selector": {"app": APP},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-        },
-    })
-    .to_string()
-}
 
 /// The http-hello container, 600m of CPU, with `extra` merged into it.
 fn container(extra: serde_json::Value) -> serde_json::Value {
@@ -285,8 +264,8 @@ async fn readiness_and_a_pre_stop_drain_steer_service_traffic() -> Result<()> {
         return Ok(());
     }
     let Some(cluster) = TestCluster::builder()
-        .embedded_agent(node("traffic-0"))
-        .agent(node("traffic-1"))
+        .embedded_agent(routed_node("traffic-0", Some("nftables")))
+        .agent(routed_node("traffic-1", Some("nftables")))
         .in_netns_lab()
         .start_with_samples(TEST)
         .await?
@@ -328,7 +307,7 @@ async fn readiness_and_a_pre_stop_drain_steer_service_traffic() -> Result<()> {
             .await?;
     }
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &service())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_service(APP))
         .await?;
     route_services(&cluster, 2).await?;
     let pods = ready_pods(&cluster, 2).await?;
@@ -448,9 +427,9 @@ async fn service_traffic_heals_after_an_agent_is_killed() -> Result<()> {
     // the endpoints); its pods tolerate being unreachable for 2 s, then they are evicted and
     // replaced on the free node.
     let Some(mut cluster) = TestCluster::builder()
-        .embedded_agent(node(NODES[0]))
-        .agent(node(NODES[1]))
-        .agent(node(NODES[2]))
+        .embedded_agent(routed_node(NODES[0], Some("nftables")))
+        .agent(routed_node(NODES[1], Some("nftables")))
+        .agent(routed_node(NODES[2], Some("nftables")))
         .server_arg("--node-monitor-grace-period=20")
         .server_arg("--node-monitor-period=1")
         .server_arg("--default-unreachable-toleration-seconds=2")
@@ -486,7 +465,7 @@ async fn service_traffic_heals_after_an_agent_is_killed() -> Result<()> {
         .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment.to_string())
         .await?;
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &service())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_service(APP))
         .await?;
     route_services(&cluster, 3).await?;
     let pods = ready_pods(&cluster, 2).await?;

@@ -13,7 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
-use crate::harness::{NodeSpec, TestCluster, lab_tests_opted_out, poll_until, ready_app_pods};
+use crate::harness::{
+    TestCluster, http_hello_deployment, http_service, lab_tests_opted_out, poll_until,
+    ready_app_pods, routed_node,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const APP: &str = "http-hello";
@@ -25,58 +28,6 @@ const FQDN: &str = "http-hello.default.svc.cluster.local";
 /// the Internet's resolvers do for a name that does not exist (without one, the names the
 /// search path sends upstream would fail as SERVFAIL, a temporary failure).
 const UPSTREAM_PORT: &str = "5353";
-
-/// A routed node with kube-proxy in nftables mode; 1 CPU, so that the 600m pods go one per
-/// node.
-fn node(name: &str) -> NodeSpec {
-    NodeSpec::named(name)
-        .cpu("1")
-        .arg("--pod-network")
-        .arg("routed")
-        .arg("--proxy-mode=nftables")
-}
-
-fn deployment() -> String {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {
-                    "runtimeClassName": "wasmtime",
-                    "containers": [{
-                        "name": "http-hello",
-                        "image": "wasmkube.local/samples/http-hello:v1",
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/ready", "port": "http"},
-                            "periodSeconds": 1,
-                        },
-                        "resources": {"requests": {"cpu": "600m", "memory": "16Mi"}},
-                    }],
-                },
-            },
-        },
-    })
-    .to_string()
-}
-
-fn service() -> String {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": APP},
-        "spec": {
-            "selector": {"app": APP},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-        },
-    })
-    .to_string()
-}
 
 /// A net-client pod on `node` calling `host` (port 80, `path`).
 fn client_pod(name: &str, node: &str, host: &str, path: &str) -> String {
@@ -131,9 +82,9 @@ async fn wasm_pods_call_a_service_by_name_through_the_cluster_dns() -> Result<()
         return Ok(());
     }
     let Some(cluster) = TestCluster::builder()
-        .embedded_agent(node(NODES[0]))
-        .agent(node(NODES[1]))
-        .agent(node(NODES[2]))
+        .embedded_agent(routed_node(NODES[0], Some("nftables")))
+        .agent(routed_node(NODES[1], Some("nftables")))
+        .agent(routed_node(NODES[2], Some("nftables")))
         .server_arg(format!("--cluster-dns-listen={DNS_LISTEN}"))
         .server_arg(format!("--cluster-dns-upstream=127.0.0.1:{UPSTREAM_PORT}"))
         .in_netns_lab()
@@ -163,10 +114,10 @@ async fn wasm_pods_call_a_service_by_name_through_the_cluster_dns() -> Result<()
         .spawn()
         .context("starting dnsmasq (Debian package dnsmasq-base; tests/run installs it)")?;
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &deployment())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_hello_deployment(APP))
         .await?;
     cluster
-        .kubectl_ok_stdin(&["apply", "-f", "-"], &service())
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &http_service(APP))
         .await?;
     let pods = ready_pods(&cluster).await?;
     assert_eq!(
