@@ -22,6 +22,11 @@
 //! apiserver through a loopback relay, so `cluster.kubectl(...)` and `cluster.client()` work
 //! as usual.
 //!
+//! [`Containerd::start(host, cni_conf_dir)`](containerd::Containerd::start) runs a private
+//! containerd inside a lab host for the tests of Linux container pods ([`containerd`]), with
+//! `import_test_images()` bringing in the offline [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`]
+//! ([`linux_images`]); `kill9()` and `restart()` act on it.
+//!
 //! The tests of the binary run in parallel, and every cluster shares the machine with the
 //! others'. A test that measures the machine (the guest isolation test compares the API's
 //! latency under load with its idle latency) asks for `.exclusive()`: its cluster waits until
@@ -40,15 +45,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+mod containerd;
 mod images;
 mod lab_apps;
+mod linux_images;
 mod netns;
 mod nodes;
 mod pods;
 mod registry;
 
+#[allow(unused_imports)]
+pub(crate) use containerd::{
+    CNI_BIN_DIR, CRI_OPT_OUT_VAR, Containerd, K8S_NAMESPACE, cri_tests_opted_out,
+};
 pub(crate) use images::{WasmImage, module_with_data_segment};
 pub(crate) use lab_apps::{http_hello_deployment, http_service, routed_node};
+#[allow(unused_imports)]
+pub(crate) use linux_images::{BUSYBOX_IMAGE, PAUSE_IMAGE, TestImages, test_images};
 use netns::NamespaceForward;
 #[allow(unused_imports)]
 pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};

@@ -17,6 +17,10 @@
 //! to non-loopback addresses (node IPs, pod and service CIDRs) run their clusters in, so that no
 //! packet leaves the machine.
 //!
+//! `containerd_lab` proves the private containerd (`harness::containerd`, in a lab host, with
+//! the offline busybox and pause images of `harness::linux_images`) that the tests of Linux
+//! container pods run their nodes' containers in.
+//!
 //! `cluster_dns` asks the server's cluster DNS with `dig` on 127.0.0.1, its upstream a
 //! dnsmasq the test starts there. `wasm_network` runs it in a lab (listening on host 0's
 //! address behind kube-dns, a dnsmasq upstream in host 0) for wasm pods calling Services by
@@ -34,6 +38,7 @@ mod bad_input;
 mod cascading;
 mod certificates;
 mod cluster_dns;
+mod containerd_lab;
 mod controller_identities;
 mod controller_manager;
 mod daemonsets;
