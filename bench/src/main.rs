@@ -26,6 +26,8 @@
 //!   kube-proxy's nftables mode and userspace relay;
 //! - `same-node` ([`same_node`]): a Service call on its endpoint's node, through the kernel
 //!   versus handed to the pod's HTTP service in-process;
+//! - `containers` ([`containers`]): Linux container startup on a private containerd (`ctr
+//!   run` of busybox), the peer of container pods (issue 12);
 //! - `images` ([`images`]): OCI distribution: pod startup cold vs warm, pull throughput next
 //!   to skopeo, 50 pods of one new image.
 //!
@@ -46,6 +48,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
 mod api;
 mod authz;
+mod containers;
 mod creates;
 mod density;
 mod deployment;
@@ -113,6 +116,10 @@ Subcommands (each has its own --help saying exactly what it measures):
             (cached), for a small and a large (24 MiB) module; `wasmkube image pull`
             throughput next to `skopeo copy` of the same artifact; 50 pods of one new image
             at once, with the registry's layer GETs and the agent's compilations counted.
+  containers
+            Linux container startup on a private containerd (in a network namespace the bench
+            makes; needs root, containerd, runc and busybox-static): `ctr run --rm` of busybox
+            `true`, 50 one at a time, p50/p99; the peer of a container pod's start (issue 12).
   load ADDR the HTTP load generator alone: closed-loop keep-alive GETs to ADDR for a fixed
             time, requests/s and p50/p99 (what `service` runs inside its client namespace).
 
@@ -136,7 +143,7 @@ Examples:
     name = "wasmkube-bench",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, same-node, images, load.\n\nMore: --help",
+    after_help = "Subcommands: api (default), pods, http, density, deployment, authz, encryption, proxy, dns, service, same-node, images, containers, load.\n\nMore: --help",
     after_long_help = AFTER_LONG_HELP
 )]
 struct BenchCommand {
@@ -184,6 +191,9 @@ enum BenchSubcommand {
     /// OCI images: pod startup cold vs warm (small and large module), pull throughput next
     /// to skopeo, 50 pods of one new image (needs docker-registry and skopeo).
     Images(images::ImagesCommand),
+    /// Linux container startup on a private containerd: `ctr run --rm` of busybox (needs
+    /// root, containerd, runc, busybox-static).
+    Containers(containers::ContainersCommand),
     /// The HTTP load generator alone against IP:PORT (what `service` runs in its client's
     /// network namespace).
     Load(load::LoadCommand),
@@ -208,6 +218,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Service(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::SameNode(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Images(cmd)) => cmd.execute(&wasmkube).await,
+            Some(BenchSubcommand::Containers(cmd)) => cmd.execute().await,
             Some(BenchSubcommand::Load(cmd)) => cmd.execute().await,
         }
     }
@@ -359,6 +370,7 @@ mod tests {
             "dns",
             "service",
             "same-node",
+            "containers",
         ] {
             let bench = BenchCommand::try_parse_from(["wasmkube-bench", name]).expect("parses");
             assert!(bench.command.is_some(), "{name}");

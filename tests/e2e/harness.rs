@@ -46,6 +46,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 mod containerd;
+mod containerd_host;
 mod images;
 mod lab_apps;
 mod linux_images;
@@ -55,9 +56,9 @@ mod pods;
 mod registry;
 
 #[allow(unused_imports)]
-pub(crate) use containerd::{
-    CNI_BIN_DIR, CRI_OPT_OUT_VAR, Containerd, K8S_NAMESPACE, cri_tests_opted_out,
-};
+pub(crate) use containerd::{CRI_OPT_OUT_VAR, Containerd, K8S_NAMESPACE, cri_tests_opted_out};
+#[allow(unused_imports)]
+pub(crate) use containerd_host::CNI_BIN_DIR;
 pub(crate) use images::{WasmImage, module_with_data_segment};
 pub(crate) use lab_apps::{http_hello_deployment, http_service, routed_node};
 #[allow(unused_imports)]
