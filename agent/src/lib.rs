@@ -58,6 +58,10 @@ pub mod volumes;
 pub use logs::server::{LogServerConfig, ServerTls};
 pub use network::PodNetwork;
 pub use node::{Capacity, RUNTIME_LABEL_WASMTIME};
+pub use runtime::cri::CriError;
+
+/// The kubelet's `--runtime-request-timeout` default.
+pub const DEFAULT_RUNTIME_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The kubelet's port, the default of the log server.
 pub const DEFAULT_LOG_PORT: u16 = 10250;
@@ -141,6 +145,11 @@ pub struct AgentConfig {
     pub dns: dns::NodeDns,
     /// Image garbage collection (`--image-gc-high-threshold`, ...); the kubelet's defaults.
     pub image_gc: images::ImageGcPolicy,
+    /// The container runtime's CRI endpoint (`--container-runtime-endpoint`,
+    /// `unix:///...`); `None`: a wasm-only node.
+    pub container_runtime_endpoint: Option<String>,
+    /// The deadline of CRI calls (`--runtime-request-timeout`, 2 minutes).
+    pub runtime_request_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -162,6 +171,10 @@ impl std::fmt::Debug for AgentConfig {
             .field("registries", &self.registries)
             .field("image_gc", &self.image_gc)
             .field("image_signature_policy", &self.image_signature_policy)
+            .field(
+                "container_runtime_endpoint",
+                &self.container_runtime_endpoint,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +224,8 @@ impl AgentConfig {
                 ..dns::NodeDns::default()
             },
             image_gc: images::ImageGcPolicy::default(),
+            container_runtime_endpoint: None,
+            runtime_request_timeout: DEFAULT_RUNTIME_REQUEST_TIMEOUT,
         }
     }
 
@@ -253,6 +268,9 @@ pub enum AgentError {
     /// The image garbage collection policy cannot work.
     #[error(transparent)]
     ImageGc(#[from] images::ImageGcPolicyError),
+    /// The container runtime (`--container-runtime-endpoint`) cannot be used.
+    #[error(transparent)]
+    ContainerRuntime(#[from] CriError),
 }
 
 /// A started agent.
@@ -308,6 +326,18 @@ pub async fn start(
     };
     let images = images::ImageStore::open(&images::ImageStore::dir_in_data_dir(&config.data_dir))?;
     import_airgap_images(&images, &agent_dir).await;
+    let cri = match config.container_runtime_endpoint.as_deref() {
+        Some(endpoint) => {
+            Some(runtime::cri::connect(endpoint, config.runtime_request_timeout).await?)
+        }
+        None => {
+            tracing::info!(
+                "no --container-runtime-endpoint: this node runs wasm pods only (Node annotation {})",
+                node::CONTAINER_RUNTIME_ANNOTATION
+            );
+            None
+        }
+    };
 
     let network = match config.pod_network {
         PodNetwork::Loopback => pod::sandbox::Network::loopback(config.node_index)?,
@@ -347,6 +377,7 @@ pub async fn start(
         log_port: log_server.addr.port(),
         data_dir: agent_dir.clone(),
         eviction: config.eviction_hard,
+        container_runtime: cri.as_ref().map(|(_, info)| info.clone()),
     };
     let policies = match &config.kube_proxy_client {
         Some(cluster_wide) => {

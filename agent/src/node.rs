@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeRuntimeHandler,
+    NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -42,6 +42,52 @@ pub const STATUS_CHECK: Duration = Duration::from_secs(10);
 pub const STATUS_REPORT: Duration = Duration::from_secs(60);
 /// The label saying this node runs wasm with wasmtime.
 pub const RUNTIME_LABEL_WASMTIME: &str = "wasmkube.io/runtime.wasmtime";
+/// The annotation that names the node's container runtime (`containerd 1.6.20 at
+/// unix:///run/containerd/containerd.sock`), or says the node is wasm-only.
+pub const CONTAINER_RUNTIME_ANNOTATION: &str = "wasmkube.io/container-runtime";
+/// The value of [`CONTAINER_RUNTIME_ANNOTATION`] on a node without a container runtime.
+pub const WASM_ONLY: &str = "none: wasm-only node (no --container-runtime-endpoint)";
+/// The handler of the wasm runtime in `status.runtimeHandlers` and RuntimeClasses.
+pub const WASMTIME_HANDLER: &str = "wasmtime";
+
+/// The label saying this node runs the runtime handler `handler` (`wasmkube.io/runtime.runc`),
+/// what a RuntimeClass's `scheduling.nodeSelector` selects; `None` when the handler's name
+/// cannot be a label name.
+pub fn runtime_label(handler: &str) -> Option<String> {
+    let valid = !handler.is_empty()
+        && handler.len() <= 63 - "runtime.".len()
+        && handler
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && handler.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && handler.ends_with(|c: char| c.is_ascii_alphanumeric());
+    valid.then(|| format!("wasmkube.io/runtime.{handler}"))
+}
+
+/// The container runtime behind `--container-runtime-endpoint`, as the Node reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRuntimeInfo {
+    /// `unix:///...`.
+    pub endpoint: String,
+    /// The runtime's name (`containerd`).
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its runtime handlers (RuntimeClass handlers).
+    pub handlers: Vec<RuntimeHandlerInfo>,
+}
+
+/// One runtime handler (`status.runtimeHandlers[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeHandlerInfo {
+    /// Its name (`runc`).
+    pub name: String,
+    /// Whether it supports recursively read-only mounts.
+    pub recursive_read_only_mounts: bool,
+    /// Whether it supports user namespaces.
+    pub user_namespaces: bool,
+}
+
 /// Default pods per node, as the kubelet's `--max-pods`.
 pub const DEFAULT_MAX_PODS: i64 = 110;
 
@@ -122,6 +168,8 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
     /// The hard eviction thresholds (`--eviction-hard`).
     pub eviction: EvictionHard,
+    /// The container runtime (CRI); `None`: a wasm-only node.
+    pub container_runtime: Option<ContainerRuntimeInfo>,
 }
 
 impl NodeSettings {
@@ -142,8 +190,48 @@ impl NodeSettings {
             ),
             (RUNTIME_LABEL_WASMTIME.to_string(), "true".to_string()),
         ]);
+        for handler in self.container_runtime.iter().flat_map(|r| &r.handlers) {
+            if let Some(label) = runtime_label(&handler.name) {
+                labels.insert(label, "true".to_string());
+            }
+        }
         labels.extend(self.labels.clone());
         labels
+    }
+
+    /// The annotations the agent owns: the node's TTL and [`CONTAINER_RUNTIME_ANNOTATION`].
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let runtime = match &self.container_runtime {
+            Some(r) => format!("{} {} at {}", r.name, r.version, r.endpoint),
+            None => WASM_ONLY.to_string(),
+        };
+        BTreeMap::from([
+            ("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string()),
+            (CONTAINER_RUNTIME_ANNOTATION.to_string(), runtime),
+        ])
+    }
+
+    /// `status.runtimeHandlers`: `wasmtime`, then the container runtime's handlers.
+    fn runtime_handlers(&self) -> Vec<NodeRuntimeHandler> {
+        let features = |rro: bool, userns: bool| {
+            Some(NodeRuntimeHandlerFeatures {
+                recursive_read_only_mounts: Some(rro),
+                user_namespaces: Some(userns),
+            })
+        };
+        let mut handlers = vec![NodeRuntimeHandler {
+            name: Some(WASMTIME_HANDLER.to_string()),
+            features: features(false, false),
+        }];
+        for h in self.container_runtime.iter().flat_map(|r| &r.handlers) {
+            if h.name != WASMTIME_HANDLER {
+                handlers.push(NodeRuntimeHandler {
+                    name: Some(h.name.clone()),
+                    features: features(h.recursive_read_only_mounts, h.user_namespaces),
+                });
+            }
+        }
+        handlers
     }
 }
 
@@ -278,7 +366,12 @@ pub fn node_status(
         node_info: Some(NodeSystemInfo {
             architecture: info.architecture.clone(),
             boot_id: info.boot_id.clone(),
-            container_runtime_version: CONTAINER_RUNTIME_VERSION.into(),
+            // The kubelet's `<runtime>://<version>` of its CRI runtime; the wasm runtime's
+            // on a wasm-only node.
+            container_runtime_version: settings.container_runtime.as_ref().map_or_else(
+                || CONTAINER_RUNTIME_VERSION.into(),
+                |r| format!("{}://{}", r.name, r.version),
+            ),
             kernel_version: info.kernel_version.clone(),
             kube_proxy_version: String::new(),
             kubelet_version: KUBELET_VERSION.into(),
@@ -288,6 +381,7 @@ pub fn node_status(
             system_uuid: info.machine_id.clone(),
             swap: None,
         }),
+        runtime_handlers: Some(settings.runtime_handlers()),
         ..Default::default()
     }
 }
@@ -317,10 +411,7 @@ pub async fn register(
                 metadata: ObjectMeta {
                     name: Some(settings.name.clone()),
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        "node.alpha.kubernetes.io/ttl".to_string(),
-                        "0".to_string(),
-                    )])),
+                    annotations: Some(settings.annotations()),
                     ..Default::default()
                 },
                 spec: Some(NodeSpec {
@@ -337,7 +428,10 @@ pub async fn register(
             None
         }
         Some(node) => {
-            let patch = serde_json::json!({"metadata": {"labels": labels}});
+            let patch = serde_json::json!({"metadata": {
+                "labels": labels,
+                "annotations": settings.annotations(),
+            }});
             nodes
                 .patch(
                     &settings.name,
@@ -427,6 +521,7 @@ mod tests {
             log_port: 10250,
             data_dir: PathBuf::from("/tmp"),
             eviction: EvictionHard::default(),
+            container_runtime: None,
         }
     }
 
@@ -503,5 +598,61 @@ mod tests {
         assert_eq!(labels["kubernetes.io/arch"], "amd64");
         assert_eq!(labels[RUNTIME_LABEL_WASMTIME], "true");
         assert_eq!(labels["zone"], "a");
+    }
+
+    #[test]
+    fn a_wasm_only_node_says_so_and_lists_only_wasmtime() {
+        let s = settings();
+        let status = node_status(&s, &info(), None, Timestamp::now());
+        let handlers = status.runtime_handlers.unwrap();
+        assert_eq!(handlers.len(), 1);
+        assert_eq!(handlers[0].name.as_deref(), Some("wasmtime"));
+        assert_eq!(s.annotations()[CONTAINER_RUNTIME_ANNOTATION], WASM_ONLY);
+        assert!(
+            !s.all_labels(&info())
+                .contains_key("wasmkube.io/runtime.runc")
+        );
+    }
+
+    #[test]
+    fn a_node_with_a_container_runtime_lists_its_handlers_and_labels_them() {
+        let mut s = settings();
+        s.container_runtime = Some(ContainerRuntimeInfo {
+            endpoint: "unix:///run/containerd/containerd.sock".into(),
+            name: "containerd".into(),
+            version: "1.6.20".into(),
+            handlers: vec![
+                RuntimeHandlerInfo {
+                    name: "runc".into(),
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                },
+                RuntimeHandlerInfo {
+                    name: "bad/name".into(),
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                },
+            ],
+        });
+        let status = node_status(&s, &info(), None, Timestamp::now());
+        let names: Vec<_> = status
+            .runtime_handlers
+            .unwrap()
+            .into_iter()
+            .filter_map(|h| h.name)
+            .collect();
+        assert_eq!(names, ["wasmtime", "runc", "bad/name"]);
+        assert_eq!(
+            status.node_info.unwrap().container_runtime_version,
+            "containerd://1.6.20"
+        );
+        let labels = s.all_labels(&info());
+        assert_eq!(labels["wasmkube.io/runtime.runc"], "true");
+        assert_eq!(labels[RUNTIME_LABEL_WASMTIME], "true");
+        assert_eq!(labels.keys().filter(|k| k.contains("bad")).count(), 0);
+        assert_eq!(
+            s.annotations()[CONTAINER_RUNTIME_ANNOTATION],
+            "containerd 1.6.20 at unix:///run/containerd/containerd.sock"
+        );
     }
 }

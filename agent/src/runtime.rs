@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use crate::images::ResolvedImage;
 use crate::logs::ContainerLog;
 
+pub(crate) mod cri;
 pub(crate) mod wasm;
 
 /// How an instance ended (the agent's view, whichever runtime ran it).

@@ -193,6 +193,17 @@ pub(crate) struct NodeArgs {
     /// `wasmkube agent` --kube-proxy-kubeconfig.
     #[arg(long, value_enum, default_value_t = PodNetworkArg::Loopback, value_name = "MODE")]
     pub(crate) pod_network: PodNetworkArg,
+    /// The container runtime's CRI endpoint, as the kubelet's flag
+    /// (`unix:///run/containerd/containerd.sock`): pods whose RuntimeClass handler is not
+    /// `wasmtime` (and pods without a runtimeClassName) run there as Linux containers.
+    /// Without it the node runs wasm pods only and says so in its Node
+    /// (annotation wasmkube.io/container-runtime).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub(crate) container_runtime_endpoint: Option<String>,
+    /// The deadline of every CRI call except image pulls, as the kubelet's (plus the grace
+    /// period for a stop).
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) runtime_request_timeout: std::time::Duration,
     /// This node's number on the machine (1-254): its pods get IPs 127.N.x.y.
     /// Several agents on one machine need different numbers [default: 1 for the server's
     /// embedded agent, derived from the node name for `wasmkube agent`].
@@ -422,6 +433,8 @@ impl NodeArgs {
             PodNetworkArg::Routed => wasmkube_agent::PodNetwork::Routed,
         };
         config.allowed_host_paths = self.allowed_host_paths.clone();
+        config.container_runtime_endpoint = self.container_runtime_endpoint.clone();
+        config.runtime_request_timeout = self.runtime_request_timeout;
         config.eviction_hard = self.eviction_hard;
         config.image_gc = self.image_gc_policy()?;
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);

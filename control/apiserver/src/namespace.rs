@@ -358,20 +358,26 @@ async fn point_at_apiserver(
     Ok(())
 }
 
-/// Creates the `wasmtime` RuntimeClass (handler `wasmtime`): pods that name it run on the
-/// agents' embedded wasm runtime, on nodes labelled as offering it.
+/// Creates the built-in RuntimeClasses: `wasmtime` (handler `wasmtime`), whose pods run on
+/// the agents' embedded wasm runtime (every agent offers it and carries its label), and
+/// `runc` (handler `runc`, containerd's default), whose pods run as Linux containers through
+/// the container runtime of nodes started with `--container-runtime-endpoint`: the
+/// `nodeSelector` keeps them off wasm-only nodes.
 async fn bootstrap_runtime_class(state: &AppState) -> Result<(), wasmkube_store::StoreError> {
     let Some(rt) = state.registry().by_kind("node.k8s.io", "RuntimeClass") else {
         return Ok(());
     };
-    let class = json!({
-        "apiVersion": "node.k8s.io/v1",
-        "kind": "RuntimeClass",
-        "metadata": {"name": "wasmtime", "labels": {"app.kubernetes.io/managed-by": "wasmkube"}},
-        "handler": "wasmtime",
-        "scheduling": {"nodeSelector": {"wasmkube.io/runtime.wasmtime": "true"}},
-    });
-    create_builtin(state, rt, &rt.key(None, "wasmtime"), class).await
+    for handler in ["wasmtime", "runc"] {
+        let class = json!({
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": handler, "labels": {"app.kubernetes.io/managed-by": "wasmkube"}},
+            "handler": handler,
+            "scheduling": {"nodeSelector": {format!("wasmkube.io/runtime.{handler}"): "true"}},
+        });
+        create_builtin(state, rt, &rt.key(None, handler), class).await?;
+    }
+    Ok(())
 }
 
 /// Stores a built-in object unless its key exists: server-managed metadata is added, and
