@@ -51,6 +51,7 @@ use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest as _, Sha256};
 
+pub mod cni;
 pub(crate) mod host_gw;
 pub mod policy;
 pub(crate) mod routed;
