@@ -77,6 +77,17 @@ async fn agent_get(
     cert: Option<&(String, String)>,
     path: &str,
 ) -> Result<(u16, String)> {
+    agent_get_as(ca_pem, port, cert, None, path).await
+}
+
+/// [`agent_get`], with `Authorization: Bearer <bearer>` when given.
+async fn agent_get_as(
+    ca_pem: &str,
+    port: u16,
+    cert: Option<&(String, String)>,
+    bearer: Option<&str>,
+    path: &str,
+) -> Result<(u16, String)> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(ca?)?;
@@ -97,9 +108,14 @@ async fn agent_get(
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
         .await?;
+    let authorization = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await?;
     let mut response = Vec::new();
@@ -489,5 +505,157 @@ async fn the_agent_answers_only_users_allowed_to_use_its_node() -> Result<()> {
         ])
         .await?;
     assert_eq!(can.stdout.trim(), "yes", "{}", can.stderr);
+    Ok(())
+}
+
+/// The agent takes bearer tokens as the kubelet does with `--authentication-token-webhook`:
+/// the apiserver reviews them (TokenReview) and authorizes their user (SubjectAccessReview),
+/// so a ServiceAccount bound to `nodes/proxy` gets in, one that is not gets 403 and an
+/// unknown token 401. And the apiserver's `nodes/{name}/proxy/{path}` reaches the agent for
+/// whom RBAC allows it.
+#[tokio::test]
+async fn bearer_tokens_reach_the_agent_and_nodes_proxy_reaches_it_through_the_apiserver()
+-> Result<()> {
+    let cluster = TestCluster::builder()
+        .without_controllers()
+        .embedded_agent(NodeSpec::named("proxied"))
+        .start()
+        .await?;
+    let (_, ca_pem) = cluster_ca(&cluster)?;
+    wait_serving_certificate(&cluster, &ca_pem, "proxied").await?;
+    let port = agent_port(&cluster, "proxied").await?;
+    for args in [
+        &["create", "serviceaccount", "reader"][..],
+        &["create", "serviceaccount", "nobody"],
+        &[
+            "create",
+            "clusterrole",
+            "node-proxy",
+            "--verb=get",
+            "--resource=nodes/proxy",
+        ],
+        &[
+            "create",
+            "clusterrolebinding",
+            "reader-node-proxy",
+            "--clusterrole=node-proxy",
+            "--serviceaccount=default:reader",
+        ],
+    ] {
+        cluster.kubectl_ok(args).await?;
+    }
+    let reader = cluster.kubectl_ok(&["create", "token", "reader"]).await?;
+    let nobody = cluster.kubectl_ok(&["create", "token", "nobody"]).await?;
+    let (reader, nobody) = (reader.trim(), nobody.trim());
+
+    // TokenReview, as the agent (or any delegating webhook) asks it. (`create --raw`:
+    // kubectl validates a kind without a PATCH operation against /openapi/v2, which is not
+    // served.)
+    let reviews = [
+        "create",
+        "--raw",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "-f",
+        "-",
+    ];
+    let review = |token: &str| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+               "spec": {"token": token}})
+        .to_string()
+    };
+    let answer: serde_json::Value =
+        serde_json::from_str(&cluster.kubectl_ok_stdin(&reviews, &review(reader)).await?)?;
+    let status = &answer["status"];
+    assert_eq!(status["authenticated"], json!(true), "{answer}");
+    assert_eq!(
+        status["user"]["username"],
+        json!("system:serviceaccount:default:reader")
+    );
+    let groups = status["user"]["groups"].to_string();
+    for group in ["system:serviceaccounts", "system:serviceaccounts:default"] {
+        assert!(groups.contains(&format!("\"{group}\"")), "{groups}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(
+        &cluster
+            .kubectl_ok_stdin(&reviews, &review("not-a-token"))
+            .await?,
+    )?;
+    assert_eq!(answer["status"]["authenticated"], json!(false), "{answer}");
+    let refused = cluster
+        .kubectl_with_stdin(&reviews, Some(&review("")))
+        .await?;
+    assert!(!refused.status.success(), "an empty token was reviewed");
+    assert!(
+        refused
+            .stderr
+            .contains("token is required for TokenReview in authentication"),
+        "{}",
+        refused.stderr
+    );
+
+    // Straight to the agent with a bearer token.
+    let path = "/containerLogs/default/absent/c";
+    let admitted = "pod \"absent\" in namespace \"default\" not found on this node";
+    let (status, body) = agent_get_as(&ca_pem, port, None, Some(reader), "/healthz").await?;
+    assert_eq!((status, body.trim_end()), (200, "ok"));
+    let (status, body) = agent_get_as(&ca_pem, port, None, Some(reader), path).await?;
+    assert_eq!((status, body.trim_end()), (404, admitted));
+    let (status, body) = agent_get_as(&ca_pem, port, None, Some(nobody), path).await?;
+    assert_eq!(
+        (status, body.trim_end()),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:nobody, verb=get, resource=nodes, subresource=proxy)"
+        )
+    );
+    let (status, body) = agent_get_as(&ca_pem, port, None, Some("not-a-token"), path).await?;
+    assert_eq!((status, body.trim_end()), (401, "Unauthorized"));
+
+    // Through the apiserver: nodes/proxy for whom RBAC allows it.
+    let healthz = "/api/v1/nodes/proxied/proxy/healthz";
+    let ok = cluster.kubectl_ok(&["get", "--raw", healthz]).await?;
+    assert_eq!(ok.trim_end(), "ok");
+    let as_reader = cluster
+        .kubectl_ok(&[
+            "get",
+            "--raw",
+            healthz,
+            "--as=system:serviceaccount:default:reader",
+        ])
+        .await?;
+    assert_eq!(as_reader.trim_end(), "ok");
+    let forbidden = cluster
+        .kubectl_fails(&[
+            "get",
+            "--raw",
+            healthz,
+            "--as=system:serviceaccount:default:nobody",
+        ])
+        .await?;
+    assert!(
+        forbidden.contains(
+            "nodes \"proxied\" is forbidden: User \"system:serviceaccount:default:nobody\" cannot get resource \"nodes/proxy\""
+        ),
+        "{forbidden}"
+    );
+    // The path and query reach the agent as sent: its own 400 for a bad tailLines.
+    let bad = cluster
+        .kubectl_fails(&[
+            "get",
+            "--raw",
+            "/api/v1/nodes/proxied/proxy/containerLogs/default/absent/c?tailLines=x",
+        ])
+        .await?;
+    assert!(
+        bad.contains("BadRequest") || bad.contains("tailLines"),
+        "{bad}"
+    );
+    let missing = cluster
+        .kubectl_fails(&["get", "--raw", "/api/v1/nodes/ghost/proxy/healthz"])
+        .await?;
+    assert!(
+        missing.contains("NotFound") || missing.contains("not found"),
+        "{missing}"
+    );
     Ok(())
 }

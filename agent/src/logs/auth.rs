@@ -1,10 +1,14 @@
 //! Who may use the agent's API, as the kubelet decides it with `--client-ca-file` and
 //! `--authorization-mode=Webhook`:
 //!
-//! * Authentication: a client certificate signed by the cluster CA (checked in the TLS
-//!   handshake); its CN is the user and its O values the groups, plus
-//!   `system:authenticated`. A request without one is 401 `Unauthorized` (there is no
-//!   anonymous access and, without TokenReview, no bearer token).
+//! * Authentication, as the kubelet's with `--authentication-token-webhook` and no
+//!   anonymous access: a client certificate signed by the cluster CA (checked in the TLS
+//!   handshake; its CN is the user and its O values the groups, plus
+//!   `system:authenticated`), else an `Authorization: Bearer` token the apiserver vouches
+//!   for in a TokenReview (a ServiceAccount's token, a bootstrap or static token). Token
+//!   answers are cached for two minutes, as the kubelet's webhook cache keeps them (its
+//!   `--authentication-token-webhook-cache-ttl`), keyed by the token's SHA-256. A request
+//!   with neither, or with a token the apiserver does not know, is 401 `Unauthorized`.
 //! * Authorization: every request is put to the apiserver as a SubjectAccessReview of that
 //!   user on this node (`resource=nodes, name=<node>`), with the kubelet's attributes: the
 //!   verb from the method (`GET` is `get`, `POST` `create`, ...) and the subresource from the
@@ -23,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -34,6 +39,9 @@ use tokio::time::Instant;
 pub(crate) const ALLOWED_TTL: Duration = Duration::from_secs(300);
 /// How long a denied answer is reused (the kubelet's `cacheUnauthorizedTTL`).
 pub(crate) const DENIED_TTL: Duration = Duration::from_secs(30);
+/// How long a TokenReview's answer is reused, whatever it was (the kubelet's
+/// `--authentication-token-webhook-cache-ttl`).
+pub(crate) const TOKEN_TTL: Duration = Duration::from_secs(120);
 /// Answers kept at most; past it expired ones are dropped, then all.
 const CACHE_ENTRIES: usize = 1024;
 /// How long one SubjectAccessReview may take.
@@ -66,6 +74,14 @@ impl Requester {
         groups.push("system:authenticated".to_string());
         Some(Requester { user, groups })
     }
+}
+
+/// The bearer token of an `Authorization` header value (`Bearer <token>`, the scheme in
+/// any case); `None` for other schemes or an empty token.
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// What a request does to the node, in the apiserver's terms.
@@ -125,7 +141,11 @@ pub(crate) struct NodeAuthorizer {
     client: kube::Client,
     node: String,
     cache: Mutex<HashMap<(Requester, NodeAction), (bool, Instant)>>,
+    tokens: Mutex<HashMap<TokenHash, (Option<Requester>, Instant)>>,
 }
+
+/// A bearer token's SHA-256: the token cache's key (the token itself is not kept).
+type TokenHash = [u8; 32];
 
 impl std::fmt::Debug for NodeAuthorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,7 +162,72 @@ impl NodeAuthorizer {
             client,
             node: node.into(),
             cache: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Who `token` authenticates as, asking the apiserver in a TokenReview (a cached
+    /// answer if it is fresh): `Ok(None)` when the apiserver does not know the token.
+    pub(crate) async fn authenticate_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<Requester>, Refusal> {
+        use sha2::Digest;
+        let key: TokenHash = sha2::Sha256::digest(token.as_bytes()).into();
+        let cached = self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(who, _)| who.clone());
+        if let Some(who) = cached {
+            return Ok(who);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: None,
+            },
+            ..TokenReview::default()
+        };
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let unavailable = |why: String| {
+            tracing::warn!(error = %why, "cannot authenticate a bearer token to the agent");
+            Refusal::Unavailable(format!(
+                "Authentication error: the apiserver could not review the token: {why}"
+            ))
+        };
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| unavailable("timed out".into()))?
+                .map_err(|e| unavailable(e.to_string()))?;
+        let status = answer.status.unwrap_or_default();
+        let who = status
+            .user
+            .filter(|_| status.authenticated == Some(true))
+            .and_then(|user| {
+                let name = user.username.filter(|u| !u.is_empty())?;
+                let mut groups = user.groups.unwrap_or_default();
+                if !groups.iter().any(|g| g == "system:authenticated") {
+                    groups.push("system:authenticated".to_string());
+                }
+                Some(Requester { user: name, groups })
+            });
+        if who.is_none() {
+            tracing::debug!(error = ?status.error, "bearer token refused by the apiserver");
+        }
+        let now = Instant::now();
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= CACHE_ENTRIES {
+            tokens.retain(|_, (_, until)| now < *until);
+            if tokens.len() >= CACHE_ENTRIES {
+                tokens.clear();
+            }
+        }
+        tokens.insert(key, (who.clone(), now + TOKEN_TTL));
+        Ok(who)
     }
 
     /// Whether `who` may do `action`; a cached answer if it is fresh.
@@ -294,6 +379,38 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Basic dXNlcjpwdw=="), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+
+    #[tokio::test]
+    async fn token_answers_are_cached_and_an_unreachable_apiserver_is_no_answer() {
+        let authorizer = offline();
+        match authorizer.authenticate_token("t1").await {
+            Err(Refusal::Unavailable(message)) => assert!(
+                message.starts_with("Authentication error: the apiserver could not review"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(b"t1").into();
+        let ops = Requester {
+            user: "ops".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        authorizer.tokens.lock().unwrap().insert(
+            key,
+            (Some(ops.clone()), Instant::now() + Duration::from_secs(60)),
+        );
+        assert_eq!(authorizer.authenticate_token("t1").await, Ok(Some(ops)));
     }
 
     #[test]

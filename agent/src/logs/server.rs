@@ -6,9 +6,10 @@
 //! `timestamps`, `limitBytes`. Errors are plain text with the kubelet's status codes and
 //! messages (the apiserver passes them on).
 //!
-//! Who may use it: a client presenting a certificate signed by the cluster CA whom the
-//! apiserver allows to use this node's proxy subresource ([`auth`](super::auth): the
-//! kubelet's webhook authorization), `/healthz` included, as on the kubelet's port.
+//! Who may use it: a client presenting a certificate signed by the cluster CA, or a bearer
+//! token the apiserver vouches for (TokenReview), whom the apiserver allows to use this
+//! node's subresource ([`auth`](super::auth): the kubelet's webhook authentication and
+//! authorization), `/healthz` included, as on the kubelet's port.
 //!
 //! The server presents whatever certificate a [`CertificateSlot`] holds, looked up for every
 //! handshake, so a renewed certificate is served without a restart: the node's serving
@@ -222,8 +223,28 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let Some(requester) = requester else {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    // A client certificate first, then a bearer token (the kubelet's order).
+    let from_token;
+    let requester = match requester {
+        Some(requester) => requester,
+        None => {
+            let token = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(super::auth::bearer_token);
+            let Some(token) = token else {
+                return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+            };
+            match ctx.authorizer.authenticate_token(token).await {
+                Ok(Some(who)) => {
+                    from_token = who;
+                    &from_token
+                }
+                // The kubelet answers 401 when the review itself fails too (logged).
+                Ok(None) | Err(_) => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            }
+        }
     };
     let action = NodeAction::of(req.method(), &path);
     match ctx.authorizer.authorize(requester, &action).await {

@@ -127,6 +127,11 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
         Subresource::Log => (None, rt.kind, vec!["get"]),
         Subresource::PortForward => (None, "PodPortForwardOptions", vec!["create", "get"]),
         Subresource::Eviction => (Some(("policy", "v1")), "Eviction", vec!["create"]),
+        Subresource::Proxy => (
+            None,
+            "NodeProxyOptions",
+            vec!["create", "delete", "get", "patch", "update"],
+        ),
         Subresource::Token => (
             Some(("authentication.k8s.io", "v1")),
             "TokenRequest",

@@ -78,6 +78,7 @@ pub async fn dispatch(
         namespace,
         name,
         subresource,
+        proxy_path,
     } = target;
     if rt.namespaced && name.is_some() && namespace.is_none() {
         return Err(ApiError::no_route(format!(
@@ -158,6 +159,10 @@ pub async fn dispatch(
         (Method::GET, Some(name), Some(Subresource::Log)) => subresource::log(&req, &name).await,
         (Method::GET | Method::POST, Some(name), Some(Subresource::PortForward)) => {
             crate::portforward::connect(&req, &name, upgrade).await
+        }
+        (method, Some(name), Some(Subresource::Proxy)) => {
+            let path = proxy_path.unwrap_or_else(|| "/".to_string());
+            subresource::node_proxy(&req, &name, method, &path, body).await
         }
         (Method::POST, Some(name), Some(Subresource::Token)) => {
             crate::serviceaccount::token_request::create(&req, &name, body).await

@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -251,6 +251,22 @@ impl NodeClient {
         port: u16,
         path_and_query: &str,
     ) -> Result<Response, ApiError> {
+        let request = Request::get(path_and_query)
+            .body(Full::new(bytes::Bytes::new()))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.send(node, host, port, request).await
+    }
+
+    /// Sends `request` (its URI a path and query) to the agent of node `node` at
+    /// `host:port` and streams its answer back (status, `Content-Type` and body), once the
+    /// agent proved it is that node (see the module docs).
+    pub async fn send(
+        &self,
+        node: &str,
+        host: &str,
+        port: u16,
+        mut request: Request<Full<bytes::Bytes>>,
+    ) -> Result<Response, ApiError> {
         let unreachable = |what: String| {
             ApiError::unavailable(format!(
                 "the node agent of node \"{node}\" at {host}:{port} is unreachable: {what}"
@@ -265,10 +281,11 @@ impl NodeClient {
                 tracing::debug!(error = %e, "agent connection ended");
             }
         });
-        let request = Request::get(path_and_query)
-            .header(http::header::HOST, format!("{host}:{port}"))
-            .body(Empty::<bytes::Bytes>::new())
+        let host_header = http::HeaderValue::from_str(&format!("{host}:{port}"))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(http::header::HOST, host_header);
         let response = sender
             .send_request(request)
             .await

@@ -32,6 +32,8 @@ pub enum Subresource {
     /// `/token` (serviceaccounts): an `authentication.k8s.io/v1` TokenRequest, answered
     /// with a signed token (`kubectl create token`).
     Token,
+    /// `/proxy/{path}` (nodes): the request passed on to the node agent's `{path}`.
+    Proxy,
 }
 
 impl Subresource {
@@ -46,6 +48,7 @@ impl Subresource {
             Subresource::Eviction => "eviction",
             Subresource::Approval => "approval",
             Subresource::Token => "token",
+            Subresource::Proxy => "proxy",
         }
     }
 }
@@ -174,7 +177,7 @@ impl Registry {
     }
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status, Token};
+use Subresource::{Approval, Binding, Eviction, Log, PortForward, Proxy, Scale, Status, Token};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -310,7 +313,16 @@ fn builtin() -> Vec<ResourceType> {
             field_selectors: &["spec.unschedulable"],
             validate: validation::validate_node,
             default: validation::default_node,
-            ..rt("", "v1", "Node", "nodes", &["no"], false, &[Status], false)
+            ..rt(
+                "",
+                "v1",
+                "Node",
+                "nodes",
+                &["no"],
+                false,
+                &[Status, Proxy],
+                false,
+            )
         },
         ResourceType {
             categories: ALL,
@@ -454,6 +466,12 @@ fn builtin() -> Vec<ResourceType> {
             &[],
             true,
             &[],
+            false,
+        ),
+        review_in(
+            "authentication.k8s.io",
+            "TokenReview",
+            "tokenreviews",
             false,
         ),
         review_in(

@@ -34,6 +34,9 @@ pub struct Target<'r> {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<Subresource>,
+    /// For `nodes/{name}/proxy/{path}`: `/{path}` as sent (still percent-encoded), `/`
+    /// when the URL ends at `proxy`.
+    pub proxy_path: Option<String>,
 }
 
 /// Splits and resolves a request path. Unknown groups, versions or resources are 404s.
@@ -84,12 +87,26 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> ApiResult<ApiPath<'
     } else {
         (None, &rest[0], rest.get(1), rest.get(2))
     };
-    if rest.len() > if namespaced_form { 5 } else { 3 } {
-        return Err(not_found_path(path));
-    }
     let rt = registry
         .by_plural(&group, &version, plural)
         .ok_or_else(|| not_found_path(path))?;
+    let sub_at = if namespaced_form { 4 } else { 2 };
+    let proxies = sub.is_some_and(|s| s == Subresource::Proxy.name())
+        && rt.subresources.contains(&Subresource::Proxy);
+    if rest.len() > sub_at + 1 && !proxies {
+        return Err(not_found_path(path));
+    }
+    // Everything after `.../{name}/proxy`, as sent: the segments before it are the
+    // prefix's plus `rest`'s first `sub_at + 1`.
+    let proxy_path = proxies.then(|| {
+        let before = segs.len() - rest.len() + sub_at + 1;
+        let tail = path
+            .trim_start_matches('/')
+            .splitn(before + 1, '/')
+            .nth(before)
+            .unwrap_or("");
+        format!("/{tail}")
+    });
     if namespaced_form && !rt.namespaced {
         return Err(not_found_path(path));
     }
@@ -110,6 +127,7 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> ApiResult<ApiPath<'
         namespace,
         name: name.cloned(),
         subresource,
+        proxy_path,
     }))
 }
 
@@ -292,6 +310,32 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_proxy_paths_keep_what_follows_proxy_as_sent() {
+        let reg = Registry::builtin();
+        let proxied = |path: &str| match parse_path(&reg, path) {
+            Ok(ApiPath::Resource(t)) => {
+                assert_eq!(t.subresource, Some(Subresource::Proxy), "{path}");
+                assert_eq!(t.name.as_deref(), Some("n1"), "{path}");
+                t.proxy_path
+            }
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(
+            proxied("/api/v1/nodes/n1/proxy/healthz").as_deref(),
+            Some("/healthz")
+        );
+        assert_eq!(
+            proxied("/api/v1/nodes/n1/proxy/containerLogs/a%2Fb/c/").as_deref(),
+            Some("/containerLogs/a%2Fb/c/")
+        );
+        assert_eq!(proxied("/api/v1/nodes/n1/proxy").as_deref(), Some("/"));
+        // Only the proxy subresource takes a path; others stay 404 past their name.
+        assert!(parse_path(&reg, "/api/v1/nodes/n1/status/x").is_err());
+        assert!(parse_path(&reg, "/api/v1/namespaces/d/pods/p/log/x").is_err());
+        assert!(parse_path(&reg, "/api/v1/namespaces/d/pods/p/proxy/x").is_err());
+    }
 
     #[test]
     fn namespaced_and_cluster_paths_resolve() {

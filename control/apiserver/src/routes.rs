@@ -170,7 +170,14 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
                 .unwrap_or(Value::Null);
             return Ok(json_response(StatusCode::OK, &doc));
         }
-        ApiPath::Resource(target) => target,
+        ApiPath::Resource(mut target) => {
+            // `nodes/{name}/proxy/...` passes the query on to the agent as sent.
+            if let (Some(path), Some(q)) = (target.proxy_path.as_mut(), parts.uri.query()) {
+                path.push('?');
+                path.push_str(q);
+            }
+            target
+        }
     };
     let query = Query::parse(parts.uri.query());
     let labels = request_labels(&parts.method, &target, &query);

@@ -34,6 +34,8 @@ pub struct Inner {
     pub authz: std::sync::OnceLock<crate::authz::Authz>,
     /// Issues and verifies service-account tokens, once the server has loaded its keys.
     pub service_accounts: std::sync::OnceLock<Arc<crate::serviceaccount::ServiceAccounts>>,
+    /// The bearer-token authenticators, for TokenReview, once the server has built them.
+    pub token_authenticators: std::sync::OnceLock<crate::authn::Authn>,
     /// Request and watch counters, served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Set to `true` when the server has stopped serving: the apiserver's background
@@ -59,6 +61,7 @@ impl AppState {
                 ca_pem: std::sync::OnceLock::new(),
                 authz: std::sync::OnceLock::new(),
                 service_accounts: std::sync::OnceLock::new(),
+                token_authenticators: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
                 stopped: tokio::sync::watch::Sender::new(false),
             }),

@@ -55,6 +55,9 @@ pub fn check(group: &str, kind: &str, obj: &Value) -> Result<Vec<String>, String
         ("authentication.k8s.io", "SelfSubjectReview") => {
             roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(obj)
         }
+        ("authentication.k8s.io", "TokenReview") => {
+            roundtrip::<k8s_openapi::api::authentication::v1::TokenReview>(obj)
+        }
         ("authentication.k8s.io", "TokenRequest") => {
             roundtrip::<k8s_openapi::api::authentication::v1::TokenRequest>(obj)
         }

@@ -7,6 +7,8 @@
 //! - SubjectAccessReview: may this user (in these groups) do this?
 //! - LocalSubjectAccessReview: the same, limited to the URL's namespace.
 //! - SelfSubjectRulesReview: what may I do in a namespace? (`kubectl auth can-i --list`)
+//! - TokenReview: who does this bearer token authenticate as? (the kubelet's
+//!   `--authentication-token-webhook`, and any webhook that delegates authentication)
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -37,6 +39,7 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
     let invalid = |causes: Vec<Cause>| ApiError::invalid(rt.group, rt.kind, "", &causes);
     let status = match rt.kind {
+        "TokenReview" => token_review(req, &spec).await?,
         "SelfSubjectReview" => {
             json!({"userInfo": {"username": requester.user, "groups": requester.groups}})
         }
@@ -115,6 +118,71 @@ pub async fn create(req: &Request<'_>, body: Bytes) -> ApiResult<Response> {
         json_response(StatusCode::CREATED, &obj),
         &warnings,
     ))
+}
+
+/// A TokenReview's status, as kube-apiserver's `tokenreview` storage answers it: the
+/// token authenticated by the same chain that authenticates requests (static tokens,
+/// bootstrap tokens, service-account tokens). The token is checked against the
+/// apiserver's audiences (`--api-audiences`); `spec.audiences`, when given, must share one
+/// of them, and `status.audiences` holds the ones both name.
+async fn token_review(req: &Request<'_>, spec: &Value) -> ApiResult<Value> {
+    let token = get_str(spec, "token");
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    let authenticators =
+        req.state.inner.token_authenticators.get().ok_or_else(|| {
+            ApiError::unavailable("the apiserver is starting; try again in a moment")
+        })?;
+    let api_audiences: Vec<String> = req
+        .state
+        .inner
+        .service_accounts
+        .get()
+        .map(|accounts| accounts.api_audiences().to_vec())
+        .unwrap_or_default();
+    let wanted: Vec<String> = spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let audiences: Vec<String> = if wanted.is_empty() {
+        api_audiences.clone()
+    } else {
+        wanted
+            .iter()
+            .filter(|a| api_audiences.contains(a))
+            .cloned()
+            .collect()
+    };
+    if audiences.is_empty() && !wanted.is_empty() {
+        return Ok(json!({
+            "authenticated": false,
+            "user": {},
+            "error": format!(
+                "token audiences {api_audiences:?} is invalid for the target audiences {wanted:?}"
+            ),
+        }));
+    }
+    Ok(match authenticators.authenticate_token(token).await {
+        Some(identity) => json!({
+            "authenticated": true,
+            "user": {"username": identity.user, "groups": identity.groups},
+            "audiences": audiences,
+        }),
+        None => json!({
+            "authenticated": false,
+            "user": {},
+            "error": "invalid bearer token",
+        }),
+    })
 }
 
 /// The request an access review's spec describes; `resource_or_url` allows

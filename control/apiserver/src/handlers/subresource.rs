@@ -288,6 +288,39 @@ pub async fn log(req: &Request<'_>, name: &str) -> ApiResult<Response> {
     client.get(node, &address, port, &path).await
 }
 
+/// `nodes/{name}/proxy/{path}`: the request (method, path and query, body, its
+/// `Content-Type` and `Accept`) passed on to the node's agent, which authorizes the
+/// apiserver's own identity (`system:kubelet-api-admin`), as kube-apiserver proxies to the
+/// kubelet. Who may ask is decided before, by RBAC on `nodes/proxy` with the method's verb.
+pub async fn node_proxy(
+    req: &Request<'_>,
+    node: &str,
+    method: http::Method,
+    path_and_query: &str,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (address, port) = agent_endpoint(req, node).await?;
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| {
+            ApiError::bad_request(format!("invalid proxy path {path_and_query:?}: {e}"))
+        })?;
+    for name in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
+        if let Some(value) = req.headers.get(&name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
+    let client = req
+        .state
+        .inner
+        .node_client
+        .get()
+        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
+    client.send(node, &address, port, request).await
+}
+
 /// Where the agent of node `node` listens: the Node's InternalIP (else its first address)
 /// and `status.daemonEndpoints.kubeletEndpoint.Port`.
 pub(crate) async fn agent_endpoint(req: &Request<'_>, node: &str) -> ApiResult<(String, u16)> {

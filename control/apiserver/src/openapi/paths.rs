@@ -552,29 +552,68 @@ impl Kind<'_> {
     /// `pods/portforward`: `connect` operations (GET for WebSockets, POST for SPDY), as
     /// Kubernetes publishes them.
     fn port_forward(&self) -> Value {
+        let params = vec![q(
+            "ports",
+            "integer",
+            "List of ports to forward Required when using WebSockets",
+        )];
+        self.connect(
+            "PodPortForwardOptions",
+            "portforward",
+            "Portforward",
+            &[("get", "Get"), ("post", "Post")],
+            params,
+        )
+    }
+
+    fn proxy(&self) -> Value {
+        let params = vec![q(
+            "path",
+            "string",
+            "Path is the URL path to use for the current proxy request to node.",
+        )];
+        self.connect(
+            "NodeProxyOptions",
+            "proxy",
+            "Proxy",
+            &[
+                ("get", "Get"),
+                ("put", "Put"),
+                ("post", "Post"),
+                ("delete", "Delete"),
+                ("options", "Options"),
+                ("head", "Head"),
+                ("patch", "Patch"),
+            ],
+            params,
+        )
+    }
+
+    /// A `connect` subresource (`portforward`, `proxy`): its methods, each answering a
+    /// stream.
+    fn connect(
+        &self,
+        options_kind: &str,
+        sub: &str,
+        op_suffix: &str,
+        methods: &[(&str, &str)],
+        params: Vec<Value>,
+    ) -> Value {
         let mut responses = Map::new();
         responses.insert(
             "200".into(),
             json!({"description": "OK", "content": {"*/*": {"schema": {"type": "string"}}}}),
         );
         responses.insert("401".into(), json!({"description": "Unauthorized"}));
-        let params = vec![q(
-            "ports",
-            "integer",
-            "List of ports to forward Required when using WebSockets",
-        )];
-        let gvk = json!({"group": "", "kind": "PodPortForwardOptions", "version": "v1"});
+        let gvk = json!({"group": "", "kind": options_kind, "version": "v1"});
         let mut item = Map::new();
-        for (method, verb) in [("get", "Get"), ("post", "Post")] {
+        for (method, verb) in methods {
             item.insert(
-                method.into(),
+                (*method).into(),
                 self.op(
+                    format!("connect {method} requests to {sub} of {}", self.rt.kind),
                     format!(
-                        "connect {method} requests to portforward of {}",
-                        self.rt.kind
-                    ),
-                    format!(
-                        "connect{}{verb}{}{}Portforward",
+                        "connect{}{verb}{}{}{op_suffix}",
                         self.infix, self.scope, self.rt.kind
                     ),
                     params.clone(),
@@ -681,6 +720,7 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                 ),
                 Subresource::Log => kind.log(),
                 Subresource::PortForward => kind.port_forward(),
+                Subresource::Proxy => kind.proxy(),
             };
             paths.insert(path, item);
         }
@@ -726,6 +766,10 @@ mod tests {
                 let Some(patch) = item.get("patch") else {
                     continue;
                 };
+                // `nodes/proxy`'s PATCH passes a body through; it patches nothing.
+                if patch["x-kubernetes-action"] == "connect" {
+                    continue;
+                }
                 let names: Vec<&str> = patch["parameters"]
                     .as_array()
                     .unwrap()

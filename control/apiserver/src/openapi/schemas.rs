@@ -319,6 +319,9 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<
         ("authentication.k8s.io", "SelfSubjectReview") => {
             add::<authentication::v1::SelfSubjectReview>(generator)
         }
+        ("authentication.k8s.io", "TokenReview") => {
+            add::<authentication::v1::TokenReview>(generator)
+        }
         ("authorization.k8s.io", "SelfSubjectAccessReview") => {
             add::<authorization::v1::SelfSubjectAccessReview>(generator)
         }
