@@ -4,7 +4,11 @@
 //! survives `kill -9` with its containers and images, and leaves nothing running when dropped.
 //!
 //! The CRI side (sandboxes with CNI) is proven by the agent's container tests: there is no
-//! `crictl` in Debian 12 to drive the CRI plugin without the agent.
+//! `crictl` in Debian 12 to drive the CRI plugin without the agent. The agent's CNI
+//! configuration list (`wasmkube_agent::network::cni`) is proven against the real plugins
+//! here: run as libcni runs a list (each plugin with the previous one's result) on a
+//! container's network namespace, it gives the container an address of the pod sub-range
+//! that its lab host reaches, and gives it back on DEL.
 
 use std::time::Duration;
 
@@ -174,6 +178,153 @@ async fn dropping_a_killed_containerd_ends_the_containers_it_left() -> Result<()
     let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/k8s.io").join(&orphan);
     ensure!(!cgroup.exists(), "its cgroup {} is left", cgroup.display());
     Ok(())
+}
+
+#[tokio::test]
+async fn the_agents_cni_conflist_gives_a_container_a_pod_address_its_host_reaches() -> Result<()> {
+    use wasmkube_agent::network::cni::{CONFLIST_FILE, CniNetwork, write_conflist};
+    if cri_tests_opted_out(
+        "the_agents_cni_conflist_gives_a_container_a_pod_address_its_host_reaches",
+    ) {
+        return Ok(());
+    }
+    let lab = NetnsLab::new(1).await?;
+    let host = lab.host(0)?;
+    let cni = tempfile::tempdir()?;
+    let containerd = Containerd::start(host, cni.path()).await?;
+    containerd.import_test_images().await?;
+    // A container with a network namespace of its own (only lo), serving /etc on port 8080.
+    let web = unique_id("web");
+    containerd
+        .ctr_ok(&[
+            "run",
+            "-d",
+            BUSYBOX_IMAGE,
+            &web,
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/etc",
+        ])
+        .await?;
+    wait_task(&containerd, &web, "RUNNING").await?;
+    let pid = task_pid(&containerd, &web).await?;
+    let netns = format!("/proc/{pid}/ns/net");
+
+    let ipam = tempfile::tempdir()?;
+    let network = CniNetwork {
+        name: "wasmkube".to_owned(),
+        bridge: "wkcni0".to_owned(),
+        subnet: "10.42.1.0".parse()?,
+        prefix: 24,
+        range_start: "10.42.1.128".parse()?,
+        range_end: "10.42.1.254".parse()?,
+        gateway: "10.42.1.127".parse()?,
+        mtu: None,
+        ipam_data_dir: ipam.path().to_owned(),
+    };
+    let (path, _) = write_conflist(cni.path(), CONFLIST_FILE, &network)?;
+    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+
+    let result = run_conflist(host, &list, "ADD", &web, &netns).await?;
+    let address = result["ips"][0]["address"].as_str().context("an address")?;
+    assert_eq!(address, "10.42.1.128/24", "{result}");
+    assert_eq!(result["ips"][0]["gateway"], "10.42.1.127", "{result}");
+    let url = "http://10.42.1.128:8080/passwd";
+    let body = host
+        .run_ok("curl", &["-sS", "--max-time", "10", url])
+        .await?;
+    ensure!(body.starts_with("root:x:0:0:"), "{body}");
+    let routes = containerd
+        .ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "routes",
+            &web,
+            "ip",
+            "-4",
+            "route",
+        ])
+        .await?;
+    ensure!(
+        routes.contains("default via 10.42.1.127 dev eth0"),
+        "{routes}"
+    );
+
+    run_conflist(host, &list, "DEL", &web, &netns).await?;
+    let reserved = ipam.path().join("wasmkube").join("10.42.1.128");
+    ensure!(!reserved.exists(), "host-local still holds 10.42.1.128");
+    let out = host.run("curl", &["-sS", "--max-time", "3", url]).await?;
+    ensure!(!out.status.success(), "the address answers after DEL");
+    Ok(())
+}
+
+/// The pid of task `id` (`ctr tasks ls`).
+async fn task_pid(containerd: &Containerd, id: &str) -> Result<u32> {
+    let tasks = containerd.ctr_ok(&["tasks", "ls"]).await?;
+    tasks
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|pid| pid.parse().ok())
+        .with_context(|| format!("the pid of {id} in {tasks}"))
+}
+
+/// Runs the plugins of the configuration list `list` as libcni does for `command` (ADD in
+/// order, each given the previous one's result; DEL in reverse), from inside `host`, on the
+/// network namespace `netns`, interface `eth0`; returns the last ADD result.
+async fn run_conflist(
+    host: &crate::harness::LabHost,
+    list: &serde_json::Value,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+) -> Result<serde_json::Value> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut plugins = list["plugins"].as_array().context("plugins")?.clone();
+    if command == "DEL" {
+        plugins.reverse();
+    }
+    let mut previous: Option<serde_json::Value> = None;
+    for mut plugin in plugins {
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        if let Some(result) = &previous {
+            plugin["prevResult"] = result.clone();
+        }
+        let kind = plugin["type"].as_str().context("type")?.to_owned();
+        let binary = format!("{}/{kind}", crate::harness::CNI_BIN_DIR);
+        let mut cmd = host.command(&binary, std::iter::empty::<&str>());
+        cmd.stdin(std::process::Stdio::piped())
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", crate::harness::CNI_BIN_DIR);
+        let mut child = cmd.spawn().with_context(|| format!("spawning {binary}"))?;
+        let mut stdin = child.stdin.take().context("the plugin's stdin")?;
+        stdin.write_all(&serde_json::to_vec(&plugin)?).await?;
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("the plugin did not finish within 60 s")??;
+        ensure!(
+            out.status.success(),
+            "{kind} {command} failed with {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if command == "ADD" {
+            previous = Some(serde_json::from_slice(&out.stdout).with_context(|| {
+                format!("{kind}'s result: {}", String::from_utf8_lossy(&out.stdout))
+            })?);
+        }
+    }
+    Ok(previous.unwrap_or_default())
 }
 
 #[test]

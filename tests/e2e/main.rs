@@ -19,7 +19,8 @@
 //!
 //! `containerd_lab` proves the private containerd (`harness::containerd`, in a lab host, with
 //! the offline busybox and pause images of `harness::linux_images`) that the tests of Linux
-//! container pods run their nodes' containers in.
+//! container pods run their nodes' containers in, and the agent's CNI configuration list
+//! against the real plugins.
 //!
 //! `cluster_dns` asks the server's cluster DNS with `dig` on 127.0.0.1, its upstream a
 //! dnsmasq the test starts there. `wasm_network` runs it in a lab (listening on host 0's
