@@ -60,7 +60,7 @@ pub(crate) use containerd::{CRI_OPT_OUT_VAR, Containerd, K8S_NAMESPACE, cri_test
 #[allow(unused_imports)]
 pub(crate) use containerd_host::CNI_BIN_DIR;
 pub(crate) use images::{WasmImage, module_with_data_segment};
-pub(crate) use lab_apps::{http_hello_deployment, http_service, routed_node};
+pub(crate) use lab_apps::{dnat_targets, http_hello_deployment, http_service, routed_node};
 #[allow(unused_imports)]
 pub(crate) use linux_images::{BUSYBOX_IMAGE, PAUSE_IMAGE, TestImages, test_images};
 use netns::NamespaceForward;

@@ -14,8 +14,8 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use crate::harness::{
-    TestCluster, http_hello_deployment, lab_tests_opted_out, poll_until, ready_app_pods,
-    routed_node,
+    TestCluster, dnat_targets, http_hello_deployment, lab_tests_opted_out, poll_until,
+    ready_app_pods, routed_node,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -313,10 +313,10 @@ async fn a_cluster_ip_reaches_the_routed_pods_of_every_node_from_every_node() ->
                     .host(i)?
                     .run("nft", &["list", "table", "ip", "wasmkube"])
                     .await?;
-                let table = String::from_utf8_lossy(&out.stdout);
+                let targets = dnat_targets(&String::from_utf8_lossy(&out.stdout));
                 Ok(pods
                     .values()
-                    .all(|ip| table.contains(&format!("dnat to {ip}:8080")))
+                    .all(|ip| targets.contains(&format!("{ip}:8080")))
                     .then_some(()))
             },
         )

@@ -18,8 +18,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    LabHost, TestCluster, http_service, lab_tests_opted_out, pod_is_ready, poll_until,
-    ready_app_pods, routed_node,
+    LabHost, TestCluster, dnat_targets, http_service, lab_tests_opted_out, pod_is_ready,
+    poll_until, ready_app_pods, routed_node,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -190,18 +190,13 @@ async fn wait_rules(cluster: &TestCluster, i: usize, ips: &[String]) -> Result<(
                 .host(i)?
                 .run("nft", &["list", "table", "ip", "wasmkube"])
                 .await?;
-            let table = String::from_utf8_lossy(&out.stdout);
             // Only the pods' port: the table also DNATs the cluster's own Services
             // (kubernetes, kube-dns).
-            let mut found: Vec<String> = table
-                .split("dnat to ")
-                .skip(1)
-                .filter_map(|rest| rest.split_whitespace().next())
+            let found: Vec<String> = dnat_targets(&String::from_utf8_lossy(&out.stdout))
+                .iter()
                 .filter_map(|target| target.strip_suffix(":8080"))
                 .map(str::to_string)
                 .collect();
-            found.sort();
-            found.dedup();
             let mut want = ips.to_vec();
             want.sort();
             Ok((found == want).then_some(()))

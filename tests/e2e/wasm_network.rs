@@ -14,8 +14,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 use crate::harness::{
-    TestCluster, http_hello_deployment, http_service, lab_tests_opted_out, poll_until,
-    ready_app_pods, routed_node,
+    TestCluster, dnat_targets, http_hello_deployment, http_service, lab_tests_opted_out,
+    poll_until, ready_app_pods, routed_node,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -143,11 +143,11 @@ async fn wasm_pods_call_a_service_by_name_through_the_cluster_dns() -> Result<()
                     .host(i)?
                     .run("nft", &["list", "table", "ip", "wasmkube"])
                     .await?;
-                let table = String::from_utf8_lossy(&out.stdout);
+                let targets = dnat_targets(&String::from_utf8_lossy(&out.stdout));
                 Ok((pods
                     .values()
-                    .all(|ip| table.contains(&format!("dnat to {ip}:8080")))
-                    && table.contains(&format!("dnat to {dns_ip}:{dns_port}")))
+                    .all(|ip| targets.contains(&format!("{ip}:8080")))
+                    && targets.contains(&format!("{dns_ip}:{dns_port}")))
                 .then_some(()))
             },
         )

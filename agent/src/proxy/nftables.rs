@@ -51,10 +51,7 @@ impl NftProxier {
         NftProxier {
             nft,
             node: node.to_string(),
-            ruleset: Ruleset {
-                fixed: rules::fixed(node_ips),
-                services: BTreeMap::new(),
-            },
+            ruleset: Ruleset::new(rules::fixed(node_ips)),
             ports: BTreeMap::new(),
             in_sync: false,
         }
@@ -99,8 +96,7 @@ impl NftProxier {
             let old_ids = self.ports.remove(key).unwrap_or_default();
             for id in &old_ids {
                 if !new.contains_key(id) {
-                    let old = self.ruleset.services.remove(id);
-                    tx.fragment(old.as_ref(), None);
+                    self.ruleset.replace(id, None, &mut tx);
                 }
             }
             if !new.is_empty() {
@@ -108,15 +104,12 @@ impl NftProxier {
                     .insert(key.clone(), new.keys().cloned().collect());
             }
             for (id, fragment) in new {
-                let old = self.ruleset.services.get(&id);
-                if old != Some(&fragment) {
-                    tx.fragment(old, Some(&fragment));
-                    self.ruleset.services.insert(id, fragment);
-                }
+                self.ruleset.replace(&id, Some(fragment), &mut tx);
             }
         }
+        self.ruleset.settle(&mut tx);
         let full = full || !self.in_sync;
-        let chains = self.ruleset.counts().0;
+        let chains = self.ruleset.chains();
         let mut nft = Duration::ZERO;
         if full {
             let listing = Instant::now();

@@ -6,11 +6,15 @@
 //! nat-prerouting, nat-output (dstnat)  -> services
 //! services:   ip daddr . meta l4proto . th dport vmap @service-ips
 //!             ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
-//! service-H-ns/svc/tcp/http:  [ip saddr @affinity-E goto endpoint-E ...]
-//!                             numgen random mod N vmap { 0 : goto endpoint-E0, ... }
-//! endpoint-H-ns/svc/tcp/http__10.42.1.5/8080:
+//! service-H-ns/svc/tcp/http (no session affinity): one rule, no per-endpoint chain
+//!             meta l4proto tcp dnat ip to numgen random mod N map
+//!                 { 0 : 10.42.1.5 . 8080, 1 : 10.42.2.7 . 8080, ... }
+//! service-H-ns/svc/tcp/http (sessionAffinity ClientIP):
+//!             ip saddr @affinity-E goto endpoint-E ...
+//!             numgen random mod N vmap { 0 : goto endpoint-E0, ... }
+//! endpoint-H-ns/svc/tcp/http__10.42.1.5/8080 (session affinity only):
 //!             ip saddr 10.42.1.5 jump mark-for-masquerade     (hairpin)
-//!             [update @affinity-E { ip saddr }]
+//!             update @affinity-E { ip saddr }
 //!             meta l4proto tcp dnat to 10.42.1.5:8080
 //! external-H-...: the NodePort entry: masquerade (policy Cluster) or the node's own
 //!             endpoints only (policy Local)
@@ -18,19 +22,29 @@
 //!             nodeport-endpoints-check: a Service without endpoints is rejected
 //!             (TCP reset, else ICMP port unreachable) from @no-endpoint-services and
 //!             @no-endpoint-nodeports; cluster-ips-check rejects unserved ports of cluster IPs
-//! nat-postrouting (srcnat) -> masquerading: masquerade what mark-for-masquerade marked
+//! nat-postrouting (srcnat) -> masquerading:
+//!             ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
+//!             masquerade what mark-for-masquerade marked
 //! ```
+//!
+//! Services without session affinity have no chain per endpoint (kube-proxy's own has
+//! one): nft 1.0.x reads every chain of the table before a batch that adds a rule or
+//! touches an element, so an endpoint change costs about that read, and a chain per
+//! endpoint made the table ten times larger (docs/benchmarks.md). Their hairpin traffic (a
+//! pod reaching itself through its Service) is masqueraded in postrouting from the
+//! `hairpin-endpoints` set of `endpoint . endpoint` pairs, the same packets an endpoint
+//! chain's `ip saddr ENDPOINT jump mark-for-masquerade` marks.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use nftables::expr::{
-    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
+    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Map, Meta, MetaKey, NamedExpression,
     NgMode, Numgen, Payload, PayloadField, SetItem, Verdict as NftVerdict,
 };
 use nftables::stmt::{
-    JumpTarget, Mangle, Match, NAT, NATFlag, Operator, Reject, RejectType, Set as SetStmt, SetOp,
-    Statement, VerdictMap,
+    JumpTarget, Mangle, Match, NAT, NATFamily, NATFlag, Operator, Reject, RejectType,
+    Set as SetStmt, SetOp, Statement, VerdictMap,
 };
 use nftables::types::NfHook;
 use sha2::{Digest as _, Sha256};
@@ -50,6 +64,9 @@ pub(crate) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
 /// The node addresses NodePorts answer on.
 pub(crate) const NODEPORT_IPS: &str = "nodeport-ips";
+/// `endpoint . endpoint` of every endpoint of a Service without session affinity: DNATed
+/// traffic from an endpoint to itself is masqueraded (hairpin).
+pub(crate) const HAIRPIN_ENDPOINTS: &str = "hairpin-endpoints";
 
 const SERVICES_CHAIN: &str = "services";
 const MASQUERADING_CHAIN: &str = "masquerading";
@@ -111,16 +128,21 @@ fn goto(chain: &str) -> Statement<'static> {
     })
 }
 
-fn ct_state_new() -> Statement<'static> {
+/// `ct KEY VALUE` (`ct state new`, `ct status dnat`).
+fn ct_is(key: &'static str, value: &'static str) -> Statement<'static> {
     matches(
         Expression::Named(NamedExpression::CT(CT {
-            key: "state".into(),
+            key: key.into(),
             family: None,
             dir: None,
         })),
         Operator::IN,
-        text("new"),
+        text(value),
     )
+}
+
+fn ct_state_new() -> Statement<'static> {
+    ct_is("state", "new")
 }
 
 fn fib(flag: FibFlag) -> Expression<'static> {
@@ -263,6 +285,16 @@ pub(crate) fn fixed(node_ips: &[Ipv4Addr]) -> Fragment {
         (
             MASQUERADING_CHAIN,
             chain(vec![
+                // Hairpin: an endpoint reaching itself through a Service.
+                vec![
+                    ct_is("status", "dnat"),
+                    matches(
+                        concat(vec![payload("ip", "saddr"), payload("ip", "daddr")]),
+                        Operator::EQ,
+                        set_ref(HAIRPIN_ENDPOINTS),
+                    ),
+                    jump(MARK_CHAIN),
+                ],
                 vec![
                     matches(
                         Expression::BinaryOperation(Box::new(BinaryOperation::AND(
@@ -326,6 +358,7 @@ pub(crate) fn fixed(node_ips: &[Ipv4Addr]) -> Fragment {
         (NO_ENDPOINT_NODEPORTS, SetKind::PortMap),
         (CLUSTER_IPS, SetKind::Addresses),
         (NODEPORT_IPS, SetKind::Addresses),
+        (HAIRPIN_ENDPOINTS, SetKind::AddressPairs),
     ] {
         f.sets.insert(name.to_string(), kind);
     }
@@ -375,27 +408,75 @@ fn external_chain(port: &ServicePort) -> String {
     hashed("external", &port.id(), "")
 }
 
-/// A chain that picks one of `endpoints` at random (an affinity entry first).
+fn index(i: usize) -> Expression<'static> {
+    Expression::Number(u32::try_from(i).unwrap_or(u32::MAX))
+}
+
+fn numgen(n: usize) -> Expression<'static> {
+    Expression::Named(NamedExpression::Numgen(Numgen {
+        mode: NgMode::Random,
+        ng_mod: u32::try_from(n).unwrap_or(u32::MAX),
+        offset: None,
+    }))
+}
+
+/// `meta l4proto P`: port NAT needs the protocol.
+fn l4proto_is(port: &ServicePort) -> Statement<'static> {
+    matches(
+        meta(MetaKey::L4proto),
+        Operator::EQ,
+        text(port.protocol.nft_name()),
+    )
+}
+
+/// A chain that picks one of `endpoints` at random: with session affinity an affinity
+/// entry first, then a jump to an endpoint's chain; without, one rule that DNATs straight
+/// to `ip . port` from a map keyed by numgen.
 fn balance(port: &ServicePort, endpoints: &[Endpoint]) -> ChainSpec {
+    let Some(timeout) = port.affinity_timeout else {
+        let targets = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                SetItem::Mapping(
+                    index(i),
+                    concat(vec![
+                        text(e.ip.to_string()),
+                        Expression::Number(u32::from(e.port)),
+                    ]),
+                )
+            })
+            .collect();
+        return chain(vec![vec![
+            l4proto_is(port),
+            Statement::DNAT(Some(NAT {
+                addr: Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+                    key: numgen(endpoints.len()),
+                    data: Expression::Named(NamedExpression::Set(targets)),
+                })))),
+                family: Some(NATFamily::IP),
+                port: None,
+                flags: None,
+            })),
+        ]]);
+    };
     let mut rules = Vec::new();
-    if let Some(timeout) = port.affinity_timeout {
-        for e in endpoints {
-            rules.push(vec![
-                matches(
-                    payload("ip", "saddr"),
-                    Operator::EQ,
-                    set_ref(&affinity_set(port, e, timeout)),
-                ),
-                goto(&endpoint_chain(port, e)),
-            ]);
-        }
+    for e in endpoints {
+        rules.push(vec![
+            matches(
+                payload("ip", "saddr"),
+                Operator::EQ,
+                set_ref(&affinity_set(port, e, timeout)),
+            ),
+            goto(&endpoint_chain(port, e)),
+        ]);
     }
     let targets = endpoints
         .iter()
         .enumerate()
         .map(|(i, e)| {
             SetItem::Mapping(
-                Expression::Number(u32::try_from(i).unwrap_or(u32::MAX)),
+                index(i),
                 Expression::Verdict(NftVerdict::Goto(JumpTarget {
                     target: endpoint_chain(port, e).into(),
                 })),
@@ -403,11 +484,7 @@ fn balance(port: &ServicePort, endpoints: &[Endpoint]) -> ChainSpec {
         })
         .collect();
     rules.push(vec![Statement::VerdictMap(VerdictMap {
-        key: Expression::Named(NamedExpression::Numgen(Numgen {
-            mode: NgMode::Random,
-            ng_mod: u32::try_from(endpoints.len()).unwrap_or(u32::MAX),
-            offset: None,
-        })),
+        key: numgen(endpoints.len()),
         data: Expression::Named(NamedExpression::Set(targets)),
     })]);
     chain(rules)
@@ -426,11 +503,7 @@ fn endpoint(port: &ServicePort, e: &Endpoint) -> ChainSpec {
         })]);
     }
     rules.push(vec![
-        matches(
-            meta(MetaKey::L4proto),
-            Operator::EQ,
-            text(port.protocol.nft_name()),
-        ),
+        l4proto_is(port),
         Statement::DNAT(Some(NAT {
             addr: Some(text(e.ip.to_string())),
             family: None,
@@ -474,16 +547,19 @@ pub(crate) fn service_port(port: &ServicePort, endpoints: &Categorized) -> Fragm
         used.extend(&endpoints.local);
     }
     for e in used {
+        let Some(timeout) = port.affinity_timeout else {
+            f.elements
+                .insert((HAIRPIN_ENDPOINTS.to_string(), Key::Pair(e.ip, e.ip)), None);
+            continue;
+        };
         if let std::collections::btree_map::Entry::Vacant(free) =
             f.chains.entry(endpoint_chain(port, e))
         {
             free.insert(endpoint(port, e));
-            if let Some(timeout) = port.affinity_timeout {
-                f.sets.insert(
-                    affinity_set(port, e, timeout),
-                    SetKind::Affinity { timeout },
-                );
-            }
+            f.sets.insert(
+                affinity_set(port, e, timeout),
+                SetKind::Affinity { timeout },
+            );
         }
     }
 

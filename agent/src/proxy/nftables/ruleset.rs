@@ -6,7 +6,10 @@
 //! shared maps). A sync rebuilds only the fragments of the Services that changed and
 //! [`Transaction::fragment`] turns old-versus-new into commands: a chain whose rules changed
 //! is flushed and rewritten, map elements are added and deleted one by one, chains and sets
-//! no fragment has any more are deleted, as kube-proxy's nftables proxier does. A full sync
+//! no fragment has any more are deleted, as kube-proxy's nftables proxier does. An element
+//! of a plain set may belong to several fragments (a cluster IP to each port of its
+//! Service, an endpoint's hairpin pair to each Service it serves): the ruleset counts its
+//! owners, and it is added when the first appears and deleted when the last goes. A full sync
 //! ([`Transaction::full`], at start and periodically) rewrites every chain and map element
 //! it owns (each flushed first, so a restart never duplicates a rule) and deletes the
 //! objects of the table no fragment owns (found by listing the table), never flushing the
@@ -57,6 +60,8 @@ pub(crate) struct ChainSpec {
 pub(crate) enum SetKind {
     /// A set of IPv4 addresses.
     Addresses,
+    /// A set of `ipv4_addr . ipv4_addr` pairs.
+    AddressPairs,
     /// A set of client addresses with a timeout (session affinity), filled by the rules.
     Affinity {
         /// Seconds an entry lives after its last use.
@@ -73,6 +78,8 @@ pub(crate) enum SetKind {
 pub(crate) enum Key {
     /// An address.
     Address(Ipv4Addr),
+    /// address . address.
+    Pair(Ipv4Addr, Ipv4Addr),
     /// address . protocol . port.
     Service(Ipv4Addr, Protocol, u16),
     /// protocol . port.
@@ -99,25 +106,54 @@ pub(crate) struct Fragment {
     pub(crate) elements: BTreeMap<(String, Key), Option<Verdict>>,
 }
 
+/// A set element: (set, key).
+pub(crate) type Element = (String, Key);
+
 /// The whole table: the fixed part and every Service port's fragment.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Ruleset {
     /// Base chains, shared maps and sets.
     pub(crate) fixed: Fragment,
     /// By Service port id (`namespace/name/protocol/port`).
-    pub(crate) services: BTreeMap<String, Fragment>,
+    services: BTreeMap<String, Fragment>,
+    /// How many Service port fragments own each element of a plain set (one without a
+    /// verdict).
+    owners: BTreeMap<Element, usize>,
 }
 
 impl Ruleset {
+    /// A ruleset of the fixed part alone.
+    pub(crate) fn new(fixed: Fragment) -> Ruleset {
+        Ruleset {
+            fixed,
+            ..Ruleset::default()
+        }
+    }
+
+    /// Makes `new` the fragment of Service port `id` (`None`: it has none any more) and adds
+    /// the commands that take the kernel there to `tx`.
+    pub(crate) fn replace(&mut self, id: &str, new: Option<Fragment>, tx: &mut Transaction) {
+        let old = match &new {
+            Some(new) if self.services.get(id) == Some(new) => return,
+            Some(new) => self.services.insert(id.to_string(), new.clone()),
+            None => self.services.remove(id),
+        };
+        tx.fragment(old.as_ref(), new.as_ref(), &mut self.owners);
+    }
+
+    /// Settles `tx`'s plain-set elements once every changed fragment is in
+    /// ([`Transaction::settle`]).
+    pub(crate) fn settle(&self, tx: &mut Transaction) {
+        tx.settle(&self.owners);
+    }
+
     fn fragments(&self) -> impl Iterator<Item = &Fragment> {
         std::iter::once(&self.fixed).chain(self.services.values())
     }
 
-    /// How many chains, sets and elements it has.
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        self.fragments().fold((0, 0, 0), |(c, s, e), f| {
-            (c + f.chains.len(), s + f.sets.len(), e + f.elements.len())
-        })
+    /// How many chains it has.
+    pub(crate) fn chains(&self) -> usize {
+        self.fragments().map(|f| f.chains.len()).sum()
     }
 }
 
@@ -126,6 +162,8 @@ impl Ruleset {
 /// deletions of chains and sets last (once nothing refers to them).
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
+    /// Plain-set elements whose owners changed, and whether the kernel had them before.
+    shared: BTreeMap<Element, bool>,
     element_deletes: Vec<Value>,
     declarations: Vec<Value>,
     flushes: Vec<Value>,
@@ -171,6 +209,7 @@ fn chain_ref(name: &str) -> Chain<'static> {
 fn set_declaration(name: &str, kind: SetKind) -> Value {
     let (what, body) = match kind {
         SetKind::Addresses => ("set", json!({"type": "ipv4_addr"})),
+        SetKind::AddressPairs => ("set", json!({"type": ["ipv4_addr", "ipv4_addr"]})),
         SetKind::Affinity { timeout } => (
             "set",
             // nft 1.0.6's JSON parser knows no `dynamic` flag; nft adds it itself to a set
@@ -195,7 +234,7 @@ fn set_declaration(name: &str, kind: SetKind) -> Value {
 
 fn set_word(kind: SetKind) -> &'static str {
     match kind {
-        SetKind::Addresses | SetKind::Affinity { .. } => "set",
+        SetKind::Addresses | SetKind::AddressPairs | SetKind::Affinity { .. } => "set",
         SetKind::ServiceMap | SetKind::PortMap => "map",
     }
 }
@@ -208,6 +247,7 @@ fn set_command(verb: &str, name: &str, kind: SetKind) -> Value {
 pub(crate) fn key_value(key: &Key) -> Value {
     match key {
         Key::Address(ip) => json!(ip.to_string()),
+        Key::Pair(a, b) => json!({"concat": [a.to_string(), b.to_string()]}),
         Key::Service(ip, proto, port) => {
             json!({"concat": [ip.to_string(), proto.nft_name(), port]})
         }
@@ -266,8 +306,15 @@ impl Transaction {
     }
 
     /// The commands that turn fragment `old` (as the kernel has it) into `new`; `None` is a
-    /// fragment that does not exist.
-    pub(crate) fn fragment(&mut self, old: Option<&Fragment>, new: Option<&Fragment>) {
+    /// fragment that does not exist. `owners` counts the fragments that own each plain-set
+    /// element; its elements are added or deleted by [`Transaction::into_json`] once the
+    /// transaction knows every fragment that changed.
+    pub(crate) fn fragment(
+        &mut self,
+        old: Option<&Fragment>,
+        new: Option<&Fragment>,
+        owners: &mut BTreeMap<Element, usize>,
+    ) {
         let empty = Fragment::default();
         let old = old.unwrap_or(&empty);
         let new = new.unwrap_or(&empty);
@@ -295,16 +342,47 @@ impl Transaction {
                 self.delete_chain(name);
             }
         }
-        for ((set, key), verdict) in &old.elements {
-            match new.elements.get(&(set.clone(), *key)) {
+        for (elem, verdict) in &old.elements {
+            match new.elements.get(elem) {
                 Some(now) if now == verdict => {}
-                _ => self.element_deletes.push(element("delete", set, key, None)),
+                _ if verdict.is_none() => {
+                    let count = owners.entry(elem.clone()).or_default();
+                    self.shared.entry(elem.clone()).or_insert(*count > 0);
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        owners.remove(elem);
+                    }
+                }
+                _ => self
+                    .element_deletes
+                    .push(element("delete", &elem.0, &elem.1, None)),
             }
         }
-        for ((set, key), verdict) in &new.elements {
-            if old.elements.get(&(set.clone(), *key)) != Some(verdict) {
+        for (elem, verdict) in &new.elements {
+            if old.elements.get(elem) == Some(verdict) {
+                continue;
+            }
+            if verdict.is_none() {
+                let count = owners.entry(elem.clone()).or_default();
+                self.shared.entry(elem.clone()).or_insert(*count > 0);
+                *count += 1;
+            } else {
                 self.element_adds
-                    .push(element("add", set, key, verdict.as_ref()));
+                    .push(element("add", &elem.0, &elem.1, verdict.as_ref()));
+            }
+        }
+    }
+
+    /// Adds the plain-set elements that gained their first owner in this transaction and
+    /// deletes those that lost their last (`owners` as [`Transaction::fragment`] left it).
+    pub(crate) fn settle(&mut self, owners: &BTreeMap<Element, usize>) {
+        for ((set, key), before) in std::mem::take(&mut self.shared) {
+            match (before, owners.contains_key(&(set.clone(), key))) {
+                (true, false) => self
+                    .element_deletes
+                    .push(element("delete", &set, &key, None)),
+                (false, true) => self.element_adds.push(element("add", &set, &key, None)),
+                _ => {}
             }
         }
     }
@@ -319,6 +397,8 @@ impl Transaction {
             .push(json!({"add": {"table": {"family": "ip", "name": TABLE}}}));
         let mut chains = BTreeSet::new();
         let mut sets = BTreeSet::new();
+        // A plain-set element owned by several fragments is added once.
+        let mut elements = BTreeMap::new();
         for fragment in desired.fragments() {
             for (name, kind) in &fragment.sets {
                 sets.insert(name.as_str());
@@ -334,10 +414,11 @@ impl Transaction {
                 chains.insert(name.as_str());
                 tx.add_chain(name, spec, existing.chains.contains(name));
             }
-            for ((set, key), verdict) in &fragment.elements {
-                tx.element_adds
-                    .push(element("add", set, key, verdict.as_ref()));
-            }
+            elements.extend(&fragment.elements);
+        }
+        for ((set, key), verdict) in elements {
+            tx.element_adds
+                .push(element("add", set, key, verdict.as_ref()));
         }
         for name in &existing.chains {
             if !chains.contains(name.as_str()) {

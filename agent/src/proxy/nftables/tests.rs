@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::rules::{self, NO_ENDPOINT_SERVICES, SERVICE_IPS, SERVICE_NODEPORTS};
-use super::ruleset::{Key, Transaction, Verdict};
+use super::rules::{
+    self, CLUSTER_IPS, HAIRPIN_ENDPOINTS, NO_ENDPOINT_SERVICES, SERVICE_IPS, SERVICE_NODEPORTS,
+};
+use super::ruleset::{Element, Key, Transaction, Verdict};
 use super::*;
 use crate::proxy::model::tests::{service, slice};
 use crate::proxy::model::{Protocol, ServiceKey};
@@ -56,8 +58,31 @@ fn proxier() -> NftProxier {
     NftProxier::new(Nft::default(), "n1", &[Ipv4Addr::new(10, 0, 0, 1)])
 }
 
-fn fragment_of(p: &NftProxier, name: &str) -> Fragment {
-    p.ruleset.services[&format!("default/{name}/tcp/http")].clone()
+/// The commands that take fragment `old` to `new`, their plain-set elements settled with
+/// `owners`.
+fn diff(
+    old: Option<&Fragment>,
+    new: Option<&Fragment>,
+    owners: &mut BTreeMap<Element, usize>,
+) -> Vec<Value> {
+    let mut tx = Transaction::default();
+    tx.fragment(old, new, owners);
+    tx.settle(owners);
+    commands(tx)
+}
+
+fn hairpin_pairs(f: &Fragment) -> Vec<Ipv4Addr> {
+    f.elements
+        .keys()
+        .filter(|(set, _)| set == HAIRPIN_ENDPOINTS)
+        .map(|(_, key)| match key {
+            Key::Pair(a, b) => {
+                assert_eq!(a, b, "an endpoint . itself");
+                *a
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }
 
 #[test]
@@ -90,25 +115,25 @@ fn a_service_with_ready_endpoints_balances_over_them_with_numgen() {
         chain.starts_with("service-") && chain.ends_with("-default/web/tcp/http"),
         "{chain}"
     );
-    // The service chain: one numgen vmap over two endpoint chains.
-    let json = serde_json::to_value(&f.chains[&chain].rules).expect("json");
-    let text = json.to_string();
+    // The service chain, the Service port's only chain: one rule that DNATs to an
+    // address . port picked by numgen.
+    assert_eq!(f.chains.keys().collect::<Vec<_>>(), vec![&chain]);
+    let rules = &f.chains[&chain].rules;
+    assert_eq!(rules.len(), 1);
+    let text = serde_json::to_value(rules).expect("json").to_string();
     assert!(
         text.contains(r#""numgen":{"mod":2,"mode":"random"}"#),
         "{text}"
     );
-    let endpoints: Vec<_> = f
-        .chains
-        .keys()
-        .filter(|c| c.starts_with("endpoint-"))
-        .collect();
-    assert_eq!(endpoints.len(), 2);
-    let ep = serde_json::to_value(&f.chains[endpoints[0]].rules)
-        .expect("json")
-        .to_string();
     assert!(
-        ep.contains(r#""dnat":{"addr":"10.42."#) && ep.contains(r#""port":8080"#),
-        "{ep}"
+        text.contains(r#"[0,{"concat":["10.42.1.2",8080]}],[1,{"concat":["10.42.2.2",8080]}]"#)
+            && text.contains(r#""family":"ip""#),
+        "{text}"
+    );
+    // Hairpin: each endpoint . itself.
+    assert_eq!(
+        hairpin_pairs(f),
+        vec![Ipv4Addr::new(10, 42, 1, 2), Ipv4Addr::new(10, 42, 2, 2)]
     );
     assert!(
         !f.elements
@@ -196,9 +221,16 @@ fn session_affinity_adds_a_timeout_set_per_endpoint() {
             .values()
             .all(|k| *k == ruleset::SetKind::Affinity { timeout: 60 })
     );
-    let mut tx = Transaction::default();
-    tx.fragment(None, Some(f));
-    let cmds = commands(tx);
+    // The endpoints keep their chains (each updates its affinity set), hairpin included.
+    assert_eq!(
+        f.chains
+            .keys()
+            .filter(|c| c.starts_with("endpoint-"))
+            .count(),
+        2
+    );
+    assert!(hairpin_pairs(f).is_empty());
+    let cmds = diff(None, Some(f), &mut BTreeMap::new());
     let sets: Vec<_> = cmds
         .iter()
         .filter(|c| c["add"]["set"].is_object())
@@ -219,7 +251,7 @@ fn session_affinity_adds_a_timeout_set_per_endpoint() {
 }
 
 #[test]
-fn one_endpoint_change_rewrites_only_that_services_chains_and_elements() {
+fn one_endpoint_change_rewrites_only_that_services_chain_and_hairpin_pairs() {
     let mut p = proxier();
     let mut changed = BTreeMap::new();
     for i in 0..3u8 {
@@ -233,17 +265,33 @@ fn one_endpoint_change_rewrites_only_that_services_chains_and_elements() {
                     &name,
                     "a",
                     8080,
-                    &[("10.42.1.2", "n1"), ("10.42.2.2", "n2")],
+                    &[("10.42.1.2", "n1"), (&format!("10.42.2.{}", 2 + i), "n2")],
                 )],
             ),
         );
     }
+    let mut tx = Transaction::default();
     for (k, st) in &changed {
         let frags = p.fragments(k, st.as_ref());
         p.ports.insert(k.clone(), frags.keys().cloned().collect());
-        p.ruleset.services.extend(frags);
+        for (id, f) in frags {
+            p.ruleset.replace(&id, Some(f), &mut tx);
+        }
     }
-    let before = fragment_of(&p, "s1");
+    p.ruleset.settle(&mut tx);
+    let first = commands(tx);
+    // 10.42.1.2 serves all three: its hairpin pair is added once.
+    let pairs: Vec<_> = first
+        .iter()
+        .filter(|c| c["add"]["element"]["name"] == HAIRPIN_ENDPOINTS)
+        .map(|c| c["add"]["element"]["elem"][0]["concat"][0].clone())
+        .collect();
+    assert_eq!(
+        pairs,
+        ["10.42.1.2", "10.42.2.2", "10.42.2.3", "10.42.2.4"],
+        "{first:?}"
+    );
+
     let after_state = state(
         service("s1", "10.43.0.21", 80),
         vec![slice(
@@ -253,38 +301,122 @@ fn one_endpoint_change_rewrites_only_that_services_chains_and_elements() {
             &[("10.42.1.2", "n1"), ("10.42.3.3", "n3")],
         )],
     );
-    let after = &p.fragments(&key("s1"), after_state.as_ref())["default/s1/tcp/http"];
+    let after = p.fragments(&key("s1"), after_state.as_ref())["default/s1/tcp/http"].clone();
     let mut tx = Transaction::default();
-    tx.fragment(Some(&before), Some(after));
+    p.ruleset
+        .replace("default/s1/tcp/http", Some(after.clone()), &mut tx);
+    p.ruleset.settle(&mut tx);
     let cmds = commands(tx);
     let v = verbs(&cmds);
-    // The new endpoint's chain, the service chain flushed and rewritten, the gone
-    // endpoint's chain flushed and deleted; the map element stays.
-    assert_eq!(v.iter().filter(|x| *x == "add chain").count(), 2, "{v:?}");
-    assert_eq!(v.iter().filter(|x| *x == "flush chain").count(), 2, "{v:?}");
+    // The service chain (declared, in case it went) flushed and rewritten (one rule); the
+    // gone endpoint's hairpin pair deleted, the new one's added; no other chain.
     assert_eq!(
-        v.iter().filter(|x| *x == "delete chain").count(),
-        1,
-        "{v:?}"
+        v,
+        [
+            "delete element",
+            "add chain",
+            "flush chain",
+            "add rule",
+            "add element"
+        ],
+        "{cmds:?}"
     );
-    assert!(!v.iter().any(|x| x.contains("element")), "{v:?}");
-    assert!(
-        !v.iter().any(|x| x.contains("table")),
-        "never the table: {v:?}"
+    assert_eq!(
+        cmds[0]["delete"]["element"]["elem"][0]["concat"][0],
+        "10.42.2.3"
+    );
+    assert_eq!(
+        cmds[4]["add"]["element"]["elem"][0]["concat"][0],
+        "10.42.3.3"
     );
     let text = Value::Array(cmds.clone()).to_string();
     assert!(
         !text.contains("s0") && !text.contains("s2"),
         "only s1: {text}"
     );
-    // Deletions come after everything that referred to the chain was rewritten.
-    let flush_service = v.iter().position(|x| x == "flush chain").expect("flush");
-    let delete = v.iter().position(|x| x == "delete chain").expect("delete");
-    assert!(flush_service < delete);
     // Nothing changed: nothing to do.
     let mut tx = Transaction::default();
-    tx.fragment(Some(after), Some(after));
+    p.ruleset
+        .replace("default/s1/tcp/http", Some(after), &mut tx);
+    p.ruleset.settle(&mut tx);
     assert!(tx.is_empty());
+
+    // s0 and s2 go: 10.42.1.2 keeps its pair while s1 still has it.
+    let mut tx = Transaction::default();
+    for id in ["default/s0/tcp/http", "default/s2/tcp/http"] {
+        p.ruleset.replace(id, None, &mut tx);
+    }
+    p.ruleset.settle(&mut tx);
+    let cmds = commands(tx);
+    let deleted: Vec<_> = cmds
+        .iter()
+        .filter(|c| c["delete"]["element"]["name"] == HAIRPIN_ENDPOINTS)
+        .map(|c| c["delete"]["element"]["elem"][0]["concat"][0].clone())
+        .collect();
+    assert_eq!(deleted, ["10.42.2.2", "10.42.2.4"], "{cmds:?}");
+}
+
+#[test]
+fn a_set_element_shared_by_fragments_is_deleted_with_its_last_owner_only() {
+    let p = proxier();
+    let mut s = service("two", "10.43.0.30", 80);
+    let mut second = s
+        .spec
+        .as_ref()
+        .expect("spec")
+        .ports
+        .as_ref()
+        .expect("ports")[0]
+        .clone();
+    second.name = Some("metrics".into());
+    second.port = 9090;
+    s.spec
+        .as_mut()
+        .expect("spec")
+        .ports
+        .as_mut()
+        .expect("ports")
+        .push(second);
+    let frags = p.fragments(&key("two"), state(s, vec![]).as_ref());
+    assert_eq!(frags.len(), 2);
+    let (a, b) = (
+        &frags["default/two/tcp/http"],
+        &frags["default/two/tcp/metrics"],
+    );
+    let cluster_ip: Element = (
+        CLUSTER_IPS.to_string(),
+        Key::Address(Ipv4Addr::new(10, 43, 0, 30)),
+    );
+    assert!(a.elements.contains_key(&cluster_ip) && b.elements.contains_key(&cluster_ip));
+    let mut owners = BTreeMap::new();
+    let added = diff(None, Some(a), &mut owners);
+    assert!(
+        added
+            .iter()
+            .any(|c| c["add"]["element"]["name"] == CLUSTER_IPS)
+    );
+    let again = diff(None, Some(b), &mut owners);
+    assert!(
+        !again
+            .iter()
+            .any(|c| c["add"]["element"]["name"] == CLUSTER_IPS)
+    );
+    // One port goes: the cluster IP stays; the other: it goes, once.
+    let one = diff(Some(a), None, &mut owners);
+    assert!(
+        !one.iter()
+            .any(|c| c["delete"]["element"]["name"] == CLUSTER_IPS),
+        "{one:?}"
+    );
+    let both = diff(Some(b), None, &mut owners);
+    assert_eq!(
+        both.iter()
+            .filter(|c| c["delete"]["element"]["name"] == CLUSTER_IPS)
+            .count(),
+        1,
+        "{both:?}"
+    );
+    assert!(owners.is_empty());
 }
 
 #[test]
@@ -438,6 +570,8 @@ async fn nft_applies_full_and_incremental_syncs_and_a_restart_duplicates_nothing
     assert!(stats.full, "the first sync is full");
     assert_eq!(element_count(&ns.nft(), SERVICE_IPS).await, 19);
     assert_eq!(element_count(&ns.nft(), NO_ENDPOINT_SERVICES).await, 1);
+    // The 9 Services without affinity with endpoints: 3 hairpin pairs each.
+    assert_eq!(element_count(&ns.nft(), HAIRPIN_ENDPOINTS).await, 27);
     let first = rules_of(&ns.nft()).await;
 
     // One endpoint changes: an incremental transaction of a few commands.
@@ -456,6 +590,7 @@ async fn nft_applies_full_and_incremental_syncs_and_a_restart_duplicates_nothing
     let stats = p.sync(&one, false).await.expect("incremental");
     assert!(!stats.full);
     assert!(stats.commands < 15, "{stats:?}");
+    assert_eq!(element_count(&ns.nft(), HAIRPIN_ENDPOINTS).await, 26);
     // A Service goes away, one gains its endpoints.
     let gone = BTreeMap::from([
         (key("s5"), None),
@@ -470,6 +605,7 @@ async fn nft_applies_full_and_incremental_syncs_and_a_restart_duplicates_nothing
     p.sync(&gone, false).await.expect("delete");
     assert_eq!(element_count(&ns.nft(), SERVICE_IPS).await, 19);
     assert_eq!(element_count(&ns.nft(), NO_ENDPOINT_SERVICES).await, 0);
+    assert_eq!(element_count(&ns.nft(), HAIRPIN_ENDPOINTS).await, 24);
     let after = rules_of(&ns.nft()).await;
     assert_ne!(first, after);
 
@@ -515,4 +651,137 @@ async fn nft_applies_full_and_incremental_syncs_and_a_restart_duplicates_nothing
             .await
             .expect("cleanup again")
     );
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl` of `url` inside `ns`: whether it got an HTTP answer within 3 s.
+fn curl_in(ns: &Netns, url: &str) -> bool {
+    std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/var/run/netns/{}", ns.0),
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            url,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Hairpin: a pod behind the node (its own namespace, a veth to the node, the node its
+/// gateway) reaches itself through its Service. The node DNATs the connection back out the
+/// interface it came in on; unless the node masquerades it, the pod drops the packet as
+/// one from its own address, so the connection works only with the `hairpin-endpoints`
+/// pair in place.
+#[tokio::test]
+async fn nft_a_pod_reaches_itself_through_its_service() {
+    let node = Netns::new("hpnode");
+    let pod = Netns::new("hppod");
+    let net = |ns: &Netns| format!("--net=/var/run/netns/{}", ns.0);
+    run_ok(
+        "ip",
+        &[
+            "-n", &node.0, "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns",
+            &pod.0,
+        ],
+    );
+    for (ns, dev, addr) in [
+        (&node, "pod0", "10.42.0.1/24"),
+        (&pod, "eth0", "10.42.0.5/24"),
+    ] {
+        run_ok("ip", &["-n", &ns.0, "addr", "add", addr, "dev", dev]);
+        run_ok("ip", &["-n", &ns.0, "link", "set", dev, "up"]);
+        run_ok("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+    }
+    run_ok(
+        "ip",
+        &["-n", &pod.0, "route", "add", "default", "via", "10.42.0.1"],
+    );
+    for setting in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.pod0.send_redirects=0",
+    ] {
+        run_ok("nsenter", &[&net(&node), "sysctl", "-q", "-w", setting]);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _server = Child(
+        std::process::Command::new("nsenter")
+            .args([
+                &net(&pod),
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "10.42.0.5",
+            ])
+            .arg("8080")
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server (tests/run installs python3)"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !curl_in(&pod, "http://10.42.0.5:8080/") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod's HTTP server never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let mut p = NftProxier::new(node.nft(), "n1", &[Ipv4Addr::new(10, 42, 0, 1)]);
+    let changed = BTreeMap::from([(
+        key("self"),
+        state(
+            service("self", "10.43.0.50", 80),
+            vec![slice("self", "a", 8080, &[("10.42.0.5", "n1")])],
+        ),
+    )]);
+    p.sync(&changed, false).await.expect("sync");
+    assert_eq!(element_count(&node.nft(), HAIRPIN_ENDPOINTS).await, 1);
+    assert!(
+        curl_in(&pod, "http://10.43.0.50/"),
+        "the pod reaches itself through its Service"
+    );
+    // Without its hairpin pair the same connection fails: the masquerade is what made it.
+    run_ok(
+        "nsenter",
+        &[
+            &net(&node),
+            "nft",
+            "flush",
+            "set",
+            "ip",
+            "wasmkube",
+            HAIRPIN_ENDPOINTS,
+        ],
+    );
+    assert!(!curl_in(&pod, "http://10.43.0.50/"));
 }
