@@ -10,7 +10,9 @@
 //! (`tests/e2e/harness/linux_images.rs`, included too). Then [`ctr_run_startup`] runs
 //! `ctr run --rm busybox ID true` `--runs` times, one after the other, each timed from the
 //! spawn of `ctr` to its exit (container and snapshot made, task created and started, exit
-//! awaited, everything deleted), after one unmeasured warm-up run.
+//! awaited, everything deleted), after one unmeasured warm-up run; and [`ctr_start`] as many
+//! `ctr run -d busybox ID sleep 3600`, timed until `ctr` returns with the task started (the
+//! closer peer of a pod's create -> Running), each deleted untimed before the next.
 //!
 //! The wasmkube side (a container pod, create -> Running, on the same containerd through the
 //! agent's CRI runtime) joins this report once the agent runs container pods; until then its
@@ -65,10 +67,15 @@ impl ContainersCommand {
         let versions = containerd.versions().await;
         let load_average = super::report::load_average();
         let ctr_run = ctr_run_startup(&containerd, self.runs).await?;
+        let started = ctr_start(&containerd, self.runs).await?;
         let rows = [
             LatencyRow::measured(
                 format!("`ctr run --rm` {BUSYBOX_IMAGE} true, one at a time"),
                 ctr_run,
+            ),
+            LatencyRow::measured(
+                "`ctr run -d` busybox sleep, until started".to_owned(),
+                started,
             ),
             LatencyRow::missing(
                 "container pod, create -> Running",
@@ -125,6 +132,36 @@ pub(crate) async fn ctr_run_startup(
             .with_context(|| format!("run {i}"))?;
         if i > 0 {
             record(&mut histogram, start.elapsed());
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(LatencySummary::of(&histogram))
+}
+
+/// `runs` sequential `ctr run -d BUSYBOX ID sleep 3600` on `containerd` (after one warm-up
+/// run), each from the spawn of `ctr` until it returns with the task started; each container
+/// is then killed and deleted, untimed.
+pub(crate) async fn ctr_start(
+    containerd: &BenchContainerd,
+    runs: u64,
+) -> anyhow::Result<LatencySummary> {
+    let mut histogram = latency_histogram();
+    let bar = super::progress_bar(runs, "ctr run -d".to_owned());
+    for i in 0..=runs {
+        let id = format!("wkbench-{}-d{i}", std::process::id());
+        let start = Instant::now();
+        containerd
+            .ctr_ok(&["run", "-d", BUSYBOX_IMAGE, &id, "sleep", "3600"])
+            .await
+            .with_context(|| format!("run -d {i}"))?;
+        let elapsed = start.elapsed();
+        containerd
+            .ctr_ok(&["tasks", "delete", "--force", &id])
+            .await?;
+        containerd.ctr_ok(&["containers", "delete", &id]).await?;
+        if i > 0 {
+            record(&mut histogram, elapsed);
             bar.inc(1);
         }
     }

@@ -119,7 +119,8 @@ Subcommands (each has its own --help saying exactly what it measures):
   containers
             Linux container startup on a private containerd (in a network namespace the bench
             makes; needs root, containerd, runc and busybox-static): `ctr run --rm` of busybox
-            `true`, 50 one at a time, p50/p99; the peer of a container pod's start (issue 12).
+            `true` to its exit, and `ctr run -d` of busybox `sleep` until started, 50 each one
+            at a time, p50/p99; the peer of a container pod's start (issue 12).
   load ADDR the HTTP load generator alone: closed-loop keep-alive GETs to ADDR for a fixed
             time, requests/s and p50/p99 (what `service` runs inside its client namespace).
 
