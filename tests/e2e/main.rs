@@ -49,6 +49,7 @@ mod drain;
 mod durability;
 mod encryption;
 mod endpoints;
+mod exec;
 mod guest_isolation;
 mod harness;
 mod host_files;

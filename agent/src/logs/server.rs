@@ -260,6 +260,11 @@ async fn handle(
     if let Some(rest) = path.strip_prefix("/portForward/") {
         return port_forward(ctx, rest, req);
     }
+    for stream in ["exec", "attach"] {
+        if let Some(rest) = path.strip_prefix(&format!("/{stream}/")) {
+            return exec_or_attach(ctx, stream, rest);
+        }
+    }
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
@@ -346,6 +351,38 @@ fn container_logs(
         http::HeaderValue::from_static("text/plain"),
     );
     resp
+}
+
+/// `/exec/{namespace}/{pod}/{container}` and `/attach/...` (the kubelet's paths, which the
+/// apiserver's `pods/exec` and `pods/attach` relay to): a wasm container runs no process a
+/// command could join, so both are refused with a reason kubectl prints.
+fn exec_or_attach(ctx: &Ctx, stream: &str, rest: &str) -> Response<Body> {
+    let parts: Vec<String> = rest
+        .split('/')
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let [namespace, pod, container] = parts.as_slice() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("expected /{stream}/{{namespace}}/{{pod}}/{{container}}"),
+        );
+    };
+    if !ctx.registry.has_container(namespace, pod, container) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} of pod \"{namespace}/{pod}\" not found on this node"),
+        );
+    }
+    text(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "container {container:?} of pod \"{namespace}/{pod}\" is a wasm program run in-process by the node agent: it has no operating-system process to {stream} to (kubectl exec and attach work for container pods run through CRI)"
+        ),
+    )
 }
 
 /// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, as the kubelet's): checks the

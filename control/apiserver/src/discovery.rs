@@ -126,6 +126,8 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> ApiResource {
         Subresource::Binding => (None, "Binding", vec!["create"]),
         Subresource::Log => (None, rt.kind, vec!["get"]),
         Subresource::PortForward => (None, "PodPortForwardOptions", vec!["create", "get"]),
+        Subresource::Exec => (None, "PodExecOptions", vec!["create", "get"]),
+        Subresource::Attach => (None, "PodAttachOptions", vec!["create", "get"]),
         Subresource::Eviction => (Some(("policy", "v1")), "Eviction", vec!["create"]),
         Subresource::Proxy => (
             None,

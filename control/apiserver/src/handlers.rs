@@ -79,6 +79,7 @@ pub async fn dispatch(
         name,
         subresource,
         proxy_path,
+        raw_query,
     } = target;
     if rt.namespaced && name.is_some() && namespace.is_none() {
         return Err(ApiError::no_route(format!(
@@ -161,8 +162,33 @@ pub async fn dispatch(
             crate::portforward::connect(&req, &name, upgrade).await
         }
         (method, Some(name), Some(Subresource::Proxy)) => {
-            let path = proxy_path.unwrap_or_else(|| "/".to_string());
+            // The path and the query go to the agent as sent.
+            let mut path = proxy_path.unwrap_or_else(|| "/".to_string());
+            if let Some(q) = &raw_query {
+                path.push('?');
+                path.push_str(q);
+            }
             subresource::node_proxy(&req, &name, method, &path, body).await
+        }
+        (Method::GET | Method::POST, Some(name), Some(Subresource::Exec)) => {
+            crate::exec::connect(
+                &req,
+                &name,
+                crate::exec::Stream::Exec,
+                raw_query.as_deref(),
+                upgrade,
+            )
+            .await
+        }
+        (Method::GET | Method::POST, Some(name), Some(Subresource::Attach)) => {
+            crate::exec::connect(
+                &req,
+                &name,
+                crate::exec::Stream::Attach,
+                raw_query.as_deref(),
+                upgrade,
+            )
+            .await
         }
         (Method::POST, Some(name), Some(Subresource::Token)) => {
             crate::serviceaccount::token_request::create(&req, &name, body).await

@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
+pub mod exec;
 pub mod filter;
 pub mod handlers;
 pub mod impersonation;

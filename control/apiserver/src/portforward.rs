@@ -52,7 +52,11 @@ enum Upgrade {
     Tunnel(String),
 }
 
-fn header_has(headers: &HeaderMap, name: &http::header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has(
+    headers: &HeaderMap,
+    name: &http::header::HeaderName,
+    token: &str,
+) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -154,31 +158,11 @@ pub async fn connect(
             );
         }
     }
-    let client = req
-        .state
-        .inner
-        .node_client
-        .get()
-        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
-    let (agent_101, agent_io) = match client
-        .upgrade(node, &address, port, &path, agent_headers)
-        .await?
-    {
-        AgentUpgrade::Upgraded(headers, io) => (headers, io),
-        AgentUpgrade::Refused(status, headers, body) => {
-            // The agent's answer as it came (a 404 for a pod it does not run, a 403...).
-            let mut resp = (status, Body::from(body)).into_response();
-            for name in [
-                http::header::CONTENT_TYPE,
-                http::header::HeaderName::from_static("x-accepted-stream-protocol-versions"),
-            ] {
-                if let Some(v) = headers.get(&name) {
-                    resp.headers_mut().insert(name, v.clone());
-                }
-            }
-            return Ok(resp);
-        }
-    };
+    let (agent_101, agent_io) =
+        match agent_upgrade(req, node, &address, port, &path, agent_headers).await? {
+            Ok(upgraded) => upgraded,
+            Err(refusal) => return Ok(refusal),
+        };
     let pod_name = name.to_string();
     let mut resp = (StatusCode::SWITCHING_PROTOCOLS, Body::empty()).into_response();
     let headers = resp.headers_mut();
@@ -192,15 +176,7 @@ pub async fn connect(
             if let Some(v) = agent_101.get("x-stream-protocol-version") {
                 headers.insert("x-stream-protocol-version", v.clone());
             }
-            tokio::spawn(async move {
-                let Ok(client_io) = client_upgrade.await else {
-                    return;
-                };
-                let mut client_io = TokioIo::new(client_io);
-                let mut agent_io = TokioIo::new(agent_io);
-                let copied = tokio::io::copy_bidirectional(&mut client_io, &mut agent_io).await;
-                tracing::debug!(pod = %pod_name, result = ?copied, "port-forward (SPDY) ended");
-            });
+            join_spdy(client_upgrade, agent_io, "port-forward", pod_name);
         }
         Upgrade::Tunnel(key) => {
             headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -225,6 +201,58 @@ pub async fn connect(
         }
     }
     Ok(resp)
+}
+
+/// Sends the agent of `node` the upgrade request (`path`, `headers`): its 101 headers and
+/// connection, or (`Err`) its refusal as a response to pass back as it came (a 404 for a
+/// pod it does not run, a 403...).
+pub(crate) async fn agent_upgrade(
+    req: &Request<'_>,
+    node: &str,
+    address: &str,
+    port: u16,
+    path: &str,
+    headers: HeaderMap,
+) -> ApiResult<Result<(HeaderMap, hyper::upgrade::Upgraded), Response>> {
+    let client = req
+        .state
+        .inner
+        .node_client
+        .get()
+        .ok_or_else(|| ApiError::unavailable("the apiserver has no node client configured"))?;
+    match client.upgrade(node, address, port, path, headers).await? {
+        AgentUpgrade::Upgraded(headers, io) => Ok(Ok((headers, io))),
+        AgentUpgrade::Refused(status, headers, body) => {
+            let mut resp = (status, Body::from(body)).into_response();
+            for name in [
+                http::header::CONTENT_TYPE,
+                http::header::HeaderName::from_static("x-accepted-stream-protocol-versions"),
+            ] {
+                if let Some(v) = headers.get(&name) {
+                    resp.headers_mut().insert(name, v.clone());
+                }
+            }
+            Ok(Err(resp))
+        }
+    }
+}
+
+/// Joins the client's SPDY connection (once upgraded) to the agent's, byte for byte.
+pub(crate) fn join_spdy(
+    client_upgrade: OnUpgrade,
+    agent_io: hyper::upgrade::Upgraded,
+    what: &'static str,
+    pod_name: String,
+) {
+    tokio::spawn(async move {
+        let Ok(client_io) = client_upgrade.await else {
+            return;
+        };
+        let mut client_io = TokioIo::new(client_io);
+        let mut agent_io = TokioIo::new(agent_io);
+        let copied = tokio::io::copy_bidirectional(&mut client_io, &mut agent_io).await;
+        tracing::debug!(pod = %pod_name, result = ?copied, "{what} (SPDY) ended");
+    });
 }
 
 #[cfg(test)]

@@ -34,6 +34,11 @@ pub enum Subresource {
     Token,
     /// `/proxy/{path}` (nodes): the request passed on to the node agent's `{path}`.
     Proxy,
+    /// `/exec` (pods): a command run in a container, its streams over an upgraded
+    /// connection relayed to the node agent (`kubectl exec`).
+    Exec,
+    /// `/attach` (pods): the container's main process's streams (`kubectl attach`).
+    Attach,
 }
 
 impl Subresource {
@@ -49,6 +54,8 @@ impl Subresource {
             Subresource::Approval => "approval",
             Subresource::Token => "token",
             Subresource::Proxy => "proxy",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
         }
     }
 }
@@ -177,7 +184,9 @@ impl Registry {
     }
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, PortForward, Proxy, Scale, Status, Token};
+use Subresource::{
+    Approval, Attach, Binding, Eviction, Exec, Log, PortForward, Proxy, Scale, Status, Token,
+};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -304,7 +313,7 @@ fn builtin() -> Vec<ResourceType> {
                 "pods",
                 &["po"],
                 true,
-                &[Status, Binding, Eviction, Log, PortForward],
+                &[Status, Binding, Eviction, Log, PortForward, Exec, Attach],
                 false,
             )
         },

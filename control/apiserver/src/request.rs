@@ -37,6 +37,8 @@ pub struct Target<'r> {
     /// For `nodes/{name}/proxy/{path}`: `/{path}` as sent (still percent-encoded), `/`
     /// when the URL ends at `proxy`.
     pub proxy_path: Option<String>,
+    /// The query as sent (for what passes it on: `nodes/proxy`, `pods/exec`).
+    pub raw_query: Option<String>,
 }
 
 /// Splits and resolves a request path. Unknown groups, versions or resources are 404s.
@@ -128,6 +130,7 @@ pub fn parse_path<'r>(registry: &'r Registry, path: &str) -> ApiResult<ApiPath<'
         name: name.cloned(),
         subresource,
         proxy_path,
+        raw_query: None,
     }))
 }
 

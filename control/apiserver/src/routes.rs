@@ -171,11 +171,7 @@ async fn serve_api(state: AppState, request: Request) -> Result<Response, ApiErr
             return Ok(json_response(StatusCode::OK, &doc));
         }
         ApiPath::Resource(mut target) => {
-            // `nodes/{name}/proxy/...` passes the query on to the agent as sent.
-            if let (Some(path), Some(q)) = (target.proxy_path.as_mut(), parts.uri.query()) {
-                path.push('?');
-                path.push_str(q);
-            }
+            target.raw_query = parts.uri.query().map(str::to_string);
             target
         }
     };

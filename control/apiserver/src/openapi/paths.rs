@@ -566,6 +566,85 @@ impl Kind<'_> {
         )
     }
 
+    fn exec(&self) -> Value {
+        let params = vec![
+            q(
+                "command",
+                "string",
+                "Command is the remote command to execute. argv array. Not executed within a shell.",
+            ),
+            q(
+                "container",
+                "string",
+                "Container in which to execute the command. Defaults to only container if there is only one container in the pod.",
+            ),
+            q(
+                "stderr",
+                "boolean",
+                "Redirect the standard error stream of the pod for this call.",
+            ),
+            q(
+                "stdin",
+                "boolean",
+                "Redirect the standard input stream of the pod for this call. Defaults to false.",
+            ),
+            q(
+                "stdout",
+                "boolean",
+                "Redirect the standard output stream of the pod for this call.",
+            ),
+            q(
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the exec call. Defaults to false.",
+            ),
+        ];
+        self.connect(
+            "PodExecOptions",
+            "exec",
+            "Exec",
+            &[("get", "Get"), ("post", "Post")],
+            params,
+        )
+    }
+
+    fn attach(&self) -> Value {
+        let params = vec![
+            q(
+                "container",
+                "string",
+                "The container in which to execute the command. Defaults to only container if there is only one container in the pod.",
+            ),
+            q(
+                "stderr",
+                "boolean",
+                "Stderr if true indicates that stderr is to be redirected for the attach call. Defaults to true.",
+            ),
+            q(
+                "stdin",
+                "boolean",
+                "Stdin if true, redirects the standard input stream of the pod for this call. Defaults to false.",
+            ),
+            q(
+                "stdout",
+                "boolean",
+                "Stdout if true indicates that stdout is to be redirected for the attach call. Defaults to true.",
+            ),
+            q(
+                "tty",
+                "boolean",
+                "TTY if true indicates that a tty will be allocated for the attach call. This is passed through the container runtime so the tty is allocated on the worker node by the container runtime. Defaults to false.",
+            ),
+        ];
+        self.connect(
+            "PodAttachOptions",
+            "attach",
+            "Attach",
+            &[("get", "Get"), ("post", "Post")],
+            params,
+        )
+    }
+
     fn proxy(&self) -> Value {
         let params = vec![q(
             "path",
@@ -721,6 +800,8 @@ pub(crate) fn paths(types: &[&ResourceType], group: &str, version: &str, prefix:
                 Subresource::Log => kind.log(),
                 Subresource::PortForward => kind.port_forward(),
                 Subresource::Proxy => kind.proxy(),
+                Subresource::Exec => kind.exec(),
+                Subresource::Attach => kind.attach(),
             };
             paths.insert(path, item);
         }
