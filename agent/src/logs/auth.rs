@@ -127,6 +127,24 @@ impl NodeAction {
     }
 }
 
+/// Caches `value` under `key` for `ttl`; past [`CACHE_ENTRIES`] expired answers are dropped,
+/// then all.
+fn insert_bounded<K: std::hash::Hash + Eq, V>(
+    cache: &mut HashMap<K, (V, Instant)>,
+    key: K,
+    value: V,
+    ttl: Duration,
+) {
+    let now = Instant::now();
+    if cache.len() >= CACHE_ENTRIES {
+        cache.retain(|_, (_, until)| now < *until);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+    }
+    cache.insert(key, (value, now + ttl));
+}
+
 /// Why a request is not served.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -218,15 +236,8 @@ impl NodeAuthorizer {
         if who.is_none() {
             tracing::debug!(error = ?status.error, "bearer token refused by the apiserver");
         }
-        let now = Instant::now();
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        if tokens.len() >= CACHE_ENTRIES {
-            tokens.retain(|_, (_, until)| now < *until);
-            if tokens.len() >= CACHE_ENTRIES {
-                tokens.clear();
-            }
-        }
-        tokens.insert(key, (who.clone(), now + TOKEN_TTL));
+        insert_bounded(&mut tokens, key, who.clone(), TOKEN_TTL);
         Ok(who)
     }
 
@@ -264,15 +275,8 @@ impl NodeAuthorizer {
 
     fn remember(&self, key: (Requester, NodeAction), allowed: bool) {
         let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
-        let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_ENTRIES {
-            cache.retain(|_, (_, until)| now < *until);
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (allowed, now + ttl));
+        insert_bounded(&mut cache, key, allowed, ttl);
     }
 
     async fn review(&self, who: &Requester, action: &NodeAction) -> Result<bool, Refusal> {

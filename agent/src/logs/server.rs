@@ -201,6 +201,17 @@ async fn accept_loop(
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// The `/`-separated segments of a request path's rest, percent-decoded.
+fn path_segments(rest: &str) -> Vec<String> {
+    rest.split('/')
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut body = message.into();
     body.push('\n');
@@ -271,14 +282,7 @@ async fn handle(
     let Some(rest) = path.strip_prefix("/containerLogs/") else {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     };
-    let parts: Vec<String> = rest
-        .split('/')
-        .map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let parts = path_segments(rest);
     let [namespace, pod, container] = parts.as_slice() else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -357,14 +361,7 @@ fn container_logs(
 /// apiserver's `pods/exec` and `pods/attach` relay to): a wasm container runs no process a
 /// command could join, so both are refused with a reason kubectl prints.
 fn exec_or_attach(ctx: &Ctx, stream: &str, rest: &str) -> Response<Body> {
-    let parts: Vec<String> = rest
-        .split('/')
-        .map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let parts = path_segments(rest);
     let [namespace, pod, container] = parts.as_slice() else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -391,14 +388,7 @@ fn port_forward(ctx: &Ctx, rest: &str, mut req: Request<Incoming>) -> Response<B
     if req.method() != http::Method::GET && req.method() != http::Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let parts: Vec<String> = rest
-        .split('/')
-        .map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let parts = path_segments(rest);
     let (namespace, pod, uid) = match parts.as_slice() {
         [ns, pod] => (ns, pod, None),
         [ns, pod, uid] => (ns, pod, Some(uid)),

@@ -25,8 +25,7 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Request;
 use crate::handlers::read::read_object;
-use crate::handlers::subresource::agent_endpoint;
-use crate::portforward::{agent_upgrade, header_has, join_spdy};
+use crate::portforward::{agent_upgrade, header_has, join_spdy, path_segment, pod_agent};
 
 /// Which of the two subresources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,20 +262,10 @@ pub async fn connect(
             stream.path()
         )));
     };
-    let Some(node) = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-    else {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    };
-    let (address, port) = agent_endpoint(req, node).await?;
+    let (node, address, port) = pod_agent(req, &pod, name).await?;
+    let node = node.as_str();
     let ns = req.store_namespace().unwrap_or("default");
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    let encode = path_segment;
     let path = format!(
         "/{}/{}/{}/{}?{}",
         stream.path(),

@@ -124,20 +124,10 @@ pub async fn connect(
             "unable to upgrade: port forwarding needs an HTTP/1.1 connection (HTTP/2 cannot upgrade)",
         ));
     };
-    let Some(node) = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-    else {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    };
-    let (address, port) = agent_endpoint(req, node).await?;
+    let (node, address, port) = pod_agent(req, &pod, name).await?;
+    let node = node.as_str();
     let ns = req.store_namespace().unwrap_or("default");
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    let encode = path_segment;
     let path = format!("/portForward/{}/{}", encode(ns), encode(name));
     let mut agent_headers = HeaderMap::new();
     agent_headers.insert(
@@ -201,6 +191,30 @@ pub async fn connect(
         }
     }
     Ok(resp)
+}
+
+/// The node a pod is bound to and where its agent listens; 400 for a pod not scheduled.
+pub(crate) async fn pod_agent(
+    req: &Request<'_>,
+    pod: &Value,
+    name: &str,
+) -> ApiResult<(String, String, u16)> {
+    let Some(node) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let (address, port) = agent_endpoint(req, node).await?;
+    Ok((node.to_string(), address, port))
+}
+
+/// One path segment, percent-encoded for the agent's URL.
+pub(crate) fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Sends the agent of `node` the upgrade request (`path`, `headers`): its 101 headers and

@@ -309,7 +309,7 @@ pub async fn start_with_limits(
             crate::serviceaccount::ServiceAccountAuthenticator::new(accounts, state.clone()),
         ))
         .with_node_graph(node_graph, Arc::clone(state.store()));
-    let _ = state.inner.token_authenticators.set(authn.clone());
+    *state.token_authenticators_slot() = Some(authn.clone());
     let in_flight = crate::inflight::InFlight::new(
         limits.max_requests_inflight,
         limits.max_mutating_requests_inflight,

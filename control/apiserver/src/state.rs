@@ -35,7 +35,9 @@ pub struct Inner {
     /// Issues and verifies service-account tokens, once the server has loaded its keys.
     pub service_accounts: std::sync::OnceLock<Arc<crate::serviceaccount::ServiceAccounts>>,
     /// The bearer-token authenticators, for TokenReview, once the server has built them.
-    pub token_authenticators: std::sync::OnceLock<crate::authn::Authn>,
+    /// They hold this state (and the store): dropped when the server stops, so the store
+    /// closes.
+    pub token_authenticators: std::sync::Mutex<Option<crate::authn::Authn>>,
     /// Request and watch counters, served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Set to `true` when the server has stopped serving: the apiserver's background
@@ -61,7 +63,7 @@ impl AppState {
                 ca_pem: std::sync::OnceLock::new(),
                 authz: std::sync::OnceLock::new(),
                 service_accounts: std::sync::OnceLock::new(),
-                token_authenticators: std::sync::OnceLock::new(),
+                token_authenticators: std::sync::Mutex::new(None),
                 metrics: crate::metrics::Metrics::default(),
                 stopped: tokio::sync::watch::Sender::new(false),
             }),
@@ -88,6 +90,18 @@ impl AppState {
     /// ends.
     pub fn set_stopped(&self) {
         self.inner.stopped.send_replace(true);
+        // Breaks the cycle state -> authenticators -> state.
+        self.token_authenticators_slot().take();
+    }
+
+    /// The TokenReview authenticators' slot.
+    pub fn token_authenticators_slot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<crate::authn::Authn>> {
+        self.inner
+            .token_authenticators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Resolves once the server has stopped ([`AppState::set_stopped`]).

@@ -132,9 +132,12 @@ async fn token_review(req: &Request<'_>, spec: &Value) -> ApiResult<Value> {
             "token is required for TokenReview in authentication",
         ));
     }
-    let authenticators =
-        req.state.inner.token_authenticators.get().ok_or_else(|| {
-            ApiError::unavailable("the apiserver is starting; try again in a moment")
+    let authenticators = req
+        .state
+        .token_authenticators_slot()
+        .clone()
+        .ok_or_else(|| {
+            ApiError::unavailable("the apiserver is starting or stopping; try again in a moment")
         })?;
     let api_audiences: Vec<String> = req
         .state
