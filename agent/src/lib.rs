@@ -396,6 +396,7 @@ pub async fn start(
         node_name: config.node_name.clone(),
         host_ip: config.node_ip,
         runtime: Arc::new(runtime::wasm::WasmRuntime::new(runtime)),
+        cri: cri.map(|(client, _)| client),
         images,
         registries: Arc::new(images::registry::Registries::new(config.registries.clone())),
         signatures: Arc::new(images::signature::SignatureVerifier::new(

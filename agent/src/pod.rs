@@ -35,6 +35,7 @@ use crate::node::Capacity;
 use crate::runtime::ContainerRuntime;
 
 pub(crate) mod backoff;
+pub(crate) mod cri;
 pub(crate) mod env;
 pub(crate) mod hooks;
 pub(crate) mod lifecycle;
@@ -53,6 +54,8 @@ pub(crate) struct PodContext {
     pub(crate) host_ip: IpAddr,
     /// Runs containers.
     pub(crate) runtime: Arc<dyn ContainerRuntime>,
+    /// The container runtime (CRI) of `--container-runtime-endpoint`; `None`: wasm only.
+    pub(crate) cri: Option<wasmkube_cri::Client>,
     /// The node's images.
     pub(crate) images: ImageStore,
     /// Where images missing from the store are pulled from.
@@ -167,6 +170,11 @@ pub(crate) async fn run(ctx: Arc<PodContext>, shutdown: impl Future<Output = ()>
                     if first_listing {
                         first_listing = false;
                         remove_stale_pod_dirs(&ctx.pods_dir, &seen).await;
+                        // Sandboxes (and their containers) of pods deleted while the agent
+                        // was down; a bound pod's worker replaces its own old sandbox.
+                        if let Some(cri) = &ctx.cri {
+                            cri::remove_orphans(cri, &seen).await;
+                        }
                     }
                     retired.retain(|uid| seen.contains(uid));
                     for (uid, w) in &workers {

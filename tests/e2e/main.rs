@@ -42,6 +42,7 @@ mod cluster_dns;
 mod containerd_lab;
 mod controller_identities;
 mod controller_manager;
+mod cri_pods;
 mod daemonsets;
 mod deployments;
 mod disk_full;

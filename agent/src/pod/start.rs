@@ -16,7 +16,7 @@ use super::PodContext;
 use super::env::{self, Environment, PodFacts};
 use super::signature;
 use crate::images::registry::{AuthenticatedPuller, RegistryAuth, auth_from_docker_config};
-use crate::images::{ImageError, PullPolicy, Reference, ResolvedImage};
+use crate::images::{ImageError, PullPolicy, Reference};
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{ContainerSpec, Limits, Mount, RunningContainer, StartError};
 use crate::volumes;
@@ -56,6 +56,8 @@ pub(crate) struct StartRequest {
     pub(crate) pod_ip: Option<IpAddr>,
     /// The pod's directory (its volumes live in `volumes/`).
     pub(crate) pod_dir: std::path::PathBuf,
+    /// The pod's sandbox in the container runtime, for a pod that runs there.
+    pub(crate) sandbox: Option<super::cri::CriSandbox>,
 }
 
 /// A started instance.
@@ -63,8 +65,8 @@ pub(crate) struct StartRequest {
 pub(crate) struct Started {
     /// The running instance.
     pub(crate) running: RunningContainer,
-    /// The image it runs.
-    pub(crate) image: ResolvedImage,
+    /// The ID of the image it runs (`imageID`).
+    pub(crate) image_id: String,
 }
 
 /// Why a start did not produce a running instance.
@@ -90,7 +92,7 @@ pub(crate) enum StartFailed {
 /// (`.dockerconfigjson`) or `kubernetes.io/dockercfg` (`.dockercfg`), in order, the first
 /// that has the registry; anonymous when none has. A Secret that cannot be read is a Warning
 /// event (`FailedToRetrieveImagePullSecret`, as the kubelet's), not a failure.
-async fn pull_credentials(
+pub(crate) async fn pull_credentials(
     ctx: &PodContext,
     pod: &Pod,
     image_ref: &str,
@@ -152,6 +154,9 @@ pub(crate) async fn start_container(
     ctx: Arc<PodContext>,
     req: StartRequest,
 ) -> Result<Started, StartFailed> {
+    if let Some(sandbox) = req.sandbox.clone() {
+        return super::cri::start_container(ctx, req, sandbox).await;
+    }
     let c = &req.container;
     let pod = &req.pod;
     let event = |type_: EventType, reason: &str, message: String| {
@@ -378,7 +383,10 @@ pub(crate) async fn start_container(
                 "Started",
                 format!("Started container {}", c.name),
             );
-            Ok(Started { running, image })
+            Ok(Started {
+                running,
+                image_id: image.digest.clone(),
+            })
         }
         Err(StartError::Workload(message)) => {
             log.note(Stream::Stderr, &format!("failed to start: {message}"));

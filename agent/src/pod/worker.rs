@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{mpsc, watch};
 use wasmkube_client::events::{EventType, pod_reference};
 
+use super::cri::{self, CriSandbox, PodRuntime};
 use super::lifecycle::{ContainerState, Phase, PodLifecycle, PodStage, StartFailure, Termination};
 use super::start::{StartFailed, StartRequest, Started, start_container};
 use super::{PodContext, PodMessage};
@@ -111,6 +112,10 @@ struct Worker {
     probe_tx: Option<mpsc::Sender<ProbeReport>>,
     probe_rx: Option<mpsc::Receiver<ProbeReport>>,
     pod_ip: Option<IpAddr>,
+    /// Where the pod runs, once known (its RuntimeClass read).
+    runtime: Option<PodRuntime>,
+    /// Its sandbox in the container runtime, for a pod that runs there.
+    cri_sandbox: Option<CriSandbox>,
     volumes: Option<PodVolumes>,
     volume_retry_at: Option<Instant>,
     start_time: Timestamp,
@@ -152,6 +157,8 @@ pub(crate) async fn run(ctx: Arc<PodContext>, pod: Arc<Pod>, rx: watch::Receiver
         probe_tx: None,
         probe_rx: None,
         pod_ip: None,
+        runtime: None,
+        cri_sandbox: None,
         volumes: None,
         volume_retry_at: None,
         start_time,
@@ -226,8 +233,11 @@ impl Worker {
                 }
                 Next::Shutdown => {
                     // The agent stops: instances end with it; the pod's files and status stay
-                    // for the next start to take over.
-                    Box::pin(self.stop_all()).await;
+                    // for the next start to take over. Containers of the container runtime
+                    // are left to it (the next start replaces the pod's sandbox).
+                    if self.cri_sandbox.is_none() {
+                        Box::pin(self.stop_all()).await;
+                    }
                     return;
                 }
             }
@@ -280,6 +290,45 @@ impl Worker {
 
     /// Allocates the pod's IP and prepares its volumes (retried until they work).
     async fn ensure_sandbox(&mut self, now: Instant) {
+        if self.runtime.is_none() {
+            match cri::runtime_of(&self.ctx, &self.pod).await {
+                Ok(runtime) => self.runtime = Some(runtime),
+                Err(message) => {
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
+                    self.wake(now + VOLUME_RETRY);
+                    return;
+                }
+            }
+        }
+        if let Some(PodRuntime::Cri { handler }) = self.runtime.clone()
+            && self.cri_sandbox.is_none()
+        {
+            match cri::run_sandbox(&self.ctx, &self.pod, &handler).await {
+                Ok(sandbox) => {
+                    let ip = sandbox.ip.unwrap_or(self.ctx.host_ip);
+                    self.pod_ip = Some(ip);
+                    self.ctx
+                        .logs
+                        .set_pod_ip(&self.namespace, &self.name, &self.uid, ip);
+                    self.cri_sandbox = Some(sandbox);
+                }
+                Err(message) => {
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
+                    self.wake(now + VOLUME_RETRY);
+                    return;
+                }
+            }
+        }
         if self.pod_ip.is_none() {
             let preferred = self
                 .pod
@@ -459,6 +508,7 @@ impl Worker {
             restart_count: self.lc.containers[index].restart_count,
             pod_ip: self.pod_ip,
             pod_dir: self.ctx.pods_dir.join(&self.uid),
+            sandbox: self.cri_sandbox.clone(),
         };
         let ctx = Arc::clone(&self.ctx);
         self.pending.push(
@@ -553,9 +603,9 @@ impl Worker {
     }
 
     fn on_started(&mut self, index: usize, generation: u64, started: Started) {
-        let Started { running, image } = started;
+        let Started { running, image_id } = started;
         let started_at = Timestamp::now();
-        if let Err(e) = self.lc.started(index, started_at, image.digest.clone()) {
+        if let Err(e) = self.lc.started(index, started_at, image_id) {
             tracing::warn!(error = %e, "start not recorded");
             running.stopper.stop(Duration::ZERO);
             return;

@@ -75,6 +75,10 @@ disabled_plugins = [
     netns_mounts_under_state_dir = true
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
+    # Sandboxes ask for oom_score_adj -998, which needs CAP_SYS_RESOURCE; without it (as in
+    # this sandboxed machine) runc init dies ("can't get final child's PID from pipe: EOF").
+    # Restricted, the CRI plugin never asks for less than its own score.
+    restrict_oom_score_adj = true
 
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "{CNI_BIN_DIR}"

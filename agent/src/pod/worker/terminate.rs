@@ -276,6 +276,9 @@ impl Worker {
     }
 
     pub(super) async fn cleanup(self) {
+        if let (Some(sandbox), Some(client)) = (&self.cri_sandbox, &self.ctx.cri) {
+            super::cri::remove_sandbox(client, &sandbox.id).await;
+        }
         self.ctx.network.release(&self.uid).await;
         self.ctx.tokens.forget_pod(&self.uid);
         self.ctx

@@ -1,0 +1,328 @@
+//! Linux container pods through CRI (issue 12): a private containerd in a lab host
+//! (`harness::containerd`), a `wasmkube server` whose embedded agent is started with
+//! `--container-runtime-endpoint` at it, the real kubectl.
+//!
+//! The agent runs outside the lab host and reaches containerd over its unix socket;
+//! containerd, runc and the sandboxes' network (CNI `bridge` + `host-local` on a private
+//! range, a conflist the test writes into containerd's CNI directory) live in the lab host,
+//! so no container address is reachable from or leaves the machine.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+
+use crate::harness::{
+    BUSYBOX_IMAGE, Containerd, NetnsLab, NodeSpec, TestCluster, container_status,
+    cri_tests_opted_out, events_of, poll_until,
+};
+
+/// How long a container pod may take to reach a state (image import, sandbox, runc).
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A lab host with containerd (busybox and pause imported) and a cluster whose node runs
+/// containers there.
+struct CriCluster {
+    cluster: TestCluster,
+    containerd: Containerd,
+    _cni: tempfile::TempDir,
+    _lab: NetnsLab,
+}
+
+async fn cri_cluster() -> Result<CriCluster> {
+    let lab = NetnsLab::new(1).await?;
+    let host = lab.host(0)?;
+    let cni = tempfile::tempdir()?;
+    // The agent's own conflist (network/cni.rs), its host-local reservations in the test's
+    // directory: nothing is left machine-wide when a test dies.
+    let network = wasmkube_agent::network::cni::CniNetwork {
+        name: "wasmkube".to_owned(),
+        bridge: "wkcni0".to_owned(),
+        subnet: "10.42.1.0".parse()?,
+        prefix: 24,
+        range_start: "10.42.1.128".parse()?,
+        range_end: "10.42.1.254".parse()?,
+        gateway: "10.42.1.127".parse()?,
+        mtu: None,
+        ipam_data_dir: cni.path().join("ipam"),
+    };
+    wasmkube_agent::network::cni::write_conflist(
+        cni.path(),
+        wasmkube_agent::network::cni::CONFLIST_FILE,
+        &network,
+    )?;
+    let containerd = Containerd::start(host, cni.path()).await?;
+    containerd.import_test_images().await?;
+    let endpoint = containerd.endpoint();
+    let cluster = TestCluster::builder()
+        .embedded_agent(
+            NodeSpec::named("cri-node").arg(&format!("--container-runtime-endpoint={endpoint}")),
+        )
+        .start()
+        .await?;
+    Ok(CriCluster {
+        cluster,
+        containerd,
+        _cni: cni,
+        _lab: lab,
+    })
+}
+
+fn busybox_pod(name: &str, script: &str, restart_policy: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {{"name": "{name}"}},
+            "spec": {{"restartPolicy": "{restart_policy}",
+                      "terminationGracePeriodSeconds": 1,
+                      "containers": [{{"name": "main", "image": "{BUSYBOX_IMAGE}",
+                                       "imagePullPolicy": "IfNotPresent",
+                                       "command": ["sh", "-c", {script:?}]}}]}}}}"#
+    )
+}
+
+async fn pod(cluster: &TestCluster, name: &str) -> Result<Pod> {
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client().await?);
+    pods.get(name)
+        .await
+        .with_context(|| format!("getting pod {name}"))
+}
+
+/// Polls until the pod's first container status satisfies `check`.
+async fn wait_container(
+    cluster: &TestCluster,
+    name: &str,
+    what: &str,
+    check: impl Fn(&k8s_openapi::api::core::v1::ContainerStatus) -> bool,
+) -> Result<Pod> {
+    poll_until(&format!("{name}: {what}"), DEADLINE, || async {
+        let p = pod(cluster, name).await?;
+        Ok(container_status(&p).filter(|s| check(s)).map(|_| p))
+    })
+    .await
+    .with_context(|| cluster.log_tail(40))
+}
+
+/// The sandboxes containerd's CRI plugin holds (`ctr -n k8s.io containers ls` lists
+/// sandboxes and containers alike; a sandbox runs the pause image).
+async fn cri_containers(containerd: &Containerd) -> Result<Vec<String>> {
+    let out = containerd.ctr_ok(&["containers", "ls", "-q"]).await?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+#[tokio::test]
+async fn a_busybox_pod_runs_logs_and_is_deleted_without_leftovers() -> Result<()> {
+    if cri_tests_opted_out("a_busybox_pod_runs_logs_and_is_deleted_without_leftovers") {
+        return Ok(());
+    }
+    // Bound, not `..`: an unbound field would be dropped here (the lab and the CNI directory).
+    let CriCluster {
+        cluster,
+        containerd,
+        _cni,
+        _lab,
+    } = cri_cluster().await?;
+
+    // The node says what it runs.
+    let nodes: Api<Node> = Api::all(cluster.client().await?);
+    let node = nodes.get("cri-node").await?;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    ensure!(
+        labels.get("wasmkube.io/runtime.runc").map(String::as_str) == Some("true"),
+        "{labels:?}"
+    );
+    let handlers: Vec<String> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.runtime_handlers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| h.name)
+        .collect();
+    ensure!(handlers == ["wasmtime", "runc"], "{handlers:?}");
+
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &busybox_pod("hi", "echo hi; sleep 3600", "Always"),
+        )
+        .await?;
+    let running = wait_container(&cluster, "hi", "Running", |s| {
+        s.state.as_ref().is_some_and(|st| st.running.is_some())
+    })
+    .await?;
+    let status = running.status.clone().unwrap_or_default();
+    ensure!(
+        status.pod_ip.as_deref().is_some_and(|ip| ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.octets()[..3] == [10, 42, 1] && ip.octets()[3] >= 128)),
+        "the pod IP comes from the sandbox's CNI (10.42.1.128-254): {:?}",
+        status.pod_ip
+    );
+    let logs = poll_until("kubectl logs hi", DEADLINE, || async {
+        let out = cluster.kubectl_ok(&["logs", "hi"]).await?;
+        Ok((out == "hi\n").then_some(out))
+    })
+    .await?;
+    assert_eq!(logs, "hi\n");
+    let events = events_of(&cluster.client().await?, "hi").await?;
+    let reasons: Vec<String> = events.iter().filter_map(|e| e.reason.clone()).collect();
+    for reason in ["Pulled", "Created", "Started"] {
+        ensure!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
+    ensure!(
+        !cri_containers(&containerd).await?.is_empty(),
+        "containerd holds the pod's sandbox and container"
+    );
+
+    cluster
+        .kubectl_ok(&["delete", "pod", "hi", "--wait=true", "--timeout=60s"])
+        .await?;
+    poll_until(
+        "no sandbox or container left in containerd",
+        DEADLINE,
+        || async {
+            let left = cri_containers(&containerd).await?;
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn container_exit_codes_restarts_and_runtime_failures_read_as_the_kubelets() -> Result<()> {
+    if cri_tests_opted_out(
+        "container_exit_codes_restarts_and_runtime_failures_read_as_the_kubelets",
+    ) {
+        return Ok(());
+    }
+    let CriCluster {
+        cluster,
+        containerd: _containerd,
+        _cni,
+        _lab,
+    } = cri_cluster().await?;
+
+    // Exit code 3, restarted with back-off.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &busybox_pod("crash", "echo bye; exit 3", "Always"),
+        )
+        .await?;
+    let crashed = wait_container(&cluster, "crash", "restarted after exit 3", |s| {
+        s.restart_count >= 1
+            && s.last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 3 && t.reason.as_deref() == Some("Error"))
+    })
+    .await?;
+    ensure!(container_status(&crashed).is_some());
+
+    // A command that is not in the image: the runtime's message.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "nocmd"}},
+                    "spec": {{"containers": [{{"name": "main", "image": "{BUSYBOX_IMAGE}",
+                              "imagePullPolicy": "IfNotPresent",
+                              "command": ["/no/such/program"]}}]}}}}"#
+            ),
+        )
+        .await?;
+    wait_container(
+        &cluster,
+        "nocmd",
+        "StartError with the runtime's message",
+        |s| {
+            s.last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .or(s.state.as_ref().and_then(|st| st.terminated.as_ref()))
+                .is_some_and(|t| {
+                    t.reason.as_deref() == Some("StartError")
+                        && t.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("/no/such/program"))
+                })
+        },
+    )
+    .await?;
+
+    // An image no registry has: ErrImagePull, then ImagePullBackOff, the runtime's message.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "noimage"},
+                "spec": {"containers": [{"name": "main",
+                          "image": "127.0.0.1:1/wasmkube-test/nothing:1"}]}}"#,
+        )
+        .await?;
+    let seen_err_image_pull = std::sync::atomic::AtomicBool::new(false);
+    poll_until(
+        "noimage: ErrImagePull then ImagePullBackOff",
+        DEADLINE,
+        || {
+            let seen = &seen_err_image_pull;
+            let cluster = &cluster;
+            async move {
+                let p = pod(cluster, "noimage").await?;
+                let waiting = container_status(&p)
+                    .and_then(|s| s.state)
+                    .and_then(|st| st.waiting);
+                let Some(w) = waiting else { return Ok(None) };
+                let message = w.message.clone().unwrap_or_default();
+                match w.reason.as_deref() {
+                    Some("ErrImagePull") => {
+                        ensure!(message.starts_with("rpc error: code = "), "{message}");
+                        ensure!(message.contains("127.0.0.1:1"), "{message}");
+                        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Ok(None)
+                    }
+                    Some("ImagePullBackOff") => {
+                        ensure!(
+                            seen.load(std::sync::atomic::Ordering::SeqCst),
+                            "ImagePullBackOff before any ErrImagePull was seen"
+                        );
+                        ensure!(
+                            message.contains("127.0.0.1:1/wasmkube-test/nothing:1"),
+                            "{message}"
+                        );
+                        Ok(Some(()))
+                    }
+                    _ => Ok(None),
+                }
+            }
+        },
+    )
+    .await?;
+
+    // A privileged container is refused with a reason.
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "priv"}},
+                    "spec": {{"containers": [{{"name": "main", "image": "{BUSYBOX_IMAGE}",
+                              "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"],
+                              "securityContext": {{"privileged": true}}}}]}}}}"#
+            ),
+        )
+        .await?;
+    wait_container(&cluster, "priv", "refused as privileged", |s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.waiting.as_ref())
+            .is_some_and(|w| {
+                w.reason.as_deref() == Some("CreateContainerConfigError")
+                    && w.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("privileged"))
+            })
+    })
+    .await?;
+    Ok(())
+}
