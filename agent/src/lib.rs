@@ -364,6 +364,7 @@ pub async fn start(
         logs::auth::NodeAuthorizer::new(config.client.clone(), config.node_name.clone()),
         log_registry.clone(),
         pods_dir.clone(),
+        cri.as_ref().map(|(client, _)| client.clone()),
         stopped(),
     )
     .await?;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 pub(crate) mod auth;
 pub(crate) mod read;
 pub(crate) mod server;
+pub(crate) mod streaming;
 
 pub(crate) use read::LogOptions;
 

@@ -2,11 +2,13 @@
 //! (`harness::containerd`), a `wasmkube server` whose embedded agent is started with
 //! `--container-runtime-endpoint` at it, the real kubectl.
 //!
-//! The agent runs outside the lab host and reaches containerd over its unix socket;
-//! containerd, runc and the sandboxes' network (CNI `bridge` + `host-local` on a private
-//! range, a conflist the test writes into containerd's CNI directory) live in the lab host,
-//! so no container address is reachable from or leaves the machine.
+//! The server (its embedded agent) runs in the same lab host as containerd, as a kubelet
+//! beside its runtime: it reaches containerd over its unix socket, the CRI streaming server
+//! on the host's loopback and the pods at their CNI addresses (the agent's own conflist:
+//! `bridge` + `host-local` on a private range, written into containerd's CNI directory);
+//! no container address leaves the machine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -14,8 +16,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 
 use crate::harness::{
-    BUSYBOX_IMAGE, Containerd, NetnsLab, NodeSpec, TestCluster, container_status,
-    cri_tests_opted_out, events_of, poll_until,
+    BUSYBOX_IMAGE, Containerd, NetnsLab, NodeSpec, PortForward, TestCluster, container_status,
+    cri_tests_opted_out, curl, events_of, free_port, poll_until,
 };
 
 /// How long a container pod may take to reach a state (image import, sandbox, runc).
@@ -27,11 +29,14 @@ struct CriCluster {
     cluster: TestCluster,
     containerd: Containerd,
     _cni: tempfile::TempDir,
-    _lab: NetnsLab,
+    _lab: Arc<NetnsLab>,
 }
 
+/// The server (with its node agent) and containerd share lab host 0, as a node's kubelet and
+/// runtime share a host: the CRI streaming server's loopback address and the pods' CNI
+/// addresses are the agent's too.
 async fn cri_cluster() -> Result<CriCluster> {
-    let lab = NetnsLab::new(1).await?;
+    let lab = Arc::new(NetnsLab::new(1).await?);
     let host = lab.host(0)?;
     let cni = tempfile::tempdir()?;
     // The agent's own conflist (network/cni.rs), its host-local reservations in the test's
@@ -59,6 +64,7 @@ async fn cri_cluster() -> Result<CriCluster> {
         .embedded_agent(
             NodeSpec::named("cri-node").arg(&format!("--container-runtime-endpoint={endpoint}")),
         )
+        .in_given_netns_lab(lab.clone())
         .start()
         .await?;
     Ok(CriCluster {
@@ -324,5 +330,97 @@ async fn container_exit_codes_restarts_and_runtime_failures_read_as_the_kubelets
             })
     })
     .await?;
+    Ok(())
+}
+
+/// `kubectl exec` (a command, and stdin with `-i`), `kubectl cp` both ways and `kubectl
+/// port-forward` reach a container through the runtime's streaming server.
+#[tokio::test]
+async fn exec_cp_and_port_forward_reach_a_container() -> Result<()> {
+    if cri_tests_opted_out("exec_cp_and_port_forward_reach_a_container") {
+        return Ok(());
+    }
+    let CriCluster {
+        cluster,
+        containerd: _containerd,
+        _cni,
+        _lab,
+    } = cri_cluster().await?;
+    let script = "mkdir -p /www && echo hello-from-httpd > /www/index.html \
+                  && exec httpd -f -p 8080 -h /www";
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &busybox_pod("shell", script, "Never"),
+        )
+        .await?;
+    wait_container(&cluster, "shell", "running", |s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.running.as_ref())
+            .is_some()
+    })
+    .await?;
+
+    let hostname = cluster
+        .kubectl_ok(&["exec", "shell", "--", "cat", "/etc/hostname"])
+        .await?;
+    ensure!(hostname.trim() == "shell", "/etc/hostname: {hostname:?}");
+    let counted = cluster
+        .kubectl_ok_stdin(
+            &[
+                "exec",
+                "-i",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                "cat > /tmp/in; wc -c < /tmp/in",
+            ],
+            "twelve bytes",
+        )
+        .await?;
+    ensure!(
+        counted.trim() == "12",
+        "stdin reached the command: {counted:?}"
+    );
+    let failed = cluster
+        .kubectl(&["exec", "shell", "--", "sh", "-c", "exit 7"])
+        .await?;
+    ensure!(
+        failed.status.code() == Some(7),
+        "kubectl exec exits with the command's code: {failed:?}"
+    );
+
+    // kubectl cp runs tar in the container, both ways.
+    let local = tempfile::tempdir()?;
+    let into = local.path().join("into.txt");
+    std::fs::write(&into, "copied in\n")?;
+    cluster
+        .kubectl_ok(&["cp", &into.to_string_lossy(), "shell:/tmp/into.txt"])
+        .await?;
+    let inside = cluster
+        .kubectl_ok(&["exec", "shell", "--", "cat", "/tmp/into.txt"])
+        .await?;
+    ensure!(inside == "copied in\n", "{inside:?}");
+    let out = local.path().join("out.html");
+    cluster
+        .kubectl_ok(&["cp", "shell:/www/index.html", &out.to_string_lossy()])
+        .await?;
+    let copied = std::fs::read_to_string(&out)?;
+    ensure!(copied == "hello-from-httpd\n", "{copied:?}");
+
+    // port-forward: the runtime forwards inside the sandbox's network namespace.
+    let port = free_port()?;
+    let mut forward = PortForward::start(&cluster, &["pod/shell", &format!("{port}:8080")], &[])?;
+    forward
+        .wait_for(
+            "forwarding",
+            &format!("Forwarding from 127.0.0.1:{port} -> 8080"),
+        )
+        .await?;
+    let body = curl(port, "/index.html").await?;
+    ensure!(body == "hello-from-httpd\n", "{body:?}");
+    forward.ensure_running()?;
     Ok(())
 }

@@ -37,6 +37,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -53,6 +54,7 @@ mod linux_images;
 mod netns;
 mod nodes;
 mod pods;
+mod port_forward;
 mod registry;
 
 #[allow(unused_imports)]
@@ -69,6 +71,7 @@ pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
 pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
 pub(crate) use pods::{container_status, events_of, pod_is_ready, ready_app_pods, sample_layout};
+pub(crate) use port_forward::{PortForward, curl};
 pub(crate) use registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry, which};
 
 /// How long a server may take to answer `/readyz` after it was spawned. Generous: a 2-core CI
@@ -123,6 +126,7 @@ pub(crate) struct TestClusterBuilder {
     server_args: Vec<String>,
     data_dir_parent: Option<PathBuf>,
     netns_lab: bool,
+    given_lab: Option<Arc<NetnsLab>>,
 }
 
 impl TestClusterBuilder {
@@ -188,6 +192,14 @@ impl TestClusterBuilder {
         self
     }
 
+    /// [`in_netns_lab`](Self::in_netns_lab) in a lab the test made first (with one host per
+    /// node), for what must run in a node's host before its agent starts (containerd).
+    pub(crate) fn in_given_netns_lab(mut self, lab: Arc<NetnsLab>) -> Self {
+        self.netns_lab = true;
+        self.given_lab = Some(lab);
+        self
+    }
+
     /// Make the data directory inside `parent` (a small filesystem, for instance) instead
     /// of the system's temporary directory.
     pub(crate) fn data_dir_in(mut self, parent: impl Into<PathBuf>) -> Self {
@@ -213,8 +225,10 @@ impl TestClusterBuilder {
         }
         .context("creating the temporary data directory")?;
         let port = free_port()?;
-        let lab = if self.netns_lab {
-            Some(NetnsLab::new(1 + self.agents.len()).await?)
+        let lab = if let Some(lab) = self.given_lab.clone() {
+            Some(lab)
+        } else if self.netns_lab {
+            Some(Arc::new(NetnsLab::new(1 + self.agents.len()).await?))
         } else {
             None
         };
@@ -330,7 +344,7 @@ pub(crate) struct TestCluster {
     /// The relay from the test's 127.0.0.1:port to the server in host 0 of the lab.
     _forward: Option<NamespaceForward>,
     /// The network namespaces the cluster runs in; dropped after every process was killed.
-    lab: Option<NetnsLab>,
+    lab: Option<Arc<NetnsLab>>,
     /// The last field: dropped after the processes are killed and the directories removed.
     _claim: MachineClaim,
 }

@@ -255,6 +255,19 @@ impl Client {
         /// `ReopenContainerLog`.
         reopen_container_log, ReopenContainerLogRequest, ReopenContainerLogResponse, request
     );
+    runtime_rpc!(
+        /// `Exec`: a URL of the runtime's streaming server that serves the command's
+        /// streams (the kubelet proxies `pods/exec` to it).
+        exec, ExecRequest, ExecResponse, request
+    );
+    runtime_rpc!(
+        /// `Attach`: a URL of the streaming server attached to the container's streams.
+        attach, AttachRequest, AttachResponse, request
+    );
+    runtime_rpc!(
+        /// `PortForward`: a URL of the streaming server forwarding to the sandbox's ports.
+        port_forward, PortForwardRequest, PortForwardResponse, request
+    );
     image_rpc!(
         /// `ImageStatus`.
         image_status, ImageStatusRequest, ImageStatusResponse, status

@@ -28,16 +28,26 @@ pub(crate) struct LogOptions {
     pub(crate) previous: bool,
 }
 
+/// The `key=value` pairs of a URL query, percent- and `+`-decoded, in order.
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        (decode(key), decode(raw))
+    })
+}
+
 impl LogOptions {
     /// Parses a query string (`follow=true&tailLines=10&sinceSeconds=5...`). `now` anchors
     /// `sinceSeconds`. Errors name the bad parameter.
     pub(crate) fn from_query(query: &str, now: Timestamp) -> Result<LogOptions, String> {
         let mut opts = LogOptions::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
+        for (key, value) in query_pairs(query) {
+            let key = key.as_str();
             let boolean = |v: &str| matches!(v, "" | "true" | "1" | "True" | "TRUE");
             let int = |v: &str| {
                 v.parse::<i64>()

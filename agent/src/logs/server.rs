@@ -103,6 +103,8 @@ struct Ctx {
     registry: LogRegistry,
     pods_dir: PathBuf,
     authorizer: Arc<NodeAuthorizer>,
+    /// The node's container runtime: container pods' streams go to its streaming server.
+    cri: Option<wasmkube_cri::Client>,
 }
 
 /// The certificate of a server that does not ask the cluster for one: the configured one,
@@ -124,6 +126,7 @@ pub(crate) async fn start(
     authorizer: Arc<NodeAuthorizer>,
     registry: LogRegistry,
     pods_dir: PathBuf,
+    cri: Option<wasmkube_cri::Client>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<LogServer, LogServerError> {
     let server_config = server_config(certificate, config.client_ca_pem.as_deref())?;
@@ -143,6 +146,7 @@ pub(crate) async fn start(
         registry,
         pods_dir,
         authorizer,
+        cri,
     });
     let acceptor = TlsAcceptor::from(server_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, ctx, shutdown));
@@ -212,7 +216,7 @@ fn path_segments(rest: &str) -> Vec<String> {
         .collect()
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut body = message.into();
     body.push('\n');
     let mut resp = Response::new(
@@ -269,11 +273,11 @@ async fn handle(
         return text(StatusCode::OK, "ok");
     }
     if let Some(rest) = path.strip_prefix("/portForward/") {
-        return port_forward(ctx, rest, req);
+        return port_forward(ctx, rest, req).await;
     }
     for stream in ["exec", "attach"] {
         if let Some(rest) = path.strip_prefix(&format!("/{stream}/")) {
-            return exec_or_attach(ctx, stream, rest);
+            return exec_or_attach(ctx, stream, rest, req).await;
         }
     }
     if req.method() != http::Method::GET {
@@ -358,9 +362,15 @@ fn container_logs(
 }
 
 /// `/exec/{namespace}/{pod}/{container}` and `/attach/...` (the kubelet's paths, which the
-/// apiserver's `pods/exec` and `pods/attach` relay to): a wasm container runs no process a
-/// command could join, so both are refused with a reason kubectl prints.
-fn exec_or_attach(ctx: &Ctx, stream: &str, rest: &str) -> Response<Body> {
+/// apiserver's `pods/exec` and `pods/attach` relay to): a container the runtime runs gets
+/// the runtime's streaming server ([`streaming`](super::streaming)); a wasm container runs
+/// no process a command could join, so both are refused with a reason kubectl prints.
+async fn exec_or_attach(
+    ctx: &Ctx,
+    stream: &str,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let parts = path_segments(rest);
     let [namespace, pod, container] = parts.as_slice() else {
         return text(
@@ -368,6 +378,14 @@ fn exec_or_attach(ctx: &Ctx, stream: &str, rest: &str) -> Response<Body> {
             format!("expected /{stream}/{{namespace}}/{{pod}}/{{container}}"),
         );
     };
+    if let Some(cri) = &ctx.cri {
+        match container_stream_url(cri, stream, namespace, pod, container, req.uri().query()).await
+        {
+            Ok(Some(url)) => return super::streaming::relay(&url, req).await,
+            Ok(None) => {}
+            Err(resp) => return resp,
+        }
+    }
     if !ctx.registry.has_container(namespace, pod, container) {
         return text(
             StatusCode::NOT_FOUND,
@@ -382,9 +400,70 @@ fn exec_or_attach(ctx: &Ctx, stream: &str, rest: &str) -> Response<Body> {
     )
 }
 
+/// The runtime's streaming URL for exec/attach in `container`, `None` when the runtime
+/// holds no sandbox of the pod (a wasm pod), or the refusal to answer.
+async fn container_stream_url(
+    cri: &wasmkube_cri::Client,
+    stream: &str,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    query: Option<&str>,
+) -> Result<Option<String>, Response<Body>> {
+    let unavailable = |e: wasmkube_cri::Error| {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the container runtime did not answer: {e}"),
+        )
+    };
+    let id = match super::streaming::running_container(cri, namespace, pod, container).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return match super::streaming::ready_sandbox(cri, namespace, pod).await {
+                Ok(Some(_)) => Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("container {container:?} of pod \"{namespace}/{pod}\" is not running"),
+                )),
+                Ok(None) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    let opts = super::streaming::StreamOptions::from_query(query.unwrap_or(""));
+    let answer = if stream == "exec" {
+        cri.exec(wasmkube_cri::v1::ExecRequest {
+            container_id: id,
+            cmd: opts.command,
+            tty: opts.tty,
+            stdin: opts.stdin,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+        })
+        .await
+        .map(|r| r.url)
+    } else {
+        cri.attach(wasmkube_cri::v1::AttachRequest {
+            container_id: id,
+            stdin: opts.stdin,
+            tty: opts.tty,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+        })
+        .await
+        .map(|r| r.url)
+    };
+    answer.map(Some).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("the container runtime refused to {stream}: {}", e.message()),
+        )
+    })
+}
+
 /// `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, as the kubelet's): checks the
 /// upgrade, answers 101 and serves the SPDY session on the upgraded connection.
-fn port_forward(ctx: &Ctx, rest: &str, mut req: Request<Incoming>) -> Response<Body> {
+async fn port_forward(ctx: &Ctx, rest: &str, mut req: Request<Incoming>) -> Response<Body> {
     if req.method() != http::Method::GET && req.method() != http::Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
@@ -399,6 +478,37 @@ fn port_forward(ctx: &Ctx, rest: &str, mut req: Request<Incoming>) -> Response<B
             );
         }
     };
+    if let Some(cri) = &ctx.cri {
+        // A container pod: the runtime forwards inside its sandbox's network namespace
+        // (so a listener on the pod's localhost is reached too, as with the kubelet).
+        match super::streaming::ready_sandbox(cri, namespace, pod).await {
+            Ok(Some(sandbox)) => {
+                let answer = cri
+                    .port_forward(wasmkube_cri::v1::PortForwardRequest {
+                        pod_sandbox_id: sandbox,
+                        port: Vec::new(),
+                    })
+                    .await;
+                return match answer {
+                    Ok(r) => super::streaming::relay(&r.url, req).await,
+                    Err(e) => text(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the container runtime refused to port-forward: {}",
+                            e.message()
+                        ),
+                    ),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the container runtime did not answer: {e}"),
+                );
+            }
+        }
+    }
     let Some((pod_uid, ip)) = ctx
         .registry
         .pod_address(namespace, pod)

@@ -46,9 +46,9 @@ use crate::volumes;
 
 /// The label of a sandbox or container naming its pod's UID (the kubelet's).
 pub(crate) const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
-const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
-const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
-const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+pub(crate) const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+pub(crate) const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub(crate) const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 /// How often a running container's status is read.
 const POLL: Duration = Duration::from_secs(1);
 
