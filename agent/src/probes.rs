@@ -1,7 +1,9 @@
-//! Liveness, readiness and startup probes of wasm containers, with Kubernetes' timing.
+//! Liveness, readiness and startup probes of containers, with Kubernetes' timing.
 //!
-//! [`probe_once`] runs one attempt (`httpGet` or `tcpSocket` against the pod IP; `exec` and
-//! `grpc` fail with a clear message, wasm containers have nothing to exec into). A
+//! [`probe_once`] runs one attempt (`httpGet` or `tcpSocket` against the pod IP; `exec` runs
+//! the command through the CRI runtime's `ExecSync` for container pods ([`ExecTarget`]) and
+//! fails with a clear message for wasm containers, which have nothing to exec into; `grpc`
+//! fails with a clear message). A
 //! [`ProbeWorker`] repeats one probe: first at `initialDelaySeconds` after the container
 //! started, then every `periodSeconds`, each attempt bounded by `timeoutSeconds`, and turns
 //! results into a state with `successThreshold` / `failureThreshold` consecutive results
@@ -27,7 +29,7 @@ mod check;
 #[cfg(test)]
 mod test_server;
 
-pub(crate) use check::{ProbeResult, http_get, probe_once};
+pub(crate) use check::{ExecTarget, ProbeResult, http_get, probe_once};
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +117,7 @@ pub(crate) struct ProbeWorker {
     ports: Vec<ContainerPort>,
     pod_ip: IpAddr,
     timing: Timing,
+    exec: Option<ExecTarget>,
 }
 
 impl ProbeWorker {
@@ -131,7 +134,14 @@ impl ProbeWorker {
             ports: ports.to_vec(),
             pod_ip,
             timing: Timing::of(probe, kind),
+            exec: None,
         }
+    }
+
+    /// Where `exec` probes run (a container of the CRI runtime; `None` for wasm containers).
+    pub(crate) fn with_exec(mut self, exec: Option<ExecTarget>) -> Self {
+        self.exec = exec;
+        self
     }
 
     #[cfg(test)]
@@ -165,7 +175,10 @@ impl ProbeWorker {
             {
                 return;
             }
-            let result = probe_once(&self.probe, self.pod_ip, &self.ports, timing.timeout).await;
+            let result = match (&self.probe.exec, &self.exec) {
+                (Some(action), Some(target)) => target.run(action, timing.timeout).await,
+                _ => probe_once(&self.probe, self.pod_ip, &self.ports, timing.timeout).await,
+            };
             let ok = result == ProbeResult::Success;
             let run = match streak {
                 Some((last, n)) if last == ok => n.saturating_add(1),
@@ -222,6 +235,7 @@ impl ProbeSet {
     pub(crate) fn start<T: Send + 'static>(
         container: &Container,
         pod_ip: IpAddr,
+        exec: Option<ExecTarget>,
         started_at: Instant,
         tx: mpsc::Sender<T>,
         wrap: impl Fn(ProbeUpdate) -> T + Send + Sync + 'static,
@@ -231,7 +245,8 @@ impl ProbeSet {
         let (started_tx, started_rx) = watch::channel(container.startup_probe.is_none());
         let mut tasks = Vec::new();
         if let Some(probe) = &container.startup_probe {
-            let worker = ProbeWorker::new(ProbeKind::Startup, probe, &ports, pod_ip);
+            let worker =
+                ProbeWorker::new(ProbeKind::Startup, probe, &ports, pod_ip).with_exec(exec.clone());
             let (tx, wrap) = (tx.clone(), wrap.clone());
             tasks.push(tokio::spawn(worker.run(started_at, None, tx, move |u| {
                 if u.changed && u.success {
@@ -245,7 +260,7 @@ impl ProbeSet {
             (ProbeKind::Liveness, &container.liveness_probe),
         ] {
             let Some(probe) = probe else { continue };
-            let worker = ProbeWorker::new(kind, probe, &ports, pod_ip);
+            let worker = ProbeWorker::new(kind, probe, &ports, pod_ip).with_exec(exec.clone());
             let (tx, wrap) = (tx.clone(), wrap.clone());
             let gate = Some(started_rx.clone());
             tasks.push(tokio::spawn(
@@ -479,6 +494,7 @@ mod tests {
         let set = ProbeSet::start(
             &container,
             server.local_addr().ip(),
+            None,
             Instant::now(),
             tx,
             |u| ("app", u),

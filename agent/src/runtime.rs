@@ -116,6 +116,8 @@ pub(crate) struct RunningContainer {
     pub(crate) stopper: Box<dyn StopHandle>,
     /// Resolves to how it ended.
     pub(crate) outcome: BoxFuture<'static, Outcome>,
+    /// Where its `exec` probes run (a container of the CRI runtime; `None` for wasm).
+    pub(crate) exec: Option<Box<crate::probes::ExecTarget>>,
 }
 
 impl std::fmt::Debug for RunningContainer {

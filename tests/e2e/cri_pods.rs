@@ -424,3 +424,138 @@ async fn exec_cp_and_port_forward_reach_a_container() -> Result<()> {
     forward.ensure_running()?;
     Ok(())
 }
+
+/// Exec probes run through the runtime (a failing liveness probe restarts the container, a
+/// readiness probe gates Ready), configMap / secret / emptyDir volumes appear in the
+/// container with their content, and a memory limit kills a hog with OOMKilled.
+#[tokio::test]
+async fn exec_probes_volumes_and_memory_limits_act_on_containers() -> Result<()> {
+    if cri_tests_opted_out("exec_probes_volumes_and_memory_limits_act_on_containers") {
+        return Ok(());
+    }
+    let CriCluster {
+        cluster,
+        containerd: _containerd,
+        _cni,
+        _lab,
+    } = cri_cluster().await?;
+    let manifest = serde_json::json!({
+        "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+             "data": {"greeting": "hello from a configMap"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+             "stringData": {"password": "s3cret"}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+             "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", "touch /tmp/healthy; echo $(date) >> /scratch/starts; sleep 3600"],
+                    "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]},
+                                      "periodSeconds": 1, "failureThreshold": 1},
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]},
+                                       "periodSeconds": 1},
+                    "volumeMounts": [
+                        {"name": "settings", "mountPath": "/etc/settings"},
+                        {"name": "creds", "mountPath": "/etc/creds", "readOnly": true},
+                        {"name": "scratch", "mountPath": "/scratch"}]}],
+                "volumes": [
+                    {"name": "settings", "configMap": {"name": "settings"}},
+                    {"name": "creds", "secret": {"secretName": "creds"}},
+                    {"name": "scratch", "emptyDir": {}}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+             "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "command": ["tail", "/dev/zero"],
+                    "resources": {"limits": {"memory": "24Mi"}}}]}}
+        ]
+    });
+    for item in manifest["items"].as_array().into_iter().flatten() {
+        cluster
+            .kubectl_ok_stdin(&["apply", "-f", "-"], &item.to_string())
+            .await?;
+    }
+    wait_container(&cluster, "probed", "running", |s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.running.as_ref())
+            .is_some()
+    })
+    .await?;
+
+    // Volumes, read in the container.
+    for (path, want) in [
+        ("/etc/settings/greeting", "hello from a configMap"),
+        ("/etc/creds/password", "s3cret"),
+    ] {
+        let got = cluster
+            .kubectl_ok(&["exec", "probed", "--", "cat", path])
+            .await?;
+        ensure!(got == want, "{path}: {got:?}");
+    }
+    let refused = cluster
+        .kubectl(&["exec", "probed", "--", "touch", "/etc/creds/new"])
+        .await?;
+    ensure!(
+        !refused.status.success(),
+        "a readOnly mount refuses writes: {refused:?}"
+    );
+
+    // Readiness through an exec probe: not Ready until the file exists.
+    let p = pod(&cluster, "probed").await?;
+    ensure!(
+        container_status(&p).is_some_and(|s| !s.ready),
+        "not ready before /tmp/ready exists"
+    );
+    cluster
+        .kubectl_ok(&["exec", "probed", "--", "touch", "/tmp/ready"])
+        .await?;
+    wait_container(&cluster, "probed", "ready", |s| s.ready).await?;
+
+    // Liveness: the probe fails once the file is gone, and the container is restarted (the
+    // emptyDir keeps what the first instance wrote).
+    cluster
+        .kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/healthy"])
+        .await?;
+    wait_container(&cluster, "probed", "restarted by its liveness probe", |s| {
+        s.restart_count >= 1
+            && s.state
+                .as_ref()
+                .and_then(|st| st.running.as_ref())
+                .is_some()
+    })
+    .await?;
+    let events = events_of(&cluster.client().await?, "probed").await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Unhealthy")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("Liveness probe failed:"))),
+        "an Unhealthy event says why: {:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.message))
+            .collect::<Vec<_>>()
+    );
+    let starts = cluster
+        .kubectl_ok(&["exec", "probed", "--", "cat", "/scratch/starts"])
+        .await?;
+    ensure!(
+        starts.lines().count() >= 2,
+        "the emptyDir outlives the restart: {starts:?}"
+    );
+
+    // The memory hog is killed by its limit.
+    wait_container(&cluster, "hog", "OOMKilled", |s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
+    })
+    .await?;
+    Ok(())
+}

@@ -668,8 +668,15 @@ pub(crate) async fn start_container(
     Ok(Started {
         running: RunningContainer {
             workload: Workload::Process,
-            stopper: Box::new(CriStop { client, id }),
+            stopper: Box::new(CriStop {
+                client: client.clone(),
+                id: id.clone(),
+            }),
             outcome,
+            exec: Some(Box::new(crate::probes::ExecTarget {
+                client,
+                container_id: id,
+            })),
         },
         image_id,
     })

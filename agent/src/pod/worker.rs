@@ -629,6 +629,7 @@ impl Worker {
                 let set = ProbeSet::start(
                     c,
                     ip,
+                    running.exec.as_deref().cloned(),
                     tokio::time::Instant::now(),
                     probe_tx,
                     move |update| ProbeReport {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Probe, TCPSocketAction};
+use k8s_openapi::api::core::v1::{
+    ContainerPort, ExecAction, HTTPGetAction, Probe, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::net::TcpStream;
 
@@ -55,6 +57,53 @@ pub(crate) async fn probe_once(
         )
     } else {
         ProbeResult::Failure("the probe has no handler (httpGet or tcpSocket)".into())
+    }
+}
+
+/// Where an `exec` probe runs: a container of the node's CRI runtime.
+#[derive(Clone)]
+pub(crate) struct ExecTarget {
+    pub(crate) client: wasmkube_cri::Client,
+    pub(crate) container_id: String,
+}
+
+impl std::fmt::Debug for ExecTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecTarget")
+            .field("container_id", &self.container_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecTarget {
+    /// Runs the probe's command with `ExecSync`: exit code 0 passes; otherwise the failure
+    /// is the command's output, as the kubelet reports it (`Liveness probe failed: ...`).
+    pub(crate) async fn run(&self, action: &ExecAction, timeout: Duration) -> ProbeResult {
+        let command = action.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return ProbeResult::Failure("the exec probe has no command".into());
+        }
+        match self
+            .client
+            .exec_sync(&self.container_id, command.clone(), timeout)
+            .await
+        {
+            Ok(r) if r.exit_code == 0 => ProbeResult::Success,
+            Ok(r) => {
+                let mut output = String::from_utf8_lossy(&r.stdout).into_owned();
+                output.push_str(&String::from_utf8_lossy(&r.stderr));
+                let output = output.trim_end();
+                ProbeResult::Failure(if output.is_empty() {
+                    format!("command {command:?} exited with {}", r.exit_code)
+                } else {
+                    output.to_owned()
+                })
+            }
+            Err(wasmkube_cri::Error::Timeout { .. }) => {
+                ProbeResult::Failure(format!("command {command:?} timed out"))
+            }
+            Err(e) => ProbeResult::Failure(e.message()),
+        }
     }
 }
 

@@ -188,6 +188,7 @@ impl ContainerRuntime for WasmRuntime {
                 workload: Workload::Process,
                 stopper: Box::new(ProcessStop(stopper)),
                 outcome,
+                exec: None,
             });
         }
         // An HTTP handler: bind every port first, so a port in use is a start error. The
@@ -282,6 +283,7 @@ impl ContainerRuntime for WasmRuntime {
             workload: Workload::HttpHandler,
             stopper: Box::new(stop),
             outcome,
+            exec: None,
         })
     }
 }
