@@ -13,7 +13,7 @@ use super::cluster::{LogFormat, Shutdown, config_from_kubeconfig, init_logging};
 pub(crate) struct ControllerArgs {
     /// Controllers to run (comma-separated): replicaset, deployment, job, daemonset,
     /// garbagecollector, nodelifecycle, resourcequota, endpoint, endpointslice, nodeipam,
-    /// tokencleaner, serviceaccount, root-ca-cert-publisher [default: all].
+    /// tokencleaner, serviceaccount, root-ca-cert-publisher, knative-serving [default: all].
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub(crate) controllers: Vec<String>,
     /// Concurrent reconciles per controller.
@@ -37,6 +37,10 @@ pub(crate) struct ControllerArgs {
     /// CIDR's prefix length; at most 16 bits longer.
     #[arg(long, value_name = "BITS", default_value_t = wasmkube_controllers::DEFAULT_NODE_CIDR_MASK_SIZE, value_parser = clap::value_parser!(u8).range(1..=128))]
     pub(crate) node_cidr_mask_size: u8,
+    /// The domain of Knative Routes' URLs, http://NAME.NAMESPACE.DOMAIN (the function
+    /// ingress routes requests by that Host).
+    #[arg(long, value_name = "DOMAIN", default_value = wasmkube_controllers::DEFAULT_FUNCTION_DOMAIN)]
+    pub(crate) function_domain: String,
     /// Run the controllers unconditionally, without taking the controller-manager Lease
     /// (only when exactly one controller-manager runs).
     #[arg(long)]
@@ -55,6 +59,7 @@ impl ControllerArgs {
         config.node_monitor_period = Duration::from_secs(self.node_monitor_period);
         config.cluster_cidr = self.cluster_cidr;
         config.node_cidr_mask_size = self.node_cidr_mask_size;
+        config.function_domain = self.function_domain.clone();
         if self.no_leader_elect {
             config.leader_election = None;
         }

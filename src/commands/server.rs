@@ -118,9 +118,34 @@ pub(crate) struct ServerCommand {
     node: NodeArgs,
     #[command(flatten)]
     dns: super::cluster_dns::ClusterDnsArgs,
+    #[command(flatten)]
+    functions: FunctionArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// The function ingress (Knative Routes by Host, activator and autoscaler).
+#[derive(clap::Args, Debug)]
+struct FunctionArgs {
+    /// Where the function ingress listens for HTTP requests to Knative Routes (by Host:
+    /// NAME.NAMESPACE.<--function-domain>). A port it cannot bind is logged and the server
+    /// goes on without it.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:80")]
+    function_ingress_listen: std::net::SocketAddr,
+    /// Do not run the function ingress in this process.
+    #[arg(long)]
+    disable_function_ingress: bool,
+    /// How long a request to a function at zero waits for its first ready pod before 503.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    function_activation_timeout: u64,
+    /// How long a function without requests keeps its last pod after its stable window
+    /// (Knative's scale-to-zero-grace-period), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    function_scale_to_zero_grace_ms: u64,
+    /// The autoscaler's period, in milliseconds (Knative's tick interval, 2 s).
+    #[arg(long, value_name = "MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
+    function_autoscaler_tick_ms: u64,
 }
 
 /// The limits that protect the apiserver from its clients (kube-apiserver's flags and
@@ -342,6 +367,41 @@ impl ServerCommand {
                     tracing::error!(error = %e, "the controllers stopped");
                 }
             }));
+        }
+        if !self.functions.disable_function_ingress {
+            let listen = self.functions.function_ingress_listen;
+            match tokio::net::TcpListener::bind(listen).await {
+                Ok(listener) => {
+                    let user = format!(
+                        "system:serviceaccount:{CONTROLLER_NAMESPACE}:knative-serving-controller"
+                    );
+                    let client =
+                        component_client(&data_dir, &user, &["system:serviceaccounts"]).await?;
+                    let config = wasmkube_controllers::knative::ingress::IngressConfig {
+                        domain: self.controllers.function_domain.clone(),
+                        activation_timeout: std::time::Duration::from_secs(
+                            self.functions.function_activation_timeout,
+                        ),
+                        scale_to_zero_grace: std::time::Duration::from_millis(
+                            self.functions.function_scale_to_zero_grace_ms,
+                        ),
+                        tick: std::time::Duration::from_millis(
+                            self.functions.function_autoscaler_tick_ms,
+                        ),
+                        ..Default::default()
+                    };
+                    tracing::info!(%listen, domain = %config.domain, "function ingress listening");
+                    let stop = shutdown.wait();
+                    tasks.push(tokio::spawn(wasmkube_controllers::knative::ingress::run(
+                        client, listener, config, stop,
+                    )));
+                }
+                Err(e) => tracing::warn!(
+                    %listen,
+                    error = %e,
+                    "the function ingress cannot listen (see --function-ingress-listen): Knative Routes are not served by this server"
+                ),
+            }
         }
         let mut node_name = None;
         if !self.disable_agent {

@@ -265,6 +265,14 @@ impl TestClusterBuilder {
         {
             extra_args.push(format!("--cluster-dns-upstream=127.0.0.1:{}", free_port()?));
         }
+        // The function ingress on a free loopback port unless the test asks for one: parallel
+        // servers would collide on port 80 of every address.
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--function-ingress-listen"))
+        {
+            extra_args.push("--function-ingress-listen=127.0.0.1:0".to_owned());
+        }
         let embedded = match self.embedded_agent {
             Some(mut spec) => {
                 if let Some(lab) = &lab {

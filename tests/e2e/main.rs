@@ -51,6 +51,7 @@ mod durability;
 mod encryption;
 mod endpoints;
 mod exec;
+mod functions;
 mod guest_isolation;
 mod harness;
 mod host_files;

@@ -12,10 +12,13 @@
 //!   component-helpers (the scheduler's plugins, the DaemonSet controller and taint
 //!   eviction decide with them).
 //! - [`template_hash`]: the pod-template hash of ReplicaSet names and DaemonSet revisions.
+//! - [`knative`]: Knative Serving's labels, annotations (autoscaling bounds), revision names
+//!   and hosts, shared by the apiserver, the Knative controllers and the function ingress.
 //!
 //! Types of the Kubernetes API themselves come from `k8s-openapi`.
 
 pub mod field;
+pub mod knative;
 pub mod patch;
 pub mod quantity;
 pub mod quota;

@@ -332,7 +332,8 @@ mod tests {
                 "certificates.k8s.io",
                 "node.k8s.io",
                 "discovery.k8s.io",
-                "networking.k8s.io"
+                "networking.k8s.io",
+                "serving.knative.dev"
             ]
         );
         assert_eq!(

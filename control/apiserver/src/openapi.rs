@@ -189,7 +189,8 @@ mod tests {
                 "apis/discovery.k8s.io/v1",
                 "apis/networking.k8s.io/v1",
                 "apis/node.k8s.io/v1",
-                "apis/rbac.authorization.k8s.io/v1"
+                "apis/rbac.authorization.k8s.io/v1",
+                "apis/serving.knative.dev/v1"
             ]
         );
         let doc = api.document("apis/apps/v1").unwrap();

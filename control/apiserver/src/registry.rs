@@ -284,6 +284,7 @@ fn leak_lower(kind: &'static str) -> &'static str {
 
 fn builtin() -> Vec<ResourceType> {
     const ALL: &[&str] = &["all"];
+    const KNATIVE: &[&str] = &["all", "knative", "serving"];
     vec![
         ResourceType {
             name_rule: NameRule::Label,
@@ -585,6 +586,69 @@ fn builtin() -> Vec<ResourceType> {
                 &["netpol"],
                 true,
                 &[],
+                true,
+            )
+        },
+        // Knative Serving, with the short names and categories of Knative's CRDs.
+        ResourceType {
+            categories: KNATIVE,
+            name_rule: NameRule::Label,
+            validate: validation::validate_knative_service,
+            default: validation::default_knative_service,
+            ..rt(
+                "serving.knative.dev",
+                "v1",
+                "Service",
+                "services",
+                &["kservice", "ksvc"],
+                true,
+                &[Status],
+                true,
+            )
+        },
+        ResourceType {
+            categories: KNATIVE,
+            validate: validation::validate_configuration,
+            default: validation::default_configuration,
+            ..rt(
+                "serving.knative.dev",
+                "v1",
+                "Configuration",
+                "configurations",
+                &["config", "cfg"],
+                true,
+                &[Status],
+                true,
+            )
+        },
+        ResourceType {
+            categories: KNATIVE,
+            validate: validation::validate_revision,
+            default: validation::default_revision,
+            ..rt(
+                "serving.knative.dev",
+                "v1",
+                "Revision",
+                "revisions",
+                &["rev"],
+                true,
+                &[Status],
+                true,
+            )
+        },
+        ResourceType {
+            categories: KNATIVE,
+            name_rule: NameRule::Label,
+            validate: validation::validate_route,
+            default: validation::default_route,
+            ..rt(
+                "serving.knative.dev",
+                "v1",
+                "Route",
+                "routes",
+                &["rt"],
+                true,
+                &[Status],
                 true,
             )
         },

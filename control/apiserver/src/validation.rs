@@ -10,7 +10,7 @@
 //!
 //! Submodules, by concept: [`metadata`] (object metadata, labels, selectors), `pod` (pod
 //! specs and pod updates), `container` (containers, ports, env, resources, probes),
-//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `endpointslice`, `networkpolicy`, `data`
+//! `pod_defaults`, `workload` (Deployment, ReplicaSet, DaemonSet), `job`, `service`, `endpointslice`, `networkpolicy`, `knative` (Knative Serving's kinds), `data`
 //! (ConfigMap, Secret), `kinds` (Namespace, Node, Event, RuntimeClass), `rbac` (roles
 //! and bindings) and `certificates` (CertificateSigningRequests).
 //! Field errors are built with `wasmkube_api::field` and turned into [`Cause`]s here.
@@ -21,6 +21,7 @@ mod data;
 mod endpointslice;
 mod job;
 mod kinds;
+mod knative;
 mod metadata;
 mod networkpolicy;
 mod pod;
@@ -42,6 +43,10 @@ pub use job::{default_job, validate_job};
 pub use kinds::{
     default_namespace, default_node, validate_event, validate_namespace, validate_node,
     validate_runtimeclass,
+};
+pub use knative::{
+    default_configuration, default_knative_service, default_revision, default_route,
+    validate_configuration, validate_knative_service, validate_revision, validate_route,
 };
 pub use metadata::validate_metadata;
 pub use networkpolicy::{default_network_policy, validate_network_policy};

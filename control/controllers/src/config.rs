@@ -33,6 +33,7 @@ pub const ALL_CONTROLLERS: &[&str] = &[
     "tokencleaner",
     "serviceaccount",
     "root-ca-cert-publisher",
+    "knative-serving",
 ];
 
 /// The service account in `kube-system` each controller acts as, as kube-controller-manager's
@@ -54,6 +55,7 @@ pub fn service_account(controller: &str) -> Option<&'static str> {
         "serviceaccount" => "service-account-controller",
         "root-ca-cert-publisher" => "root-ca-cert-publisher",
         "tokencleaner" => "token-cleaner",
+        "knative-serving" => "knative-serving-controller",
         _ => return None,
     })
 }
@@ -104,7 +106,14 @@ pub struct ControllersConfig {
     pub cluster_cidr: IpNet,
     /// The prefix length of each Node's pod CIDR (`--node-cidr-mask-size`, 24).
     pub node_cidr_mask_size: u8,
+    /// The domain of Knative Routes' URLs: `http://NAME.NAMESPACE.DOMAIN`
+    /// (`--function-domain`).
+    pub function_domain: String,
 }
+
+/// The default `--function-domain`: sslip.io names that resolve to 127.0.0.1, so a Route's
+/// URL works with curl on the node without DNS set-up.
+pub const DEFAULT_FUNCTION_DOMAIN: &str = "127.0.0.1.sslip.io";
 
 /// k3s' default cluster CIDR.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
@@ -128,6 +137,7 @@ impl Default for ControllersConfig {
             root_ca: None,
             cluster_cidr: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 42, 0, 0), 16)),
             node_cidr_mask_size: DEFAULT_NODE_CIDR_MASK_SIZE,
+            function_domain: DEFAULT_FUNCTION_DOMAIN.to_string(),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! - [`endpoints`]: the legacy Endpoints of every Service with a selector.
 //! - [`nodeipam`]: a pod CIDR for every Node from the cluster CIDR.
 //! - [`token_cleaner`]: expired bootstrap tokens are deleted.
+//! - [`knative`]: Knative Serving's Service, Configuration, Revision and Route.
 //! - [`serviceaccount`]: a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in
 //!   every namespace (the ServiceAccount controller and the root-CA publisher).
 //!
@@ -42,6 +43,7 @@ mod expectations;
 mod garbage_collector;
 mod informer;
 mod job;
+pub mod knative;
 mod node_lifecycle;
 mod nodeipam;
 mod pod_control;
@@ -65,8 +67,8 @@ use wasmkube_client::LeaderElector;
 
 pub use config::{
     ALL_CONTROLLERS, ControllersConfig, ControllersError, DEFAULT_CLUSTER_CIDR,
-    DEFAULT_NODE_CIDR_MASK_SIZE, IpNet, TTL_AFTER_FINISHED_ACCOUNT, service_account,
-    service_accounts,
+    DEFAULT_FUNCTION_DOMAIN, DEFAULT_NODE_CIDR_MASK_SIZE, IpNet, TTL_AFTER_FINISHED_ACCOUNT,
+    service_account, service_accounts,
 };
 pub use context::Context;
 
@@ -274,6 +276,12 @@ fn start_controllers(ctx: &Arc<Context>) -> (JoinSet<()>, SharedInformerFactory)
                  project kube-root-ca.crt cannot start"
             ),
         }
+    }
+    if config.enabled("knative-serving") {
+        set.spawn(knative::run(
+            as_controller(ctx, "knative-serving"),
+            &informers,
+        ));
     }
     // Last: it follows the metadata of the kinds the others made typed informers of
     // through those informers (one watch per kind), and of the other kinds directly.

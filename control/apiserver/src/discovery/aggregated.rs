@@ -178,7 +178,8 @@ mod tests {
                 "certificates.k8s.io",
                 "node.k8s.io",
                 "discovery.k8s.io",
-                "networking.k8s.io"
+                "networking.k8s.io",
+                "serving.knative.dev"
             ]
         );
         let deployments = resource(&items[0]["versions"][0], "deployments");

@@ -298,6 +298,19 @@ fn binding(what: &str) -> Vec<ColumnDefinition> {
     ]
 }
 
+/// A Knative kind's columns as its CRD prints them: NAME, `leading` (strings), READY, REASON.
+fn knative(leading: &[&'static str]) -> Vec<ColumnDefinition> {
+    let mut cols = vec![name_col()];
+    cols.extend(
+        leading
+            .iter()
+            .map(|name| col(name, "string", String::new())),
+    );
+    cols.push(col("Ready", "string", String::new()));
+    cols.push(col("Reason", "string", String::new()));
+    cols
+}
+
 fn simple(extra: Vec<ColumnDefinition>) -> Vec<ColumnDefinition> {
     let mut cols = vec![name_col()];
     cols.extend(extra);
@@ -337,11 +350,20 @@ pub(crate) enum Printer {
     ClusterRoleBinding,
     /// NAME, AGE, SIGNERNAME, REQUESTOR, REQUESTEDDURATION, CONDITION.
     CertificateSigningRequest,
+    /// Knative's Service: NAME, URL, LATESTCREATED, LATESTREADY, READY, REASON (the
+    /// additionalPrinterColumns of its CRD, which has no AGE).
+    KnativeService,
+    /// NAME, LATESTCREATED, LATESTREADY, READY, REASON.
+    KnativeConfiguration,
+    /// NAME, CONFIG NAME, GENERATION, READY, REASON, ACTUAL REPLICAS, DESIRED REPLICAS.
+    KnativeRevision,
+    /// NAME, URL, READY, REASON.
+    KnativeRoute,
     /// NAME and AGE only.
     Default,
 }
 
-const ALL: [Printer; 24] = [
+const ALL: [Printer; 28] = [
     Printer::Pod,
     Printer::Node,
     Printer::Namespace,
@@ -365,6 +387,10 @@ const ALL: [Printer; 24] = [
     Printer::RoleBinding,
     Printer::ClusterRoleBinding,
     Printer::CertificateSigningRequest,
+    Printer::KnativeService,
+    Printer::KnativeConfiguration,
+    Printer::KnativeRevision,
+    Printer::KnativeRoute,
     Printer::Default,
 ];
 
@@ -397,6 +423,10 @@ impl Printer {
             ("certificates.k8s.io", "CertificateSigningRequest") => {
                 Printer::CertificateSigningRequest
             }
+            ("serving.knative.dev", "Service") => Printer::KnativeService,
+            ("serving.knative.dev", "Configuration") => Printer::KnativeConfiguration,
+            ("serving.knative.dev", "Revision") => Printer::KnativeRevision,
+            ("serving.knative.dev", "Route") => Printer::KnativeRoute,
             _ => Printer::Default,
         }
     }
@@ -498,6 +528,15 @@ impl Printer {
             ],
             Printer::RoleBinding => binding("roleBinding"),
             Printer::ClusterRoleBinding => binding("clusterRoleBinding"),
+            Printer::KnativeService => knative(&["URL", "LatestCreated", "LatestReady"]),
+            Printer::KnativeConfiguration => knative(&["LatestCreated", "LatestReady"]),
+            Printer::KnativeRevision => {
+                let mut cols = knative(&["Config Name", "Generation"]);
+                cols.push(col("Actual Replicas", "integer", String::new()));
+                cols.push(col("Desired Replicas", "integer", String::new()));
+                cols
+            }
+            Printer::KnativeRoute => knative(&["URL"]),
             Printer::Default => simple(Vec::new()),
         }
     }

@@ -129,8 +129,67 @@ pub(crate) fn cells(printer: Printer, obj: &Value, now: Timestamp) -> Vec<Value>
         ],
         Printer::RoleBinding | Printer::ClusterRoleBinding => binding(obj, now),
         Printer::CertificateSigningRequest => super::csr::cells(obj, now),
+        Printer::KnativeService => {
+            let mut cells = vec![
+                name(obj),
+                json!(str_at(obj, &["status", "url"])),
+                json!(str_at(obj, &["status", "latestCreatedRevisionName"])),
+                json!(str_at(obj, &["status", "latestReadyRevisionName"])),
+            ];
+            cells.extend(ready_and_reason(obj));
+            cells
+        }
+        Printer::KnativeConfiguration => {
+            let mut cells = vec![
+                name(obj),
+                json!(str_at(obj, &["status", "latestCreatedRevisionName"])),
+                json!(str_at(obj, &["status", "latestReadyRevisionName"])),
+            ];
+            cells.extend(ready_and_reason(obj));
+            cells
+        }
+        Printer::KnativeRevision => {
+            let label = |key: &str| json!(str_at(obj, &["metadata", "labels", key]));
+            let mut cells = vec![
+                name(obj),
+                label("serving.knative.dev/configuration"),
+                label("serving.knative.dev/configurationGeneration"),
+            ];
+            cells.extend(ready_and_reason(obj));
+            let replicas = |field| match at(obj, &["status", field]).and_then(Value::as_i64) {
+                Some(n) => json!(n),
+                None => Value::Null,
+            };
+            cells.push(replicas("actualReplicas"));
+            cells.push(replicas("desiredReplicas"));
+            cells
+        }
+        Printer::KnativeRoute => {
+            let mut cells = vec![name(obj), json!(str_at(obj, &["status", "url"]))];
+            cells.extend(ready_and_reason(obj));
+            cells
+        }
         Printer::Default => vec![name(obj), age(obj, now)],
     }
+}
+
+/// READY and REASON of a Knative object: its `Ready` condition's status and reason.
+fn ready_and_reason(obj: &Value) -> [Value; 2] {
+    let ready = at(obj, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        });
+    let field = |key| {
+        json!(
+            ready
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )
+    };
+    [field("status"), field("reason")]
 }
 
 /// NAME, AGE, REQUEST (`pods: 1/2, requests.cpu: 0/1`), LIMIT (the `limits.*` resources),

@@ -114,6 +114,41 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                 events_rule(),
             ],
         ),
+        // Knative Serving's controller (Service -> Configuration + Route -> Revision ->
+        // Deployment); Knative runs it as `knative-serving/controller`.
+        (
+            "knative-serving-controller",
+            vec![
+                rule(&[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ])
+                .groups(&["serving.knative.dev"])
+                .resources(&["services", "configurations", "revisions", "routes"]),
+                rule(&["update", "patch"])
+                    .groups(&["serving.knative.dev"])
+                    .resources(&[
+                        "services/status",
+                        "configurations/status",
+                        "revisions/status",
+                        "routes/status",
+                    ]),
+                rule(&["update"])
+                    .groups(&["serving.knative.dev"])
+                    .resources(&[
+                        "services/finalizers",
+                        "configurations/finalizers",
+                        "revisions/finalizers",
+                        "routes/finalizers",
+                    ]),
+                rule(&[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ])
+                .groups(&[APPS])
+                .resources(&["deployments"]),
+                rule(READ).groups(&[LEGACY]).resources(&["pods"]),
+                events_rule(),
+            ],
+        ),
         (
             "endpointslice-controller",
             vec![
