@@ -62,6 +62,8 @@ pub use runtime::cri::CriError;
 
 /// The kubelet's `--runtime-request-timeout` default.
 pub const DEFAULT_RUNTIME_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Where the agent writes its container pods' CNI configuration by default (containerd's).
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
 /// The kubelet's port, the default of the log server.
 pub const DEFAULT_LOG_PORT: u16 = 10250;
@@ -150,6 +152,10 @@ pub struct AgentConfig {
     pub container_runtime_endpoint: Option<String>,
     /// The deadline of CRI calls (`--runtime-request-timeout`, 2 minutes).
     pub runtime_request_timeout: Duration,
+    /// Where the agent writes the CNI configuration of its container pods (`--cni-conf-dir`,
+    /// containerd's CRI `conf_dir`; `/etc/cni/net.d`), on a routed node with a container
+    /// runtime.
+    pub cni_conf_dir: PathBuf,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -226,6 +232,7 @@ impl AgentConfig {
             image_gc: images::ImageGcPolicy::default(),
             container_runtime_endpoint: None,
             runtime_request_timeout: DEFAULT_RUNTIME_REQUEST_TIMEOUT,
+            cni_conf_dir: PathBuf::from(DEFAULT_CNI_CONF_DIR),
         }
     }
 
@@ -479,6 +486,8 @@ pub async fn start(
             stopped.clone(),
         ))
     });
+    let cni_conf_dir = config.cni_conf_dir.clone();
+    let cni_ipam_dir = agent_dir.join("cni").join("networks");
     let task = tokio::spawn(async move {
         let registration = register_until_done(&client, &settings, &info, stopped());
         let Some(status) = registration.await else {
@@ -513,9 +522,13 @@ pub async fn start(
             else {
                 return;
             };
-            match ctx.network.set_pod_cidr(network, prefix) {
+            let shared = ctx.cri.is_some();
+            match ctx.network.set_pod_cidr(network, prefix, shared) {
                 Ok(()) => {
-                    tracing::info!(pod_cidr = %format!("{network}/{prefix}"), "pods get IPs from the Node's pod CIDR")
+                    tracing::info!(pod_cidr = %format!("{network}/{prefix}"), "pods get IPs from the Node's pod CIDR");
+                    if shared {
+                        write_cni_config(&cni_conf_dir, &cni_ipam_dir, network, prefix);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the Node's pod CIDR is not usable; pods get no IPs")
@@ -561,6 +574,23 @@ pub async fn start(
 /// directory; a stored certificate still usable for them is put in `slot` at once.
 /// Imports the images of the air-gap directory (`<data-dir>/agent/image-imports/`) before
 /// any pod starts; each failure is logged and skipped.
+/// Writes the CNI configuration of the node's container pods (the upper half of its pod
+/// CIDR, `network::cni`) where the container runtime reads it; a failure is logged (the
+/// runtime then says "cni plugin not initialized" for every sandbox, which names the cause).
+fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, network: std::net::Ipv4Addr, prefix: u8) {
+    let cni = network::cni::CniNetwork::upper_half(network, prefix, ipam_dir.to_owned());
+    match network::cni::write_conflist(conf_dir, network::cni::CONFLIST_FILE, &cni) {
+        Ok((path, _)) => tracing::info!(
+            path = %path.display(),
+            range = %format!("{}-{}", cni.range_start, cni.range_end),
+            "container pods get IPs from the upper half of the pod CIDR through CNI"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the CNI configuration of container pods")
+        }
+    }
+}
+
 async fn import_airgap_images(images: &images::ImageStore, agent_dir: &Path) {
     let dir = agent_dir.join(images::airgap::AIRGAP_DIR);
     let store = images.clone();

@@ -171,6 +171,8 @@ pub enum NetworkError {
 pub(crate) struct PodIpAllocator {
     base: u32,
     prefix: u8,
+    /// Assignable addresses: `base + 1 ..= base + hosts`.
+    hosts: u32,
     inner: Mutex<Allocations>,
 }
 
@@ -202,8 +204,21 @@ impl PodIpAllocator {
         Ok(PodIpAllocator {
             base: u32::from(base) & mask,
             prefix,
+            hosts: (1u32 << (32 - prefix)) - 2,
             inner: Mutex::new(Allocations::default()),
         })
+    }
+
+    /// [`with_cidr`](Self::with_cidr) for a pod CIDR shared with the node's container
+    /// runtime: wasm pods get the lower half (below the CNI bridge's gateway, the first
+    /// address of the upper half: [`cni::CniNetwork::upper_half`]).
+    pub(crate) fn with_cidr_shared(
+        base: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<PodIpAllocator, NetworkError> {
+        let mut allocator = PodIpAllocator::with_cidr(base, prefix)?;
+        allocator.hosts = (1u32 << (32 - prefix)) / 2 - 1;
+        Ok(allocator)
     }
 
     /// The node's pod CIDR, e.g. `127.1.0.0/16` (what `node.spec.podCIDR` would say).
@@ -211,14 +226,10 @@ impl PodIpAllocator {
         format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
     }
 
-    fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix)
-    }
-
     /// Whether `ip` is an assignable address of this node's range.
     pub(crate) fn contains(&self, ip: Ipv4Addr) -> bool {
         let offset = u32::from(ip).wrapping_sub(self.base);
-        offset > 0 && offset < self.size() - 1
+        offset > 0 && offset <= self.hosts
     }
 
     /// The IP of pod `pod_uid`: the one it already has, else a free one (the first candidate
@@ -228,7 +239,7 @@ impl PodIpAllocator {
         if let Some(ip) = a.by_uid.get(pod_uid) {
             return Ok(*ip);
         }
-        let hosts = self.size() - 2;
+        let hosts = self.hosts;
         let hash = Sha256::digest(pod_uid.as_bytes());
         let first = u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]) % hosts;
         for i in 0..hosts {

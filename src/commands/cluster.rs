@@ -204,6 +204,12 @@ pub(crate) struct NodeArgs {
     /// period for a stop).
     #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) runtime_request_timeout: std::time::Duration,
+    /// Where the agent writes the CNI configuration of its container pods (the directory
+    /// containerd's CRI plugin reads: its `conf_dir`). Written with --pod-network=routed
+    /// and a --container-runtime-endpoint: container pods get the upper half of the Node's
+    /// pod CIDR on the bridge wkcni0 (bridge + host-local + portmap), wasm pods the lower.
+    #[arg(long, default_value = wasmkube_agent::DEFAULT_CNI_CONF_DIR, value_name = "DIR")]
+    pub(crate) cni_conf_dir: std::path::PathBuf,
     /// This node's number on the machine (1-254): its pods get IPs 127.N.x.y.
     /// Several agents on one machine need different numbers [default: 1 for the server's
     /// embedded agent, derived from the node name for `wasmkube agent`].
@@ -435,6 +441,7 @@ impl NodeArgs {
         config.allowed_host_paths = self.allowed_host_paths.clone();
         config.container_runtime_endpoint = self.container_runtime_endpoint.clone();
         config.runtime_request_timeout = self.runtime_request_timeout;
+        config.cni_conf_dir = self.cni_conf_dir.clone();
         config.eviction_hard = self.eviction_hard;
         config.image_gc = self.image_gc_policy()?;
         let port = self.agent_port.unwrap_or(wasmkube_agent::DEFAULT_LOG_PORT);

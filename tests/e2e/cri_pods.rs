@@ -17,7 +17,7 @@ use kube::Api;
 
 use crate::harness::{
     BUSYBOX_IMAGE, Containerd, NetnsLab, NodeSpec, PortForward, TestCluster, container_status,
-    cri_tests_opted_out, curl, events_of, free_port, poll_until,
+    cri_tests_opted_out, curl, events_of, free_port, http_service, poll_until, ready_app_pods,
 };
 
 /// How long a container pod may take to reach a state (image import, sandbox, runc).
@@ -557,5 +557,137 @@ async fn exec_probes_volumes_and_memory_limits_act_on_containers() -> Result<()>
             .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
     })
     .await?;
+    Ok(())
+}
+
+/// Mixed: on a routed node, the agent writes the CNI configuration itself (container pods get
+/// the upper half of the Node's pod CIDR, wasm pods the lower), and one Service selecting a
+/// wasm Deployment and a container Deployment reaches both kinds, from the node and from a
+/// container.
+#[tokio::test]
+async fn one_service_fronts_wasm_and_container_pods() -> Result<()> {
+    const TEST: &str = "one_service_fronts_wasm_and_container_pods";
+    if cri_tests_opted_out(TEST) {
+        return Ok(());
+    }
+    let lab = Arc::new(NetnsLab::new(1).await?);
+    let host = lab.host(0)?;
+    // Empty: the agent writes its conflist here once the Node has a pod CIDR.
+    let cni = tempfile::tempdir()?;
+    let containerd = Containerd::start(host, cni.path()).await?;
+    containerd.import_test_images().await?;
+    let Some(cluster) = TestCluster::builder()
+        .embedded_agent(
+            NodeSpec::named("mixed-node")
+                .cpu("4")
+                .arg("--pod-network=routed")
+                .arg(&format!(
+                    "--container-runtime-endpoint={}",
+                    containerd.endpoint()
+                ))
+                .arg(&format!("--cni-conf-dir={}", cni.path().display())),
+        )
+        .in_given_netns_lab(lab.clone())
+        .start_with_samples(TEST)
+        .await?
+    else {
+        return Ok(());
+    };
+    let wasm = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mixed-wasm"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "mixed", "kind": "wasm"}},
+            "template": {"metadata": {"labels": {"app": "mixed", "kind": "wasm"}},
+                "spec": {"runtimeClassName": "wasmtime", "containers": [{
+                    "name": "http-hello", "image": "wasmkube.local/samples/http-hello:v1",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                       "periodSeconds": 1}}]}}}
+    });
+    let container = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mixed-ctr"},
+        "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "mixed", "kind": "container"}},
+            "template": {"metadata": {"labels": {"app": "mixed", "kind": "container"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                    "name": "httpd", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", "mkdir -p /www && echo hello from a container \
+                                > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1}}]}}}
+    });
+    for manifest in [
+        wasm.to_string(),
+        container.to_string(),
+        http_service("mixed"),
+    ] {
+        cluster
+            .kubectl_ok_stdin(&["apply", "-f", "-"], &manifest)
+            .await?;
+    }
+    let pods = ready_app_pods(&cluster, "mixed", 2, DEADLINE)
+        .await
+        .with_context(|| cluster.log_tail(40))?;
+
+    // The two halves of the Node's pod CIDR.
+    let nodes: Api<Node> = Api::all(cluster.client().await?);
+    let node = nodes.get("mixed-node").await?;
+    let cidr = node
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .context("the node has a pod CIDR")?;
+    let (base, prefix) = cidr.split_once('/').context("a CIDR")?;
+    let (base, prefix): (std::net::Ipv4Addr, u32) = (base.parse()?, prefix.parse()?);
+    let half = u32::from(base) + (1 << (32 - prefix)) / 2;
+    for pod in &pods {
+        let ip: std::net::Ipv4Addr = pod.ip.parse()?;
+        let upper = u32::from(ip) > half;
+        ensure!(
+            upper == pod.name.starts_with("mixed-ctr"),
+            "{} has {ip}: container pods get the upper half of {cidr}, wasm pods the lower",
+            pod.name
+        );
+    }
+
+    // Through the Service, from the node: both kinds answer (kube-proxy picks at random).
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(cluster.client().await?);
+    let cluster_ip = services
+        .get("mixed")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the Service has a cluster IP")?;
+    let url = format!("http://{cluster_ip}/index.html");
+    // The route a real host's default route stands for (the lab has none): the service
+    // CIDR out of eth0, so that the node's own connections reach kube-proxy's DNAT.
+    host.run_ok("ip", &["route", "add", "10.43.0.0/16", "dev", "eth0"])
+        .await?;
+    let answers = poll_until("both kinds answered through the Service", DEADLINE, || {
+        let url = url.clone();
+        async move {
+            let mut args = vec!["-sS", "--max-time", "10"];
+            args.extend(std::iter::repeat_n(url.as_str(), 20));
+            let out = host.run_ok("curl", &args).await?;
+            let wasm = out.contains("hello from wasm");
+            let container = out.contains("hello from a container");
+            Ok((wasm && container).then_some(out))
+        }
+    })
+    .await?;
+    ensure!(!answers.is_empty());
+
+    // From the container: the Service answers too.
+    let ctr = pods
+        .iter()
+        .find(|p| p.name.starts_with("mixed-ctr"))
+        .context("the container pod")?;
+    let fetched = cluster
+        .kubectl_ok(&["exec", &ctr.name, "--", "wget", "-qO-", &url])
+        .await?;
+    ensure!(
+        fetched.contains("hello from wasm") || fetched.contains("hello from a container"),
+        "{fetched:?}"
+    );
+    drop(containerd);
     Ok(())
 }

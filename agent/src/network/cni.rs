@@ -58,6 +58,31 @@ pub struct CniNetwork {
     pub ipam_data_dir: PathBuf,
 }
 
+impl CniNetwork {
+    /// The container half of a node's pod CIDR when wasm pods share it: the wasm allocator
+    /// hands out the lower half ([`PodIpAllocator::with_cidr_shared`]), container pods get
+    /// the upper half through `host-local`, the bridge holds its first address (the gateway).
+    ///
+    /// [`PodIpAllocator::with_cidr_shared`]: crate::network::PodIpAllocator::with_cidr_shared
+    pub fn upper_half(subnet: Ipv4Addr, prefix: u8, ipam_data_dir: PathBuf) -> CniNetwork {
+        let size = 1u32 << (32 - u32::from(prefix.clamp(8, 30)));
+        let mask = !(size - 1);
+        let base = u32::from(subnet) & mask;
+        let half = base + size / 2;
+        CniNetwork {
+            name: "wasmkube".to_owned(),
+            bridge: "wkcni0".to_owned(),
+            subnet: Ipv4Addr::from(base),
+            prefix,
+            range_start: Ipv4Addr::from(half + 1),
+            range_end: Ipv4Addr::from(base + size - 2),
+            gateway: Ipv4Addr::from(half),
+            mtu: None,
+            ipam_data_dir,
+        }
+    }
+}
+
 /// Why a configuration cannot be rendered or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -243,6 +268,21 @@ pub fn write_conflist(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_get_the_upper_half_of_the_pod_cidr() {
+        let n = CniNetwork::upper_half("10.42.3.0".parse().unwrap(), 24, PathBuf::from("/d"));
+        assert_eq!(
+            (n.subnet, n.gateway, n.range_start, n.range_end),
+            (
+                "10.42.3.0".parse().unwrap(),
+                "10.42.3.128".parse().unwrap(),
+                "10.42.3.129".parse().unwrap(),
+                "10.42.3.254".parse().unwrap()
+            )
+        );
+        n.validate().unwrap();
+    }
 
     fn network() -> CniNetwork {
         CniNetwork {

@@ -47,13 +47,23 @@ impl Network {
         }
     }
 
-    /// Sets the routed network's pod CIDR (the Node's `spec.podCIDR`). Later calls change
-    /// nothing: a Node's pod CIDR is immutable.
-    pub(crate) fn set_pod_cidr(&self, network: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
+    /// Sets the routed network's pod CIDR (the Node's `spec.podCIDR`); wasm pods get only
+    /// its lower half when `shared` (the container runtime's CNI gets the upper half). Later
+    /// calls change nothing: a Node's pod CIDR is immutable.
+    pub(crate) fn set_pod_cidr(
+        &self,
+        network: Ipv4Addr,
+        prefix: u8,
+        shared: bool,
+    ) -> Result<(), NetworkError> {
         if let Network::Routed { allocator, .. } = self
             && allocator.get().is_none()
         {
-            let _ = allocator.set(PodIpAllocator::with_cidr(network, prefix)?);
+            let _ = allocator.set(if shared {
+                PodIpAllocator::with_cidr_shared(network, prefix)?
+            } else {
+                PodIpAllocator::with_cidr(network, prefix)?
+            });
         }
         Ok(())
     }
