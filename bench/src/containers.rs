@@ -14,9 +14,12 @@
 //! `ctr run -d busybox ID sleep 3600`, timed until `ctr` returns with the task started (the
 //! closer peer of a pod's create -> Running), each deleted untimed before the next.
 //!
-//! The wasmkube side (a container pod, create -> Running, on the same containerd through the
-//! agent's CRI runtime) joins this report once the agent runs container pods; until then its
-//! row says it was not measured.
+//! The wasmkube side: a `wasmkube server` whose embedded agent runs container pods on the
+//! same containerd (`--container-runtime-endpoint`, the agent's CNI configuration list on a
+//! private range inside the bench's namespace): a busybox `sleep` pod, create -> Running,
+//! `--runs` times one at a time after a warm-up; then the pod churn, `--runs` pods created
+//! ten at a time -> all Running -> deleted -> all gone, of the `counter` wasm sample and of
+//! the busybox container, pods/s each (issue 12's "wasm >= 10x containers").
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,8 +29,16 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use std::collections::HashSet;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::podwatch::Milestone;
 use super::report::{LatencySummary, latency_histogram, record};
+use super::samples::{Samples, pod_named};
 use super::table::{LatencyRow, latency_table};
+use super::workload::{self, Workload, capacity_args};
 
 #[path = "../../tests/e2e/harness/containerd_host.rs"]
 #[allow(dead_code)]
@@ -56,18 +67,45 @@ pub(crate) struct ContainersCommand {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// The repository's samples directory, built with `samples/build --oci` (the wasm side
+    /// of the churn runs the `counter` sample) [default: ./samples, else the one next to
+    /// this binary's target directory].
+    #[arg(long, value_name = "DIR")]
+    samples: Option<PathBuf>,
 }
+
+/// The wasm sample of the churn: a command module that keeps running.
+const WASM_SAMPLE: &str = "counter";
+/// How long one phase of the pod measurements may take.
+const POD_PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pods created at once in the churn.
+const CHURN_CONCURRENCY: usize = 10;
 
 impl ContainersCommand {
     /// Starts the private containerd, times the runs and prints the figures.
-    pub(crate) async fn execute(self) -> anyhow::Result<()> {
+    pub(crate) async fn execute(self, wasmkube: &Path) -> anyhow::Result<()> {
+        let samples = Samples::locate(self.samples.as_deref())?;
+        samples.require_built(WASM_SAMPLE)?;
         let cni = tempfile::tempdir().context("creating a CNI configuration directory")?;
+        // The agent's own CNI configuration list, on a private range inside the bench's
+        // network namespace; host-local's reservations in the bench's directory.
+        let network = wasmkube_agent::network::cni::CniNetwork::upper_half(
+            std::net::Ipv4Addr::new(10, 88, 0, 0),
+            16,
+            cni.path().join("ipam"),
+        );
+        wasmkube_agent::network::cni::write_conflist(
+            cni.path(),
+            wasmkube_agent::network::cni::CONFLIST_FILE,
+            &network,
+        )?;
         let containerd = BenchContainerd::start(cni.path()).await?;
         containerd.import_test_images().await?;
         let versions = containerd.versions().await;
         let load_average = super::report::load_average();
         let ctr_run = ctr_run_startup(&containerd, self.runs).await?;
         let started = ctr_start(&containerd, self.runs).await?;
+        let pods = pod_figures(wasmkube, &samples, &containerd, self.runs).await?;
         let rows = [
             LatencyRow::measured(
                 format!("`ctr run --rm` {BUSYBOX_IMAGE} true, one at a time"),
@@ -77,9 +115,9 @@ impl ContainersCommand {
                 "`ctr run -d` busybox sleep, until started".to_owned(),
                 started,
             ),
-            LatencyRow::missing(
-                "container pod, create -> Running",
-                "not measured yet: needs the agent's CRI runtime (issue 12)",
+            LatencyRow::measured(
+                "container pod, create -> Running, one at a time (agent -> CRI)".to_owned(),
+                pods.container_start,
             ),
         ];
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -92,6 +130,7 @@ impl ContainersCommand {
                 "containerd": versions,
                 "snapshotter": containerd.snapshotter,
                 "rows": rows.iter().map(LatencyRow::to_json).collect::<Vec<_>>(),
+                "churn": pods.churn.iter().map(Churn::to_json).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -109,10 +148,209 @@ impl ContainersCommand {
                 containerd.snapshotter, containerd.netns
             ));
             latency_table(&mut out, &rows);
+            out.push_str(&format!(
+                "\npod churn: {} pods created ({CHURN_CONCURRENCY} at a time) -> all Running -> \
+                 deleted (grace 0) -> all gone, on this node\n",
+                self.runs
+            ));
+            out.push_str(
+                "| pods | kind | all Running | all gone (total) | pods/s |\n|---|---|---|---|---|\n",
+            );
+            for c in &pods.churn {
+                out.push_str(&format!(
+                    "| {} | {} | {:.0} ms | {:.0} ms | {:.1} |\n",
+                    c.pods,
+                    c.kind,
+                    c.running.as_secs_f64() * 1000.0,
+                    c.total.as_secs_f64() * 1000.0,
+                    c.pods_per_second()
+                ));
+            }
+            if let [wasm, container] = pods.churn.as_slice() {
+                out.push_str(&format!(
+                    "wasm / container churn: {:.1}x\n",
+                    wasm.pods_per_second() / container.pods_per_second().max(f64::MIN_POSITIVE)
+                ));
+            }
             print!("{out}");
         }
         Ok(())
     }
+}
+
+/// The wasmkube side: container pods through the agent's CRI runtime on this containerd,
+/// and the churn of wasm and container pods on the same node.
+struct PodFigures {
+    container_start: LatencySummary,
+    churn: Vec<Churn>,
+}
+
+/// One churn run.
+struct Churn {
+    kind: &'static str,
+    pods: u64,
+    /// From the first create until every pod was Running.
+    running: Duration,
+    /// From the first create until every pod was gone again.
+    total: Duration,
+}
+
+impl Churn {
+    fn pods_per_second(&self) -> f64 {
+        self.pods as f64 / self.total.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "kind": self.kind,
+            "pods": self.pods,
+            "all_running_ms": self.running.as_secs_f64() * 1000.0,
+            "total_ms": self.total.as_secs_f64() * 1000.0,
+            "pods_per_second": self.pods_per_second(),
+        })
+    }
+}
+
+/// Starts `wasmkube server` whose embedded agent runs container pods on `containerd`, times
+/// `runs` container pods one at a time (after a warm-up), then the churn of `runs` wasm
+/// pods and of `runs` container pods.
+async fn pod_figures(
+    wasmkube: &Path,
+    samples: &Samples,
+    containerd: &BenchContainerd,
+    runs: u64,
+) -> anyhow::Result<PodFigures> {
+    let pods = usize::try_from(runs).context("--runs is too large")?;
+    let mut args = capacity_args(pods * 2);
+    args.push(format!(
+        "--container-runtime-endpoint={}",
+        containerd.endpoint()
+    ));
+    let mut workload = Workload::start(wasmkube, None, &args, samples, &[WASM_SAMPLE]).await?;
+    let figures = measure_pods(&mut workload, samples, runs).await;
+    workload.shutdown().await;
+    figures
+}
+
+async fn measure_pods(
+    workload: &mut Workload,
+    samples: &Samples,
+    runs: u64,
+) -> anyhow::Result<PodFigures> {
+    let container_template: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+            "command": ["sleep", "3600"]}]}
+    }))?;
+    let mut wasm_template = samples.pod(WASM_SAMPLE)?;
+    // On a node with a container runtime a pod without a RuntimeClass goes to CRI.
+    if let Some(spec) = wasm_template.spec.as_mut() {
+        spec.runtime_class_name = Some("wasmtime".to_owned());
+    }
+    let container = |name: &str| pod_named(&container_template, workload::NAMESPACE, name, |_| {});
+    let wasm = |name: &str| pod_named(&wasm_template, workload::NAMESPACE, name, |_| {});
+
+    // The wasm module is compiled once before its churn (the agent caches it).
+    let warm = HashSet::from(["wasm-warmup".to_owned()]);
+    workload.create(&wasm("wasm-warmup")).await?;
+    workload
+        .watch
+        .wait_all(&warm, Milestone::Running, POD_PHASE_TIMEOUT, |_| {})
+        .await?;
+    workload.delete_all(&warm, POD_PHASE_TIMEOUT).await?;
+    let mut churn = Vec::new();
+    let mut container_start = None;
+    for (kind, prefix) in [("wasm", "churn-wasm"), ("container (runc)", "churn-ctr")] {
+        if prefix == "churn-ctr" {
+            // Before the container churn (so that the wasm churn runs on a quiet node): the
+            // sandbox image and first snapshot are warmed up by the first pod, not counted.
+            container_start = Some(container_pods_one_at_a_time(workload, &container, runs).await?);
+        }
+        let make = |i: u64| {
+            let name = format!("{prefix}-{i}");
+            if prefix == "churn-wasm" {
+                wasm(&name)
+            } else {
+                container(&name)
+            }
+        };
+        let manifests: Vec<Pod> = (0..runs).map(make).collect();
+        let names: HashSet<String> = manifests
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let api = workload.pods();
+        let bar = super::progress_bar(runs, format!("{kind} churn"));
+        let start = Instant::now();
+        let created: Vec<anyhow::Result<()>> = futures::stream::iter(manifests.iter().map(|pod| {
+            let api = api.clone();
+            async move { workload::create_pod(&api, pod).await }
+        }))
+        .buffer_unordered(CHURN_CONCURRENCY)
+        .collect()
+        .await;
+        created.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        workload
+            .watch
+            .wait_all(&names, Milestone::Running, POD_PHASE_TIMEOUT, |e| {
+                if e.milestone == Milestone::Running {
+                    bar.inc(1);
+                }
+            })
+            .await
+            .with_context(|| format!("{kind} churn"))?;
+        let running = start.elapsed();
+        workload.delete_all(&names, POD_PHASE_TIMEOUT).await?;
+        let total = start.elapsed();
+        bar.finish_and_clear();
+        churn.push(Churn {
+            kind,
+            pods: runs,
+            running,
+            total,
+        });
+    }
+    Ok(PodFigures {
+        container_start: container_start.context("the container phase ran")?,
+        churn,
+    })
+}
+
+/// `runs` container pods created one after the other, each timed until Running (after one
+/// warm-up pod), then all deleted.
+async fn container_pods_one_at_a_time(
+    workload: &mut Workload,
+    container: &impl Fn(&str) -> Pod,
+    runs: u64,
+) -> anyhow::Result<LatencySummary> {
+    let mut histogram = latency_histogram();
+    let bar = super::progress_bar(runs, "container pods one at a time".to_owned());
+    let mut names = HashSet::new();
+    for i in 0..=runs {
+        let name = format!("ctr-{i}");
+        let start = Instant::now();
+        workload.create(&container(&name)).await?;
+        workload
+            .watch
+            .wait_all(
+                &HashSet::from([name.clone()]),
+                Milestone::Running,
+                POD_PHASE_TIMEOUT,
+                |_| {},
+            )
+            .await
+            .with_context(|| format!("container pod {name}"))?;
+        // The first one (sandbox image, first snapshot) is a warm-up.
+        if i > 0 {
+            record(&mut histogram, start.elapsed());
+            bar.inc(1);
+        }
+        names.insert(name);
+    }
+    bar.finish_and_clear();
+    workload.delete_all(&names, POD_PHASE_TIMEOUT).await?;
+    Ok(LatencySummary::of(&histogram))
 }
 
 /// `runs` sequential `ctr run --rm BUSYBOX ID true` on `containerd` (after one warm-up run

@@ -219,7 +219,7 @@ impl BenchCommand {
             Some(BenchSubcommand::Service(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::SameNode(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Images(cmd)) => cmd.execute(&wasmkube).await,
-            Some(BenchSubcommand::Containers(cmd)) => cmd.execute().await,
+            Some(BenchSubcommand::Containers(cmd)) => cmd.execute(&wasmkube).await,
             Some(BenchSubcommand::Load(cmd)) => cmd.execute().await,
         }
     }
