@@ -111,6 +111,8 @@ pub(crate) struct ServerCommand {
     #[arg(long)]
     disable_controllers: bool,
     #[command(flatten)]
+    datastore: DatastoreArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     controllers: super::controllers::ControllerArgs,
@@ -146,6 +148,83 @@ struct FunctionArgs {
     /// The autoscaler's period, in milliseconds (Knative's tick interval, 2 s).
     #[arg(long, value_name = "MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
     function_autoscaler_tick_ms: u64,
+}
+
+/// Where the cluster's objects are kept (k3s' flag names).
+#[derive(clap::Args, Debug)]
+struct DatastoreArgs {
+    /// etcd members to store objects in instead of the embedded store, comma-separated
+    /// (`http://HOST:PORT` or `https://HOST:PORT`); several servers given the same etcd
+    /// share one cluster.
+    #[arg(
+        long,
+        env = "WASMKUBE_DATASTORE_ENDPOINT",
+        value_name = "URL[,URL]",
+        value_delimiter = ','
+    )]
+    datastore_endpoint: Vec<String>,
+    /// The CA bundle that signed etcd's serving certificates (https:// endpoints).
+    #[arg(long, value_name = "FILE")]
+    datastore_cafile: Option<PathBuf>,
+    /// The client certificate presented to etcd (with --datastore-keyfile).
+    #[arg(long, value_name = "FILE")]
+    datastore_certfile: Option<PathBuf>,
+    /// The private key of --datastore-certfile.
+    #[arg(long, value_name = "FILE")]
+    datastore_keyfile: Option<PathBuf>,
+    /// How often etcd's history is compacted, as kube-apiserver's flag: each time to the
+    /// revision of the previous interval, so watches can resume from at least this far
+    /// back (`0s`: never).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = super::cluster::parse_duration)]
+    etcd_compaction_interval: Duration,
+}
+
+impl DatastoreArgs {
+    fn datastore(&self) -> anyhow::Result<wasmkube_apiserver::Datastore> {
+        if self.datastore_endpoint.is_empty() {
+            if self.datastore_cafile.is_some()
+                || self.datastore_certfile.is_some()
+                || self.datastore_keyfile.is_some()
+            {
+                anyhow::bail!(
+                    "--datastore-cafile, --datastore-certfile and --datastore-keyfile need \
+                     --datastore-endpoint"
+                );
+            }
+            return Ok(wasmkube_apiserver::Datastore::Redb);
+        }
+        let mut endpoints = Vec::new();
+        for endpoint in &self.datastore_endpoint {
+            let endpoint = endpoint.trim();
+            if endpoint.is_empty() {
+                continue;
+            }
+            let Some(rest) = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"))
+            else {
+                anyhow::bail!(
+                    "--datastore-endpoint {endpoint:?}: an etcd endpoint is http://HOST:PORT or \
+                     https://HOST:PORT (other datastores are not supported)"
+                );
+            };
+            if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+                anyhow::bail!("--datastore-endpoint {endpoint:?}: give HOST:PORT, no path");
+            }
+            endpoints.push(endpoint.trim_end_matches('/').to_owned());
+        }
+        if endpoints.is_empty() {
+            anyhow::bail!("--datastore-endpoint is empty");
+        }
+        let mut config = wasmkube_apiserver::EtcdConfig::new(endpoints);
+        config.tls = wasmkube_apiserver::EtcdTls {
+            ca_file: self.datastore_cafile.clone(),
+            cert_file: self.datastore_certfile.clone(),
+            key_file: self.datastore_keyfile.clone(),
+        };
+        config.compaction_interval = self.etcd_compaction_interval;
+        Ok(wasmkube_apiserver::Datastore::Etcd(config))
+    }
 }
 
 /// The limits that protect the apiserver from its clients (kube-apiserver's flags and
@@ -286,6 +365,7 @@ impl ServerCommand {
         if let Some(ServerAction::Token { action }) = self.action {
             return super::token::execute(action, &data_dir).await;
         }
+        let datastore = self.datastore.datastore()?;
         init_logging(self.log_format);
         let shutdown = Shutdown::on_signals();
         crate::process::prepare(shutdown.wait());
@@ -312,6 +392,7 @@ impl ServerCommand {
             },
             audit: self.audit.config(),
             cluster_dns: dns.as_ref().map(super::cluster_dns::PreparedDns::service),
+            datastore,
         };
         // The apiserver stops after the components (or when this function returns early).
         let (stop_apiserver, apiserver_stopped) = tokio::sync::oneshot::channel::<()>();

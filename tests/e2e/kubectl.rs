@@ -395,10 +395,10 @@ async fn kubectl_describe_pod_shows_its_essentials() -> Result<()> {
 }
 
 /// What the background `kubectl get -w` saw: (event type, pod name, pod labels).
-type SeenEvent = (String, String, Value);
+pub(crate) type SeenEvent = (String, String, Value);
 
 /// Read concatenated JSON documents from kubectl's stdout and forward each watch event.
-async fn forward_watch_events(
+pub(crate) async fn forward_watch_events(
     mut stdout: tokio::process::ChildStdout,
     tx: mpsc::UnboundedSender<Result<SeenEvent>>,
 ) {
@@ -445,7 +445,7 @@ async fn forward_watch_events(
 }
 
 /// Wait for the next event about `name` satisfying `pred`, collecting every event about it.
-async fn wait_for_event(
+pub(crate) async fn wait_for_event(
     rx: &mut mpsc::UnboundedReceiver<Result<SeenEvent>>,
     seen: &mut Vec<SeenEvent>,
     name: &str,

@@ -27,6 +27,9 @@
 //! address behind kube-dns, a dnsmasq upstream in host 0) for wasm pods calling Services by
 //! name.
 //!
+//! `etcd_store` runs the server on a real etcd (`--datastore-endpoint`) that it starts on
+//! loopback (the store's own test support, `control/store/tests/support/etcd.rs`).
+//!
 //! `rbac` acts as several users: client certificates the cluster CA issues for them
 //! (`TestCluster::user_kubeconfig`), and impersonation (`kubectl --as`) by the admin.
 
@@ -50,6 +53,7 @@ mod drain;
 mod durability;
 mod encryption;
 mod endpoints;
+mod etcd_store;
 mod exec;
 mod functions;
 mod guest_isolation;

@@ -286,6 +286,19 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        // As Kubernetes' responsewriters: a Status with retryAfterSeconds says so in the header
+        // too (clients such as client-go read the header).
+        if let Some(seconds) = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("retryAfterSeconds"))
+            .and_then(serde_json::Value::as_u64)
+            .filter(|s| *s > 0)
+            && !resp.headers().contains_key(http::header::RETRY_AFTER)
+            && let Ok(value) = http::HeaderValue::from_str(&seconds.to_string())
+        {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
         if self.close_connection {
             resp.headers_mut().insert(
                 http::header::CONNECTION,

@@ -47,6 +47,7 @@ pub mod validation;
 pub mod watch;
 
 pub use server::{
-    Config, DEFAULT_CLUSTER_SIGNING_DURATION, Limits, Running, StartError, start, start_with_limits,
+    Config, DEFAULT_CLUSTER_SIGNING_DURATION, Datastore, Limits, Running, StartError, start,
+    start_with_limits,
 };
-pub use wasmkube_store::Store;
+pub use wasmkube_store::{EtcdConfig, EtcdTls, Store};

@@ -44,6 +44,21 @@ pub struct Config {
     /// The cluster DNS Service the apiserver keeps (`kube-system/kube-dns`), pointed at
     /// where the DNS server listens; `None`: left as it is (no DNS server runs).
     pub cluster_dns: Option<crate::services::ClusterDns>,
+    /// Where objects are stored: the embedded redb file in the data directory (the
+    /// default), or an etcd cluster (`--datastore-endpoint`).
+    pub datastore: Datastore,
+}
+
+/// The store behind the apiserver.
+#[derive(Clone, Debug, Default)]
+pub enum Datastore {
+    /// `<data-dir>/store.redb`, with the watch history of [`Config::history_max_events`]
+    /// and [`Config::history_max_age`].
+    #[default]
+    Redb,
+    /// An etcd cluster (k3s' `--datastore-endpoint`); its history is bounded by its
+    /// compactor ([`wasmkube_store::EtcdConfig::compaction_interval`]).
+    Etcd(wasmkube_store::EtcdConfig),
 }
 
 /// The default of [`Config::cluster_signing_duration`]: one year, as Kubernetes'.
@@ -94,6 +109,7 @@ impl Config {
             service_accounts: Default::default(),
             audit: crate::audit::AuditConfig::default(),
             cluster_dns: None,
+            datastore: Datastore::Redb,
         }
     }
 }
@@ -226,13 +242,31 @@ pub async fn start_with_limits(
     crate::validation::set_default_toleration_seconds(config.default_toleration_seconds);
     let (audit, audit_stopped) =
         crate::audit::Audit::start(&config.audit).map_err(StartError::Audit)?;
-    let store = wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
-        history_max_events: config.history_max_events,
-        history_max_age: config.history_max_age,
-        min_free_bytes: limits.store_min_free_bytes,
-        ..wasmkube_store::StoreConfig::new(config.data_dir.join("store.redb"))
-    })
-    .map_err(StartError::Store)?;
+    let store: Arc<dyn wasmkube_store::Store> = match &config.datastore {
+        Datastore::Redb => wasmkube_store::RedbStore::open(wasmkube_store::StoreConfig {
+            history_max_events: config.history_max_events,
+            history_max_age: config.history_max_age,
+            min_free_bytes: limits.store_min_free_bytes,
+            ..wasmkube_store::StoreConfig::new(config.data_dir.join("store.redb"))
+        })
+        .map_err(StartError::Store)?,
+        Datastore::Etcd(etcd) => {
+            let redb = config.data_dir.join("store.redb");
+            if redb.exists() {
+                return Err(StartError::Store(wasmkube_store::StoreError::Unavailable(
+                    format!(
+                        "the data directory {} holds an embedded store ({}): its objects are not in \
+                     etcd; start with another --data-dir to use etcd",
+                        config.data_dir.display(),
+                        redb.display()
+                    ),
+                )));
+            }
+            wasmkube_store::EtcdStore::open(etcd.clone())
+                .await
+                .map_err(StartError::Store)?
+        }
+    };
     let encryption = match &config.encryption_provider_config {
         Some(path) => crate::encryption::EncryptionConfig::load(path),
         None => crate::encryption::EncryptionConfig::load_or_create_default(&config.data_dir),

@@ -11,16 +11,19 @@
 //! uses a key's `mod_revision` as the object's `resourceVersion`.
 //!
 //! [`Store`] is the seam: the embedded redb backend ([`RedbStore`]) implements it
-//! on one machine, an etcd backend implements it for HA, and the apiserver never
-//! knows which one it talks to.
+//! on one machine, the etcd backend ([`EtcdStore`]) implements it for several servers on
+//! one etcd cluster, and the apiserver never knows which one it talks to. Revisions are
+//! the backend's own: redb's start at 0, etcd's at 1.
 
 use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod etcd_store;
 mod redb_store;
 
+pub use etcd_store::{EtcdConfig, EtcdStore, EtcdTls};
 pub use redb_store::{DEFAULT_MAX_VALUE_BYTES, DEFAULT_MIN_FREE_BYTES, RedbStore, StoreConfig};
 
 /// A cluster-wide, strictly increasing write counter. `0` means "nothing yet".
