@@ -25,6 +25,9 @@ pub struct Etcd {
     owned_dir: bool,
     client_port: u16,
     peer_port: u16,
+    name: String,
+    /// `--initial-cluster`: every member's `name=peer URL`.
+    initial_cluster: String,
 }
 
 fn free_port() -> u16 {
@@ -55,15 +58,52 @@ impl Etcd {
             std::process::id(),
             free_port()
         ));
+        let peer_port = free_port();
         let mut etcd = Etcd {
             child: None,
             dir,
             owned_dir: true,
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
+            name: "test".to_owned(),
+            initial_cluster: format!("test=http://127.0.0.1:{peer_port}"),
         };
-        etcd.launch();
+        etcd.spawn();
+        etcd.wait_ready();
         etcd
+    }
+
+    /// Starts a cluster of `n` members (each its own process, directory and ports) and waits
+    /// until every one answers.
+    pub fn start_cluster(n: usize) -> Vec<Etcd> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Etcd> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| Etcd {
+                child: None,
+                dir: std::env::temp_dir()
+                    .join(format!("wasmkube-etcd-{}-{client}", std::process::id())),
+                owned_dir: true,
+                client_port: *client,
+                peer_port: *peer,
+                name: format!("m{i}"),
+                initial_cluster: initial_cluster.clone(),
+            })
+            .collect();
+        for member in &mut members {
+            member.spawn();
+        }
+        for member in &mut members {
+            member.wait_ready();
+        }
+        members
     }
 
     /// The client URL (`http://127.0.0.1:PORT`).
@@ -86,19 +126,24 @@ impl Etcd {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         let binary = etcd_binary();
         std::fs::create_dir_all(&self.dir).expect("etcd data directory");
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log file");
         let child = Command::new(&binary)
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
             .arg("--initial-cluster-state=new")
             // Idle watches learn their progress often (kube-apiserver's tests do the same).
             .arg("--experimental-watch-progress-notify-interval=200ms")
@@ -111,6 +156,9 @@ impl Etcd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; run {INSTALL}", binary.display()));
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
             if self.healthy() {
