@@ -280,7 +280,25 @@ impl EtcdStore {
             .await
             .map_err(|e| match e {
                 StoreError::Unavailable(why) => {
-                    StoreError::Unavailable(format!("etcd at {endpoints} does not answer: {why}"))
+                    let tls = if https {
+                        format!(
+                            " (TLS: is {} the CA that signed etcd's serving certificate, and does \
+                             etcd accept the client certificate {}?)",
+                            store.config.tls.ca_file.as_ref().map_or_else(
+                                || "the system's trust store".to_owned(),
+                                |f| format!("--datastore-cafile {}", f.display())
+                            ),
+                            store.config.tls.cert_file.as_ref().map_or_else(
+                                || "(none given)".to_owned(),
+                                |f| format!("--datastore-certfile {}", f.display())
+                            ),
+                        )
+                    } else {
+                        String::new()
+                    };
+                    StoreError::Unavailable(format!(
+                        "etcd at {endpoints} does not answer: {why}{tls}"
+                    ))
                 }
                 other => other,
             })?;

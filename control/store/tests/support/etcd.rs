@@ -28,6 +28,8 @@ pub struct Etcd {
     name: String,
     /// `--initial-cluster`: every member's `name=peer URL`.
     initial_cluster: String,
+    /// Serving certificate, key and the CA clients must be signed by (https clients).
+    tls: Option<[PathBuf; 3]>,
 }
 
 fn free_port() -> u16 {
@@ -67,6 +69,7 @@ impl Etcd {
             peer_port,
             name: "test".to_owned(),
             initial_cluster: format!("test=http://127.0.0.1:{peer_port}"),
+            tls: None,
         };
         etcd.spawn();
         etcd.wait_ready();
@@ -95,6 +98,7 @@ impl Etcd {
                 peer_port: *peer,
                 name: format!("m{i}"),
                 initial_cluster: initial_cluster.clone(),
+                tls: None,
             })
             .collect();
         for member in &mut members {
@@ -106,9 +110,33 @@ impl Etcd {
         members
     }
 
-    /// The client URL (`http://127.0.0.1:PORT`).
+    /// Starts a member serving clients over TLS with `cert` and `key`, requiring client
+    /// certificates signed by `client_ca`; returns once its port accepts connections.
+    pub fn start_tls(cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Etcd {
+        let peer_port = free_port();
+        let mut etcd = Etcd {
+            child: None,
+            dir: std::env::temp_dir().join(format!(
+                "wasmkube-etcd-{}-{}",
+                std::process::id(),
+                free_port()
+            )),
+            owned_dir: true,
+            client_port: free_port(),
+            peer_port,
+            name: "test".to_owned(),
+            initial_cluster: format!("test=http://127.0.0.1:{peer_port}"),
+            tls: Some([cert, key, client_ca]),
+        };
+        etcd.spawn();
+        etcd.wait_ready();
+        etcd
+    }
+
+    /// The client URL (`http://127.0.0.1:PORT`, `https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// `kill -9` of the member (its data stays).
@@ -136,7 +164,15 @@ impl Etcd {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log file");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some([cert, key, ca]) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()))
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -176,11 +212,15 @@ impl Etcd {
         panic!("etcd did not answer /health within {READY_WITHIN:?}:\n{log}");
     }
 
-    /// Whether `/health` says the member has a leader.
+    /// Whether `/health` says the member has a leader (with TLS: whether it accepts
+    /// connections; the test's client then waits for the leader).
     fn healthy(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.client_port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!(
             "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
