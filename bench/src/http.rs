@@ -167,6 +167,7 @@ impl HttpCommand {
         let plan = LoadPlan {
             addr,
             path: self.path.clone(),
+            host: None,
             concurrency,
             warmup: Duration::from_secs(self.warmup),
             duration: Duration::from_secs(self.duration),
@@ -210,6 +211,7 @@ async fn wait_answering(addr: SocketAddr) -> anyhow::Result<()> {
         let plan = LoadPlan {
             addr,
             path: "/".to_owned(),
+            host: None,
             concurrency: 1,
             warmup: Duration::ZERO,
             duration: Duration::from_millis(50),

@@ -27,6 +27,8 @@ pub(crate) struct LoadPlan {
     pub(crate) addr: SocketAddr,
     /// The request path.
     pub(crate) path: String,
+    /// The Host header, the address when `None` (a name routes through the function ingress).
+    pub(crate) host: Option<String>,
     /// Concurrent workers (connections).
     pub(crate) concurrency: usize,
     /// Requests before this long are not counted.
@@ -93,6 +95,10 @@ pub(crate) struct LoadCommand {
     /// The request path.
     #[arg(long, default_value = "/")]
     path: String,
+    /// The Host header [default: the address], e.g. a function's
+    /// `NAME.NAMESPACE.127.0.0.1.sslip.io` at the function ingress.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
     /// Concurrent keep-alive connections, one request in flight each.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: u64,
@@ -112,6 +118,7 @@ impl LoadCommand {
         let plan = LoadPlan {
             addr: self.addr,
             path: self.path,
+            host: self.host,
             concurrency: usize::try_from(self.concurrency).unwrap_or(1),
             warmup: Duration::from_secs(self.warmup),
             duration: Duration::from_secs(self.duration),
@@ -205,7 +212,7 @@ async fn worker(
         ok: 0,
         errors: 0,
     };
-    let host = plan.addr.to_string();
+    let host = plan.host.clone().unwrap_or_else(|| plan.addr.to_string());
     loop {
         let start = Instant::now();
         if start >= until {
@@ -295,6 +302,7 @@ mod tests {
         LoadPlan {
             addr,
             path: path.to_owned(),
+            host: None,
             concurrency: 2,
             warmup: Duration::from_millis(20),
             duration: Duration::from_millis(150),

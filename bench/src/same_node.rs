@@ -171,6 +171,7 @@ impl SameNodeCommand {
                 let plan = LoadPlan {
                     addr,
                     path: "/".to_owned(),
+                    host: None,
                     concurrency,
                     warmup,
                     duration,

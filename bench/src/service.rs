@@ -523,6 +523,7 @@ impl ServiceCommand {
                 let plan = LoadPlan {
                     addr,
                     path: "/".to_owned(),
+                    host: None,
                     concurrency: usize::try_from(self.concurrency).unwrap_or(1),
                     warmup: Duration::from_secs(1),
                     duration: Duration::from_secs(self.duration),

@@ -192,9 +192,14 @@ pub async fn run(
         pods,
         pods_changed,
         stats: Mutex::new(HashMap::new()),
-        http: HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build_http(),
+        http: {
+            // Without TCP_NODELAY a request's head and body wait on the pod's delayed ACK.
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            HttpClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector)
+        },
         rng: AtomicU64::new(seed),
     });
     let accept = accept_loop(ingress.clone(), listener);
@@ -592,6 +597,11 @@ async fn autoscale_loop(ingress: Arc<Ingress>) {
         let now = Instant::now();
         let mut decisions = Vec::new();
         for rev in ingress.revisions.state() {
+            // A Revision scales only once it has been ready (at its initial scale), as
+            // Knative's: scaling a starting Revision to zero would leave it never ready.
+            if super::condition_status(&rev.status, "Ready") != "True" {
+                continue;
+            }
             let namespace = rev.namespace().unwrap_or_default();
             let name = rev.name_any();
             let key = (namespace.clone(), name.clone());
