@@ -376,6 +376,10 @@ pub async fn start(
     )
     .await?;
 
+    // Ready at start: the handshake has just succeeded.
+    let runtime_health = cri
+        .as_ref()
+        .map(|_| tokio::sync::watch::channel(runtime::cri::RuntimeHealth::Ready));
     let settings = node::NodeSettings {
         name: config.node_name.clone(),
         labels: config.labels.clone(),
@@ -386,6 +390,7 @@ pub async fn start(
         data_dir: agent_dir.clone(),
         eviction: config.eviction_hard,
         container_runtime: cri.as_ref().map(|(_, info)| info.clone()),
+        runtime_health: runtime_health.as_ref().map(|(_, rx)| rx.clone()),
     };
     let policies = match &config.kube_proxy_client {
         Some(cluster_wide) => {
@@ -429,16 +434,36 @@ pub async fn start(
         dns: config.dns.clone(),
         policies,
     });
+    let runtime_monitor = match (ctx.cri.clone(), runtime_health) {
+        (Some(cri_client), Some((tx, _))) => {
+            let events = ctx.events.clone();
+            let node = node_reference(&config.node_name);
+            Some(tokio::spawn(runtime::cri::monitor(
+                cri_client,
+                tx,
+                move |health| {
+                    let (type_, reason, message) = match health {
+                        runtime::cri::RuntimeHealth::Ready => (
+                            wasmkube_client::events::EventType::Normal,
+                            "ContainerRuntimeReady",
+                            "the container runtime is back".to_owned(),
+                        ),
+                        runtime::cri::RuntimeHealth::Down(why) => (
+                            wasmkube_client::events::EventType::Warning,
+                            "ContainerRuntimeUnhealthy",
+                            why.clone(),
+                        ),
+                    };
+                    events.record(node.clone(), type_, reason, message);
+                },
+                stopped(),
+            )))
+        }
+        _ => None,
+    };
     let image_gc = {
         let events = ctx.events.clone();
-        let node = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(config.node_name.clone()),
-            // The kubelet's node reference uses the node's name as its UID.
-            uid: Some(config.node_name.clone()),
-            ..Default::default()
-        };
+        let node = node_reference(&config.node_name);
         tokio::spawn(images::gc::run(
             ctx.images.clone(),
             config.image_gc,
@@ -556,6 +581,9 @@ pub async fn start(
         let _ = log_server.task.await;
         let _ = proxy.task.await;
         let _ = image_gc.await;
+        if let Some(monitor) = runtime_monitor {
+            let _ = monitor.await;
+        }
     });
     let supervisor = tokio::spawn(async move {
         shutdown.await;
@@ -574,6 +602,17 @@ pub async fn start(
 /// directory; a stored certificate still usable for them is put in `slot` at once.
 /// Imports the images of the air-gap directory (`<data-dir>/agent/image-imports/`) before
 /// any pod starts; each failure is logged and skipped.
+/// The reference of the node's own events (the kubelet's uses the node's name as its UID).
+fn node_reference(node_name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node_name.to_owned()),
+        uid: Some(node_name.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// Writes the CNI configuration of the node's container pods (the upper half of its pod
 /// CIDR, `network::cni`) where the container runtime reads it; a failure is logged (the
 /// runtime then says "cni plugin not initialized" for every sandbox, which names the cause).

@@ -170,7 +170,15 @@ pub struct NodeSettings {
     pub eviction: EvictionHard,
     /// The container runtime (CRI); `None`: a wasm-only node.
     pub container_runtime: Option<ContainerRuntimeInfo>,
+    /// The container runtime's health as the agent last saw it (condition
+    /// [`CONTAINER_RUNTIME_CONDITION`]); `None` on a wasm-only node.
+    pub runtime_health: Option<tokio::sync::watch::Receiver<crate::runtime::cri::RuntimeHealth>>,
 }
+
+/// The Node condition saying whether the container runtime answers: wasmkube's own, beside
+/// Ready (the kubelet folds a runtime that is down into Ready=False; here the node keeps
+/// running wasm pods, so it stays Ready and says what it cannot run).
+pub const CONTAINER_RUNTIME_CONDITION: &str = "ContainerRuntimeReady";
 
 impl NodeSettings {
     /// All labels: the well-known ones, the runtime label, then the configured ones.
@@ -339,6 +347,28 @@ pub fn node_status(
             now,
         ),
     ];
+    let mut conditions = conditions;
+    if let Some(health) = &settings.runtime_health {
+        let health = health.borrow().clone();
+        conditions.push(match health {
+            crate::runtime::cri::RuntimeHealth::Ready => condition(
+                CONTAINER_RUNTIME_CONDITION,
+                true,
+                "ContainerRuntimeReady",
+                "the container runtime answers and is ready",
+                previous,
+                now,
+            ),
+            crate::runtime::cri::RuntimeHealth::Down(why) => condition(
+                CONTAINER_RUNTIME_CONDITION,
+                false,
+                "ContainerRuntimeDown",
+                &format!("{why}; container pods cannot start or stop until it is back, wasm pods are unaffected"),
+                previous,
+                now,
+            ),
+        });
+    }
     NodeStatus {
         capacity: Some(settings.capacity.quantities()),
         allocatable: Some(
@@ -471,11 +501,19 @@ pub async fn run_status(
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut last_post = Instant::now();
+    let mut runtime_health = settings.runtime_health.clone();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(STATUS_CHECK) => {}
+            // The container runtime went down or came back: said at once.
+            Ok(()) = async {
+                match runtime_health.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         info.refresh(&settings.data_dir);
         let status = node_status(&settings, &info, last.as_ref(), Timestamp::now());
@@ -522,6 +560,7 @@ mod tests {
             data_dir: PathBuf::from("/tmp"),
             eviction: EvictionHard::default(),
             container_runtime: None,
+            runtime_health: None,
         }
     }
 

@@ -244,7 +244,10 @@ fn terminated(t: &Termination, container_id: Option<String>) -> ContainerStateTe
 
 fn container_status(c: &ContainerRecord, scheme: &str, uid: &str) -> ContainerStatus {
     let id = |n: u32| format!("{scheme}{uid}/{}/{n}", c.name);
-    let current_id = c.ever_started.then(|| id(c.restart_count));
+    let current_id = c
+        .runtime_id
+        .clone()
+        .or_else(|| c.ever_started.then(|| id(c.restart_count)));
     let state = match &c.state {
         ContainerState::Waiting {
             reason, message, ..
@@ -281,7 +284,14 @@ fn container_status(c: &ContainerRecord, scheme: &str, uid: &str) -> ContainerSt
         },
     };
     let last_state = c.last_termination.as_ref().map(|t| ApiState {
-        terminated: Some(terminated(t, Some(id(c.restart_count.saturating_sub(1))))),
+        terminated: Some(terminated(
+            t,
+            Some(
+                c.last_runtime_id
+                    .clone()
+                    .unwrap_or_else(|| id(c.restart_count.saturating_sub(1))),
+            ),
+        )),
         ..Default::default()
     });
     let running = matches!(c.state, ContainerState::Running { .. });

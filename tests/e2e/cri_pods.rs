@@ -36,6 +36,18 @@ struct CriCluster {
 /// runtime share a host: the CRI streaming server's loopback address and the pods' CNI
 /// addresses are the agent's too.
 async fn cri_cluster() -> Result<CriCluster> {
+    cri_cluster_started(None)
+        .await?
+        .context("a cluster without samples always starts")
+}
+
+/// [`cri_cluster`] with the samples imported into the node (`None` when they are not built
+/// and the test may skip, see `start_with_samples`).
+async fn cri_cluster_with_samples(test: &str) -> Result<Option<CriCluster>> {
+    cri_cluster_started(Some(test)).await
+}
+
+async fn cri_cluster_started(samples_for: Option<&str>) -> Result<Option<CriCluster>> {
     let lab = Arc::new(NetnsLab::new(1).await?);
     let host = lab.host(0)?;
     let cni = tempfile::tempdir()?;
@@ -60,19 +72,24 @@ async fn cri_cluster() -> Result<CriCluster> {
     let containerd = Containerd::start(host, cni.path()).await?;
     containerd.import_test_images().await?;
     let endpoint = containerd.endpoint();
-    let cluster = TestCluster::builder()
+    let builder = TestCluster::builder()
         .embedded_agent(
             NodeSpec::named("cri-node").arg(&format!("--container-runtime-endpoint={endpoint}")),
         )
-        .in_given_netns_lab(lab.clone())
-        .start()
-        .await?;
-    Ok(CriCluster {
+        .in_given_netns_lab(lab.clone());
+    let cluster = match samples_for {
+        Some(test) => match builder.start_with_samples(test).await? {
+            Some(cluster) => cluster,
+            None => return Ok(None),
+        },
+        None => builder.start().await?,
+    };
+    Ok(Some(CriCluster {
         cluster,
         containerd,
         _cni: cni,
         _lab: lab,
-    })
+    }))
 }
 
 fn busybox_pod(name: &str, script: &str, restart_policy: &str) -> String {
@@ -689,5 +706,157 @@ async fn one_service_fronts_wasm_and_container_pods() -> Result<()> {
         "{fetched:?}"
     );
     drop(containerd);
+    Ok(())
+}
+
+/// The container runtime killed with SIGKILL: the Node says so (condition and Warning event)
+/// and stays Ready, the wasm pod keeps running, the container pod keeps its container (its
+/// shim outlives containerd) and answers exec again once containerd is back. Then the agent
+/// is killed and restarted: the container pod runs again with exactly one sandbox and one
+/// container in the runtime, nothing duplicated or left behind.
+#[tokio::test]
+async fn a_runtime_outage_and_an_agent_restart_lose_and_duplicate_nothing() -> Result<()> {
+    const TEST: &str = "a_runtime_outage_and_an_agent_restart_lose_and_duplicate_nothing";
+    if cri_tests_opted_out(TEST) {
+        return Ok(());
+    }
+    let Some(CriCluster {
+        mut cluster,
+        mut containerd,
+        _cni,
+        _lab,
+    }) = cri_cluster_with_samples(TEST).await?
+    else {
+        return Ok(());
+    };
+    let wasm = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "wasm"},
+        "spec": {"runtimeClassName": "wasmtime", "containers": [{
+            "name": "http-hello", "image": "wasmkube.local/samples/http-hello:v1",
+            "ports": [{"containerPort": 8080}]}]}
+    });
+    cluster
+        .kubectl_ok_stdin(&["apply", "-f", "-"], &wasm.to_string())
+        .await?;
+    cluster
+        .kubectl_ok_stdin(
+            &["apply", "-f", "-"],
+            &busybox_pod("sleeper", "sleep 3600", "Always"),
+        )
+        .await?;
+    let running = |s: &k8s_openapi::api::core::v1::ContainerStatus| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.running.as_ref())
+            .is_some()
+    };
+    wait_container(&cluster, "wasm", "running", running).await?;
+    let before = wait_container(&cluster, "sleeper", "running", running).await?;
+    let container_id = container_status(&before).and_then(|s| s.container_id.clone());
+    ensure!(
+        container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("containerd://")),
+        "the runtime's container ID, as the kubelet reports it: {container_id:?}"
+    );
+
+    let client = cluster.client().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let runtime_condition = |node: &Node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "ContainerRuntimeReady"))
+            .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+    };
+    let condition_is = |status: &'static str| {
+        let nodes = nodes.clone();
+        move || {
+            let nodes = nodes.clone();
+            async move {
+                let node = nodes.get("cri-node").await?;
+                Ok(runtime_condition(&node)
+                    .filter(|(s, _)| s == status)
+                    .map(|_| node))
+            }
+        }
+    };
+    ensure!(
+        runtime_condition(&nodes.get("cri-node").await?).map(|(s, _)| s) == Some("True".into()),
+        "the runtime is ready at first"
+    );
+
+    containerd.kill9().await?;
+    let down = poll_until(
+        "ContainerRuntimeReady False",
+        DEADLINE,
+        condition_is("False"),
+    )
+    .await?;
+    ensure!(
+        runtime_condition(&down).is_some_and(|(_, reason)| reason == "ContainerRuntimeDown"),
+        "{:?}",
+        runtime_condition(&down)
+    );
+    ensure!(
+        crate::harness::node_is_ready(&down),
+        "the node stays Ready: it still runs wasm pods"
+    );
+    let events = events_of(&client, "cri-node").await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ContainerRuntimeUnhealthy")),
+        "a Warning event on the node: {:?}",
+        events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+    for name in ["wasm", "sleeper"] {
+        let p = pod(&cluster, name).await?;
+        ensure!(
+            container_status(&p).is_some_and(|s| running(&s) && s.restart_count == 0),
+            "{name} keeps running while containerd is down: {:?}",
+            container_status(&p)
+        );
+    }
+
+    containerd.restart().await?;
+    poll_until("ContainerRuntimeReady True", DEADLINE, condition_is("True")).await?;
+    let after = pod(&cluster, "sleeper").await?;
+    ensure!(
+        container_status(&after)
+            .is_some_and(|s| s.restart_count == 0 && s.container_id == container_id && running(&s)),
+        "the same container runs on: {:?}",
+        container_status(&after)
+    );
+    cluster
+        .kubectl_ok(&["exec", "sleeper", "--", "true"])
+        .await
+        .context("exec once containerd is back")?;
+
+    // The agent (embedded in the server) killed and started again. It does not adopt a
+    // container pod's running sandbox yet: it removes it and makes a new one (the container
+    // is replaced). Either way the runtime must end with exactly the pod's one sandbox and
+    // one container, the one its status names.
+    cluster.kill9().await?;
+    cluster.restart().await?;
+    wait_container(&cluster, "wasm", "running after the agent restart", running).await?;
+    let held = poll_until(
+        "the replaced container, alone with its sandbox in the runtime",
+        DEADLINE,
+        || async {
+            let held = cri_containers(&containerd).await?;
+            let p = pod(&cluster, "sleeper").await?;
+            let now = container_status(&p)
+                .filter(|s| running(s))
+                .and_then(|s| s.container_id.clone());
+            let replaced = now.as_ref().is_some_and(|id| {
+                Some(id) != container_id.as_ref() && held.iter().any(|h| id.ends_with(h.as_str()))
+            });
+            Ok((replaced && held.len() == 2).then_some(held))
+        },
+    )
+    .await
+    .with_context(|| cluster.log_tail(40))?;
+    ensure!(held.len() == 2, "{held:?}");
     Ok(())
 }

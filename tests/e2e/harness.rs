@@ -68,8 +68,8 @@ pub(crate) use linux_images::{BUSYBOX_IMAGE, PAUSE_IMAGE, TestImages, test_image
 use netns::NamespaceForward;
 #[allow(unused_imports)]
 pub(crate) use netns::{LAB_SUBNET, LabHost, NetnsLab, lab_tests_opted_out};
-pub(crate) use nodes::NodeSpec;
 use nodes::{AgentProcess, EmbeddedNode};
+pub(crate) use nodes::{NodeSpec, node_is_ready};
 pub(crate) use pods::{container_status, events_of, pod_is_ready, ready_app_pods, sample_layout};
 pub(crate) use port_forward::{PortForward, curl};
 pub(crate) use registry::{REGISTRY_PASSWORD, REGISTRY_USER, TestRegistry, which};

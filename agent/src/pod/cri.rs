@@ -664,8 +664,17 @@ pub(crate) async fn start_container(
         "Started",
         format!("Started container {}", c.name),
     );
+    // The kubelet's `<runtime name>://<id>`.
+    let runtime_name = client
+        .version(v1::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .map_or_else(|_| "cri".to_owned(), |v| v.runtime_name);
+    let runtime_id = Some(format!("{runtime_name}://{id}"));
     let outcome = watch_exit(client.clone(), id.clone(), log, preopens).boxed();
     Ok(Started {
+        runtime_id,
         running: RunningContainer {
             workload: Workload::Process,
             stopper: Box::new(CriStop {

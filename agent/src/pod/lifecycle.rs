@@ -219,6 +219,11 @@ pub(crate) struct ContainerRecord {
     pub(crate) finished_instant: Option<Instant>,
     /// Consecutive start failures (image/config) for their retry delay.
     pub(crate) start_failures: u32,
+    /// The container runtime's ID of the current instance (`containerd://<id>`) for a
+    /// container the CRI runtime runs; `None` for wasm (its IDs are derived).
+    pub(crate) runtime_id: Option<String>,
+    /// The same of the instance before it (`lastState`).
+    pub(crate) last_runtime_id: Option<String>,
 }
 
 impl ContainerRecord {
@@ -242,6 +247,8 @@ impl ContainerRecord {
             backoff: CrashBackoff::new(),
             finished_instant: None,
             start_failures: 0,
+            runtime_id: None,
+            last_runtime_id: None,
         }
     }
 
@@ -373,10 +380,19 @@ impl PodLifecycle {
         }
         c.state = ContainerState::Running { started_at: at };
         c.ever_started = true;
+        c.last_runtime_id = c.runtime_id.take();
         c.image_id = Some(image_id);
         c.ready = false;
         c.started = Some(false);
         c.start_failures = 0;
+        Ok(())
+    }
+
+    /// Records the runtime's ID of container `i`'s current instance (after [`started`]).
+    ///
+    /// [`started`]: PodLifecycle::started
+    pub(crate) fn set_runtime_id(&mut self, i: usize, id: String) -> Result<(), Illegal> {
+        self.record(i)?.runtime_id = Some(id);
         Ok(())
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Started {
     pub(crate) running: RunningContainer,
     /// The ID of the image it runs (`imageID`).
     pub(crate) image_id: String,
+    /// The container runtime's ID of the instance (`containerd://<id>`); `None` for wasm.
+    pub(crate) runtime_id: Option<String>,
 }
 
 /// Why a start did not produce a running instance.
@@ -386,6 +388,7 @@ pub(crate) async fn start_container(
             Ok(Started {
                 running,
                 image_id: image.digest.clone(),
+                runtime_id: None,
             })
         }
         Err(StartError::Workload(message)) => {

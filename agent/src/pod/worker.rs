@@ -603,12 +603,19 @@ impl Worker {
     }
 
     fn on_started(&mut self, index: usize, generation: u64, started: Started) {
-        let Started { running, image_id } = started;
+        let Started {
+            running,
+            image_id,
+            runtime_id,
+        } = started;
         let started_at = Timestamp::now();
         if let Err(e) = self.lc.started(index, started_at, image_id) {
             tracing::warn!(error = %e, "start not recorded");
             running.stopper.stop(Duration::ZERO);
             return;
+        }
+        if let Some(id) = runtime_id {
+            let _ = self.lc.set_runtime_id(index, id);
         }
         let (has_readiness, has_startup) = self
             .container(index)

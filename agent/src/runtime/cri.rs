@@ -166,3 +166,65 @@ mod tests {
         assert_eq!(names, ["runc"]);
     }
 }
+
+/// How often the agent asks the runtime whether it is up (the kubelet checks every 5 s).
+pub(crate) const HEALTH_CHECK: Duration = Duration::from_secs(2);
+
+/// Whether the container runtime answers and says it is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeHealth {
+    /// `Status` answered with RuntimeReady true.
+    Ready,
+    /// It did not answer, or not ready: why.
+    Down(String),
+}
+
+/// One health check: `Status`, its `RuntimeReady` condition.
+pub(crate) async fn health(client: &Client) -> RuntimeHealth {
+    match client.status(v1::StatusRequest { verbose: false }).await {
+        Ok(answer) => {
+            let ready = answer
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .find(|c| c.r#type == "RuntimeReady");
+            match ready {
+                Some(c) if c.status => RuntimeHealth::Ready,
+                Some(c) => RuntimeHealth::Down(format!(
+                    "the container runtime is not ready: {} {}",
+                    c.reason, c.message
+                )),
+                None => RuntimeHealth::Down(
+                    "the container runtime's status has no RuntimeReady condition".into(),
+                ),
+            }
+        }
+        Err(e) => RuntimeHealth::Down(format!("container runtime is down: {e}")),
+    }
+}
+
+/// Checks the runtime every [`HEALTH_CHECK`] until `shutdown`, publishing each change to
+/// `tx` and calling `changed` with the new state (the agent records a Node event).
+pub(crate) async fn monitor(
+    client: Client,
+    tx: tokio::sync::watch::Sender<RuntimeHealth>,
+    changed: impl Fn(&RuntimeHealth),
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(HEALTH_CHECK) => {}
+        }
+        let now = health(&client).await;
+        if *tx.borrow() != now {
+            match &now {
+                RuntimeHealth::Ready => tracing::info!("the container runtime is back"),
+                RuntimeHealth::Down(why) => tracing::warn!(%why, "the container runtime is down"),
+            }
+            changed(&now);
+            tx.send_replace(now);
+        }
+    }
+}
