@@ -115,12 +115,14 @@ async fn every_request_is_logged_once_per_stage_at_its_policy_level() -> Result<
     // No controllers at all: the ServiceAccount and root-CA controllers (which
     // `without_controllers` keeps) act as the admin and keep their informers' watches open,
     // whose ResponseComplete comes only when they end; the cluster DNS's Service and
-    // EndpointSlice watches likewise. Every request in the log here is the test's own and has
-    // ended. No pod is made here.
+    // EndpointSlice watches likewise, and the functions' ingress its Route and Revision
+    // watches. Every request in the log here is the test's own and has ended. No pod is
+    // made here.
     let cluster = TestCluster::builder()
         .server_arg("--disable-controllers")
         .server_arg("--disable-scheduler")
         .server_arg("--disable-cluster-dns")
+        .server_arg("--disable-function-ingress")
         .server_arg(format!("--audit-policy-file={}", policy.display()))
         .server_arg(format!("--audit-log-path={}", log.display()))
         .server_arg("--audit-log-maxsize=1")
