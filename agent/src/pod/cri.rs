@@ -36,7 +36,7 @@ use wasmkube_client::events::{EventType, pod_reference};
 use wasmkube_cri::{Client, v1};
 
 use super::PodContext;
-use super::env::{self, Environment, PodFacts};
+use super::env::Environment;
 use super::start::{StartFailed, StartRequest, Started, pull_credentials};
 use crate::images::PullPolicy;
 use crate::images::registry::RegistryAuth;
@@ -526,24 +526,8 @@ pub(crate) async fn start_container(
     let client = client(&ctx).map_err(StartFailed::Runtime)?.clone();
 
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths, &ctx.tokens)
-        .await
-        .map_err(|e| config_error(e.to_string()))?;
-    let sources = env::fetch_sources(&ctx.client, &namespace, c)
-        .await
-        .map_err(|e| config_error(e.to_string()))?;
-    let facts = PodFacts {
-        pod,
-        pod_ip: req.pod_ip.map(|ip| ip.to_string()),
-        host_ip: ctx.host_ip.to_string(),
-        node_cpu_millis: ctx.allocatable.cpu_millis,
-        node_memory_bytes: ctx.allocatable.memory_bytes,
-    };
-    let container_env =
-        env::resolve_env(c, &facts, &sources).map_err(|e| config_error(e.to_string()))?;
-    let preopens = volumes
-        .preopens_for(c, |name| container_env.get(name).map(str::to_string))
-        .map_err(|e| config_error(e.to_string()))?;
+    let (container_env, preopens) =
+        super::start::prepare_container(&ctx, &req, config_error).await?;
     // The runtime is another process: it mounts the directory the agent holds open through
     // /proc/<agent>/fd/<n> (resolved once, while the handle is held), never the volume's
     // path looked up again.

@@ -71,6 +71,38 @@ pub(crate) struct Started {
     pub(crate) runtime_id: Option<String>,
 }
 
+/// What every runtime needs before it runs a container: the pod's volumes (refreshed on
+/// every start: configMap, secret and downwardAPI content), the container's environment
+/// resolved (valueFrom included) and its volume mounts as open directories. A failure is a
+/// configuration error, made by `config_error` (which records its event).
+pub(crate) async fn prepare_container(
+    ctx: &PodContext,
+    req: &StartRequest,
+    config_error: impl Fn(String) -> StartFailed,
+) -> Result<(Environment, Vec<volumes::Preopen>), StartFailed> {
+    let (c, pod) = (&req.container, &req.pod);
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths, &ctx.tokens)
+        .await
+        .map_err(|e| config_error(e.to_string()))?;
+    let sources = env::fetch_sources(&ctx.client, &namespace, c)
+        .await
+        .map_err(|e| config_error(e.to_string()))?;
+    let facts = PodFacts {
+        pod,
+        pod_ip: req.pod_ip.map(|ip| ip.to_string()),
+        host_ip: ctx.host_ip.to_string(),
+        node_cpu_millis: ctx.allocatable.cpu_millis,
+        node_memory_bytes: ctx.allocatable.memory_bytes,
+    };
+    let container_env =
+        env::resolve_env(c, &facts, &sources).map_err(|e| config_error(e.to_string()))?;
+    let preopens = volumes
+        .preopens_for(c, |name| container_env.get(name).map(str::to_string))
+        .map_err(|e| config_error(e.to_string()))?;
+    Ok((container_env, preopens))
+}
+
 /// Why a start did not produce a running instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StartFailed {
@@ -236,25 +268,7 @@ pub(crate) async fn start_container(
         event(EventType::Warning, "Failed", format!("Error: {message}"));
         StartFailed::Config(message)
     };
-    // Volumes are refreshed on every start (configMap, secret and downwardAPI content).
-    let volumes = volumes::prepare(pod, &req.pod_dir, &ctx.client, &ctx.host_paths, &ctx.tokens)
-        .await
-        .map_err(|e| config_error(e.to_string()))?;
-    let sources = env::fetch_sources(&ctx.client, &namespace, c)
-        .await
-        .map_err(|e| config_error(e.to_string()))?;
-    let facts = PodFacts {
-        pod,
-        pod_ip: req.pod_ip.map(|ip| ip.to_string()),
-        host_ip: ctx.host_ip.to_string(),
-        node_cpu_millis: ctx.allocatable.cpu_millis,
-        node_memory_bytes: ctx.allocatable.memory_bytes,
-    };
-    let container_env =
-        env::resolve_env(c, &facts, &sources).map_err(|e| config_error(e.to_string()))?;
-    let preopens = volumes
-        .preopens_for(c, |name| container_env.get(name).map(str::to_string))
-        .map_err(|e| config_error(e.to_string()))?;
+    let (container_env, preopens) = prepare_container(&ctx, &req, config_error).await?;
     // The open directories stay open until the instance ends: the runtime preopens them by
     // their /proc/self/fd path (an HTTP handler does so for every request).
     let held: Vec<volumes::DirHandle> = preopens.iter().map(|p| p.dir.clone()).collect();
