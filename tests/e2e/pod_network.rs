@@ -215,7 +215,14 @@ async fn routed_pods_answer_every_host_and_host_gw_routes_follow_the_nodes() -> 
         agent_routes(&cluster, 1).await?,
         expected_routes(&cluster, &cidrs, 1, &NODES)?
     );
-    curl_every_pod_from_every_host(&cluster, &pods).await?;
+    // Its wasm pod ended with it and is started again: the status read above may still be
+    // the one from before the kill, so its listener answers a moment later.
+    poll_until(
+        "every pod answering after the restart",
+        DEADLINE,
+        || async { Ok(curl_every_pod_from_every_host(&cluster, &pods).await.ok()) },
+    )
+    .await?;
 
     // A Node deleted (its agent gone) leaves the other nodes' tables.
     cluster.kill9_agent(1).await?;
